@@ -1,0 +1,412 @@
+// Package virtqueue processes split virtqueues (virtio 1.2, section 2.7)
+// living in guest memory, from the device side.
+//
+// A Queue holds the ring pointers and the device's private indices. It is
+// not safe for concurrent use: one poller owns a running queue, and the
+// control path touches it only once the data path has let go of it.
+package virtqueue
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/vhostd/vhostd/virtqueue/guestmem"
+)
+
+// Descriptor and ring flags from the virtio specification.
+const (
+	DescFNext     = 1 // VIRTQ_DESC_F_NEXT: the chain continues at Next
+	DescFWrite    = 2 // VIRTQ_DESC_F_WRITE: the buffer is device-writable
+	DescFIndirect = 4 // VIRTQ_DESC_F_INDIRECT: the buffer is a descriptor table
+
+	AvailFNoInterrupt = 1 // VIRTQ_AVAIL_F_NO_INTERRUPT: driver asks for no call
+	UsedFNoNotify     = 1 // VIRTQ_USED_F_NO_NOTIFY: device asks for no kick
+
+	// MaxSize is the largest split queue size the specification allows.
+	MaxSize = 32768
+	descSize = 16
+	usedElemSize = 8
+)
+
+// Errors returned by the data path. They are sentinels: returning them
+// allocates nothing.
+var (
+	// ErrEmpty means the driver has made no more buffers available.
+	ErrEmpty = errors.New("no available buffers")
+	// ErrTooManySegments means a well-formed chain had more segments than
+	// the caller's buffer holds; the chain is consumed and must be returned
+	// with PushUsed.
+	ErrTooManySegments = errors.New("chain has too many segments")
+	// ErrBroken means the queue was marked broken earlier; see Err.
+	ErrBroken = errors.New("queue is broken")
+)
+
+// Reasons a queue breaks. Each is the text of the log line the owner prints
+// once when it sees the queue break.
+var (
+	errAvailJump       = errors.New("avail index moved more than the queue size")
+	errHeadRange       = errors.New("descriptor head index out of range")
+	errNextRange       = errors.New("descriptor next index out of range")
+	errLoop            = errors.New("descriptor chain longer than its table (loop)")
+	errNestedIndirect  = errors.New("nested indirect descriptor table")
+	errIndirectNext    = errors.New("indirect descriptor with NEXT flag")
+	errIndirectLen     = errors.New("indirect table length not a non-zero multiple of 16")
+	errIndirectMem     = errors.New("indirect table not in guest memory")
+	errIndirectOff     = errors.New("indirect descriptor without negotiated RING_INDIRECT_DESC")
+	errBufferMem       = errors.New("descriptor buffer not in guest memory")
+	errReadAfterWrite  = errors.New("device-readable descriptor after a device-writable one")
+	errChainTooBig     = errors.New("chain byte total overflows 32 bits")
+)
+
+// Config is what the frontend set up for one ring: its size and the
+// guest-physical addresses of its three parts, plus the negotiated features
+// that change how the ring is read.
+type Config struct {
+	Size     uint16 // number of descriptors, a power of two
+	Desc     uint64 // guest-physical address of the descriptor table
+	Avail    uint64 // guest-physical address of the available ring
+	Used     uint64 // guest-physical address of the used ring
+	EventIdx bool   // VIRTIO_F_RING_EVENT_IDX negotiated
+	Indirect bool   // VIRTIO_F_RING_INDIRECT_DESC negotiated
+}
+
+// Ring sizes in bytes, per the specification (with the event-index field,
+// which is always accounted for so enabling EVENT_IDX needs no re-check).
+func descBytes(size uint16) uint64  { return uint64(size) * descSize }
+func availBytes(size uint16) uint64 { return 6 + 2*uint64(size) }
+func usedBytes(size uint16) uint64  { return 6 + usedElemSize*uint64(size) }
+
+// Validate checks the size and alignment rules of the specification
+// (section 2.7: descriptor table 16, available ring 2, used ring 4).
+func (c Config) Validate() error {
+	if c.Size == 0 || c.Size&(c.Size-1) != 0 {
+		return fmt.Errorf("queue size %d is not a power of two", c.Size)
+	}
+	if c.Desc%16 != 0 {
+		return fmt.Errorf("descriptor table address %#x is not 16-byte aligned", c.Desc)
+	}
+	if c.Avail%2 != 0 {
+		return fmt.Errorf("available ring address %#x is not 2-byte aligned", c.Avail)
+	}
+	if c.Used%4 != 0 {
+		return fmt.Errorf("used ring address %#x is not 4-byte aligned", c.Used)
+	}
+	return nil
+}
+
+// Queue is the device side of one split virtqueue.
+type Queue struct {
+	size uint16
+	mask uint16
+	// Views of the three ring parts in guest memory, exactly sized.
+	desc  []byte
+	avail []byte
+	used  []byte
+
+	availIdx   *uint32 // 32-bit aligned word holding avail->idx
+	availShift uint32  // 0 or 16: where idx sits in that word
+	usedWord   *uint32 // used->flags | used->idx<<16
+
+	eventIdx bool
+	indirect bool
+
+	lastAvail  uint16 // next available-ring slot to read
+	availCache uint16 // avail->idx as last read
+	usedIdx    uint16 // next used-ring slot to write
+	usedFlags  uint16 // flags we publish with the used index
+	published  uint16 // used index as last published
+	signalled  uint16 // used index at the last call (event-idx)
+	sigValid   bool
+
+	fence uint32 // target of the atomic that acts as a full barrier
+	err   error  // sticky reason the queue broke
+}
+
+// New builds a queue over mem from cfg, starting at lastAvail (the
+// frontend's SET_VRING_BASE). The used index is read from guest memory, as
+// the driver may have reset or resumed the ring.
+func New(mem *guestmem.Memory, cfg Config, lastAvail uint16) (*Queue, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	desc, err := mem.Slice(cfg.Desc, descBytes(cfg.Size))
+	if err != nil {
+		return nil, fmt.Errorf("descriptor table %#x+%#x: %w", cfg.Desc, descBytes(cfg.Size), err)
+	}
+	avail, err := mem.Slice(cfg.Avail, availBytes(cfg.Size))
+	if err != nil {
+		return nil, fmt.Errorf("available ring %#x+%#x: %w", cfg.Avail, availBytes(cfg.Size), err)
+	}
+	used, err := mem.Slice(cfg.Used, usedBytes(cfg.Size))
+	if err != nil {
+		return nil, fmt.Errorf("used ring %#x+%#x: %w", cfg.Used, usedBytes(cfg.Size), err)
+	}
+	q := &Queue{
+		size: cfg.Size, mask: cfg.Size - 1,
+		desc: desc, avail: avail, used: used,
+		eventIdx: cfg.EventIdx, indirect: cfg.Indirect,
+		lastAvail: lastAvail,
+	}
+	// Host addresses, not guest ones, decide atomic alignment: a region's
+	// mapping need not share the guest's alignment.
+	if uintptr(unsafe.Pointer(&used[0]))%4 != 0 {
+		return nil, fmt.Errorf("used ring %#x is not 4-byte aligned in this process", cfg.Used)
+	}
+	q.usedWord = (*uint32)(unsafe.Pointer(&used[0]))
+	if p := uintptr(unsafe.Pointer(&avail[2])); p%4 == 0 {
+		q.availIdx = (*uint32)(unsafe.Pointer(&avail[2]))
+	} else {
+		// avail is 2-aligned, so &avail[0] is 4-aligned here.
+		q.availIdx = (*uint32)(unsafe.Pointer(&avail[0]))
+		q.availShift = 16
+	}
+	w := atomic.LoadUint32(q.usedWord)
+	q.usedIdx = uint16(w >> 16)
+	q.published = q.usedIdx
+	q.availCache = q.loadAvailIdx()
+	return q, nil
+}
+
+// Size returns the number of descriptors.
+func (q *Queue) Size() uint16 { return q.size }
+
+// LastAvail returns the next available-ring index the device will read: the
+// value GET_VRING_BASE reports.
+func (q *Queue) LastAvail() uint16 { return q.lastAvail }
+
+// UsedIdx returns the next used index the device will write.
+func (q *Queue) UsedIdx() uint16 { return q.usedIdx }
+
+// Err returns why the queue broke, or nil.
+func (q *Queue) Err() error { return q.err }
+
+func (q *Queue) breakWith(reason error) error {
+	if q.err == nil {
+		q.err = reason
+	}
+	return ErrBroken
+}
+
+func (q *Queue) loadAvailIdx() uint16 {
+	return uint16(atomic.LoadUint32(q.availIdx) >> q.availShift)
+}
+
+// Pending reads the driver's available index and returns how many chains
+// are waiting. An index more than the queue size ahead breaks the queue.
+func (q *Queue) Pending() int {
+	if q.err != nil {
+		return 0
+	}
+	q.availCache = q.loadAvailIdx()
+	n := q.availCache - q.lastAvail
+	if n > q.size {
+		q.breakWith(errAvailJump)
+		return 0
+	}
+	return int(n)
+}
+
+// Chain is one descriptor chain taken from the available ring, translated to
+// host memory. Segs is filled from its own backing array, whose capacity
+// bounds the segments a chain may have.
+type Chain struct {
+	Head     uint16
+	Segs     [][]byte // device-readable segments first, then device-writable
+	NRead    int      // Segs[:NRead] are device-readable
+	ReadLen  uint32   // bytes in the readable segments
+	WriteLen uint32   // bytes in the writable segments
+}
+
+// Pop takes the next chain from the available ring into c, translating each
+// descriptor's buffer into c.Segs (whose capacity must be at least one). It
+// returns ErrEmpty when nothing is pending as of the last Pending call,
+// ErrTooManySegments for a valid chain that does not fit (consumed: return
+// it with PushUsed), and ErrBroken when the chain breaks the rules (the
+// queue stays broken).
+func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
+	if q.err != nil {
+		return ErrBroken
+	}
+	if q.lastAvail == q.availCache {
+		return ErrEmpty
+	}
+	slot := 4 + 2*uint32(q.lastAvail&q.mask)
+	head := uint16(q.avail[slot]) | uint16(q.avail[slot+1])<<8
+	if head >= q.size {
+		return q.breakWith(errHeadRange)
+	}
+	q.lastAvail++
+	c.Head = head
+	c.Segs = c.Segs[:0]
+	c.NRead = 0
+	c.ReadLen, c.WriteLen = 0, 0
+
+	table := q.desc
+	idx := uint32(head)
+	ttl := uint32(q.size)
+	inIndirect := false
+	var total uint64
+	full := false
+	for {
+		if ttl == 0 {
+			return q.breakWith(errLoop)
+		}
+		ttl--
+		d := table[idx*descSize : idx*descSize+descSize]
+		addr := uint64(d[0]) | uint64(d[1])<<8 | uint64(d[2])<<16 | uint64(d[3])<<24 |
+			uint64(d[4])<<32 | uint64(d[5])<<40 | uint64(d[6])<<48 | uint64(d[7])<<56
+		length := uint32(d[8]) | uint32(d[9])<<8 | uint32(d[10])<<16 | uint32(d[11])<<24
+		flags := uint16(d[12]) | uint16(d[13])<<8
+		next := uint16(d[14]) | uint16(d[15])<<8
+
+		if flags&DescFIndirect != 0 {
+			switch {
+			case !q.indirect:
+				return q.breakWith(errIndirectOff)
+			case inIndirect:
+				return q.breakWith(errNestedIndirect)
+			case flags&DescFNext != 0:
+				return q.breakWith(errIndirectNext)
+			case length == 0 || length%descSize != 0:
+				return q.breakWith(errIndirectLen)
+			}
+			t := mem.Chunk(addr, uint64(length))
+			if uint32(len(t)) != length {
+				return q.breakWith(errIndirectMem)
+			}
+			table = t
+			inIndirect = true
+			idx = 0
+			ttl = length / descSize
+			continue
+		}
+
+		write := flags&DescFWrite != 0
+		if !write && c.WriteLen > 0 {
+			return q.breakWith(errReadAfterWrite)
+		}
+		total += uint64(length)
+		if total > 1<<32-1 {
+			return q.breakWith(errChainTooBig)
+		}
+		if write {
+			c.WriteLen += length
+		} else {
+			c.ReadLen += length
+		}
+		// Translate the buffer; it may span regions, so take it chunk by
+		// chunk. Past the segment capacity, keep walking to validate the
+		// chain but record nothing.
+		for rem := uint64(length); rem > 0; {
+			b := mem.Chunk(addr, rem)
+			if b == nil {
+				return q.breakWith(errBufferMem)
+			}
+			if len(c.Segs) == cap(c.Segs) {
+				full = true
+			} else {
+				c.Segs = append(c.Segs, b)
+				if !write {
+					c.NRead++
+				}
+			}
+			addr += uint64(len(b))
+			rem -= uint64(len(b))
+		}
+
+		if flags&DescFNext == 0 {
+			break
+		}
+		idx = uint32(next)
+		if idx >= uint32(len(table)/descSize) {
+			return q.breakWith(errNextRange)
+		}
+	}
+	if full {
+		return ErrTooManySegments
+	}
+	return nil
+}
+
+// Unpop gives back the last n chains taken with Pop, which have not been
+// pushed to the used ring; the next Pop returns them again.
+func (q *Queue) Unpop(n int) { q.lastAvail -= uint16(n) }
+
+// PushUsed records chain head as used with length bytes written into it.
+// The entry becomes visible to the driver at the next Publish.
+func (q *Queue) PushUsed(head uint16, length uint32) {
+	o := 4 + usedElemSize*uint32(q.usedIdx&q.mask)
+	u := q.used[o : o+8]
+	u[0], u[1], u[2], u[3] = byte(head), byte(head>>8), 0, 0
+	u[4], u[5], u[6], u[7] = byte(length), byte(length>>8), byte(length>>16), byte(length>>24)
+	q.usedIdx++
+}
+
+// Publish makes every entry pushed since the last Publish visible to the
+// driver with one release store of the used index.
+func (q *Queue) Publish() {
+	if q.published == q.usedIdx {
+		return
+	}
+	atomic.StoreUint32(q.usedWord, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
+	q.published = q.usedIdx
+}
+
+// fullFence orders the preceding stores before the following loads, which a
+// release store alone does not (store-load ordering needs a locked
+// instruction on x86; Go's atomic add is one).
+func (q *Queue) fullFence() { atomic.AddUint32(&q.fence, 1) }
+
+// NeedCall reports whether the driver wants an interrupt for what was
+// published since the last call, honouring NO_INTERRUPT or used_event. It
+// must be called after Publish, at most once per burst.
+func (q *Queue) NeedCall() bool {
+	q.fullFence()
+	if !q.eventIdx {
+		if q.published == q.signalled && q.sigValid {
+			return false
+		}
+		q.signalled, q.sigValid = q.published, true
+		flags := uint16(q.avail[0]) | uint16(q.avail[1])<<8
+		return flags&AvailFNoInterrupt == 0
+	}
+	o := 4 + 2*uint32(q.size)
+	event := uint16(q.avail[o]) | uint16(q.avail[o+1])<<8
+	newIdx, old := q.published, q.signalled
+	valid := q.sigValid
+	q.signalled, q.sigValid = newIdx, true
+	// vring_need_event: call if the driver's event index lies in
+	// (old, new]. Before the first call there is no old value to trust.
+	return !valid || newIdx-event-1 < newIdx-old
+}
+
+// DisableNotify asks the driver not to kick while the device is polling.
+// With EVENT_IDX the stale avail_event already does so after one kick.
+func (q *Queue) DisableNotify() {
+	if q.eventIdx || q.usedFlags&UsedFNoNotify != 0 {
+		return
+	}
+	q.usedFlags |= UsedFNoNotify
+	atomic.StoreUint32(q.usedWord, uint32(q.usedFlags)|uint32(q.published)<<16)
+}
+
+// EnableNotify asks the driver to kick on the next buffer it makes
+// available, then re-reads the available index so no buffer added in the
+// meantime is missed. It returns true if work is already pending, in which
+// case the caller must not sleep.
+func (q *Queue) EnableNotify() bool {
+	if q.err != nil {
+		return false
+	}
+	if q.eventIdx {
+		o := 4 + usedElemSize*uint32(q.size)
+		q.used[o], q.used[o+1] = byte(q.lastAvail), byte(q.lastAvail>>8)
+	} else if q.usedFlags&UsedFNoNotify != 0 {
+		q.usedFlags &^= UsedFNoNotify
+		atomic.StoreUint32(q.usedWord, uint32(q.usedFlags)|uint32(q.published)<<16)
+	}
+	q.fullFence()
+	return q.Pending() > 0
+}
