@@ -25,8 +25,8 @@ const (
 	UsedFNoNotify     = 1 // VIRTQ_USED_F_NO_NOTIFY: device asks for no kick
 
 	// MaxSize is the largest split queue size the specification allows.
-	MaxSize = 32768
-	descSize = 16
+	MaxSize      = 32768
+	descSize     = 16
 	usedElemSize = 8
 )
 
@@ -46,18 +46,18 @@ var (
 // Reasons a queue breaks. Each is the text of the log line the owner prints
 // once when it sees the queue break.
 var (
-	errAvailJump       = errors.New("avail index moved more than the queue size")
-	errHeadRange       = errors.New("descriptor head index out of range")
-	errNextRange       = errors.New("descriptor next index out of range")
-	errLoop            = errors.New("descriptor chain longer than its table (loop)")
-	errNestedIndirect  = errors.New("nested indirect descriptor table")
-	errIndirectNext    = errors.New("indirect descriptor with NEXT flag")
-	errIndirectLen     = errors.New("indirect table length not a non-zero multiple of 16")
-	errIndirectMem     = errors.New("indirect table not in guest memory")
-	errIndirectOff     = errors.New("indirect descriptor without negotiated RING_INDIRECT_DESC")
-	errBufferMem       = errors.New("descriptor buffer not in guest memory")
-	errReadAfterWrite  = errors.New("device-readable descriptor after a device-writable one")
-	errChainTooBig     = errors.New("chain byte total overflows 32 bits")
+	errAvailJump      = errors.New("avail index moved more than the queue size")
+	errHeadRange      = errors.New("descriptor head index out of range")
+	errNextRange      = errors.New("descriptor next index out of range")
+	errLoop           = errors.New("descriptor chain longer than its table (loop)")
+	errNestedIndirect = errors.New("nested indirect descriptor table")
+	errIndirectNext   = errors.New("indirect descriptor with NEXT flag")
+	errIndirectLen    = errors.New("indirect table length not a non-zero multiple of 16")
+	errIndirectMem    = errors.New("indirect table not in guest memory")
+	errIndirectOff    = errors.New("indirect descriptor without negotiated RING_INDIRECT_DESC")
+	errBufferMem      = errors.New("descriptor buffer not in guest memory")
+	errReadAfterWrite = errors.New("device-readable descriptor after a device-writable one")
+	errChainTooBig    = errors.New("chain byte total overflows 32 bits")
 )
 
 // Config is what the frontend set up for one ring: its size and the

@@ -22,12 +22,12 @@ const (
 
 // Driver plays the guest driver of one queue.
 type Driver struct {
-	Mem     []byte
-	GPA     uint64 // guest-physical address of Mem[0]
-	Size    uint16
-	nextBuf uint64
-	free    []uint16 // free descriptor indices
-	avail   uint16   // driver's avail idx
+	Mem      []byte
+	GPA      uint64 // guest-physical address of Mem[0]
+	Size     uint16
+	nextBuf  uint64
+	free     []uint16 // free descriptor indices
+	avail    uint16   // driver's avail idx
 	usedSeen uint16
 	// Indirect tables are placed here.
 	nextTable uint64
