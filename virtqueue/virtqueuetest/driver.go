@@ -214,3 +214,20 @@ func (d *Driver) Read(gpa uint64, n int) []byte { return d.at(gpa)[:n] }
 func (d *Driver) DescAddr(i uint16) uint64 {
 	return binary.LittleEndian.Uint64(d.at(d.GPA + DescBase + 16*uint64(i)))
 }
+
+// JoinMemory returns one guest memory holding every driver's fake memory
+// as a region of its own, for devices whose queues live in one guest.
+// The drivers' guest-physical ranges must not overlap.
+func JoinMemory(ds ...*Driver) *guestmem.Memory {
+	var specs []guestmem.RegionSpec
+	var bufs [][]byte
+	for _, d := range ds {
+		specs = append(specs, guestmem.RegionSpec{GuestPhysAddr: d.GPA, Size: uint64(len(d.Mem)), UserAddr: 0x7f0000000000 + d.GPA})
+		bufs = append(bufs, d.Mem)
+	}
+	m, err := guestmem.FromBytes(specs, bufs)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}

@@ -1,0 +1,157 @@
+// Package vswitch is a MAC-learning Ethernet switch between ports: VM ports
+// backed by vhost-user rings, and (elsewhere) a DPDK uplink. Poller
+// goroutines move frames in bursts from each port's receive side through
+// the forwarding database to the other ports' transmit sides, copying each
+// frame once, straight from the source buffers into the destination's.
+package vswitch
+
+import (
+	"sync/atomic"
+)
+
+// BurstSize is the most frames moved per receive call.
+const BurstSize = 32
+
+// MaxSegs is the most buffer segments one received frame may span.
+const MaxSegs = 64
+
+// Frame is one received Ethernet frame, scattered over segments that stay
+// valid until the port's Done is called for the burst holding it.
+type Frame struct {
+	Segs [][]byte // the frame's bytes, in order, without any virtio header
+	Len  int      // total bytes in Segs
+}
+
+// Burst is a poller's scratch for one receive call: the frames and the
+// segment storage they point into. A poller owns its Burst; ports fill it.
+type Burst struct {
+	Frames [BurstSize]Frame
+	N      int // frames received
+	pool   [BurstSize * MaxSegs][]byte
+}
+
+// SegPool returns the empty segment storage for frame i: a slice of length
+// zero and capacity MaxSegs for the port to append segments to.
+func (b *Burst) SegPool(i int) [][]byte {
+	return b.pool[i*MaxSegs : i*MaxSegs : (i+1)*MaxSegs]
+}
+
+// Control is what a port may ask of the switch it is attached to.
+type Control interface {
+	// Changed tells the pollers that the port's wait fds or data-path state
+	// changed. It returns once no poller uses the port's previous state.
+	Changed()
+}
+
+// Port is one switch port. Receive, Done, WaitFDs and Arm are called only by
+// the poller that owns the port; Transmit may be called by any poller.
+type Port interface {
+	// Name identifies the port in logs, stats and the FDB.
+	Name() string
+	// Attach is called once, by the switch, before any other method.
+	Attach(c Control)
+	// Receive fills b.Frames[:n] with up to BurstSize frames and returns n.
+	// The frames stay valid until Done(b).
+	Receive(b *Burst) int
+	// Done releases the frames of the last Receive into b.
+	Done(b *Burst)
+	// Transmit copies the frames into the port, counting every frame it
+	// cannot deliver as a drop with its reason.
+	Transmit(frames []*Frame)
+	// WaitFDs appends the fds that become readable when Receive has work.
+	WaitFDs(dst []int) []int
+	// Arm asks to be woken through WaitFDs when new frames arrive, and
+	// reports whether frames are already waiting (then the poller must not
+	// sleep).
+	Arm() bool
+	// Counters returns the port's counters.
+	Counters() *Counters
+}
+
+// Drop reasons, as they appear in stats.
+const (
+	DropRxRunt        = iota // frame shorter than an Ethernet header (or its virtio header)
+	DropRxSegments           // frame in more buffer segments than MaxSegs
+	DropRxBroken             // the port's receive queue broke (counted per break)
+	DropSamePort             // unicast destined to the port it came from
+	DropTxNotReady           // port has no running queue to deliver into
+	DropTxNoBuffers          // destination had no free buffers
+	DropTxTooBig             // frame larger than the destination's buffer
+	DropTxBroken             // destination queue broke (counted per frame lost)
+	NumDropReasons
+)
+
+// DropNames maps drop reasons to their names in stats.
+var DropNames = [NumDropReasons]string{
+	"rx_runt", "rx_too_many_segments", "rx_queue_broken", "same_port",
+	"tx_not_ready", "tx_no_buffers", "tx_too_big", "tx_queue_broken",
+}
+
+// Counters are a port's statistics. "rx" is what the switch received from
+// the port (the guest transmitted); "tx" is what the switch delivered to it.
+// Writers add once per burst, never per frame.
+type Counters struct {
+	RxPackets atomic.Uint64
+	RxBytes   atomic.Uint64
+	TxPackets atomic.Uint64
+	TxBytes   atomic.Uint64
+	Drops     [NumDropReasons]atomic.Uint64
+}
+
+// Snapshot is a copy of Counters for reporting.
+type Snapshot struct {
+	RxPackets uint64            `json:"rx_packets"`
+	RxBytes   uint64            `json:"rx_bytes"`
+	TxPackets uint64            `json:"tx_packets"`
+	TxBytes   uint64            `json:"tx_bytes"`
+	Drops     map[string]uint64 `json:"drops"`
+}
+
+// Snapshot copies the counters.
+func (c *Counters) Snapshot() Snapshot {
+	s := Snapshot{
+		RxPackets: c.RxPackets.Load(), RxBytes: c.RxBytes.Load(),
+		TxPackets: c.TxPackets.Load(), TxBytes: c.TxBytes.Load(),
+		Drops: make(map[string]uint64, NumDropReasons),
+	}
+	for i := range c.Drops {
+		s.Drops[DropNames[i]] = c.Drops[i].Load()
+	}
+	return s
+}
+
+// copyFrame copies src's bytes into dst starting at offset off (which may
+// cross segment boundaries) and returns how many bytes were copied.
+func copyFrame(dst [][]byte, off int, src [][]byte) int {
+	di := 0
+	for di < len(dst) && off >= len(dst[di]) {
+		off -= len(dst[di])
+		di++
+	}
+	n := 0
+	for _, s := range src {
+		for len(s) > 0 && di < len(dst) {
+			c := copy(dst[di][off:], s)
+			n += c
+			s = s[c:]
+			off += c
+			if off == len(dst[di]) {
+				di++
+				off = 0
+			}
+		}
+	}
+	return n
+}
+
+// gather copies the first len(out) bytes of a frame into out.
+func gather(out []byte, segs [][]byte) int {
+	n := 0
+	for _, s := range segs {
+		n += copy(out[n:], s)
+		if n == len(out) {
+			break
+		}
+	}
+	return n
+}

@@ -1,0 +1,304 @@
+package vswitch
+
+import (
+	"fmt"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// MaxPorts is the most ports one switch holds.
+const MaxPorts = 256
+
+// Config sets up a switch.
+type Config struct {
+	Pollers int           // poller goroutines (OS threads); default 1
+	FDBSize int           // addresses the FDB holds; default 8192
+	AgeTime time.Duration // forget an address unseen this long; default 300s
+	// IdleSpin is how long a poller keeps polling after the last frame
+	// before it sleeps on the kick fds; default 50µs.
+	IdleSpin time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Pollers <= 0 {
+		c.Pollers = 1
+	}
+	if c.FDBSize <= 0 {
+		c.FDBSize = 8192
+	}
+	if c.AgeTime <= 0 {
+		c.AgeTime = 300 * time.Second
+	}
+	if c.IdleSpin <= 0 {
+		c.IdleSpin = 50 * time.Microsecond
+	}
+}
+
+// portTable is the switch's port set as the data path sees it: replaced
+// whole on every change, read with one atomic load per burst.
+type portTable struct {
+	ports [MaxPorts]Port
+	n     int // highest used index + 1
+}
+
+// Switch is a learning switch and the pollers that run it.
+type Switch struct {
+	cfg   Config
+	log   *logrus.Entry
+	fdb   *FDB
+	epoch time.Time // origin of the switch clock
+
+	table   atomic.Pointer[portTable]
+	pollers []*poller
+
+	mu      sync.Mutex // guards port membership, owner, and start/stop
+	owner   map[int]*poller
+	running bool
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// New returns a stopped switch.
+func New(cfg Config, log *logrus.Entry) (*Switch, error) {
+	cfg.defaults()
+	s := &Switch{cfg: cfg, log: log, fdb: NewFDB(cfg.FDBSize, cfg.AgeTime), epoch: time.Now(), owner: map[int]*poller{}}
+	s.table.Store(&portTable{})
+	for i := 0; i < cfg.Pollers; i++ {
+		p, err := newPoller(s, i)
+		if err != nil {
+			for _, q := range s.pollers {
+				q.close()
+			}
+			return nil, fmt.Errorf("poller %d: %w", i, err)
+		}
+		s.pollers = append(s.pollers, p)
+	}
+	return s, nil
+}
+
+// now is the switch clock in nanoseconds.
+func (s *Switch) now() int64 { return int64(time.Since(s.epoch)) }
+
+// Start runs the pollers and the FDB ager.
+func (s *Switch) Start() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running {
+		return
+	}
+	s.running = true
+	s.stop = make(chan struct{})
+	for _, p := range s.pollers {
+		s.wg.Add(1)
+		go func(p *poller) {
+			defer s.wg.Done()
+			p.run()
+		}(p)
+	}
+	s.wg.Add(1)
+	go s.ager()
+}
+
+// Stop stops the pollers and waits for them.
+func (s *Switch) Stop() {
+	s.mu.Lock()
+	if !s.running {
+		s.mu.Unlock()
+		return
+	}
+	s.running = false
+	close(s.stop)
+	for _, p := range s.pollers {
+		p.stopping.Store(true)
+		p.wake()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	for _, p := range s.pollers {
+		p.stopping.Store(false)
+	}
+}
+
+// Close stops the switch and releases the pollers' fds.
+func (s *Switch) Close() {
+	s.Stop()
+	for _, p := range s.pollers {
+		p.close()
+	}
+}
+
+func (s *Switch) ager() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.fdb.Age(s.now())
+		}
+	}
+}
+
+// AddPort attaches p, gives it to the least loaded poller and returns its
+// index.
+func (s *Switch) AddPort(p Port) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.table.Load()
+	idx := -1
+	for i := 0; i < MaxPorts; i++ {
+		if old.ports[i] == nil {
+			idx = i
+			break
+		}
+		if old.ports[i].Name() == p.Name() {
+			return -1, fmt.Errorf("a port named %q exists already", p.Name())
+		}
+	}
+	if idx < 0 {
+		return -1, fmt.Errorf("switch is full (%d ports)", MaxPorts)
+	}
+	for i := idx; i < old.n; i++ {
+		if old.ports[i] != nil && old.ports[i].Name() == p.Name() {
+			return -1, fmt.Errorf("a port named %q exists already", p.Name())
+		}
+	}
+	p.Attach(&portControl{s: s})
+	nt := *old
+	nt.ports[idx] = p
+	if idx >= nt.n {
+		nt.n = idx + 1
+	}
+	var best *poller
+	for _, q := range s.pollers {
+		if best == nil || q.load.Load() < best.load.Load() {
+			best = q
+		}
+	}
+	s.owner[idx] = best
+	best.load.Add(1)
+	best.addOwned(idx)
+	s.table.Store(&nt)
+	s.changed()
+	return idx, nil
+}
+
+// RemovePort detaches the port at idx and forgets its addresses. When it
+// returns, no poller touches the port.
+func (s *Switch) RemovePort(idx int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.table.Load()
+	if idx < 0 || idx >= MaxPorts || old.ports[idx] == nil {
+		return
+	}
+	nt := *old
+	nt.ports[idx] = nil
+	for nt.n > 0 && nt.ports[nt.n-1] == nil {
+		nt.n--
+	}
+	if p := s.owner[idx]; p != nil {
+		p.removeOwned(idx)
+		p.load.Add(-1)
+		delete(s.owner, idx)
+	}
+	s.table.Store(&nt)
+	s.changed()
+	s.fdb.Flush(idx)
+}
+
+// changed bumps every poller's configuration generation, wakes them, and
+// waits until none can still hold state from before the call.
+func (s *Switch) changed() {
+	for _, p := range s.pollers {
+		p.gen.Add(1)
+		p.wake()
+	}
+	s.quiesce()
+}
+
+// quiesce waits until every poller has been outside a burst since the call:
+// a poller whose epoch is even is between bursts (or asleep) and will load
+// fresh state; an odd epoch must move on first.
+func (s *Switch) quiesce() {
+	for _, p := range s.pollers {
+		e := p.epoch.Load()
+		if e%2 == 0 {
+			continue
+		}
+		for spins := 0; p.epoch.Load() == e; spins++ {
+			if spins < 100 {
+				runtime.Gosched()
+			} else {
+				time.Sleep(10 * time.Microsecond)
+			}
+		}
+	}
+}
+
+type portControl struct{ s *Switch }
+
+func (c *portControl) Changed() { c.s.changed() }
+
+// PortInfo reports one port and its counters.
+type PortInfo struct {
+	Index    int
+	Port     Port
+	Counters Snapshot
+	Poller   int
+}
+
+// Ports lists the ports in index order.
+func (s *Switch) Ports() []PortInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.table.Load()
+	var out []PortInfo
+	for i := 0; i < t.n; i++ {
+		if p := t.ports[i]; p != nil {
+			pi := PortInfo{Index: i, Port: p, Counters: p.Counters().Snapshot(), Poller: -1}
+			if o := s.owner[i]; o != nil {
+				pi.Poller = o.id
+			}
+			out = append(out, pi)
+		}
+	}
+	return out
+}
+
+// LearnedMAC is one FDB entry as reported to users.
+type LearnedMAC struct {
+	MAC  string        `json:"mac"`
+	Port string        `json:"port"`
+	Age  time.Duration `json:"age_ns"`
+}
+
+// FDB lists the learned addresses, sorted by port then address.
+func (s *Switch) FDB() []LearnedMAC {
+	t := s.table.Load()
+	var out []LearnedMAC
+	for _, e := range s.fdb.Entries(s.now()) {
+		name := fmt.Sprintf("#%d", e.Port)
+		if e.Port >= 0 && e.Port < MaxPorts && t.ports[e.Port] != nil {
+			name = t.ports[e.Port].Name()
+		}
+		out = append(out, LearnedMAC{MAC: e.MAC.String(), Port: name, Age: e.Age})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Port != out[j].Port {
+			return out[i].Port < out[j].Port
+		}
+		return out[i].MAC < out[j].MAC
+	})
+	return out
+}
+
+// FDBEvictions counts addresses dropped from a full FDB bucket.
+func (s *Switch) FDBEvictions() uint64 { return s.fdb.Evictions() }

@@ -1,0 +1,324 @@
+package vswitch
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/vhostd/vhostd/vhost"
+	"github.com/vhostd/vhostd/virtqueue"
+)
+
+const (
+	// maxMergeBufs is the most receive chains one frame may span with
+	// MRG_RXBUF (enough for a 64 KiB frame in 1 KiB buffers).
+	maxMergeBufs = 64
+	// rxChainSegs is the most segments used of one receive chain.
+	rxChainSegs = 8
+)
+
+// VMPort is a switch port backed by a vhost-user device: frames the guest
+// transmits are received by the switch, and frames the switch transmits
+// land in the guest's receive queue. It is the vhost.Backend of its
+// socket's devices.
+type VMPort struct {
+	name     string
+	log      *logrus.Entry
+	ctl      Control
+	rings    atomic.Pointer[vhost.Rings]
+	counters Counters
+
+	// Owned by the poller that owns the port.
+	cur      *vhost.Rings // rings of the burst in progress
+	touched  uint64       // bit i: cur.TX[i] had chains popped
+	chain    virtqueue.Chain
+	txLogged [16]*virtqueue.Queue
+
+	rxMu     sync.Mutex // serialises pollers writing the guest's receive queue
+	rx       [maxMergeBufs]virtqueue.Chain
+	rxSegs   [maxMergeBufs * rxChainSegs][]byte
+	rxAll    [maxMergeBufs * rxChainSegs][]byte
+	rxLogged *virtqueue.Queue
+}
+
+// NewVMPort returns a port named name with no device attached.
+func NewVMPort(name string, log *logrus.Entry) *VMPort {
+	v := &VMPort{name: name, log: log.WithField("port", name)}
+	for i := range v.rx {
+		v.rx[i].Segs = v.rxSegs[i*rxChainSegs : i*rxChainSegs : (i+1)*rxChainSegs]
+	}
+	return v
+}
+
+// Name returns the port name.
+func (v *VMPort) Name() string { return v.name }
+
+// Attach implements Port.
+func (v *VMPort) Attach(c Control) { v.ctl = c }
+
+// Counters implements Port.
+func (v *VMPort) Counters() *Counters { return &v.counters }
+
+// Running reports whether a device has rings running on the port.
+func (v *VMPort) Running() bool { return v.rings.Load() != nil }
+
+// Publish implements vhost.Backend.
+func (v *VMPort) Publish(r *vhost.Rings) {
+	v.rings.Store(r)
+	if v.ctl != nil {
+		v.ctl.Changed()
+	}
+	if r != nil {
+		v.log.WithFields(logrus.Fields{"rx_rings": len(r.RX), "tx_rings": len(r.TX), "hdr_len": r.HdrLen, "mrg_rxbuf": r.MrgRxbuf}).Debug("rings running")
+	}
+}
+
+// WaitFDs implements Port: the kick fds of the guest's transmit rings.
+func (v *VMPort) WaitFDs(dst []int) []int {
+	if r := v.rings.Load(); r != nil {
+		for _, ring := range r.TX {
+			if ring.Kick >= 0 {
+				dst = append(dst, ring.Kick)
+			}
+		}
+	}
+	return dst
+}
+
+// Arm implements Port.
+func (v *VMPort) Arm() bool {
+	r := v.rings.Load()
+	if r == nil {
+		return false
+	}
+	pending := false
+	for _, ring := range r.TX {
+		// A ring without a kick fd is polled: never sleep on it.
+		if ring.Queue.EnableNotify() || (ring.Kick < 0 && ring.Queue.Err() == nil) {
+			pending = true
+		}
+	}
+	return pending
+}
+
+// Receive implements Port: it pops the guest's transmitted chains. Each
+// chain is put on the used ring at once (its bytes stay valid, since the
+// driver sees nothing until Done publishes the used index).
+func (v *VMPort) Receive(b *Burst) int {
+	r := v.rings.Load()
+	v.cur = r
+	b.N = 0
+	if r == nil {
+		return 0
+	}
+	n := 0
+	var runts, segs uint64
+	for ti, ring := range r.TX {
+		q := ring.Queue
+		pending := q.Pending()
+		if pending == 0 {
+			if q.Err() != nil {
+				v.broken(&v.txLogged[ring.Index%len(v.txLogged)], q, ring.Index, DropRxBroken)
+			}
+			continue
+		}
+		q.DisableNotify()
+		v.touched |= 1 << uint(ti%64)
+		c := &v.chain
+		for ; pending > 0 && n < BurstSize; pending-- {
+			c.Segs = b.SegPool(n)
+			err := q.Pop(r.Mem, c)
+			if err == virtqueue.ErrBroken {
+				v.broken(&v.txLogged[ring.Index%len(v.txLogged)], q, ring.Index, DropRxBroken)
+				break
+			}
+			if err == virtqueue.ErrEmpty {
+				break
+			}
+			q.PushUsed(c.Head, 0)
+			if err == virtqueue.ErrTooManySegments {
+				segs++
+				continue
+			}
+			if int(c.ReadLen) < r.HdrLen {
+				runts++
+				continue
+			}
+			// Strip the virtio-net header; nothing in it matters without
+			// offloads, which vhostd does not offer.
+			fs := c.Segs[:c.NRead]
+			for skip := r.HdrLen; skip > 0; {
+				if len(fs[0]) <= skip {
+					skip -= len(fs[0])
+					fs = fs[1:]
+				} else {
+					fs[0] = fs[0][skip:]
+					skip = 0
+				}
+			}
+			f := &b.Frames[n]
+			f.Segs = fs
+			f.Len = int(c.ReadLen) - r.HdrLen
+			n++
+		}
+	}
+	if runts > 0 {
+		v.counters.Drops[DropRxRunt].Add(runts)
+	}
+	if segs > 0 {
+		v.counters.Drops[DropRxSegments].Add(segs)
+	}
+	b.N = n
+	return n
+}
+
+// Done implements Port: it publishes the used entries of the burst and
+// calls the driver once per ring that asks for it.
+func (v *VMPort) Done(b *Burst) {
+	r := v.cur
+	if r == nil || v.touched == 0 {
+		return
+	}
+	for ti, ring := range r.TX {
+		if v.touched&(1<<uint(ti%64)) == 0 {
+			continue
+		}
+		ring.Queue.Publish()
+		if ring.Call >= 0 && ring.Queue.NeedCall() {
+			unix.Write(ring.Call, one[:])
+		}
+	}
+	v.touched = 0
+	v.cur = nil
+}
+
+// broken logs a queue's break once and counts it.
+func (v *VMPort) broken(logged **virtqueue.Queue, q *virtqueue.Queue, index int, reason int) {
+	if *logged == q {
+		return
+	}
+	*logged = q
+	v.counters.Drops[reason].Add(1)
+	v.log.WithFields(logrus.Fields{"queue": index, "reason": q.Err()}).Error("virtqueue broken by the guest; it stays stopped until the driver resets it")
+}
+
+// Transmit implements Port: it copies each frame into the guest's receive
+// queue, from the source buffers straight into the guest's.
+func (v *VMPort) Transmit(frames []*Frame) {
+	r := v.rings.Load()
+	if r == nil || len(r.RX) == 0 {
+		v.counters.Drops[DropTxNotReady].Add(uint64(len(frames)))
+		return
+	}
+	ring := r.RX[0]
+	q := ring.Queue
+	v.rxMu.Lock()
+	var sent, bytes, nobuf, toobig, broken uint64
+	avail := q.Pending()
+	if q.Err() != nil {
+		v.broken(&v.rxLogged, q, ring.Index, DropTxBroken)
+		broken = uint64(len(frames))
+		frames = nil
+	}
+	hdr := r.HdrLen
+	for i, f := range frames {
+		need := hdr + f.Len
+		k, room := 0, 0
+		var err error
+		for room < need && k < maxMergeBufs && avail > 0 && (k == 0 || r.MrgRxbuf) {
+			c := &v.rx[k]
+			c.Segs = c.Segs[:0]
+			err = q.Pop(r.Mem, c)
+			if err == virtqueue.ErrBroken || err == virtqueue.ErrEmpty {
+				break
+			}
+			avail--
+			k++
+			for _, s := range c.Segs[c.NRead:] {
+				room += len(s)
+			}
+		}
+		if err == virtqueue.ErrBroken {
+			q.Unpop(k)
+			v.broken(&v.rxLogged, q, ring.Index, DropTxBroken)
+			broken += uint64(len(frames) - i)
+			break
+		}
+		if room < need {
+			q.Unpop(k)
+			avail += k
+			if k == 0 || (r.MrgRxbuf && k < maxMergeBufs) {
+				nobuf++
+			} else {
+				toobig++
+			}
+			continue
+		}
+		// Lay the chains' writable segments end to end and copy once.
+		all := v.rxAll[:0]
+		for j := 0; j < k; j++ {
+			all = append(all, v.rx[j].Segs[v.rx[j].NRead:]...)
+		}
+		writeNetHeader(all, hdr, k)
+		copyFrame(all, hdr, f.Segs)
+		left := need
+		for j := 0; j < k; j++ {
+			c := &v.rx[j]
+			w := 0
+			for _, s := range c.Segs[c.NRead:] {
+				w += len(s)
+			}
+			if w > left {
+				w = left
+			}
+			left -= w
+			q.PushUsed(c.Head, uint32(w))
+		}
+		sent++
+		bytes += uint64(f.Len)
+	}
+	if sent > 0 {
+		q.Publish()
+		if ring.Call >= 0 && q.NeedCall() {
+			unix.Write(ring.Call, one[:])
+		}
+	}
+	v.rxMu.Unlock()
+	c := &v.counters
+	if sent > 0 {
+		c.TxPackets.Add(sent)
+		c.TxBytes.Add(bytes)
+	}
+	if nobuf > 0 {
+		c.Drops[DropTxNoBuffers].Add(nobuf)
+	}
+	if toobig > 0 {
+		c.Drops[DropTxTooBig].Add(toobig)
+	}
+	if broken > 0 {
+		c.Drops[DropTxBroken].Add(broken)
+	}
+}
+
+// writeNetHeader writes a virtio-net header with no offloads: all zero but
+// num_buffers, which a 12-byte header carries at offset 10.
+func writeNetHeader(dst [][]byte, hdrLen, numBuffers int) {
+	if len(dst[0]) >= hdrLen {
+		h := dst[0][:hdrLen]
+		clear(h)
+		if hdrLen == 12 {
+			h[10], h[11] = byte(numBuffers), byte(numBuffers>>8)
+		}
+		return
+	}
+	var h [12]byte
+	if hdrLen == 12 {
+		h[10], h[11] = byte(numBuffers), byte(numBuffers>>8)
+	}
+	src := h[:hdrLen]
+	for i := 0; len(src) > 0 && i < len(dst); i++ {
+		src = src[copy(dst[i], src):]
+	}
+}

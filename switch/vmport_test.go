@@ -1,0 +1,254 @@
+package vswitch
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/vhostd/vhostd/vhost"
+	"github.com/vhostd/vhostd/virtqueue"
+	"github.com/vhostd/vhostd/virtqueue/virtqueuetest"
+)
+
+// vmEnd is a fake guest on a VMPort: a driver for its receive queue and one
+// for its transmit queue.
+type vmEnd struct {
+	rx, tx *virtqueuetest.Driver
+	port   *VMPort
+	idx    int
+	hdr    int
+}
+
+func quietLog() *logrus.Entry {
+	l := logrus.New()
+	l.SetLevel(logrus.PanicLevel)
+	return logrus.NewEntry(l)
+}
+
+func newVMEnd(t testing.TB, s *Switch, name string, base uint64, hdr int, mrg bool) *vmEnd {
+	t.Helper()
+	e := &vmEnd{
+		rx:  virtqueuetest.New(256, 4<<20, base),
+		tx:  virtqueuetest.New(256, 4<<20, base+0x10000000),
+		hdr: hdr,
+	}
+	mem := virtqueuetest.JoinMemory(e.rx, e.tx)
+	qrx, err := virtqueue.New(mem, e.rx.Config(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qtx, err := virtqueue.New(mem, e.tx.Config(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.port = NewVMPort(name, quietLog())
+	if e.idx, err = s.AddPort(e.port); err != nil {
+		t.Fatal(err)
+	}
+	e.port.Publish(&vhost.Rings{
+		Mem:      mem,
+		RX:       []*vhost.Ring{{Index: 0, Queue: qrx, Kick: -1, Call: -1}},
+		TX:       []*vhost.Ring{{Index: 1, Queue: qtx, Kick: -1, Call: -1}},
+		HdrLen:   hdr,
+		MrgRxbuf: mrg,
+	})
+	return e
+}
+
+// send queues frame on the guest's transmit ring, header and frame in
+// separate descriptors split at split bytes into the frame.
+func (e *vmEnd) send(frame []byte, split int) {
+	h := make([]byte, e.hdr)
+	e.tx.AddChain([]virtqueuetest.Buf{{Data: append(h, frame[:split]...)}, {Data: frame[split:]}})
+}
+
+func (e *vmEnd) post(n, size int) {
+	for i := 0; i < n; i++ {
+		e.rx.AddChain([]virtqueuetest.Buf{{Write: true, WriteLen: size}})
+	}
+}
+
+// pump runs one burst from each end through the switch, as a poller would.
+func pump(s *Switch, ends ...*vmEnd) int {
+	p := s.pollers[0]
+	t := s.table.Load()
+	n := 0
+	for _, e := range ends {
+		n += p.forward(t, e.idx, e.port, s.now())
+	}
+	return n
+}
+
+func ethFrame(dst, src byte, size int) []byte {
+	f := make([]byte, size)
+	copy(f, []byte{0x52, 0x54, 0, 0, 0, dst, 0x52, 0x54, 0, 0, 0, src, 0x08, 0x00})
+	for i := 14; i < size; i++ {
+		f[i] = byte(i)
+	}
+	return f
+}
+
+func newTestSwitch(t testing.TB) *Switch {
+	s, err := New(Config{}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// received returns what the guest got in its receive ring: per used
+// element, the bytes written.
+func (e *vmEnd) received() [][]byte {
+	var out [][]byte
+	for _, u := range e.rx.CollectUsed() {
+		out = append(out, append([]byte(nil), e.rx.Read(e.rx.DescAddr(u.ID), int(u.Len))...))
+	}
+	return out
+}
+
+func TestVMToVM(t *testing.T) {
+	for _, hdr := range []int{10, 12} {
+		s := newTestSwitch(t)
+		a := newVMEnd(t, s, "a", 0, hdr, false)
+		b := newVMEnd(t, s, "b", 0x100000000, hdr, false)
+		b.post(4, 2048)
+		f := ethFrame(0xb, 0xa, 60)
+		a.send(f, 6) // MACs split across descriptors
+		if n := pump(s, a, b); n != 1 {
+			t.Fatalf("hdr %d: forwarded %d frames", hdr, n)
+		}
+		got := b.received()
+		if len(got) != 1 || len(got[0]) != hdr+60 {
+			t.Fatalf("hdr %d: received %d buffers %v", hdr, len(got), got)
+		}
+		wantHdr := make([]byte, hdr)
+		if hdr == 12 {
+			wantHdr[10] = 1 // num_buffers
+		}
+		if !bytes.Equal(got[0][:hdr], wantHdr) || !bytes.Equal(got[0][hdr:], f) {
+			t.Fatalf("hdr %d: guest got %x", hdr, got[0])
+		}
+		if used := a.tx.CollectUsed(); len(used) != 1 || used[0].Len != 0 {
+			t.Fatalf("hdr %d: transmit chain not returned: %+v", hdr, used)
+		}
+		sa, sb := a.port.Counters().Snapshot(), b.port.Counters().Snapshot()
+		if sa.RxPackets != 1 || sa.RxBytes != 60 || sb.TxPackets != 1 || sb.TxBytes != 60 {
+			t.Fatalf("hdr %d: counters a=%+v b=%+v", hdr, sa, sb)
+		}
+	}
+}
+
+func TestMergeableRx(t *testing.T) {
+	s := newTestSwitch(t)
+	a := newVMEnd(t, s, "a", 0, 12, true)
+	b := newVMEnd(t, s, "b", 0x100000000, 12, true)
+	b.post(8, 512)
+	f := ethFrame(0xb, 0xa, 1400)
+	a.send(f, 100)
+	pump(s, a)
+	got := b.received()
+	if len(got) != 3 || len(got[0]) != 512 || len(got[1]) != 512 || len(got[2]) != 12+1400-1024 {
+		t.Fatalf("mergeable frame spread as %d buffers", len(got))
+	}
+	if n := binary.LittleEndian.Uint16(got[0][10:]); n != 3 {
+		t.Fatalf("num_buffers %d, want 3", n)
+	}
+	if all := bytes.Join(got, nil); !bytes.Equal(all[12:], f) {
+		t.Fatal("frame bytes differ after merge")
+	}
+}
+
+func TestRxDropsCounted(t *testing.T) {
+	s := newTestSwitch(t)
+	a := newVMEnd(t, s, "a", 0, 12, false)
+	b := newVMEnd(t, s, "b", 0x100000000, 12, false)
+	a.send(ethFrame(0xb, 0xa, 60), 20) // b has no buffers
+	pump(s, a)
+	b.post(1, 100)
+	a.send(ethFrame(0xb, 0xa, 200), 20) // b's buffer too small
+	pump(s, a)
+	st := b.port.Counters().Snapshot()
+	if st.Drops["tx_no_buffers"] != 1 || st.Drops["tx_too_big"] != 1 || st.TxPackets != 0 {
+		t.Fatalf("drops %+v", st)
+	}
+	// The small buffer was not consumed: a small frame still fits.
+	a.send(ethFrame(0xb, 0xa, 60), 20)
+	pump(s, a)
+	if got := b.received(); len(got) != 1 {
+		t.Fatalf("small frame not delivered into the unused buffer: %d", len(got))
+	}
+}
+
+func TestBrokenGuestQueueIsolated(t *testing.T) {
+	s := newTestSwitch(t)
+	a := newVMEnd(t, s, "a", 0, 12, false)
+	b := newVMEnd(t, s, "b", 0x100000000, 12, false)
+	c := newVMEnd(t, s, "c", 0x200000000, 12, false)
+	c.post(4, 2048)
+	// a's driver publishes an out-of-range head: a's transmit queue breaks.
+	a.tx.Publish(999)
+	pump(s, a)
+	if st := a.port.Counters().Snapshot(); st.Drops["rx_queue_broken"] != 1 {
+		t.Fatalf("break not counted: %+v", st)
+	}
+	pump(s, a) // logged and counted once only
+	if st := a.port.Counters().Snapshot(); st.Drops["rx_queue_broken"] != 1 {
+		t.Fatalf("break counted twice: %+v", st)
+	}
+	// b and c still talk.
+	b.send(ethFrame(0xc, 0xb, 60), 14)
+	pump(s, b)
+	if got := c.received(); len(got) != 1 {
+		t.Fatal("healthy guests stopped talking after another guest broke its queue")
+	}
+}
+
+func TestForwardAllocatesNothing(t *testing.T) {
+	s := newTestSwitch(t)
+	a := newVMEnd(t, s, "a", 0, 12, true)
+	b := newVMEnd(t, s, "b", 0x100000000, 12, true)
+	// Learn both, then prepare more work than AllocsPerRun will use, so
+	// the mock driver (which allocates) stays out of the measurement.
+	b.send(ethFrame(0xa, 0xb, 60), 14)
+	a.post(1, 2048)
+	pump(s, b)
+	// Each run forwards a full burst; AllocsPerRun makes one extra run.
+	const runs = 3
+	for i := 0; i < (runs+1)*BurstSize; i++ {
+		a.send(ethFrame(0xb, 0xa, 60), 14)
+	}
+	b.post((runs+1)*BurstSize, 2048)
+	allocs := testing.AllocsPerRun(runs, func() {
+		if n := pump(s, a); n != BurstSize {
+			t.Fatalf("forwarded %d frames, want a full burst", n)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("forwarding allocates %.2f times per burst", allocs)
+	}
+}
+
+func BenchmarkForward64(b *testing.B) {
+	s := newTestSwitch(b)
+	a := newVMEnd(b, s, "a", 0, 12, true)
+	c := newVMEnd(b, s, "b", 0x100000000, 12, true)
+	c.send(ethFrame(0xa, 0xb, 64), 14)
+	a.post(1, 2048)
+	pump(s, c)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += BurstSize {
+		b.StopTimer()
+		a.tx.CollectUsed()
+		c.rx.CollectUsed()
+		for j := 0; j < BurstSize; j++ {
+			a.send(ethFrame(0xb, 0xa, 64), 14)
+			c.post(1, 2048)
+		}
+		b.StartTimer()
+		pump(s, a)
+	}
+}

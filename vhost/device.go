@@ -1,0 +1,438 @@
+package vhost
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/vhostd/vhostd/virtqueue"
+	"github.com/vhostd/vhostd/virtqueue/guestmem"
+)
+
+// Ring is a running virtqueue as the data path sees it.
+type Ring struct {
+	Index int              // virtqueue index: even = guest receive, odd = guest transmit
+	Queue *virtqueue.Queue // owned by the data path while published
+	Kick  int              // eventfd the driver kicks, or -1 when the frontend wants polling
+	Call  int              // eventfd to call the driver, or -1 for none
+}
+
+// Rings is everything the data path may touch of one device, valid from the
+// Publish that hands it over until the next Publish returns.
+type Rings struct {
+	Mem      *guestmem.Memory
+	RX       []*Ring // guest receive queues: the device writes frames into them
+	TX       []*Ring // guest transmit queues: the device reads frames from them
+	HdrLen   int     // virtio-net header length: 12 with VERSION_1 or MRG_RXBUF, else 10
+	MrgRxbuf bool    // a frame may span several receive chains
+}
+
+// Backend is the data path of one port, driven by the device.
+type Backend interface {
+	// Publish replaces the rings the data path processes; nil stops it.
+	// When Publish returns, the data path no longer touches the rings or
+	// memory of the previous call, so their state can be read and their
+	// memory unmapped.
+	Publish(r *Rings)
+}
+
+// Options are a port's protocol settings.
+type Options struct {
+	// DisabledFeatures are virtio feature bits never offered on this port.
+	DisabledFeatures uint64
+	// QueuePairs is the number of queue pairs reported by GET_QUEUE_NUM.
+	QueuePairs int
+}
+
+// DefaultQueuePairs is reported by GET_QUEUE_NUM when Options leave it zero.
+const DefaultQueuePairs = 8
+
+type ring struct {
+	num      uint16
+	addr     VringAddr
+	addrSet  bool
+	base     uint16
+	kick     int // -1: none yet or polling (see kickSet)
+	call     int
+	errFD    int
+	started  bool // a kick fd (or polling) was set and GET_VRING_BASE has not stopped it
+	enabled  bool
+	brokenBy error // why the data path broke this ring; cleared when the frontend reconfigures it
+	q        *virtqueue.Queue
+}
+
+// device is the state of one frontend connection.
+type device struct {
+	log     *logrus.Entry
+	backend Backend
+	offered uint64
+	pairs   int
+
+	features      uint64
+	featuresSet   bool
+	protocol      uint64
+	mem           *guestmem.Memory
+	rings         []ring
+	running       *Rings
+}
+
+func newDevice(log *logrus.Entry, b Backend, o Options) *device {
+	pairs := o.QueuePairs
+	if pairs <= 0 {
+		pairs = DefaultQueuePairs
+	}
+	d := &device{log: log, backend: b, offered: OfferedFeatures &^ o.DisabledFeatures, pairs: pairs}
+	d.rings = make([]ring, 2*pairs)
+	for i := range d.rings {
+		d.rings[i] = ring{kick: -1, call: -1, errFD: -1}
+	}
+	return d
+}
+
+func (d *device) protocolOffered() uint64 {
+	if d.offered&(1<<FeatureProtocolFeature) == 0 {
+		return 0
+	}
+	return OfferedProtocolFeatures
+}
+
+func (d *device) hasProtocol(bit int) bool { return d.protocol&(1<<bit) != 0 }
+
+// handle processes one validated request. The returned payload, if any, is
+// sent as the reply. Errors are protocol errors: the connection is dropped.
+func (d *device) handle(m *Message) (reply []byte, err error) {
+	spec := requests[m.Request]
+	if spec.protocol >= 0 && !d.hasProtocol(spec.protocol) {
+		closeFDs(m.FDs)
+		return nil, fmt.Errorf("%s needs protocol feature %s, which was not negotiated", spec.name, protocolNames[uint(spec.protocol)])
+	}
+	switch m.Request {
+	case GetFeatures:
+		return u64(d.offered), nil
+	case SetFeatures:
+		return nil, d.setFeatures(m.U64())
+	case GetProtocolFeatures:
+		return u64(d.protocolOffered()), nil
+	case SetProtocolFeatures:
+		v := m.U64()
+		if v&^d.protocolOffered() != 0 {
+			return nil, fmt.Errorf("SET_PROTOCOL_FEATURES %#x: bits %v were not offered", v, ProtocolFeatureNames(v&^d.protocolOffered()))
+		}
+		d.protocol = v
+		return nil, nil
+	case SetOwner:
+		return nil, nil
+	case ResetOwner:
+		d.reset()
+		return nil, nil
+	case GetQueueNum:
+		return u64(uint64(d.pairs)), nil
+	case GetMaxMemSlots:
+		return u64(guestmem.MaxRegions), nil
+	case SetMemTable:
+		return nil, d.setMemTable(m)
+	case AddMemReg:
+		return nil, d.addMemReg(m)
+	case RemMemReg:
+		closeFDs(m.FDs)
+		return nil, d.remMemReg(m.decodeMemReg())
+	case SetVringNum:
+		s := m.vringState()
+		r, err := d.ring(s.Index)
+		if err != nil {
+			return nil, err
+		}
+		if s.Num == 0 || s.Num > virtqueue.MaxSize || s.Num&(s.Num-1) != 0 {
+			return nil, fmt.Errorf("SET_VRING_NUM ring %d: size %d is not a power of two up to %d", s.Index, s.Num, virtqueue.MaxSize)
+		}
+		r.num = uint16(s.Num)
+		r.brokenBy = nil
+		return nil, nil
+	case SetVringBase:
+		s := m.vringState()
+		r, err := d.ring(s.Index)
+		if err != nil {
+			return nil, err
+		}
+		if s.Num > 0xffff {
+			return nil, fmt.Errorf("SET_VRING_BASE ring %d: base %d does not fit 16 bits", s.Index, s.Num)
+		}
+		r.base = uint16(s.Num)
+		return nil, nil
+	case SetVringAddr:
+		a := m.vringAddr()
+		r, err := d.ring(a.Index)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.Validate(); err != nil {
+			return nil, fmt.Errorf("SET_VRING_ADDR ring %d: %w", a.Index, err)
+		}
+		r.addr, r.addrSet, r.brokenBy = a, true, nil
+		return nil, d.update()
+	case GetVringBase:
+		s := m.vringState()
+		r, err := d.ring(s.Index)
+		if err != nil {
+			return nil, err
+		}
+		r.started = false
+		if err := d.update(); err != nil {
+			return nil, err
+		}
+		closeFD(&r.kick)
+		var b [8]byte
+		binary.LittleEndian.PutUint32(b[0:], s.Index)
+		binary.LittleEndian.PutUint32(b[4:], uint32(r.base))
+		return b[:], nil
+	case SetVringKick, SetVringCall, SetVringErr:
+		return nil, d.setVringFD(m)
+	case SetVringEnable:
+		s := m.vringState()
+		r, err := d.ring(s.Index)
+		if err != nil {
+			return nil, err
+		}
+		if s.Num > 1 {
+			return nil, fmt.Errorf("SET_VRING_ENABLE ring %d: state %d, want 0 or 1", s.Index, s.Num)
+		}
+		r.enabled = s.Num == 1
+		return nil, d.update()
+	}
+	return nil, fmt.Errorf("unsupported %v", m.Request)
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint64(b, v)
+	return b
+}
+
+func (d *device) ring(index uint32) (*ring, error) {
+	if index >= uint32(len(d.rings)) {
+		return nil, fmt.Errorf("ring index %d out of range (this port has %d rings)", index, len(d.rings))
+	}
+	return &d.rings[index], nil
+}
+
+func (d *device) setFeatures(v uint64) error {
+	if v&^d.offered != 0 {
+		return fmt.Errorf("SET_FEATURES %#x: %v were not offered", v, FeatureNames(v&^d.offered))
+	}
+	d.features, d.featuresSet = v, true
+	// Without PROTOCOL_FEATURES, rings are enabled as soon as they start
+	// (vhost-user.rst, "Ring states").
+	if v&(1<<FeatureProtocolFeature) == 0 {
+		for i := range d.rings {
+			d.rings[i].enabled = true
+		}
+	}
+	return d.update()
+}
+
+func (d *device) setVringFD(m *Message) error {
+	v := m.U64()
+	idx := uint32(v & vringIdxMask)
+	r, err := d.ring(idx)
+	if err != nil {
+		closeFDs(m.FDs)
+		return fmt.Errorf("%v: %w", m.Request, err)
+	}
+	if v&^uint64(vringIdxMask|vringNoFD) != 0 {
+		closeFDs(m.FDs)
+		return fmt.Errorf("%v ring %d: unknown bits in %#x", m.Request, idx, v)
+	}
+	fd := -1
+	if len(m.FDs) == 1 {
+		fd = m.FDs[0]
+	}
+	if m.Request == SetVringErr {
+		// vhostd reports no ring errors; keep the fd so the frontend's
+		// view stays consistent, and release it with the ring.
+		closeFD(&r.errFD)
+		r.errFD = fd
+		return nil
+	}
+	// Swap fds only while the data path holds no rings: it may be
+	// blocked on the old kick fd or about to write the old call fd.
+	d.stop()
+	if m.Request == SetVringKick {
+		closeFD(&r.kick)
+		r.kick, r.started, r.brokenBy = fd, true, nil
+		if d.features&(1<<FeatureProtocolFeature) == 0 {
+			r.enabled = true
+		}
+	} else {
+		closeFD(&r.call)
+		r.call = fd
+	}
+	return d.start()
+}
+
+func (d *device) setMemTable(m *Message) error {
+	specs, err := m.decodeMemTable()
+	if err != nil {
+		closeFDs(m.FDs)
+		return err
+	}
+	// Map the whole new table before touching the old one: if mapping
+	// fails, the old table stays in use.
+	mem, err := guestmem.Map(specs, m.FDs)
+	closeFDs(m.FDs)
+	if err != nil {
+		return fmt.Errorf("SET_MEM_TABLE: %w", err)
+	}
+	return d.replaceMemory(mem, func(old *guestmem.Memory) { old.Unmap() })
+}
+
+func (d *device) addMemReg(m *Message) error {
+	spec := m.decodeMemReg()
+	var mem *guestmem.Memory
+	var err error
+	if d.mem == nil {
+		mem, err = guestmem.Map([]guestmem.RegionSpec{spec}, m.FDs)
+	} else {
+		mem, err = d.mem.Add(spec, m.FDs[0])
+	}
+	closeFDs(m.FDs)
+	if err != nil {
+		return fmt.Errorf("ADD_MEM_REG %v: %w", spec, err)
+	}
+	return d.replaceMemory(mem, func(old *guestmem.Memory) { old.Detach() })
+}
+
+func (d *device) remMemReg(spec guestmem.RegionSpec) error {
+	if d.mem == nil {
+		return fmt.Errorf("REM_MEM_REG %v: no memory table", spec)
+	}
+	kept, removed, err := d.mem.Remove(spec)
+	if err != nil {
+		return fmt.Errorf("REM_MEM_REG: %w", err)
+	}
+	return d.replaceMemory(kept, func(old *guestmem.Memory) {
+		old.Detach()
+		removed.Unmap()
+	})
+}
+
+// replaceMemory makes mem the device's memory, restarting the running rings
+// over it, then releases the old table with done once the data path has
+// let go of it.
+func (d *device) replaceMemory(mem *guestmem.Memory, done func(old *guestmem.Memory)) error {
+	d.stop()
+	old := d.mem
+	d.mem = mem
+	err := d.start()
+	if old != nil {
+		done(old)
+	}
+	return err
+}
+
+// stop takes the rings away from the data path and saves their indices.
+func (d *device) stop() {
+	if d.running == nil {
+		return
+	}
+	d.backend.Publish(nil)
+	for i := range d.rings {
+		r := &d.rings[i]
+		if r.q == nil {
+			continue
+		}
+		r.base = r.q.LastAvail()
+		if err := r.q.Err(); err != nil && r.brokenBy == nil {
+			r.brokenBy = err
+		}
+		r.q = nil
+	}
+	d.running = nil
+}
+
+// start hands the data path every ring that is ready to run.
+func (d *device) start() error {
+	if d.mem == nil || !d.featuresSet {
+		return nil
+	}
+	rs := &Rings{Mem: d.mem, HdrLen: 10, MrgRxbuf: d.features&(1<<FeatureNetMrgRxbuf) != 0}
+	if d.features&(1<<FeatureVersion1) != 0 || rs.MrgRxbuf {
+		rs.HdrLen = 12
+	}
+	var firstErr error
+	for i := range d.rings {
+		r := &d.rings[i]
+		if !r.started || !r.enabled || !r.addrSet || r.num == 0 || r.brokenBy != nil {
+			continue
+		}
+		cfg, err := d.queueConfig(r)
+		if err == nil {
+			r.q, err = virtqueue.New(d.mem, cfg, r.base)
+		}
+		if err != nil {
+			err = fmt.Errorf("ring %d: %w", i, err)
+			r.brokenBy = err
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		ring := &Ring{Index: i, Queue: r.q, Kick: r.kick, Call: r.call}
+		if i%2 == 0 {
+			rs.RX = append(rs.RX, ring)
+		} else {
+			rs.TX = append(rs.TX, ring)
+		}
+	}
+	if len(rs.RX)+len(rs.TX) == 0 {
+		return firstErr
+	}
+	d.running = rs
+	d.backend.Publish(rs)
+	return firstErr
+}
+
+func (d *device) queueConfig(r *ring) (virtqueue.Config, error) {
+	cfg := virtqueue.Config{
+		Size:     r.num,
+		EventIdx: d.features&(1<<FeatureEventIdx) != 0,
+		Indirect: d.features&(1<<FeatureIndirectDesc) != 0,
+	}
+	var err error
+	if cfg.Desc, err = d.mem.UserToGuest(r.addr.Desc, uint64(r.num)*16); err != nil {
+		return cfg, fmt.Errorf("descriptor table at %#x: %w", r.addr.Desc, err)
+	}
+	if cfg.Avail, err = d.mem.UserToGuest(r.addr.Avail, 6+2*uint64(r.num)); err != nil {
+		return cfg, fmt.Errorf("available ring at %#x: %w", r.addr.Avail, err)
+	}
+	if cfg.Used, err = d.mem.UserToGuest(r.addr.Used, 6+8*uint64(r.num)); err != nil {
+		return cfg, fmt.Errorf("used ring at %#x: %w", r.addr.Used, err)
+	}
+	return cfg, nil
+}
+
+// update re-publishes the rings after a state change.
+func (d *device) update() error {
+	d.stop()
+	return d.start()
+}
+
+// reset returns the device to its state after connect, keeping nothing.
+func (d *device) reset() {
+	d.stop()
+	for i := range d.rings {
+		r := &d.rings[i]
+		closeFD(&r.kick)
+		closeFD(&r.call)
+		closeFD(&r.errFD)
+		d.rings[i] = ring{kick: -1, call: -1, errFD: -1}
+	}
+	d.mem.Unmap()
+	d.mem = nil
+	d.features, d.featuresSet, d.protocol = 0, false, 0
+}
+
+func closeFD(fd *int) {
+	unixClose(*fd)
+	*fd = -1
+}

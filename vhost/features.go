@@ -1,0 +1,134 @@
+package vhost
+
+import (
+	"fmt"
+	"math/bits"
+	"sort"
+	"strings"
+)
+
+// Virtio feature bits (virtio 1.2, sections 5.1.3 and 6) that vhostd knows
+// by name.
+const (
+	FeatureNetCsum         = 0
+	FeatureNetGuestCsum    = 1
+	FeatureNetMAC          = 5
+	FeatureNetMrgRxbuf     = 15
+	FeatureNetStatus       = 16
+	FeatureNetCtrlVQ       = 17
+	FeatureNetMQ           = 22
+	FeatureNotifyOnEmpty   = 24
+	FeatureLogAll          = 26 // VHOST_F_LOG_ALL
+	FeatureAnyLayout       = 27
+	FeatureIndirectDesc    = 28
+	FeatureEventIdx        = 29
+	FeatureProtocolFeature = 30 // VHOST_USER_F_PROTOCOL_FEATURES
+	FeatureVersion1        = 32
+	FeatureAccessPlatform  = 33
+	FeatureRingPacked      = 34
+	FeatureInOrder         = 35
+)
+
+// Protocol feature bits (vhost-user.rst, "Protocol features").
+const (
+	ProtocolMQ                 = 0
+	ProtocolLogShmfd           = 1
+	ProtocolRARP               = 2
+	ProtocolReplyAck           = 3
+	ProtocolNetMTU             = 4
+	ProtocolBackendReq         = 5
+	ProtocolCrossEndian        = 6
+	ProtocolCryptoSession      = 7
+	ProtocolPagefault          = 8
+	ProtocolConfig             = 9
+	ProtocolBackendSendFD      = 10
+	ProtocolHostNotifier       = 11
+	ProtocolInflightShmfd      = 12
+	ProtocolResetDevice        = 13
+	ProtocolInbandNotification = 14
+	ProtocolConfigureMemSlots  = 15
+	ProtocolStatus             = 16
+)
+
+var featureNames = map[uint]string{
+	FeatureNetCsum: "csum", FeatureNetGuestCsum: "guest_csum", FeatureNetMAC: "mac",
+	FeatureNetMrgRxbuf: "mrg_rxbuf", FeatureNetStatus: "status", FeatureNetCtrlVQ: "ctrl_vq",
+	FeatureNetMQ: "mq", FeatureNotifyOnEmpty: "notify_on_empty", FeatureLogAll: "log_all",
+	FeatureAnyLayout: "any_layout", FeatureIndirectDesc: "indirect_desc",
+	FeatureEventIdx: "event_idx", FeatureProtocolFeature: "protocol_features",
+	FeatureVersion1: "version_1", FeatureAccessPlatform: "access_platform",
+	FeatureRingPacked: "ring_packed", FeatureInOrder: "in_order",
+}
+
+var protocolNames = map[uint]string{
+	ProtocolMQ: "mq", ProtocolLogShmfd: "log_shmfd", ProtocolRARP: "rarp",
+	ProtocolReplyAck: "reply_ack", ProtocolNetMTU: "net_mtu", ProtocolBackendReq: "backend_req",
+	ProtocolCrossEndian: "cross_endian", ProtocolCryptoSession: "crypto_session",
+	ProtocolPagefault: "pagefault", ProtocolConfig: "config", ProtocolBackendSendFD: "backend_send_fd",
+	ProtocolHostNotifier: "host_notifier", ProtocolInflightShmfd: "inflight_shmfd",
+	ProtocolResetDevice: "reset_device", ProtocolInbandNotification: "inband_notifications",
+	ProtocolConfigureMemSlots: "configure_mem_slots", ProtocolStatus: "status",
+}
+
+// OfferedFeatures are the virtio features vhostd offers before any
+// per-port mask.
+const OfferedFeatures = 1<<FeatureVersion1 | 1<<FeatureIndirectDesc | 1<<FeatureEventIdx |
+	1<<FeatureNetMrgRxbuf | 1<<FeatureAnyLayout | 1<<FeatureProtocolFeature
+
+// OfferedProtocolFeatures are the protocol features vhostd offers.
+const OfferedProtocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfigureMemSlots
+
+// Maskable lists the feature names a port option may turn off.
+func Maskable() []string {
+	var out []string
+	for b := uint(0); b < 64; b++ {
+		if OfferedFeatures&(1<<b) != 0 {
+			out = append(out, featureNames[b])
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ParseFeatureMask turns feature names ("mrg_rxbuf", "event_idx", ...) into
+// a bit mask. Only features vhostd offers can be named.
+func ParseFeatureMask(names []string) (uint64, error) {
+	var mask uint64
+	for _, n := range names {
+		n = strings.ToLower(strings.TrimSpace(n))
+		if n == "" {
+			continue
+		}
+		found := false
+		for b, name := range featureNames {
+			if name == n && OfferedFeatures&(1<<b) != 0 {
+				mask |= 1 << b
+				found = true
+			}
+		}
+		if !found {
+			return 0, fmt.Errorf("unknown feature %q: vhostd can disable %s", n, strings.Join(Maskable(), ", "))
+		}
+	}
+	return mask, nil
+}
+
+func names(v uint64, table map[uint]string) []string {
+	var out []string
+	for v != 0 {
+		b := uint(bits.TrailingZeros64(v))
+		v &^= 1 << b
+		if n, ok := table[b]; ok {
+			out = append(out, n)
+		} else {
+			out = append(out, fmt.Sprintf("bit%d", b))
+		}
+	}
+	return out
+}
+
+// FeatureNames lists the names of the virtio feature bits set in v.
+func FeatureNames(v uint64) []string { return names(v, featureNames) }
+
+// ProtocolFeatureNames lists the names of the protocol feature bits set in v.
+func ProtocolFeatureNames(v uint64) []string { return names(v, protocolNames) }
