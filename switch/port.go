@@ -70,14 +70,14 @@ type Port interface {
 
 // Drop reasons, as they appear in stats.
 const (
-	DropRxRunt        = iota // frame shorter than an Ethernet header (or its virtio header)
-	DropRxSegments           // frame in more buffer segments than MaxSegs
-	DropRxBroken             // the port's receive queue broke (counted per break)
-	DropSamePort             // unicast destined to the port it came from
-	DropTxNotReady           // port has no running queue to deliver into
-	DropTxNoBuffers          // destination had no free buffers
-	DropTxTooBig             // frame larger than the destination's buffer
-	DropTxBroken             // destination queue broke (counted per frame lost)
+	DropRxRunt      = iota // frame shorter than an Ethernet header (or its virtio header)
+	DropRxSegments         // frame in more buffer segments than MaxSegs
+	DropRxBroken           // the port's receive queue broke (counted per break)
+	DropSamePort           // unicast destined to the port it came from
+	DropTxNotReady         // port has no running queue to deliver into
+	DropTxNoBuffers        // destination had no free buffers
+	DropTxTooBig           // frame larger than the destination's buffer
+	DropTxBroken           // destination queue broke (counted per frame lost)
 	NumDropReasons
 )
 

@@ -98,7 +98,6 @@ func (c *conn) reply(req Request, payload []byte) error {
 	return nil
 }
 
-
 func closeFDs(fds []int) {
 	for _, fd := range fds {
 		unixClose(fd)

@@ -69,12 +69,12 @@ type device struct {
 	offered uint64
 	pairs   int
 
-	features      uint64
-	featuresSet   bool
-	protocol      uint64
-	mem           *guestmem.Memory
-	rings         []ring
-	running       *Rings
+	features    uint64
+	featuresSet bool
+	protocol    uint64
+	mem         *guestmem.Memory
+	rings       []ring
+	running     *Rings
 }
 
 func newDevice(log *logrus.Entry, b Backend, o Options) *device {

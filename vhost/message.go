@@ -75,8 +75,8 @@ const (
 type sizeRule int
 
 const (
-	sizeExact sizeRule = iota // exactly size bytes
-	sizeAtLeast               // size bytes or more (SET_MEM_TABLE: checked again per region count)
+	sizeExact   sizeRule = iota // exactly size bytes
+	sizeAtLeast                 // size bytes or more (SET_MEM_TABLE: checked again per region count)
 )
 
 // fdRule says how many fds a request carries.
