@@ -2,6 +2,7 @@ package vhost
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -42,7 +43,7 @@ func (c *conn) readMessage() (*Message, error) {
 				return fail(perr)
 			}
 		}
-		if err == io.EOF || (err == nil && n == 0) {
+		if errors.Is(err, io.EOF) || (err == nil && n == 0) {
 			if got == 0 && len(fds) == 0 {
 				return nil, io.EOF
 			}

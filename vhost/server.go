@@ -172,7 +172,7 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 func (s *Server) loop(c *conn, d *device) error {
 	for {
 		m, err := c.readMessage()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {

@@ -1,0 +1,154 @@
+// Command vhostctl inspects a running vhostd through its control socket.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vhostd/vhostd/daemon/config"
+	"github.com/vhostd/vhostd/daemon/control"
+	vswitch "github.com/vhostd/vhostd/switch"
+)
+
+const usage = `usage: vhostctl [--control PATH] [--json] COMMAND
+
+commands:
+  ports   ports with state, negotiated features and queues
+  fdb     learned MAC addresses with their port and age
+  stats   per-port packets, bytes and drops by reason
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "vhostctl:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("vhostctl", flag.ContinueOnError)
+	path := fs.String("control", config.DefaultControl, "vhostd control socket")
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	// Accept flags after the command too: vhostctl stats --json.
+	rest := fs.Args()
+	if len(rest) > 1 {
+		if err := fs.Parse(rest[1:]); err != nil {
+			return err
+		}
+		rest = append(rest[:1], fs.Args()...)
+	}
+	if len(rest) != 1 {
+		fs.Usage()
+		return fmt.Errorf("expected one command")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	switch rest[0] {
+	case "ports":
+		var v []control.PortInfo
+		return show(ctx, *path, "ports", &v, *asJSON, out, func() { printPorts(out, v) })
+	case "fdb":
+		var v []control.FDBEntry
+		return show(ctx, *path, "fdb", &v, *asJSON, out, func() { printFDB(out, v) })
+	case "stats":
+		var v []control.PortStats
+		return show(ctx, *path, "stats", &v, *asJSON, out, func() { printStats(out, v) })
+	}
+	fs.Usage()
+	return fmt.Errorf("unknown command %q", rest[0])
+}
+
+func show(ctx context.Context, path, cmd string, v any, asJSON bool, out io.Writer, table func()) error {
+	if err := control.Call(ctx, path, cmd, v); err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	table()
+	return nil
+}
+
+func join(s []string) string {
+	if len(s) == 0 {
+		return "-"
+	}
+	return strings.Join(s, ",")
+}
+
+func printPorts(out io.Writer, ports []control.PortInfo) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "PORT\tKIND\tSTATE\tSOCKET\tQUEUES\tFEATURES\tPROTOCOL")
+	for _, p := range ports {
+		var qs []string
+		for _, r := range p.Vhost.Rings {
+			s := fmt.Sprintf("%d:%d", r.Index, r.Size)
+			switch {
+			case r.Broken != "":
+				s += "(broken)"
+			case r.Running:
+			case !r.Enabled:
+				s += "(disabled)"
+			default:
+				s += "(stopped)"
+			}
+			qs = append(qs, s)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Kind, p.State, p.Vhost.Path, join(qs), join(p.Vhost.Features), join(p.Vhost.ProtocolFeatures))
+	}
+	w.Flush()
+	for _, p := range ports {
+		if p.Vhost.LastError != "" {
+			fmt.Fprintf(out, "%s: last connection error: %s\n", p.Name, p.Vhost.LastError)
+		}
+	}
+}
+
+func printFDB(out io.Writer, fdb []control.FDBEntry) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "MAC\tPORT\tAGE")
+	for _, e := range fdb {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", e.MAC, e.Port, e.Age.Truncate(time.Second))
+	}
+	w.Flush()
+}
+
+func printStats(out io.Writer, stats []control.PortStats) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "PORT\tRX-PKTS\tRX-BYTES\tTX-PKTS\tTX-BYTES\tDROPS\t")
+	for _, s := range stats {
+		var drops uint64
+		for _, n := range s.Drops {
+			drops += n
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t\n", s.Name, s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes, drops)
+	}
+	w.Flush()
+	for _, s := range stats {
+		var reasons []string
+		for _, name := range vswitch.DropNames {
+			if n := s.Drops[name]; n > 0 {
+				reasons = append(reasons, fmt.Sprintf("%s=%d", name, n))
+			}
+		}
+		sort.Strings(reasons)
+		if len(reasons) > 0 {
+			fmt.Fprintf(out, "%s drops: %s\n", s.Name, strings.Join(reasons, " "))
+		}
+	}
+	fmt.Fprintln(out, "(rx = frames the switch received from the port, i.e. sent by the guest; tx = frames delivered to it)")
+}

@@ -1,0 +1,88 @@
+// Command vhostd is a vhost-user virtio-net backend: it serves one
+// vhost-user socket per VM port and switches frames between them as a
+// MAC-learning switch.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/vhostd/vhostd/daemon"
+	"github.com/vhostd/vhostd/daemon/config"
+	"github.com/vhostd/vhostd/vhost"
+)
+
+type socketFlags []config.Port
+
+func (s *socketFlags) String() string { return "" }
+func (s *socketFlags) Set(v string) error {
+	p, err := config.ParseSocket(v)
+	if err != nil {
+		return err
+	}
+	*s = append(*s, p)
+	return nil
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "vhostd:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	fs := flag.NewFlagSet("vhostd", flag.ContinueOnError)
+	var sockets socketFlags
+	fs.Var(&sockets, "socket", "serve a vhost-user socket: [NAME=]PATH[,disable=FEAT+FEAT][,queues=N] (repeatable); features: "+strings.Join(vhost.Maskable(), ", "))
+	cfgFile := fs.String("config", "", "TOML config file (flags given override it)")
+	controlPath := fs.String("control", "", "control socket path (default "+config.DefaultControl+")")
+	logLevel := fs.String("log-level", "", "log level: error, warn, info, debug (default info)")
+	pollers := fs.Int("pollers", 0, "poller threads (default 1)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: vhostd --socket [NAME=]PATH ... [--control PATH] [--config FILE] [--log-level LEVEL]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q; sockets are given with --socket", fs.Args())
+	}
+	cfg := config.Default()
+	if *cfgFile != "" {
+		var err error
+		if cfg, err = config.Load(*cfgFile); err != nil {
+			return err
+		}
+	}
+	cfg.Ports = append(cfg.Ports, sockets...)
+	if *controlPath != "" {
+		cfg.Control = *controlPath
+	}
+	if *logLevel != "" {
+		cfg.LogLevel = *logLevel
+	}
+	if *pollers != 0 {
+		cfg.Pollers = *pollers
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	logger := logrus.New()
+	lvl, _ := logrus.ParseLevel(cfg.LogLevel)
+	logger.SetLevel(lvl)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return daemon.Run(ctx, cfg, logrus.NewEntry(logger))
+}

@@ -1,0 +1,166 @@
+// Package config holds vhostd's settings: what a config file (TOML) and the
+// command line can say, their defaults, and their validation.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/sirupsen/logrus"
+
+	"github.com/vhostd/vhostd/vhost"
+)
+
+// DefaultControl is the control socket path when none is configured.
+const DefaultControl = "/run/vhostd/control.sock"
+
+// Port is one vhost-user socket served as a switch port.
+type Port struct {
+	Name            string   `toml:"name"`
+	Socket          string   `toml:"socket"`
+	DisableFeatures []string `toml:"disable_features"`
+	QueuePairs      int      `toml:"queue_pairs"`
+}
+
+// Config is everything vhostd can be told.
+type Config struct {
+	Control  string   `toml:"control"`
+	LogLevel string   `toml:"log_level"`
+	Pollers  int      `toml:"pollers"`
+	FDBSize  int      `toml:"fdb_size"`
+	FDBAge   Duration `toml:"fdb_age"`
+	Ports    []Port   `toml:"port"`
+}
+
+// Duration is a time.Duration written as "300s" in the config file.
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration like \"300s\" or \"5m\"", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// Default returns the settings used when nothing is said.
+func Default() Config {
+	return Config{Control: DefaultControl, LogLevel: "info", Pollers: 1, FDBSize: 8192, FDBAge: Duration{300 * time.Second}}
+}
+
+// Load reads a TOML file over the defaults. Unknown keys are errors, so a
+// typo does not silently leave a setting at its default.
+func Load(path string) (Config, error) {
+	c := Default()
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, [[port]] name, socket, disable_features, queue_pairs)", path, strings.Join(keys, ", "))
+	}
+	return c, nil
+}
+
+// ParseSocket parses the --socket flag: [NAME=]PATH[,disable=FEAT[+FEAT...]][,queues=N].
+// Without NAME, the port is named after the file, less its extension.
+func ParseSocket(s string) (Port, error) {
+	var p Port
+	parts := strings.Split(s, ",")
+	spec := parts[0]
+	if i := strings.Index(spec, "="); i >= 0 && !strings.Contains(spec[:i], "/") {
+		p.Name, p.Socket = spec[:i], spec[i+1:]
+	} else {
+		p.Socket = spec
+	}
+	if p.Socket == "" {
+		return p, fmt.Errorf("--socket %q: no path; use [NAME=]PATH", s)
+	}
+	if p.Name == "" {
+		base := filepath.Base(p.Socket)
+		p.Name = strings.TrimSuffix(base, filepath.Ext(base))
+	}
+	for _, opt := range parts[1:] {
+		k, v, ok := strings.Cut(opt, "=")
+		switch {
+		case ok && k == "disable":
+			p.DisableFeatures = append(p.DisableFeatures, strings.Split(v, "+")...)
+		case ok && k == "queues":
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return p, fmt.Errorf("--socket %q: queues=%q is not a number", s, v)
+			}
+			p.QueuePairs = n
+		default:
+			return p, fmt.Errorf("--socket %q: unknown option %q (known: disable=FEAT+FEAT, queues=N)", s, opt)
+		}
+	}
+	return p, nil
+}
+
+// Validate checks the settings and says what to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, err := logrus.ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, fmt.Errorf("log level %q: use one of panic, fatal, error, warn, info, debug, trace", c.LogLevel))
+	}
+	if c.Pollers < 1 || c.Pollers > 64 {
+		errs = append(errs, fmt.Errorf("pollers = %d: use 1 to 64", c.Pollers))
+	}
+	if c.FDBSize < 4 || c.FDBSize > 1<<24 {
+		errs = append(errs, fmt.Errorf("fdb_size = %d: use 4 to %d", c.FDBSize, 1<<24))
+	}
+	if c.FDBAge.Duration < time.Second {
+		errs = append(errs, fmt.Errorf("fdb_age = %v: use at least 1s", c.FDBAge.Duration))
+	}
+	if c.Control == "" {
+		errs = append(errs, errors.New("control socket path is empty"))
+	}
+	if len(c.Ports) == 0 {
+		errs = append(errs, errors.New("no ports: give --socket [NAME=]PATH (repeatable) or [[port]] entries in the config file"))
+	}
+	names, paths := map[string]bool{}, map[string]bool{c.Control: true}
+	for _, p := range c.Ports {
+		switch {
+		case p.Name == "":
+			errs = append(errs, fmt.Errorf("port with socket %q has no name", p.Socket))
+		case names[p.Name]:
+			errs = append(errs, fmt.Errorf("port name %q used twice", p.Name))
+		}
+		names[p.Name] = true
+		if p.Socket == "" {
+			errs = append(errs, fmt.Errorf("port %q has no socket path", p.Name))
+		} else if paths[p.Socket] {
+			errs = append(errs, fmt.Errorf("socket path %q used twice", p.Socket))
+		}
+		paths[p.Socket] = true
+		if _, err := vhost.ParseFeatureMask(p.DisableFeatures); err != nil {
+			errs = append(errs, fmt.Errorf("port %q: %w", p.Name, err))
+		}
+		if p.QueuePairs < 0 || p.QueuePairs > 128 {
+			errs = append(errs, fmt.Errorf("port %q: queue_pairs = %d: use 1 to 128", p.Name, p.QueuePairs))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// EnsureDir creates the directory that will hold path, if missing.
+func EnsureDir(path string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create socket directory %s: %w", dir, err)
+	}
+	return nil
+}

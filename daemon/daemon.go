@@ -1,0 +1,144 @@
+// Package daemon wires vhostd together: the switch, one VM port and
+// vhost-user server per configured socket, and the control socket.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/vhostd/vhostd/daemon/config"
+	"github.com/vhostd/vhostd/daemon/control"
+	vswitch "github.com/vhostd/vhostd/switch"
+	"github.com/vhostd/vhostd/vhost"
+)
+
+type vmPort struct {
+	port   *vswitch.VMPort
+	server *vhost.Server
+}
+
+// Daemon is a running vhostd.
+type Daemon struct {
+	log     *logrus.Entry
+	sw      *vswitch.Switch
+	ports   []vmPort
+	control *control.Server
+}
+
+// Start builds and starts everything cfg describes. On error, whatever was
+// started is stopped again and every socket it created is removed.
+func Start(cfg config.Config, log *logrus.Entry) (d *Daemon, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	sw, err := vswitch.New(vswitch.Config{Pollers: cfg.Pollers, FDBSize: cfg.FDBSize, AgeTime: cfg.FDBAge.Duration}, log)
+	if err != nil {
+		return nil, fmt.Errorf("switch: %w", err)
+	}
+	d = &Daemon{log: log, sw: sw}
+	defer func() {
+		if err != nil {
+			d.Stop()
+		}
+	}()
+	for _, pc := range cfg.Ports {
+		mask, _ := vhost.ParseFeatureMask(pc.DisableFeatures) // checked by Validate
+		plog := log.WithField("port", pc.Name)
+		vp := vswitch.NewVMPort(pc.Name, log)
+		if _, err := sw.AddPort(vp); err != nil {
+			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
+		}
+		if err := config.EnsureDir(pc.Socket); err != nil {
+			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
+		}
+		srv, err := vhost.Listen(pc.Socket, vhost.Options{DisabledFeatures: mask, QueuePairs: pc.QueuePairs}, vp, plog)
+		if err != nil {
+			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
+		}
+		d.ports = append(d.ports, vmPort{port: vp, server: srv})
+		go func() {
+			if err := srv.Serve(); err != nil {
+				plog.WithError(err).Error("vhost-user socket stopped accepting")
+			}
+		}()
+		plog.WithFields(logrus.Fields{"socket": pc.Socket, "disabled": vhost.FeatureNames(mask)}).Info("serving vhost-user socket")
+	}
+	if err := config.EnsureDir(cfg.Control); err != nil {
+		return nil, err
+	}
+	if d.control, err = control.Listen(cfg.Control, d, log); err != nil {
+		return nil, err
+	}
+	sw.Start()
+	log.WithFields(logrus.Fields{"control": cfg.Control, "ports": len(cfg.Ports), "pollers": cfg.Pollers}).Info("vhostd running")
+	return d, nil
+}
+
+// Run starts the daemon and runs it until ctx is done.
+func Run(ctx context.Context, cfg config.Config, log *logrus.Entry) error {
+	d, err := Start(cfg, log)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	d.Stop()
+	return nil
+}
+
+// Stop drops every frontend, removes the sockets and stops the switch.
+func (d *Daemon) Stop() {
+	if d.control != nil {
+		d.control.Close()
+		d.control = nil
+	}
+	var errs []error
+	for _, p := range d.ports {
+		if err := p.server.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	d.ports = nil
+	d.sw.Close()
+	if err := errors.Join(errs...); err != nil {
+		d.log.WithError(err).Warn("closing sockets")
+	}
+}
+
+// Ports implements control.Handler.
+func (d *Daemon) Ports() []control.PortInfo {
+	var out []control.PortInfo
+	byName := map[string]*vhost.Server{}
+	for _, p := range d.ports {
+		byName[p.port.Name()] = p.server
+	}
+	for _, pi := range d.sw.Ports() {
+		info := control.PortInfo{Name: pi.Port.Name(), Kind: "vhost-user", Poller: pi.Poller, State: "listening"}
+		if srv := byName[info.Name]; srv != nil {
+			info.Vhost = srv.Status()
+			if info.Vhost.Connected {
+				info.State = "connected"
+			}
+		}
+		if vp, ok := pi.Port.(*vswitch.VMPort); ok && vp.Running() {
+			info.State = "running"
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+// Stats implements control.Handler.
+func (d *Daemon) Stats() []control.PortStats {
+	var out []control.PortStats
+	for _, pi := range d.sw.Ports() {
+		out = append(out, control.PortStats{Name: pi.Port.Name(), Snapshot: pi.Counters})
+	}
+	return out
+}
+
+// FDB implements control.Handler.
+func (d *Daemon) FDB() []control.FDBEntry { return d.sw.FDB() }
