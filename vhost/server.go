@@ -155,7 +155,6 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	c := newConn(uc)
 	err := s.loop(c, d)
 	d.reset()
-	uc.Close()
 	msg := ""
 	if err != nil {
 		msg = err.Error()
@@ -163,10 +162,12 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	} else {
 		log.Info("frontend disconnected")
 	}
+	// Record why before the frontend can see the close.
+	s.setStatus(d, false, msg)
+	uc.Close()
 	s.mu.Lock()
 	s.active = nil
 	s.mu.Unlock()
-	s.setStatus(d, false, msg)
 }
 
 func (s *Server) loop(c *conn, d *device) error {
@@ -197,6 +198,9 @@ func (s *Server) loop(c *conn, d *device) error {
 			}
 			return fmt.Errorf("%v: %w", m.Request, err)
 		}
+		// Status first: a frontend that reads the reply and then asks
+		// vhostctl must see the request's effect.
+		s.setStatus(d, true, "")
 		switch {
 		case requests[m.Request].replies:
 			err = c.reply(m.Request, reply)
@@ -206,7 +210,6 @@ func (s *Server) loop(c *conn, d *device) error {
 		if err != nil {
 			return err
 		}
-		s.setStatus(d, true, "")
 	}
 }
 

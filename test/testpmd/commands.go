@@ -13,7 +13,7 @@ import (
 // MaxBurst is testpmd's largest burst (MAX_PKT_BURST).
 const MaxBurst = 512
 
-// ErrForwarding is returned by StartTxFirst and Start when testpmd is
+// ErrForwarding is returned by StartTxFirst and StartFwd when testpmd is
 // already forwarding.
 var ErrForwarding = errors.New("testpmd: packet forwarding already started")
 

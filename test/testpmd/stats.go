@@ -19,9 +19,11 @@ type PortStats struct {
 	// TxPackets, TxErrors and TxBytes are the TX counters.
 	TxPackets, TxErrors, TxBytes uint64
 	// HasRates tells whether the "Throughput (since last show)" part was
-	// there; RxPPS, RxBPS, TxPPS and TxBPS are its values (testpmd computes
-	// them over the time since the previous show of this port).
-	HasRates                   bool
+	// there.
+	HasRates bool
+	// RxPPS, RxBPS, TxPPS and TxBPS are the throughput values, which
+	// testpmd computes over the time since the previous show of this port
+	// (0 when that was under a second or so ago).
 	RxPPS, RxBPS, TxPPS, TxBPS uint64
 }
 

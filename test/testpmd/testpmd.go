@@ -1,21 +1,46 @@
 // Package testpmd drives DPDK's dpdk-testpmd in interactive mode, as a
 // vhost-user FRONTEND (net_virtio_user ports: what a guest's virtio-net
 // driver does, without a VM) and, for reference measurements, as DPDK's own
-// vhost-user BACKEND (net_vhost ports). It is meant for end-to-end tests and
-// benchmarks of vhostd.
+// vhost-user BACKEND (net_vhost ports, VhostBackendConfig). It is meant for
+// end-to-end tests and benchmarks of vhostd.
 //
-// testpmd runs with --no-huge (see /work/shared/LAB.md), its stdin is a pipe
-// carrying the commands and its stdout+stderr a pipe carrying the answers; a
-// command's answer is everything up to the next "testpmd> " prompt. testpmd's
-// stdio would block-buffer into a pipe, so it is started under coreutils'
-// stdbuf -o0 -e0 to keep the answers in step with the prompts.
+// testpmd runs with --no-huge (see /work/shared/LAB.md); its stdin is a
+// pipe carrying the commands and its stdout+stderr one pipe carrying the
+// answers; a command's answer is everything up to the next "testpmd> "
+// prompt. testpmd's stdio would block-buffer into a pipe (the answers then
+// come long after the prompts), so it runs under coreutils' "stdbuf -o0
+// -e0". testpmd also quits when its stdin reaches EOF, so it does not
+// outlive a test binary that dies.
 //
-// Fixed frame counts: testpmd 22.11 has no "send N frames" command. With the
-// forwarding mode set to "rxonly", "start tx_first N" makes every forwarding
-// stream (one per port) transmit N bursts of "burst" frames (set burst B,
-// 1..512) before the rxonly loop starts, so each port sends exactly N*B
-// frames to its --eth-peer MAC and then only receives. SendExact builds on
-// that, in rounds small enough for the virtio rings.
+// # Fixed frame counts
+//
+// testpmd 22.11 has no "send N frames" command, and txonly sends for as
+// long as it runs. What works, measured with DPDK 22.11.11 against DPDK's
+// net_vhost backend (io forwarding, port 0 <-> port 1), 256-entry rings:
+//
+//   - In forwarding mode "rxonly", "start tx_first N" first runs N rounds of
+//     one txonly burst per forwarding stream (one stream per port), waiting
+//     for each round, and only then starts the rxonly loop. So every port
+//     transmits exactly N*B frames to its --eth-peer MAC (B from "set burst
+//     B" or --burst, default 32) and afterwards only receives. Seen exact,
+//     TX and RX on both ports, mrg_rxbuf 0 and 1: burst 32 x 1 = 32, 1 x 1
+//     = 1, 7 x 3 = 21, 32 x 4 = 128, 32 x 8, 64 x 4, 128 x 2 and 256 x 1 =
+//     256.
+//   - "set burst B" takes 1..512 ("nb pkt per burst: 9999 > 512 ...
+//     ignored" otherwise). Exactness ends at the ring size: nothing
+//     receives while the tx_first rounds run, so what does not fit the
+//     frontend's TX ring is dropped by testpmd (burst 512 x 1: 256 sent,
+//     "TX-dropped: 256" in the stop statistics) and what does not fit the
+//     peer's RX ring is dropped by the backend (32 x 64: 2016 sent per
+//     port, 256 received).
+//   - "stop" then prints per-port forward statistics (FwdStats) counted
+//     from the start; "show port stats all" gives the ethdev counters
+//     (PortStats) since "clear port stats all".
+//   - "start" flushes the RX queues first (frames still in flight from
+//     before are received and counted then).
+//
+// SendExact builds on this: rounds of at most 128 frames per port ("set
+// burst R" + "start tx_first 1"), each waited for, so any count is exact.
 package testpmd
 
 import (
@@ -50,6 +75,12 @@ type Port struct {
 	MAC string
 	// Server makes the frontend the socket server (vdev "server=1"), for a
 	// backend in client mode. The default is client: the socket must exist.
+	// testpmd 22.11 blocks in the probe of a server port until a client has
+	// connected (ports in order: the next socket appears only then), so
+	// Start returns only after the backend has connected to every server
+	// port: start the backend first with client reconnection (DPDK's
+	// net_vhost client=1 retries every second), or call Start in a
+	// goroutine and start the backend once the first socket exists.
 	Server bool
 	// MrgRxbuf sets VIRTIO_NET_F_MRG_RXBUF on (true) or off (false); nil
 	// keeps DPDK's default (on).
@@ -140,7 +171,7 @@ type TestPMD struct {
 	args   []string
 	proc   *exec.Cmd
 	stdin  io.WriteCloser
-	logf   *os.File
+	logf   *os.File // until readLoop takes it
 	prefix string
 	autoPf bool
 
@@ -419,7 +450,8 @@ func Start(ctx context.Context, cfg Config) (*TestPMD, error) {
 	pw.Close()
 	t.proc = proc
 	t.stdin = stdin
-	go t.readLoop(pr)
+	go t.readLoop(pr, t.logf)
+	t.logf = nil // owned by readLoop now
 	go func() {
 		t.waitErr = proc.Wait()
 		close(t.exited)
@@ -485,16 +517,19 @@ func (t *TestPMD) describeFailure() string {
 	return s + "--- testpmd output tail (" + shellJoin(t.args) + ") ---\n" + tail
 }
 
-func (t *TestPMD) readLoop(r *os.File) {
+func (t *TestPMD) readLoop(r *os.File, logf *os.File) {
 	defer close(t.readDone)
 	defer r.Close()
+	if logf != nil {
+		defer logf.Close()
+	}
 	b := make([]byte, 64<<10)
 	for {
 		n, err := r.Read(b)
 		if n > 0 {
 			chunk := b[:n]
-			if t.logf != nil {
-				t.logf.Write(chunk)
+			if logf != nil {
+				logf.Write(chunk)
 			}
 			t.mu.Lock()
 			t.buf = append(t.buf, chunk...)
@@ -687,7 +722,6 @@ func (t *TestPMD) close() error {
 		err = fmt.Errorf("testpmd exited: %v\n%s", t.waitErr, t.OutputTail())
 	}
 	t.cleanup()
-	t.closeLog()
 	return err
 }
 

@@ -45,7 +45,13 @@ type Buf struct {
 // New returns a driver for a queue of size descriptors in memSize bytes of
 // fake guest memory at guest-physical address gpa.
 func New(size uint16, memSize int, gpa uint64) *Driver {
-	d := &Driver{Mem: make([]byte, memSize), GPA: gpa, Size: size, nextBuf: BufBase, nextTable: 0x40000}
+	return NewOn(make([]byte, memSize), size, gpa)
+}
+
+// NewOn returns a driver whose fake guest memory is mem (for example a
+// mapped memfd shared with a real backend).
+func NewOn(mem []byte, size uint16, gpa uint64) *Driver {
+	d := &Driver{Mem: mem, GPA: gpa, Size: size, nextBuf: gpa + BufBase, nextTable: 0x40000}
 	for i := int(size) - 1; i >= 0; i-- {
 		d.free = append(d.free, uint16(i))
 	}
@@ -181,6 +187,10 @@ func (d *Driver) AvailEvent() uint16 {
 func (d *Driver) SetUsedEvent(v uint16) {
 	binary.LittleEndian.PutUint16(d.at(d.GPA+AvailBase+4+2*uint64(d.Size)), v)
 }
+
+// ArmCallback asks for a call on the next used buffer, as a driver does
+// after consuming the used ring with EVENT_IDX (used_event = last seen).
+func (d *Driver) ArmCallback() { d.SetUsedEvent(d.usedSeen) }
 
 // SetAvailFlags sets the driver's avail-ring flags.
 func (d *Driver) SetAvailFlags(v uint16) {

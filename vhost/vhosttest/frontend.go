@@ -1,0 +1,352 @@
+// Package vhosttest is a fake vhost-user frontend: it connects to a
+// backend's socket and speaks the protocol the way QEMU does, with guest
+// memory in a memfd and rings laid out by a driver-side mock. Tests of the
+// backend use it where a real QEMU would be too slow or too polite.
+package vhosttest
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vhostd/vhostd/virtqueue/virtqueuetest"
+)
+
+// Request codes, as on the wire.
+const (
+	GetFeatures         = 1
+	SetFeatures         = 2
+	SetOwner            = 3
+	ResetOwner          = 4
+	SetMemTable         = 5
+	SetVringNum         = 8
+	SetVringAddr        = 9
+	SetVringBase        = 10
+	GetVringBase        = 11
+	SetVringKick        = 12
+	SetVringCall        = 13
+	GetProtocolFeatures = 15
+	SetProtocolFeatures = 16
+	GetQueueNum         = 17
+	SetVringEnable      = 18
+	GetMaxMemSlots      = 36
+	AddMemReg           = 37
+	RemMemReg           = 38
+
+	FlagVersion   = 0x1
+	FlagReply     = 0x4
+	FlagNeedReply = 0x8
+)
+
+// Frontend is one connection to a backend.
+type Frontend struct {
+	C *net.UnixConn
+	// Memory is the guest memory, a memfd mapped here.
+	Memory []byte
+	MemFD  int
+	GPA    uint64 // guest-physical address of Memory[0]
+	UAddr  uint64 // the "frontend virtual address" announced for Memory[0]
+}
+
+// Dial connects to a backend socket, retrying until timeout while it does
+// not exist yet.
+func Dial(path string, timeout time.Duration) (*Frontend, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+		if err == nil {
+			return &Frontend{C: c, MemFD: -1}, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("dial %s: %w", path, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Close closes the connection and unmaps the memory.
+func (f *Frontend) Close() {
+	f.C.Close()
+	if f.Memory != nil {
+		unix.Munmap(f.Memory)
+		f.Memory = nil
+	}
+	if f.MemFD >= 0 {
+		unix.Close(f.MemFD)
+		f.MemFD = -1
+	}
+}
+
+// Send sends a raw message: header fields, payload and fds as given.
+func (f *Frontend) Send(req, flags uint32, payload []byte, fds ...int) error {
+	return f.SendSized(req, flags, uint32(len(payload)), payload, fds...)
+}
+
+// SendSized is Send with a header size field that may lie about the payload.
+func (f *Frontend) SendSized(req, flags, size uint32, payload []byte, fds ...int) error {
+	b := make([]byte, 12+len(payload))
+	binary.LittleEndian.PutUint32(b[0:], req)
+	binary.LittleEndian.PutUint32(b[4:], flags)
+	binary.LittleEndian.PutUint32(b[8:], size)
+	copy(b[12:], payload)
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	_, _, err := f.C.WriteMsgUnix(b, oob, nil)
+	return err
+}
+
+// Reply reads one reply and checks it answers req.
+func (f *Frontend) Reply(req uint32) ([]byte, error) {
+	f.C.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer f.C.SetReadDeadline(time.Time{})
+	h := make([]byte, 12)
+	if _, err := readFull(f.C, h); err != nil {
+		return nil, fmt.Errorf("reply to %d: %w", req, err)
+	}
+	if got := binary.LittleEndian.Uint32(h); got != req {
+		return nil, fmt.Errorf("reply to %d answers %d", req, got)
+	}
+	if fl := binary.LittleEndian.Uint32(h[4:]); fl&FlagReply == 0 {
+		return nil, fmt.Errorf("reply to %d lacks the reply flag (flags %#x)", req, fl)
+	}
+	p := make([]byte, binary.LittleEndian.Uint32(h[8:]))
+	if _, err := readFull(f.C, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func readFull(c *net.UnixConn, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := c.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// Closed reports whether the backend closed the connection (reading gives
+// EOF within a second).
+func (f *Frontend) Closed() bool {
+	f.C.SetReadDeadline(time.Now().Add(time.Second))
+	defer f.C.SetReadDeadline(time.Time{})
+	var b [64]byte
+	for {
+		_, err := f.C.Read(b[:])
+		if err != nil {
+			var ne net.Error
+			return !(errors.As(err, &ne) && ne.Timeout())
+		}
+	}
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint64(b, v)
+	return b
+}
+
+func state(index, num uint32) []byte {
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint32(b, index)
+	binary.LittleEndian.PutUint32(b[4:], num)
+	return b
+}
+
+// GetU64 sends a GET request that replies with a u64.
+func (f *Frontend) GetU64(req uint32) (uint64, error) {
+	if err := f.Send(req, FlagVersion, nil); err != nil {
+		return 0, err
+	}
+	p, err := f.Reply(req)
+	if err != nil {
+		return 0, err
+	}
+	if len(p) != 8 {
+		return 0, fmt.Errorf("reply to %d has %d bytes", req, len(p))
+	}
+	return binary.LittleEndian.Uint64(p), nil
+}
+
+// SetU64 sends a request carrying a u64; with ack it asks for and checks a
+// REPLY_ACK.
+func (f *Frontend) SetU64(req uint32, v uint64, ack bool) error {
+	flags := uint32(FlagVersion)
+	if ack {
+		flags |= FlagNeedReply
+	}
+	if err := f.Send(req, flags, u64(v)); err != nil {
+		return err
+	}
+	if ack {
+		return f.ack(req)
+	}
+	return nil
+}
+
+func (f *Frontend) ack(req uint32) error {
+	p, err := f.Reply(req)
+	if err != nil {
+		return err
+	}
+	if len(p) != 8 || binary.LittleEndian.Uint64(p) != 0 {
+		return fmt.Errorf("request %d refused (ack %x)", req, p)
+	}
+	return nil
+}
+
+// MapMemory creates size bytes of guest memory in a memfd at guest-physical
+// address gpa, announced at frontend address uaddr.
+func (f *Frontend) MapMemory(size int, gpa, uaddr uint64) error {
+	fd, err := unix.MemfdCreate("vhosttest-guest", unix.MFD_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	if err := unix.Ftruncate(fd, int64(size)); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	m, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	f.Memory, f.MemFD, f.GPA, f.UAddr = m, fd, gpa, uaddr
+	return nil
+}
+
+// Region is a SET_MEM_TABLE region.
+type Region struct{ GPA, Size, UAddr, Offset uint64 }
+
+// MemTablePayload encodes SET_MEM_TABLE regions.
+func MemTablePayload(rs ...Region) []byte {
+	b := make([]byte, 8+32*len(rs))
+	binary.LittleEndian.PutUint32(b, uint32(len(rs)))
+	for i, r := range rs {
+		o := 8 + 32*i
+		binary.LittleEndian.PutUint64(b[o:], r.GPA)
+		binary.LittleEndian.PutUint64(b[o+8:], r.Size)
+		binary.LittleEndian.PutUint64(b[o+16:], r.UAddr)
+		binary.LittleEndian.PutUint64(b[o+24:], r.Offset)
+	}
+	return b
+}
+
+// SetMemTable announces the whole memfd as one region.
+func (f *Frontend) SetMemTable(ack bool) error {
+	flags := uint32(FlagVersion)
+	if ack {
+		flags |= FlagNeedReply
+	}
+	p := MemTablePayload(Region{GPA: f.GPA, Size: uint64(len(f.Memory)), UAddr: f.UAddr})
+	if err := f.Send(SetMemTable, flags, p, f.MemFD); err != nil {
+		return err
+	}
+	if ack {
+		return f.ack(SetMemTable)
+	}
+	return nil
+}
+
+// Ring is one ring the frontend set up: the driver mock laying out its
+// descriptors, and the kick and call eventfds.
+type Ring struct {
+	Index  int
+	Driver *virtqueuetest.Driver
+	Kick   int
+	Call   int
+}
+
+// Kick notifies the backend.
+func (r *Ring) KickNow() { unix.Write(r.Kick, []byte{1, 0, 0, 0, 0, 0, 0, 0}) }
+
+// Close releases the eventfds.
+func (r *Ring) Close() {
+	unix.Close(r.Kick)
+	unix.Close(r.Call)
+}
+
+// SetupRing lays out ring index in the region of memory starting at off
+// (each ring needs its own 16 MiB: see virtqueuetest's layout), and sends
+// NUM, BASE, ADDR, KICK, CALL and ENABLE as QEMU does.
+func (f *Frontend) SetupRing(index int, size uint16, off uint64) (*Ring, error) {
+	d := virtqueuetest.NewOn(f.Memory[off:off+16<<20], size, f.GPA+off)
+	r := &Ring{Index: index, Driver: d, Kick: -1, Call: -1}
+	var err error
+	if r.Kick, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		return nil, err
+	}
+	if r.Call, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		return nil, err
+	}
+	cfg := d.Config()
+	toU := func(gpa uint64) uint64 { return gpa - f.GPA + f.UAddr }
+	addr := make([]byte, 40)
+	binary.LittleEndian.PutUint32(addr, uint32(index))
+	binary.LittleEndian.PutUint64(addr[8:], toU(cfg.Desc))
+	binary.LittleEndian.PutUint64(addr[16:], toU(cfg.Used))
+	binary.LittleEndian.PutUint64(addr[24:], toU(cfg.Avail))
+	steps := []func() error{
+		func() error { return f.Send(SetVringNum, FlagVersion, state(uint32(index), uint32(size))) },
+		func() error { return f.Send(SetVringBase, FlagVersion, state(uint32(index), 0)) },
+		func() error { return f.Send(SetVringAddr, FlagVersion, addr) },
+		func() error { return f.Send(SetVringKick, FlagVersion, u64(uint64(index)), r.Kick) },
+		func() error { return f.Send(SetVringCall, FlagVersion, u64(uint64(index)), r.Call) },
+		func() error { return f.Send(SetVringEnable, FlagVersion, state(uint32(index), 1)) },
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// GetVringBase stops ring index and returns the backend's next avail index.
+func (f *Frontend) GetVringBase(index int) (uint32, error) {
+	if err := f.Send(GetVringBase, FlagVersion, state(uint32(index), 0)); err != nil {
+		return 0, err
+	}
+	p, err := f.Reply(GetVringBase)
+	if err != nil {
+		return 0, err
+	}
+	if len(p) != 8 || binary.LittleEndian.Uint32(p) != uint32(index) {
+		return 0, fmt.Errorf("GET_VRING_BASE reply %x", p)
+	}
+	return binary.LittleEndian.Uint32(p[4:]), nil
+}
+
+// Negotiate does what QEMU does first: GET_FEATURES, GET/SET protocol
+// features, SET_OWNER, SET_FEATURES with want & offered. It returns the
+// features set.
+func (f *Frontend) Negotiate(want, wantProtocol uint64) (uint64, error) {
+	offered, err := f.GetU64(GetFeatures)
+	if err != nil {
+		return 0, err
+	}
+	if offered&(1<<30) != 0 {
+		po, err := f.GetU64(GetProtocolFeatures)
+		if err != nil {
+			return 0, err
+		}
+		if err := f.SetU64(SetProtocolFeatures, po&wantProtocol, false); err != nil {
+			return 0, err
+		}
+	}
+	if err := f.Send(SetOwner, FlagVersion, nil); err != nil {
+		return 0, err
+	}
+	feat := offered & want
+	return feat, f.SetU64(SetFeatures, feat, false)
+}
