@@ -15,8 +15,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/vhostd/vhostd/vhost"
 	vswitch "github.com/vhostd/vhostd/switch"
+	"github.com/vhostd/vhostd/vhost"
 )
 
 // Request is what a client sends.

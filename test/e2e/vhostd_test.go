@@ -1,0 +1,193 @@
+// Package e2e runs vhostd, built from this tree, against real peers: DPDK's
+// own virtio driver (dpdk-testpmd with net_virtio_user ports) and QEMU
+// guests. The tests need root, dpdk-testpmd and qemu-system-x86_64; they
+// fail, not skip, when a peer is missing (with -short they are skipped).
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vhostd/vhostd/daemon/control"
+	"github.com/vhostd/vhostd/test/guestimage"
+)
+
+var vhostdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vhostd-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	vhostdBin = filepath.Join(dir, "vhostd")
+	root, err := guestimage.ModuleRoot()
+	if err == nil {
+		cmd := exec.Command("go", "build", "-race", "-o", vhostdBin, "./daemon/cmd/vhostd")
+		cmd.Dir = root
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		err = cmd.Run()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build vhostd:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// requirePeer fails the test when a real peer is missing.
+func requirePeer(t *testing.T, bins ...string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test with real peers; skipped with -short")
+	}
+	for _, b := range bins {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Fatalf("%s not found: install it (see .ci/run: apt-get install -y dpdk qemu-system-x86 busybox-static cpio): %v", b, err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("end-to-end tests need root (DPDK without hugepages, QEMU memfd)")
+	}
+}
+
+// vhostd is a running daemon under test.
+type vhostd struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	Dir     string
+	Control string
+	log     *os.File
+	done    chan error
+}
+
+// sockDir returns a short directory for sockets (sun_path is 108 bytes).
+func sockDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "vd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// startVhostd runs vhostd with a control socket in dir and the given
+// extra arguments; sockets are given as NAME=... relative to dir.
+func startVhostd(t *testing.T, dir string, args ...string) *vhostd {
+	t.Helper()
+	v := &vhostd{t: t, Dir: dir, Control: filepath.Join(dir, "ctl.sock"), done: make(chan error, 1)}
+	logf, err := os.Create(filepath.Join(t.TempDir(), "vhostd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.log = logf
+	v.cmd = exec.Command(vhostdBin, append([]string{"--control", v.Control, "--log-level", "debug"}, args...)...)
+	v.cmd.Stdout, v.cmd.Stderr = logf, logf
+	if err := v.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { v.done <- v.cmd.Wait() }()
+	t.Cleanup(v.stop)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ports []control.PortInfo
+		if err := control.Call(context.Background(), v.Control, "ports", &ports); err == nil {
+			return v
+		}
+		select {
+		case err := <-v.done:
+			t.Fatalf("vhostd exited at start: %v\n%s", err, v.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vhostd control socket did not come up\n%s", v.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Log returns vhostd's output so far.
+func (v *vhostd) Log() string {
+	b, _ := os.ReadFile(v.log.Name())
+	return string(b)
+}
+
+// stop sends SIGTERM and checks vhostd exits cleanly, removing its sockets
+// and reporting no data race.
+func (v *vhostd) stop() {
+	if v.cmd.ProcessState != nil {
+		return
+	}
+	v.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-v.done:
+		if err != nil {
+			v.t.Errorf("vhostd exited with %v after SIGTERM\n%s", err, tail(v.Log(), 3000))
+		}
+	case <-time.After(15 * time.Second):
+		v.cmd.Process.Kill()
+		<-v.done
+		v.t.Errorf("vhostd did not exit within 15s of SIGTERM")
+	}
+	if strings.Contains(v.Log(), "DATA RACE") {
+		v.t.Errorf("vhostd reported a data race:\n%s", v.Log())
+	}
+	ents, _ := os.ReadDir(v.Dir)
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".sock") {
+			v.t.Errorf("vhostd left %s behind", e.Name())
+		}
+	}
+	v.log.Close()
+}
+
+func (v *vhostd) stats(t *testing.T) map[string]control.PortStats {
+	t.Helper()
+	var st []control.PortStats
+	if err := control.Call(context.Background(), v.Control, "stats", &st); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]control.PortStats{}
+	for _, s := range st {
+		out[s.Name] = s
+	}
+	return out
+}
+
+func (v *vhostd) ports(t *testing.T) map[string]control.PortInfo {
+	t.Helper()
+	var ps []control.PortInfo
+	if err := control.Call(context.Background(), v.Control, "ports", &ps); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]control.PortInfo{}
+	for _, p := range ps {
+		out[p.Name] = p
+	}
+	return out
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+func totalDrops(s control.PortStats) uint64 {
+	var n uint64
+	for _, d := range s.Drops {
+		n += d
+	}
+	return n
+}
