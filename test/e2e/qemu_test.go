@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vhostd/vhostd/qemu"
+	"github.com/vhostd/vhostd/test/guestimage"
+)
+
+// guestImage builds (once, cached under build/guest) the test guest.
+func guestImage(t *testing.T) (kernel, initrd string) {
+	t.Helper()
+	dir, err := guestimage.DefaultDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel, initrd, err = guestimage.Build(dir)
+	if err != nil {
+		t.Fatalf("build guest image: %v", err)
+	}
+	return kernel, initrd
+}
+
+type vm struct {
+	name, ip, mac, sock string
+}
+
+func bootGuest(t *testing.T, ctx context.Context, kernel, initrd string, g vm) *qemu.Guest {
+	t.Helper()
+	guest, err := qemu.Start(ctx, qemu.GuestConfig{
+		Kernel: kernel, Initrd: initrd,
+		Append:     "guestip=" + g.ip + "/24",
+		NICs:       []qemu.NIC{{SocketPath: g.sock, MAC: g.mac, Reconnect: 1}},
+		ConsoleLog: filepath.Join(t.TempDir(), g.name+"-console.log"),
+	})
+	if err != nil {
+		t.Fatalf("boot %s: %v", g.name, err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		guest.Shutdown(sctx)
+	})
+	return guest
+}
+
+var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received, (\d+)% packet loss`)
+
+// ping runs count pings of size bytes from guest to ip and fails unless
+// every one was answered.
+func ping(t *testing.T, ctx context.Context, from *qemu.Guest, name, ip string, size, count int) {
+	t.Helper()
+	out, _, err := from.Run(ctx, fmt.Sprintf("ping -c %d -s %d -W 5 %s", count, size, ip))
+	if err != nil {
+		t.Fatalf("%s: ping %s: %v", name, ip, err)
+	}
+	m := pingStats.FindStringSubmatch(out)
+	if m == nil || m[2] != fmt.Sprint(count) || m[3] != "0" {
+		t.Fatalf("%s: ping -s %d %s: want %d/%d answered, 0%% loss; got:\n%s", name, size, ip, count, count, out)
+	}
+	t.Logf("%s -> %s, %d bytes: %s", name, ip, size, m[0])
+}
+
+// warmUp waits until the first ping gets through (ARP, link up).
+func warmUp(t *testing.T, ctx context.Context, from *qemu.Guest, ip string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if out, code, err := from.Run(ctx, "ping -c 1 -W 2 "+ip); err == nil && code == 0 {
+			return
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no ping reply from %s within 60s: %v %s", ip, err, out)
+		}
+	}
+}
+
+// TestQEMUGuestsPing boots two Linux guests on two vhostd ports: they ping
+// each other with small, large and fragmented pings without loss; then one
+// reboots, and the other's QEMU restarts, and pings work again each time.
+func TestQEMUGuestsPing(t *testing.T) {
+	requirePeer(t, qemu.DefaultBinary)
+	kernel, initrd := guestImage(t)
+	dir := sockDir(t)
+	v := startVhostd(t, dir, "--socket", "vm1="+filepath.Join(dir, "vm1.sock"), "--socket", "vm2="+filepath.Join(dir, "vm2.sock"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	vms := []vm{
+		{"vm1", "10.9.0.1", "52:54:00:00:00:01", filepath.Join(dir, "vm1.sock")},
+		{"vm2", "10.9.0.2", "52:54:00:00:00:02", filepath.Join(dir, "vm2.sock")},
+	}
+	guests := make([]*qemu.Guest, 2)
+	var wg sync.WaitGroup
+	for i := range vms {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			g, err := qemu.Start(ctx, qemu.GuestConfig{
+				Kernel: kernel, Initrd: initrd,
+				Append:     "guestip=" + vms[i].ip + "/24",
+				NICs:       []qemu.NIC{{SocketPath: vms[i].sock, MAC: vms[i].mac}},
+				ConsoleLog: filepath.Join(t.TempDir(), vms[i].name+"-console.log"),
+			})
+			if err != nil {
+				t.Errorf("boot %s: %v", vms[i].name, err)
+				return
+			}
+			guests[i] = g
+		}(i)
+	}
+	wg.Wait()
+	for _, g := range guests {
+		if g != nil {
+			g := g
+			t.Cleanup(func() {
+				sctx, c := context.WithTimeout(context.Background(), 30*time.Second)
+				defer c()
+				g.Shutdown(sctx)
+			})
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	g1, g2 := guests[0], guests[1]
+
+	pingBoth := func(stage string) {
+		t.Logf("stage: %s", stage)
+		warmUp(t, ctx, g1, vms[1].ip)
+		for _, size := range []int{56, 1400, 4000} {
+			ping(t, ctx, g1, "vm1", vms[1].ip, size, 5)
+			ping(t, ctx, g2, "vm2", vms[0].ip, size, 5)
+		}
+	}
+	pingBoth("first boot")
+
+	ports := v.ports(t)
+	for _, name := range []string{"vm1", "vm2"} {
+		p := ports[name]
+		feats := strings.Join(p.Vhost.Features, ",")
+		if p.State != "running" || !strings.Contains(feats, "version_1") || !strings.Contains(feats, "event_idx") {
+			t.Errorf("port %s: state %s features %s", name, p.State, feats)
+		}
+	}
+	st := v.stats(t)
+	for _, name := range []string{"vm1", "vm2"} {
+		if s := st[name]; s.RxPackets < 30 || s.TxPackets < 30 {
+			t.Errorf("port %s counted rx %d tx %d: fewer than the pings sent", name, s.RxPackets, s.TxPackets)
+		}
+	}
+
+	// Guest reboot: the same connection sees the device reset and set up.
+	if err := g1.Reboot(ctx); err != nil {
+		t.Fatalf("reboot vm1: %v", err)
+	}
+	pingBoth("after vm1 rebooted")
+
+	// QEMU restart: a new connection on vm2's socket.
+	sctx, c := context.WithTimeout(ctx, 30*time.Second)
+	g2.Shutdown(sctx)
+	c()
+	g2 = bootGuest(t, ctx, kernel, initrd, vms[1])
+	pingBoth("after vm2's QEMU restarted")
+	if lines := strings.Count(v.Log(), "level=error"); lines > 0 {
+		t.Logf("vhostd logged %d errors:\n%s", lines, tail(v.Log(), 2000))
+	}
+}
