@@ -1,0 +1,45 @@
+# vhostd: see README.md.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= go
+FUZZTIME ?= 15s
+
+.PHONY: all build deps demo test unit e2e fuzz lint bench clean
+
+all: build
+
+deps:
+	@bash .ci/deps
+
+build:
+	$(GO) build -o bin/ ./daemon/cmd/vhostd ./daemon/cmd/vhostctl
+
+# The main job: two QEMU guests ping each other through vhostd.
+demo: deps build
+	$(GO) run ./test/demo
+
+# Everything CI runs: lint, unit and end-to-end tests with the race
+# detector, and a short run of each fuzz target.
+test: deps lint unit e2e fuzz
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+
+e2e: build
+	@mkdir -p build
+	$(GO) test -race -count=1 -v -timeout 30m ./test/e2e/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS|panic)'; exit $${PIPESTATUS[0]}
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzChain$$' -fuzztime $(FUZZTIME) ./virtqueue/
+	$(GO) test -run '^$$' -fuzz '^FuzzMessages$$' -fuzztime $(FUZZTIME) ./vhost/
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./switch/ ./virtqueue/
+
+clean:
+	rm -rf bin build
