@@ -50,6 +50,9 @@ type Frontend struct {
 	MemFD  int
 	GPA    uint64 // guest-physical address of Memory[0]
 	UAddr  uint64 // the "frontend virtual address" announced for Memory[0]
+	// PollingKick makes SetupRing send SET_VRING_KICK with the no-fd flag:
+	// the backend must poll the ring instead of waiting for kicks.
+	PollingKick bool
 }
 
 // Dial connects to a backend socket, retrying until timeout while it does
@@ -188,12 +191,14 @@ func (f *Frontend) SetU64(req uint32, v uint64, ack bool) error {
 		return err
 	}
 	if ack {
-		return f.ack(req)
+		return f.Ack(req)
 	}
 	return nil
 }
 
-func (f *Frontend) ack(req uint32) error {
+// Ack reads the REPLY_ACK of a request sent with FlagNeedReply and returns
+// an error if the backend refused it.
+func (f *Frontend) Ack(req uint32) error {
 	p, err := f.Reply(req)
 	if err != nil {
 		return err
@@ -241,6 +246,15 @@ func MemTablePayload(rs ...Region) []byte {
 	return b
 }
 
+// MemRegPayload encodes the payload of ADD_MEM_REG and REM_MEM_REG.
+// Its layout is SET_MEM_TABLE's with one region and zero padding in
+// place of the count.
+func MemRegPayload(r Region) []byte {
+	b := MemTablePayload(r)
+	clear(b[:8])
+	return b
+}
+
 // SetMemTable announces the whole memfd as one region.
 func (f *Frontend) SetMemTable(ack bool) error {
 	flags := uint32(FlagVersion)
@@ -252,7 +266,7 @@ func (f *Frontend) SetMemTable(ack bool) error {
 		return err
 	}
 	if ack {
-		return f.ack(SetMemTable)
+		return f.Ack(SetMemTable)
 	}
 	return nil
 }
@@ -266,12 +280,18 @@ type Ring struct {
 	Call   int
 }
 
-// Kick notifies the backend.
-func (r *Ring) KickNow() { unix.Write(r.Kick, []byte{1, 0, 0, 0, 0, 0, 0, 0}) }
+// KickNow notifies the backend (nothing in polling mode).
+func (r *Ring) KickNow() {
+	if r.Kick >= 0 {
+		unix.Write(r.Kick, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	}
+}
 
 // Close releases the eventfds.
 func (r *Ring) Close() {
-	unix.Close(r.Kick)
+	if r.Kick >= 0 {
+		unix.Close(r.Kick)
+	}
 	unix.Close(r.Call)
 }
 
@@ -282,8 +302,10 @@ func (f *Frontend) SetupRing(index int, size uint16, off uint64) (*Ring, error) 
 	d := virtqueuetest.NewOn(f.Memory[off:off+16<<20], size, f.GPA+off)
 	r := &Ring{Index: index, Driver: d, Kick: -1, Call: -1}
 	var err error
-	if r.Kick, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
-		return nil, err
+	if !f.PollingKick {
+		if r.Kick, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+			return nil, err
+		}
 	}
 	if r.Call, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		return nil, err
@@ -299,7 +321,12 @@ func (f *Frontend) SetupRing(index int, size uint16, off uint64) (*Ring, error) 
 		func() error { return f.Send(SetVringNum, FlagVersion, state(uint32(index), uint32(size))) },
 		func() error { return f.Send(SetVringBase, FlagVersion, state(uint32(index), 0)) },
 		func() error { return f.Send(SetVringAddr, FlagVersion, addr) },
-		func() error { return f.Send(SetVringKick, FlagVersion, u64(uint64(index)), r.Kick) },
+		func() error {
+			if f.PollingKick {
+				return f.Send(SetVringKick, FlagVersion, u64(uint64(index)|0x100))
+			}
+			return f.Send(SetVringKick, FlagVersion, u64(uint64(index)), r.Kick)
+		},
 		func() error { return f.Send(SetVringCall, FlagVersion, u64(uint64(index)), r.Call) },
 		func() error { return f.Send(SetVringEnable, FlagVersion, state(uint32(index), 1)) },
 	}
