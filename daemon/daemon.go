@@ -30,7 +30,7 @@ type Daemon struct {
 
 // Start builds and starts everything cfg describes. On error, whatever was
 // started is stopped again and every socket it created is removed.
-func Start(cfg config.Config, log *logrus.Entry) (d *Daemon, err error) {
+func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -38,9 +38,10 @@ func Start(cfg config.Config, log *logrus.Entry) (d *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("switch: %w", err)
 	}
-	d = &Daemon{log: log, sw: sw}
+	d := &Daemon{log: log, sw: sw}
+	started := false
 	defer func() {
-		if err != nil {
+		if !started {
 			d.Stop()
 		}
 	}()
@@ -73,6 +74,7 @@ func Start(cfg config.Config, log *logrus.Entry) (d *Daemon, err error) {
 		return nil, err
 	}
 	sw.Start()
+	started = true
 	log.WithFields(logrus.Fields{"control": cfg.Control, "ports": len(cfg.Ports), "pollers": cfg.Pollers}).Info("vhostd running")
 	return d, nil
 }

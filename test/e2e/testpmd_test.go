@@ -123,6 +123,9 @@ func TestTestpmdRestart(t *testing.T) {
 		if st[0].RxPackets != 1000 || st[1].RxPackets != 1000 {
 			t.Fatalf("round %d: received %d/%d of 1000", round, st[0].RxPackets, st[1].RxPackets)
 		}
+		if round == 0 {
+			checkVhostctl(t, v)
+		}
 		tp.Close()
 		total += 1000
 		deadline := time.Now().Add(10 * time.Second)

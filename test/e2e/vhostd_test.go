@@ -19,7 +19,7 @@ import (
 	"github.com/vhostd/vhostd/test/guestimage"
 )
 
-var vhostdBin string
+var vhostdBin, vhostctlBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "vhostd-e2e-bin")
@@ -28,9 +28,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	vhostdBin = filepath.Join(dir, "vhostd")
+	vhostctlBin = filepath.Join(dir, "vhostctl")
 	root, err := guestimage.ModuleRoot()
 	if err == nil {
-		cmd := exec.Command("go", "build", "-race", "-o", vhostdBin, "./daemon/cmd/vhostd")
+		cmd := exec.Command("go", "build", "-race", "-o", dir+"/", "./daemon/cmd/vhostd", "./daemon/cmd/vhostctl")
 		cmd.Dir = root
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		err = cmd.Run()

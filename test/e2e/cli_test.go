@@ -1,0 +1,127 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vhostd/vhostd/daemon/control"
+)
+
+// TestVhostdRefusesBadInput checks that bad flags and configs give a
+// non-zero exit and a message that says what to fix.
+func TestVhostdRefusesBadInput(t *testing.T) {
+	dir := sockDir(t)
+	cfg := filepath.Join(dir, "bad.toml")
+	os.WriteFile(cfg, []byte("pollerz = 3\n"), 0o644)
+	notSock := filepath.Join(dir, "file.sock")
+	os.WriteFile(notSock, nil, 0o644)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "no ports"},
+		{[]string{"--socket", "vm=" + dir + "/a.sock,disable=tso"}, "unknown feature \"tso\""},
+		{[]string{"--socket", "vm=" + dir + "/a.sock", "--socket", "vm=" + dir + "/b.sock"}, "port name \"vm\" used twice"},
+		{[]string{"--config", cfg}, "unknown keys pollerz"},
+		{[]string{"--config", dir + "/missing.toml"}, "no such file"},
+		{[]string{"--socket", dir + "/a.sock", "--log-level", "loud"}, "log level \"loud\""},
+		{[]string{"--socket", notSock}, "not a socket"},
+		{[]string{"--socket", dir + "/a.sock", "stray"}, "unexpected arguments"},
+	}
+	for _, c := range cases {
+		out, err := exec.Command(vhostdBin, append([]string{"--control", dir + "/ctl.sock"}, c.args...)...).CombinedOutput()
+		if err == nil {
+			t.Errorf("vhostd %v exited 0", c.args)
+			continue
+		}
+		if !strings.Contains(string(out), c.want) {
+			t.Errorf("vhostd %v: output %q does not contain %q", c.args, out, c.want)
+		}
+	}
+}
+
+// TestSocketFiles checks socket file handling: a stale socket is replaced,
+// a served one is refused, a missing directory is created.
+func TestSocketFiles(t *testing.T) {
+	dir := sockDir(t)
+	stale := filepath.Join(dir, "stale.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close() // the file stays, nobody listens: as after a kill -9
+	v := startVhostd(t, dir, "--socket", "a="+stale, "--socket", "b="+filepath.Join(dir, "sub", "dir", "b.sock"))
+	if _, err := os.Stat(filepath.Join(dir, "sub", "dir", "b.sock")); err != nil {
+		t.Fatalf("socket in a new directory: %v", err)
+	}
+	out, err := exec.Command(vhostdBin, "--control", filepath.Join(dir, "ctl2.sock"), "--socket", stale).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another process is serving it") {
+		t.Fatalf("second vhostd on a served socket: %v %s", err, out)
+	}
+	out, err = exec.Command(vhostdBin, "--control", v.Control, "--socket", filepath.Join(dir, "c.sock")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another vhostd is using it") {
+		t.Fatalf("second vhostd on a served control socket: %v %s", err, out)
+	}
+	// The failed starts removed what they created.
+	if _, err := os.Stat(filepath.Join(dir, "c.sock")); err == nil {
+		t.Fatal("failed vhostd left its socket behind")
+	}
+	v.stop()
+	os.RemoveAll(filepath.Join(dir, "sub"))
+}
+
+// vhostctl runs vhostctl against v and returns its output.
+func vhostctl(t *testing.T, v *vhostd, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(vhostctlBin, append([]string{"--control", v.Control}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("vhostctl %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func TestVhostctlWithoutDaemon(t *testing.T) {
+	out, err := exec.Command(vhostctlBin, "--control", "/nonexistent/ctl.sock", "ports").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is vhostd running?") {
+		t.Fatalf("vhostctl without vhostd: %v %s", err, out)
+	}
+	out, err = exec.Command(vhostctlBin, "frobnicate").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "unknown command") {
+		t.Fatalf("vhostctl frobnicate: %v %s", err, out)
+	}
+}
+
+// checkVhostctl checks vhostctl's views of a daemon whose ports a and b
+// carried traffic from macA and macB.
+func checkVhostctl(t *testing.T, v *vhostd) {
+	t.Helper()
+	ports := vhostctl(t, v, "ports")
+	for _, want := range []string{"PORT", "a  ", "running", "0:256", "version_1", "reply_ack"} {
+		if !strings.Contains(ports, want) {
+			t.Errorf("vhostctl ports lacks %q:\n%s", want, ports)
+		}
+	}
+	fdb := vhostctl(t, v, "fdb")
+	for _, want := range []string{macA + "  a", macB + "  b"} {
+		if !strings.Contains(fdb, want) {
+			t.Errorf("vhostctl fdb lacks %q:\n%s", want, fdb)
+		}
+	}
+	var stats []control.PortStats
+	if err := json.Unmarshal([]byte(vhostctl(t, v, "stats", "--json")), &stats); err != nil {
+		t.Fatalf("vhostctl stats --json: %v", err)
+	}
+	direct := v.stats(t)
+	if len(stats) != 2 || stats[0].RxPackets != direct[stats[0].Name].RxPackets || stats[0].RxPackets == 0 {
+		t.Errorf("vhostctl stats --json = %+v, control socket says %+v", stats, direct)
+	}
+	if text := vhostctl(t, v, "stats"); !strings.Contains(text, "RX-PKTS") {
+		t.Errorf("vhostctl stats:\n%s", text)
+	}
+}
