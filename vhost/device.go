@@ -352,7 +352,9 @@ func (d *device) stop() {
 
 // start hands the data path every ring that is ready to run.
 func (d *device) start() error {
-	if d.mem == nil || !d.featuresSet {
+	// A frontend that never sends SET_FEATURES runs with none negotiated
+	// (legacy layout), so only memory is required.
+	if d.mem == nil {
 		return nil
 	}
 	rs := &Rings{Mem: d.mem, HdrLen: 10, MrgRxbuf: d.features&(1<<FeatureNetMrgRxbuf) != 0}

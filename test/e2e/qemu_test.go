@@ -171,3 +171,38 @@ func TestQEMUGuestsPing(t *testing.T) {
 		t.Logf("vhostd logged %d errors:\n%s", lines, tail(v.Log(), 2000))
 	}
 }
+
+// TestQEMULegacyHeaders runs two guests whose ports do not offer
+// VERSION_1, so the Linux driver runs the legacy layout: vm1 with
+// mergeable buffers (12-byte header), vm2 without (10-byte header). Frames
+// cross between the two layouts.
+func TestQEMULegacyHeaders(t *testing.T) {
+	requirePeer(t, qemu.DefaultBinary)
+	kernel, initrd := guestImage(t)
+	dir := sockDir(t)
+	v := startVhostd(t, dir,
+		"--socket", "vm1="+filepath.Join(dir, "vm1.sock")+",disable=version_1",
+		"--socket", "vm2="+filepath.Join(dir, "vm2.sock")+",disable=version_1+mrg_rxbuf")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	vms := []vm{
+		{"vm1", "10.9.0.1", "52:54:00:00:00:01", filepath.Join(dir, "vm1.sock")},
+		{"vm2", "10.9.0.2", "52:54:00:00:00:02", filepath.Join(dir, "vm2.sock")},
+	}
+	g1 := bootGuest(t, ctx, kernel, initrd, vms[0])
+	g2 := bootGuest(t, ctx, kernel, initrd, vms[1])
+	warmUp(t, ctx, g1, vms[1].ip)
+	for _, size := range []int{56, 1400, 4000} {
+		ping(t, ctx, g1, "vm1", vms[1].ip, size, 3)
+		ping(t, ctx, g2, "vm2", vms[0].ip, size, 3)
+	}
+	ports := v.ports(t)
+	f1 := strings.Join(ports["vm1"].Vhost.Features, ",")
+	f2 := strings.Join(ports["vm2"].Vhost.Features, ",")
+	if strings.Contains(f1, "version_1") || !strings.Contains(f1, "mrg_rxbuf") {
+		t.Errorf("vm1 negotiated %s, want legacy with mrg_rxbuf", f1)
+	}
+	if strings.Contains(f2, "version_1") || strings.Contains(f2, "mrg_rxbuf") {
+		t.Errorf("vm2 negotiated %s, want legacy without mrg_rxbuf", f2)
+	}
+}
