@@ -1,6 +1,7 @@
 package vswitch
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,9 @@ type poller struct {
 
 	wakeFD int
 	epfd   int
+	// idleWait is the epoll timeout while asleep, in ms: the shortest
+	// IdlePoll of the ports this poller touches, else a safety net.
+	idleWait int
 
 	// Scratch, owned by the poller goroutine.
 	burst   Burst
@@ -45,7 +49,7 @@ func newPoller(s *Switch, id int) (*poller, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &poller{s: s, id: id, wakeFD: fd, epfd: -1, touched: make([]int, 0, MaxPorts)}
+	p := &poller{s: s, id: id, wakeFD: fd, epfd: -1, idleWait: 1000, touched: make([]int, 0, MaxPorts)}
 	p.owned.Store(&[]int{})
 	return p, nil
 }
@@ -148,10 +152,30 @@ func (p *poller) rebuild() error {
 	p.epfd = ep
 	p.fds = append(p.fds[:0], p.wakeFD)
 	t := p.s.table.Load()
+	p.idleWait = 1000
 	for _, idx := range *p.owned.Load() {
-		if port := t.ports[idx]; port != nil {
-			p.fds = port.WaitFDs(p.fds)
+		port := t.ports[idx]
+		if port == nil {
+			continue
 		}
+		p.fds = port.WaitFDs(p.fds)
+		if ip, ok := port.(IdlePoller); ok {
+			if ms := int(ip.IdlePoll().Milliseconds()); ms < p.idleWait {
+				p.idleWait = max(ms, 1)
+			}
+		}
+	}
+	// Any poller may transmit to any port: attach this thread to all.
+	var attachErr error
+	for i := 0; i < t.n; i++ {
+		if ta, ok := t.ports[i].(ThreadAttacher); ok {
+			if err := ta.AttachThread(); err != nil && attachErr == nil {
+				attachErr = fmt.Errorf("attach poller thread to port %s: %w", t.ports[i].Name(), err)
+			}
+		}
+	}
+	if attachErr != nil {
+		return attachErr
 	}
 	for _, fd := range p.fds {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
@@ -162,14 +186,15 @@ func (p *poller) rebuild() error {
 	return nil
 }
 
-// sleep blocks until a kick, a wake, or a second passes (a safety net,
-// not a mechanism), then drains what fired.
+// sleep blocks until a kick, a wake, or idleWait passes (a second, as a
+// safety net, unless a port asked to be polled more often), then drains
+// what fired.
 func (p *poller) sleep() {
 	if p.epfd < 0 {
 		time.Sleep(10 * time.Millisecond)
 		return
 	}
-	n, err := unix.EpollWait(p.epfd, p.events[:], 1000)
+	n, err := unix.EpollWait(p.epfd, p.events[:], p.idleWait)
 	if err != nil {
 		return // EINTR: the loop comes back here if still idle
 	}

@@ -7,6 +7,7 @@ package vswitch
 
 import (
 	"sync/atomic"
+	"time"
 )
 
 // BurstSize is the most frames moved per receive call.
@@ -66,6 +67,21 @@ type Port interface {
 	Arm() bool
 	// Counters returns the port's counters.
 	Counters() *Counters
+}
+
+// IdlePoller is implemented by ports that cannot wake a sleeping poller
+// through WaitFDs (a DPDK ethdev without rx interrupts): while idle, the
+// poller then sleeps at most IdlePoll between looks at the port.
+type IdlePoller interface {
+	IdlePoll() time.Duration
+}
+
+// ThreadAttacher is implemented by ports whose Receive or Transmit must run
+// on threads registered with a runtime of their own (DPDK's lcores). Each
+// poller calls AttachThread on its locked OS thread before it first calls
+// the port, and again after any port change (it must be idempotent).
+type ThreadAttacher interface {
+	AttachThread() error
 }
 
 // Drop reasons, as they appear in stats.
