@@ -1,6 +1,7 @@
 package vswitch
 
 import (
+	"encoding/binary"
 	"sync"
 	"sync/atomic"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
+	"github.com/vhostd/vhostd/virtqueue/prefetch"
 )
 
 const (
@@ -17,6 +19,8 @@ const (
 	maxMergeBufs = 64
 	// rxChainSegs is the most segments used of one receive chain.
 	rxChainSegs = 8
+	// rxChains is how many receive chains one pass of Transmit reserves.
+	rxChains = 4 * maxMergeBufs
 )
 
 // VMPort is a switch port backed by a vhost-user device: frames the guest
@@ -37,9 +41,11 @@ type VMPort struct {
 	txLogged [16]*virtqueue.Queue
 
 	rxMu     sync.Mutex // serialises pollers writing the guest's receive queue
-	rx       [maxMergeBufs]virtqueue.Chain
-	rxSegs   [maxMergeBufs * rxChainSegs][]byte
+	rx       [rxChains]virtqueue.Chain
+	rxRoom   [rxChains]int // writable bytes of each reserved chain
+	rxSegs   [rxChains * rxChainSegs][]byte
 	rxAll    [maxMergeBufs * rxChainSegs][]byte
+	plan     [BurstSize]rxPlan
 	rxLogged *virtqueue.Queue
 }
 
@@ -161,6 +167,11 @@ func (v *VMPort) Receive(b *Burst) int {
 			f := &b.Frames[n]
 			f.Segs = fs
 			f.Len = int(c.ReadLen) - r.HdrLen
+			// The switch reads the MACs next: start that cache miss
+			// now, so the misses of a burst overlap.
+			if len(fs) > 0 {
+				prefetch.Read(fs[0])
+			}
 			n++
 		}
 	}
@@ -205,7 +216,10 @@ func (v *VMPort) broken(logged **virtqueue.Queue, q *virtqueue.Queue, index int,
 }
 
 // Transmit implements Port: it copies each frame into the guest's receive
-// queue, from the source buffers straight into the guest's.
+// queue, from the source buffers straight into the guest's. It works in
+// two passes so that the guest-buffer cache misses of a burst overlap:
+// first it reserves receive chains for every frame and prefetches them for
+// writing, then it copies.
 func (v *VMPort) Transmit(frames []*Frame) {
 	r := v.rings.Load()
 	if r == nil || len(r.RX) == 0 {
@@ -223,61 +237,71 @@ func (v *VMPort) Transmit(frames []*Frame) {
 		frames = nil
 	}
 	hdr := r.HdrLen
-	for i, f := range frames {
-		need := hdr + f.Len
-		k, room := 0, 0
-		var err error
-		for room < need && k < maxMergeBufs && avail > 0 && (k == 0 || r.MrgRxbuf) {
-			c := &v.rx[k]
-			c.Segs = c.Segs[:0]
-			err = q.Pop(r.Mem, c)
-			if err == virtqueue.ErrBroken || err == virtqueue.ErrEmpty {
+	for len(frames) > 0 {
+		// Pass 1: reserve chains.
+		used, nf := 0, 0
+		for ; nf < len(frames); nf++ {
+			need := hdr + frames[nf].Len
+			k, room := 0, 0
+			var err error
+			for room < need && avail > 0 && (k == 0 || r.MrgRxbuf) && k < maxMergeBufs && used+k < len(v.rx) {
+				c := &v.rx[used+k]
+				c.Segs = c.Segs[:0]
+				err = q.Pop(r.Mem, c)
+				if err == virtqueue.ErrBroken || err == virtqueue.ErrEmpty {
+					break
+				}
+				avail--
+				w := int(c.WriteLen)
+				if err == virtqueue.ErrTooManySegments {
+					w = 0
+					for _, s := range c.Segs[c.NRead:] {
+						w += len(s)
+					}
+				}
+				v.rxRoom[used+k] = w
+				if c.NRead < len(c.Segs) {
+					prefetch.Write(c.Segs[c.NRead])
+				}
+				room += w
+				k++
+			}
+			if err == virtqueue.ErrBroken {
+				q.Unpop(k)
+				v.broken(&v.rxLogged, q, ring.Index, DropTxBroken)
+				broken += uint64(len(frames) - nf)
+				frames = frames[:nf]
 				break
 			}
-			avail--
-			k++
-			for _, s := range c.Segs[c.NRead:] {
-				room += len(s)
+			if room >= need {
+				v.plan[nf] = rxPlan{first: used, k: k}
+				used += k
+				continue
 			}
-		}
-		if err == virtqueue.ErrBroken {
-			q.Unpop(k)
-			v.broken(&v.rxLogged, q, ring.Index, DropTxBroken)
-			broken += uint64(len(frames) - i)
-			break
-		}
-		if room < need {
 			q.Unpop(k)
 			avail += k
+			if used+k >= len(v.rx) && used > 0 {
+				break // out of chain slots: copy what is planned, then go on
+			}
+			v.plan[nf] = rxPlan{}
 			if k == 0 || (r.MrgRxbuf && k < maxMergeBufs) {
 				nobuf++
 			} else {
 				toobig++
 			}
-			continue
 		}
-		// Lay the chains' writable segments end to end and copy once.
-		all := v.rxAll[:0]
-		for j := 0; j < k; j++ {
-			all = append(all, v.rx[j].Segs[v.rx[j].NRead:]...)
-		}
-		writeNetHeader(all, hdr, k)
-		copyFrame(all, hdr, f.Segs)
-		left := need
-		for j := 0; j < k; j++ {
-			c := &v.rx[j]
-			w := 0
-			for _, s := range c.Segs[c.NRead:] {
-				w += len(s)
+		// Pass 2: copy.
+		for i := 0; i < nf; i++ {
+			p := v.plan[i]
+			if p.k == 0 {
+				continue
 			}
-			if w > left {
-				w = left
-			}
-			left -= w
-			q.PushUsed(c.Head, uint32(w))
+			f := frames[i]
+			v.copyInto(q, p, f, hdr)
+			sent++
+			bytes += uint64(f.Len)
 		}
-		sent++
-		bytes += uint64(f.Len)
+		frames = frames[nf:]
 	}
 	if sent > 0 {
 		q.Publish()
@@ -302,15 +326,60 @@ func (v *VMPort) Transmit(frames []*Frame) {
 	}
 }
 
-// writeNetHeader writes a virtio-net header with no offloads: all zero but
-// num_buffers, which a 12-byte header carries at offset 10.
+// rxPlan is the receive chains reserved for one frame: v.rx[first:first+k].
+type rxPlan struct{ first, k int }
+
+// copyInto writes f with its virtio-net header into the chains of p and
+// puts them on the used ring.
+func (v *VMPort) copyInto(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int) {
+	need := hdr + f.Len
+	if p.k == 1 {
+		c := &v.rx[p.first]
+		// The common case: one buffer big enough, one source segment.
+		if d := c.Segs[c.NRead]; len(d) >= need && len(f.Segs) == 1 {
+			putNetHeader(d, hdr, 1)
+			copy(d[hdr:need], f.Segs[0])
+		} else {
+			all := c.Segs[c.NRead:]
+			writeNetHeader(all, hdr, 1)
+			copyFrame(all, hdr, f.Segs)
+		}
+		q.PushUsed(c.Head, uint32(need))
+		return
+	}
+	// Lay the chains' writable segments end to end and copy once.
+	all := v.rxAll[:0]
+	for j := p.first; j < p.first+p.k; j++ {
+		all = append(all, v.rx[j].Segs[v.rx[j].NRead:]...)
+	}
+	writeNetHeader(all, hdr, p.k)
+	copyFrame(all, hdr, f.Segs)
+	left := need
+	for j := p.first; j < p.first+p.k; j++ {
+		w := min(v.rxRoom[j], left)
+		left -= w
+		q.PushUsed(v.rx[j].Head, uint32(w))
+	}
+}
+
+// putNetHeader writes a virtio-net header with no offloads into d, which
+// holds at least hdrLen bytes: all zero but num_buffers, which a 12-byte
+// header carries at offset 10.
+func putNetHeader(d []byte, hdrLen, numBuffers int) {
+	_ = d[hdrLen-1]
+	binary.LittleEndian.PutUint64(d, 0)
+	if hdrLen == 12 {
+		binary.LittleEndian.PutUint32(d[8:], uint32(numBuffers)<<16)
+	} else {
+		binary.LittleEndian.PutUint16(d[8:], 0)
+	}
+}
+
+// writeNetHeader writes a virtio-net header (see putNetHeader) at the
+// start of dst, which may split it across segments.
 func writeNetHeader(dst [][]byte, hdrLen, numBuffers int) {
 	if len(dst[0]) >= hdrLen {
-		h := dst[0][:hdrLen]
-		clear(h)
-		if hdrLen == 12 {
-			h[10], h[11] = byte(numBuffers), byte(numBuffers>>8)
-		}
+		putNetHeader(dst[0], hdrLen, numBuffers)
 		return
 	}
 	var h [12]byte

@@ -7,6 +7,7 @@
 package virtqueue
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -254,12 +255,13 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 			return q.breakWith(errLoop)
 		}
 		ttl--
-		d := table[idx*descSize : idx*descSize+descSize]
-		addr := uint64(d[0]) | uint64(d[1])<<8 | uint64(d[2])<<16 | uint64(d[3])<<24 |
-			uint64(d[4])<<32 | uint64(d[5])<<40 | uint64(d[6])<<48 | uint64(d[7])<<56
-		length := uint32(d[8]) | uint32(d[9])<<8 | uint32(d[10])<<16 | uint32(d[11])<<24
-		flags := uint16(d[12]) | uint16(d[13])<<8
-		next := uint16(d[14]) | uint16(d[15])<<8
+		// Copy the descriptor once: the driver may change it under us, so
+		// every check below is made on this copy.
+		d := (*[descSize]byte)(table[idx*descSize:])
+		addr := binary.LittleEndian.Uint64(d[0:8])
+		length := binary.LittleEndian.Uint32(d[8:12])
+		flags := binary.LittleEndian.Uint16(d[12:14])
+		next := binary.LittleEndian.Uint16(d[14:16])
 
 		if flags&DescFIndirect != 0 {
 			switch {
