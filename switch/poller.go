@@ -213,6 +213,9 @@ func (p *poller) forward(t *portTable, src int, port Port, now int64) int {
 	}
 	fdb := p.s.fdb
 	var bytes, runts, same uint64
+	// Frames of a burst mostly share their addresses: remember the last
+	// ones so the FDB is consulted once per change, not once per frame.
+	lastSrc, lastDst, lastOut := MAC(1<<48), MAC(1<<48), -1
 	for i := 0; i < n; i++ {
 		f := &b.Frames[i]
 		if f.Len < 14 {
@@ -227,11 +230,18 @@ func (p *poller) forward(t *portTable, src int, port Port, now int64) int {
 			gather(p.hdr[:], f.Segs)
 			dst, srcMAC = macOf(p.hdr[:]), macOf(p.hdr[6:])
 		}
-		if !srcMAC.Multicast() {
+		if srcMAC != lastSrc && !srcMAC.Multicast() {
 			fdb.Learn(srcMAC, src, now)
+			lastSrc = srcMAC
+			lastDst = MAC(1 << 48) // learning may have changed the answer
 		}
 		if !dst.Multicast() {
-			if out := fdb.Lookup(dst); out >= 0 {
+			out := lastOut
+			if dst != lastDst {
+				out = fdb.Lookup(dst)
+				lastDst, lastOut = dst, out
+			}
+			if out >= 0 {
 				if out == src {
 					same++
 					continue

@@ -242,6 +242,24 @@ func (v *VMPort) Transmit(frames []*Frame) {
 		used, nf := 0, 0
 		for ; nf < len(frames); nf++ {
 			need := hdr + frames[nf].Len
+			// Fast path: one chain with room for the whole frame.
+			if avail > 0 && used < len(v.rx) {
+				c := &v.rx[used]
+				c.Segs = c.Segs[:0]
+				if q.Pop(r.Mem, c) == nil && int(c.WriteLen) >= need && c.NRead < len(c.Segs) {
+					avail--
+					v.rxRoom[used] = int(c.WriteLen)
+					prefetch.Write(c.Segs[c.NRead])
+					v.plan[nf] = rxPlan{first: used, k: 1}
+					used++
+					continue
+				}
+				// Give it back (unless the queue broke) and take the
+				// general path, which re-checks everything.
+				if q.Err() == nil {
+					q.Unpop(1)
+				}
+			}
 			k, room := 0, 0
 			var err error
 			for room < need && avail > 0 && (k == 0 || r.MrgRxbuf) && k < maxMergeBufs && used+k < len(v.rx) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
+	"github.com/vhostd/vhostd/virtqueue/guestmem"
 	"github.com/vhostd/vhostd/virtqueue/virtqueuetest"
 )
 
@@ -29,12 +30,17 @@ func quietLog() *logrus.Entry {
 
 func newVMEnd(t testing.TB, s *Switch, name string, base uint64, hdr int, mrg bool) *vmEnd {
 	t.Helper()
+	// One region holds both queues, as in a real guest.
+	ram := make([]byte, 8<<20)
 	e := &vmEnd{
-		rx:  virtqueuetest.New(256, 4<<20, base),
-		tx:  virtqueuetest.New(256, 4<<20, base+0x10000000),
+		rx:  virtqueuetest.NewOn(ram[:4<<20], 256, base),
+		tx:  virtqueuetest.NewOn(ram[4<<20:], 256, base+4<<20),
 		hdr: hdr,
 	}
-	mem := virtqueuetest.JoinMemory(e.rx, e.tx)
+	mem, err := guestmem.FromBytes([]guestmem.RegionSpec{{GuestPhysAddr: base, Size: 8 << 20, UserAddr: 0x7f0000000000 + base}}, [][]byte{ram})
+	if err != nil {
+		t.Fatal(err)
+	}
 	qrx, err := virtqueue.New(mem, e.rx.Config(), 0)
 	if err != nil {
 		t.Fatal(err)

@@ -234,7 +234,7 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 		return ErrEmpty
 	}
 	slot := 4 + 2*uint32(q.lastAvail&q.mask)
-	head := uint16(q.avail[slot]) | uint16(q.avail[slot+1])<<8
+	head := binary.LittleEndian.Uint16(q.avail[slot : slot+2])
 	if head >= q.size {
 		return q.breakWith(errHeadRange)
 	}
@@ -243,6 +243,23 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 	c.Segs = c.Segs[:0]
 	c.NRead = 0
 	c.ReadLen, c.WriteLen = 0, 0
+
+	// Fast path: a single direct descriptor whose buffer lies in the
+	// largest region, the common shape of both transmit and receive
+	// chains. Anything else takes the general walk below.
+	d := (*[descSize]byte)(q.desc[uint32(head)*descSize:])
+	if flags := binary.LittleEndian.Uint16(d[12:14]); flags&(DescFNext|DescFIndirect) == 0 && cap(c.Segs) > 0 {
+		length := binary.LittleEndian.Uint32(d[8:12])
+		if b, ok := mem.ChunkFast(binary.LittleEndian.Uint64(d[0:8]), uint64(length)); ok {
+			c.Segs = append(c.Segs, b)
+			if flags&DescFWrite != 0 {
+				c.WriteLen = length
+			} else {
+				c.ReadLen, c.NRead = length, 1
+			}
+			return nil
+		}
+	}
 
 	table := q.desc
 	idx := uint32(head)
@@ -302,9 +319,11 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 		// chunk. Past the segment capacity, keep walking to validate the
 		// chain but record nothing.
 		for rem := uint64(length); rem > 0; {
-			b := mem.Chunk(addr, rem)
-			if b == nil {
-				return q.breakWith(errBufferMem)
+			b, ok := mem.ChunkFast(addr, rem)
+			if !ok {
+				if b = mem.Chunk(addr, rem); b == nil {
+					return q.breakWith(errBufferMem)
+				}
 			}
 			if len(c.Segs) == cap(c.Segs) {
 				full = true
@@ -340,9 +359,8 @@ func (q *Queue) Unpop(n int) { q.lastAvail -= uint16(n) }
 // The entry becomes visible to the driver at the next Publish.
 func (q *Queue) PushUsed(head uint16, length uint32) {
 	o := 4 + usedElemSize*uint32(q.usedIdx&q.mask)
-	u := q.used[o : o+8]
-	u[0], u[1], u[2], u[3] = byte(head), byte(head>>8), 0, 0
-	u[4], u[5], u[6], u[7] = byte(length), byte(length>>8), byte(length>>16), byte(length>>24)
+	// struct virtq_used_elem { le32 id; le32 len; } in one store.
+	binary.LittleEndian.PutUint64(q.used[o:o+8], uint64(head)|uint64(length)<<32)
 	q.usedIdx++
 }
 

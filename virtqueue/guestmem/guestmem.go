@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,14 +38,16 @@ func (s RegionSpec) String() string {
 // Region is one mapped region.
 type Region struct {
 	RegionSpec
-	data    []byte // exactly Size bytes, starting at GuestPhysAddr
+	base    unsafe.Pointer // &data[0]
+	data    []byte         // exactly Size bytes, starting at GuestPhysAddr
 	mapping []byte // what mmap returned (page-aligned, may be larger); nil for test memory
 }
 
 // Memory is a set of non-overlapping regions sorted by guest-physical address.
 type Memory struct {
 	regions []Region
-	byUser  []int // region indices sorted by UserAddr
+	byUser  []int   // region indices sorted by UserAddr
+	hot     *Region // the largest region, tried first
 }
 
 // MaxRegions is the most regions one Memory holds. It matches the number of
@@ -167,6 +170,14 @@ func FromBytes(specs []RegionSpec, bufs [][]byte) (*Memory, error) {
 
 func (m *Memory) index() {
 	sort.Slice(m.regions, func(i, j int) bool { return m.regions[i].GuestPhysAddr < m.regions[j].GuestPhysAddr })
+	// Chunk tries the largest region first: it holds most buffers.
+	m.hot = nil
+	for i := range m.regions {
+		m.regions[i].base = unsafe.Pointer(unsafe.SliceData(m.regions[i].data))
+		if m.hot == nil || m.regions[i].Size > m.hot.Size {
+			m.hot = &m.regions[i]
+		}
+	}
 	m.byUser = make([]int, len(m.regions))
 	for i := range m.byUser {
 		m.byUser[i] = i
@@ -190,6 +201,7 @@ func (m *Memory) Unmap() {
 		m.regions[i].data = nil
 	}
 	m.regions = nil
+	m.hot = nil
 }
 
 // find returns the index of the region holding gpa, or -1.
@@ -217,6 +229,27 @@ func (m *Memory) find(gpa uint64) int {
 // than n only when the range continues in another region. It returns nil if
 // gpa is not mapped or n is zero.
 func (m *Memory) Chunk(gpa, n uint64) []byte {
+	if b, ok := m.ChunkFast(gpa, n); ok {
+		return b
+	}
+	return m.chunkSlow(gpa, n)
+}
+
+// ChunkFast is Chunk's fast path for the data path, small enough to be
+// inlined: it succeeds when all n bytes lie in the largest region (most
+// guests have just one), and otherwise reports false so the caller falls
+// back to Chunk.
+func (m *Memory) ChunkFast(gpa, n uint64) ([]byte, bool) {
+	if r := m.hot; r != nil {
+		if off := gpa - r.GuestPhysAddr; off < r.Size && n-1 < r.Size-off {
+			// In range, checked just above; r.data keeps the memory alive.
+			return unsafe.Slice((*byte)(unsafe.Add(r.base, off)), n), true
+		}
+	}
+	return nil, false
+}
+
+func (m *Memory) chunkSlow(gpa, n uint64) []byte {
 	i := m.find(gpa)
 	if i < 0 || n == 0 {
 		return nil
@@ -310,4 +343,5 @@ func (m *Memory) Detach() {
 	}
 	m.regions = nil
 	m.byUser = nil
+	m.hot = nil
 }
