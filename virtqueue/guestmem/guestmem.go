@@ -40,7 +40,7 @@ type Region struct {
 	RegionSpec
 	base    unsafe.Pointer // &data[0]
 	data    []byte         // exactly Size bytes, starting at GuestPhysAddr
-	mapping []byte // what mmap returned (page-aligned, may be larger); nil for test memory
+	mapping []byte         // what mmap returned (page-aligned, may be larger); nil for test memory
 }
 
 // Memory is a set of non-overlapping regions sorted by guest-physical address.
