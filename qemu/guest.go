@@ -1,7 +1,9 @@
 //go:build linux
 
 // Package qemu starts small QEMU guests whose virtio-net NICs are backed by
-// vhost-user sockets, and drives them over their serial console.
+// vhost-user sockets, and drives them over their serial console. It also
+// holds a QMP client ([DialQMP]) and, on top of it, the hotplug of
+// vhost-user NICs into running guests ([AttachNIC], [DetachNIC]).
 //
 // The guests are software-emulated (TCG) and boot the test image built by
 // test/guest/build.sh: a Debian cloud kernel with an initramfs holding
@@ -65,6 +67,9 @@ type NIC struct {
 	// (vhost-user client mode of the backend). QEMU then waits for the
 	// backend before the guest boots.
 	Server bool
+	// Bus, when set, is the PCI bus to plug the device into (e.g. a PCIe
+	// root port on a q35 machine); by default QEMU picks one.
+	Bus string
 }
 
 // GuestConfig describes a guest to start.
@@ -116,6 +121,9 @@ func NICArgs(n NIC, index int) []string {
 		device += ",mac=" + n.MAC
 	}
 	device += ",vectors=0"
+	if n.Bus != "" {
+		device += ",bus=" + optEscape(n.Bus)
+	}
 	if n.ID != "" {
 		device += ",id=" + optEscape(n.ID)
 	}

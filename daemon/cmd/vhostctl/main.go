@@ -24,7 +24,7 @@ commands:
   ports   ports with state, negotiated features and queues
   fdb     learned MAC addresses with their port and age
   stats   per-port packets, bytes and drops by reason
-`
+` + qemuUsage
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -40,6 +40,10 @@ func run(args []string, out io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	// Commands that talk to QEMU have flags of their own.
+	if rest := fs.Args(); len(rest) > 0 && qemuCommands[rest[0]] != nil {
+		return qemuCommands[rest[0]](rest[1:], *path, out)
 	}
 	// Accept flags after the command too: vhostctl stats --json.
 	rest := fs.Args()
