@@ -106,6 +106,14 @@ type Queue struct {
 	avail []byte
 	used  []byte
 
+	// Base pointers of the three parts, for the hot reads and writes
+	// whose offsets are in range by construction (an index masked to the
+	// ring size, or a head already checked against it); the slices above
+	// keep the memory alive and serve the checked slow paths.
+	descBase  unsafe.Pointer
+	availBase unsafe.Pointer
+	usedBase  unsafe.Pointer
+
 	availIdx   *uint32 // 32-bit aligned word holding avail->idx
 	availShift uint32  // 0 or 16: where idx sits in that word
 	usedWord   *uint32 // used->flags | used->idx<<16
@@ -156,6 +164,9 @@ func New(mem *guestmem.Memory, cfg Config, lastAvail uint16) (*Queue, error) {
 		return nil, fmt.Errorf("used ring %#x is not 4-byte aligned in this process", cfg.Used)
 	}
 	q.usedWord = (*uint32)(unsafe.Pointer(&used[0]))
+	q.descBase = unsafe.Pointer(&desc[0])
+	q.availBase = unsafe.Pointer(&avail[0])
+	q.usedBase = unsafe.Pointer(&used[0])
 	if p := uintptr(unsafe.Pointer(&avail[2])); p%4 == 0 {
 		q.availIdx = (*uint32)(unsafe.Pointer(&avail[2]))
 	} else {
@@ -233,8 +244,8 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 	if q.lastAvail == q.availCache {
 		return ErrEmpty
 	}
-	slot := 4 + 2*uint32(q.lastAvail&q.mask)
-	head := binary.LittleEndian.Uint16(q.avail[slot : slot+2])
+	// avail->ring[lastAvail % size]: 4 + 2*(size-1) + 2 <= len(avail).
+	head := *(*uint16)(unsafe.Add(q.availBase, 4+2*uintptr(q.lastAvail&q.mask)))
 	if head >= q.size {
 		return q.breakWith(errHeadRange)
 	}
@@ -247,7 +258,8 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 	// Fast path: a single direct descriptor whose buffer lies in the
 	// largest region, the common shape of both transmit and receive
 	// chains. Anything else takes the general walk below.
-	d := (*[descSize]byte)(q.desc[uint32(head)*descSize:])
+	// desc[head], head < size checked above.
+	d := (*[descSize]byte)(unsafe.Add(q.descBase, uintptr(head)*descSize))
 	if flags := binary.LittleEndian.Uint16(d[12:14]); flags&(DescFNext|DescFIndirect) == 0 && cap(c.Segs) > 0 {
 		length := binary.LittleEndian.Uint32(d[8:12])
 		if b, ok := mem.ChunkFast(binary.LittleEndian.Uint64(d[0:8]), uint64(length)); ok {
@@ -358,9 +370,11 @@ func (q *Queue) Unpop(n int) { q.lastAvail -= uint16(n) }
 // PushUsed records chain head as used with length bytes written into it.
 // The entry becomes visible to the driver at the next Publish.
 func (q *Queue) PushUsed(head uint16, length uint32) {
-	o := 4 + usedElemSize*uint32(q.usedIdx&q.mask)
-	// struct virtq_used_elem { le32 id; le32 len; } in one store.
-	binary.LittleEndian.PutUint64(q.used[o:o+8], uint64(head)|uint64(length)<<32)
+	// used->ring[usedIdx % size], a struct virtq_used_elem { le32 id;
+	// le32 len; } written with one store; 4 + 8*size <= len(used). The
+	// ring is 4-byte aligned, so the 8-byte store may straddle a cache
+	// line but never a page. (x86 is little-endian, as virtio is.)
+	*(*uint64)(unsafe.Add(q.usedBase, 4+usedElemSize*uintptr(q.usedIdx&q.mask))) = uint64(head) | uint64(length)<<32
 	q.usedIdx++
 }
 
