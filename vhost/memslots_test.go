@@ -70,16 +70,7 @@ func TestMemSlots(t *testing.T) {
 	if err := f.Ack(vt.AddMemReg); err != nil {
 		t.Fatal(err)
 	}
-	a := &guest{f: f}
-	var err error
-	if a.rx, err = f.SetupRing(0, 256, 0); err != nil {
-		t.Fatal(err)
-	}
-	if a.tx, err = f.SetupRing(1, 256, 16<<20); err != nil {
-		t.Fatal(err)
-	}
-	defer a.rx.Close()
-	defer a.tx.Close()
+	a := setupRings(t, f)
 	exchange(t, a, b, 64)
 
 	// Hot-add a second region while the rings run, then remove it again.
@@ -126,16 +117,7 @@ func TestPollingKick(t *testing.T) {
 	if err := f.SetMemTable(true); err != nil {
 		t.Fatal(err)
 	}
-	a := &guest{f: f}
-	var err error
-	if a.rx, err = f.SetupRing(0, 256, 0); err != nil {
-		t.Fatal(err)
-	}
-	if a.tx, err = f.SetupRing(1, 256, 16<<20); err != nil {
-		t.Fatal(err)
-	}
-	defer a.rx.Close()
-	defer a.tx.Close()
+	a := setupRings(t, f)
 	time.Sleep(50 * time.Millisecond) // let the poller go idle first
 	exchange(t, a, b, 64)
 }

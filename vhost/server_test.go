@@ -287,6 +287,13 @@ func connectGuest(t *testing.T, path string, features uint64) *guest {
 	if err := f.SetMemTable(true); err != nil {
 		t.Fatal(err)
 	}
+	return setupRings(t, f)
+}
+
+// setupRings sets up receive ring 0 and transmit ring 1 of 256 entries in
+// f's memory and waits until the backend has handled them.
+func setupRings(t *testing.T, f *vt.Frontend) *guest {
+	t.Helper()
 	g := &guest{f: f}
 	var err error
 	if g.rx, err = f.SetupRing(0, 256, 0); err != nil {
