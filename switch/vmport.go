@@ -246,7 +246,8 @@ func (v *VMPort) Transmit(frames []*Frame) {
 			if avail > 0 && used < len(v.rx) {
 				c := &v.rx[used]
 				c.Segs = c.Segs[:0]
-				if q.Pop(r.Mem, c) == nil && int(c.WriteLen) >= need && c.NRead < len(c.Segs) {
+				err := q.Pop(r.Mem, c)
+				if err == nil && int(c.WriteLen) >= need && c.NRead < len(c.Segs) {
 					avail--
 					v.rxRoom[used] = int(c.WriteLen)
 					prefetch.Write(c.Segs[c.NRead])
@@ -254,9 +255,9 @@ func (v *VMPort) Transmit(frames []*Frame) {
 					used++
 					continue
 				}
-				// Give it back (unless the queue broke) and take the
-				// general path, which re-checks everything.
-				if q.Err() == nil {
+				// Give back a chain that was taken and let the general
+				// path, which handles every case, decide.
+				if err == nil || err == virtqueue.ErrTooManySegments {
 					q.Unpop(1)
 				}
 			}
