@@ -105,7 +105,7 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 	spec := requests[m.Request]
 	if spec.protocol >= 0 && !d.hasProtocol(spec.protocol) {
 		closeFDs(m.FDs)
-		return nil, fmt.Errorf("%s needs protocol feature %s, which was not negotiated", spec.name, protocolNames[uint(spec.protocol)])
+		return nil, fmt.Errorf("needs protocol feature %s, which was not negotiated", protocolNames[uint(spec.protocol)])
 	}
 	switch m.Request {
 	case GetFeatures:
@@ -117,7 +117,7 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 	case SetProtocolFeatures:
 		v := m.U64()
 		if v&^d.protocolOffered() != 0 {
-			return nil, fmt.Errorf("SET_PROTOCOL_FEATURES %#x: bits %v were not offered", v, ProtocolFeatureNames(v&^d.protocolOffered()))
+			return nil, fmt.Errorf("%#x: bits %v were not offered", v, ProtocolFeatureNames(v&^d.protocolOffered()))
 		}
 		d.protocol = v
 		return nil, nil
@@ -143,8 +143,11 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 		if err != nil {
 			return nil, err
 		}
-		if s.Num == 0 || s.Num > virtqueue.MaxSize || s.Num&(s.Num-1) != 0 {
-			return nil, fmt.Errorf("SET_VRING_NUM ring %d: size %d is not a power of two up to %d", s.Index, s.Num, virtqueue.MaxSize)
+		// Size 0 marks a queue the driver does not use (virtio 1.2,
+		// 4.1.4.3: queue_size 0 means unavailable); DPDK's virtio PMD
+		// announces its unused queue pairs so. Such a ring never starts.
+		if s.Num > virtqueue.MaxSize || s.Num&(s.Num-1) != 0 {
+			return nil, fmt.Errorf("ring %d: size %d is not 0 or a power of two up to %d", s.Index, s.Num, virtqueue.MaxSize)
 		}
 		r.num = uint16(s.Num)
 		r.brokenBy = nil
@@ -156,7 +159,7 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 			return nil, err
 		}
 		if s.Num > 0xffff {
-			return nil, fmt.Errorf("SET_VRING_BASE ring %d: base %d does not fit 16 bits", s.Index, s.Num)
+			return nil, fmt.Errorf("ring %d: base %d does not fit 16 bits", s.Index, s.Num)
 		}
 		r.base = uint16(s.Num)
 		return nil, nil
@@ -167,7 +170,7 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 			return nil, err
 		}
 		if err := a.Validate(); err != nil {
-			return nil, fmt.Errorf("SET_VRING_ADDR ring %d: %w", a.Index, err)
+			return nil, fmt.Errorf("ring %d: %w", a.Index, err)
 		}
 		r.addr, r.addrSet, r.brokenBy = a, true, nil
 		return nil, d.update()
@@ -195,7 +198,7 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 			return nil, err
 		}
 		if s.Num > 1 {
-			return nil, fmt.Errorf("SET_VRING_ENABLE ring %d: state %d, want 0 or 1", s.Index, s.Num)
+			return nil, fmt.Errorf("ring %d: state %d, want 0 or 1", s.Index, s.Num)
 		}
 		r.enabled = s.Num == 1
 		return nil, d.update()
@@ -218,7 +221,7 @@ func (d *device) ring(index uint32) (*ring, error) {
 
 func (d *device) setFeatures(v uint64) error {
 	if v&^d.offered != 0 {
-		return fmt.Errorf("SET_FEATURES %#x: %v were not offered", v, FeatureNames(v&^d.offered))
+		return fmt.Errorf("%#x: %v were not offered", v, FeatureNames(v&^d.offered))
 	}
 	d.features, d.featuresSet = v, true
 	// Without PROTOCOL_FEATURES, rings are enabled as soon as they start
@@ -237,11 +240,11 @@ func (d *device) setVringFD(m *Message) error {
 	r, err := d.ring(idx)
 	if err != nil {
 		closeFDs(m.FDs)
-		return fmt.Errorf("%v: %w", m.Request, err)
+		return err
 	}
 	if v&^uint64(vringIdxMask|vringNoFD) != 0 {
 		closeFDs(m.FDs)
-		return fmt.Errorf("%v ring %d: unknown bits in %#x", m.Request, idx, v)
+		return fmt.Errorf("ring %d: unknown bits in %#x", idx, v)
 	}
 	fd := -1
 	if len(m.FDs) == 1 {
@@ -281,7 +284,7 @@ func (d *device) setMemTable(m *Message) error {
 	mem, err := guestmem.Map(specs, m.FDs)
 	closeFDs(m.FDs)
 	if err != nil {
-		return fmt.Errorf("SET_MEM_TABLE: %w", err)
+		return err
 	}
 	return d.replaceMemory(mem, func(old *guestmem.Memory) { old.Unmap() })
 }
@@ -297,18 +300,18 @@ func (d *device) addMemReg(m *Message) error {
 	}
 	closeFDs(m.FDs)
 	if err != nil {
-		return fmt.Errorf("ADD_MEM_REG %v: %w", spec, err)
+		return fmt.Errorf("region %v: %w", spec, err)
 	}
 	return d.replaceMemory(mem, func(old *guestmem.Memory) { old.Detach() })
 }
 
 func (d *device) remMemReg(spec guestmem.RegionSpec) error {
 	if d.mem == nil {
-		return fmt.Errorf("REM_MEM_REG %v: no memory table", spec)
+		return fmt.Errorf("region %v: no memory table", spec)
 	}
 	kept, removed, err := d.mem.Remove(spec)
 	if err != nil {
-		return fmt.Errorf("REM_MEM_REG: %w", err)
+		return err
 	}
 	return d.replaceMemory(kept, func(old *guestmem.Memory) {
 		old.Detach()

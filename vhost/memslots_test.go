@@ -121,3 +121,22 @@ func TestPollingKick(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // let the poller go idle first
 	exchange(t, a, b, 64)
 }
+
+// TestUnusedRingSizeZero: a frontend announces a queue it does not use
+// with SET_VRING_NUM 0 (DPDK's virtio PMD does so for unused queue pairs).
+// That is valid; the ring just never runs, and the others work.
+func TestUnusedRingSizeZero(t *testing.T) {
+	pathA, pathB, _ := twoPorts(t)
+	feats := uint64(fVersion1 | fProtocol)
+	b := connectGuest(t, pathB, feats)
+	a := connectGuest(t, pathA, feats)
+	zero := make([]byte, 8)
+	zero[0] = 3 // ring 3, size 0
+	if err := a.f.Send(vt.SetVringNum, vt.FlagVersion|vt.FlagNeedReply, zero); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.f.Ack(vt.SetVringNum); err != nil {
+		t.Fatalf("size 0 refused: %v", err)
+	}
+	exchange(t, a, b, 64)
+}

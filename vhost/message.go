@@ -282,13 +282,13 @@ func decodeRegion(p []byte) guestmem.RegionSpec {
 func (m *Message) decodeMemTable() ([]guestmem.RegionSpec, error) {
 	n := binary.LittleEndian.Uint32(m.Payload)
 	if n == 0 || n > maxFDs {
-		return nil, fmt.Errorf("SET_MEM_TABLE: %d regions, want 1 to %d", n, maxFDs)
+		return nil, fmt.Errorf("%d regions, want 1 to %d", n, maxFDs)
 	}
 	if want := 8 + 32*int(n); len(m.Payload) != want {
-		return nil, fmt.Errorf("SET_MEM_TABLE: payload is %d bytes, want %d for %d regions", len(m.Payload), want, n)
+		return nil, fmt.Errorf("payload is %d bytes, want %d for %d regions", len(m.Payload), want, n)
 	}
 	if len(m.FDs) != int(n) {
-		return nil, fmt.Errorf("SET_MEM_TABLE: %d regions but %d fds", n, len(m.FDs))
+		return nil, fmt.Errorf("%d regions but %d fds", n, len(m.FDs))
 	}
 	specs := make([]guestmem.RegionSpec, n)
 	for i := range specs {

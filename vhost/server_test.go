@@ -186,7 +186,7 @@ func TestMalformed(t *testing.T) {
 			binary.LittleEndian.PutUint32(p[4:], 256)
 			f.Send(vt.SetVringNum, vt.FlagVersion, p)
 		},
-		"ring size not power of two": func(f *vt.Frontend) {
+		"ring size not a power of two": func(f *vt.Frontend) {
 			p := make([]byte, 8)
 			binary.LittleEndian.PutUint32(p[4:], 100)
 			f.Send(vt.SetVringNum, vt.FlagVersion, p)
