@@ -38,8 +38,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzChain$$' -fuzztime $(FUZZTIME) ./virtqueue/
 	$(GO) test -run '^$$' -fuzz '^FuzzMessages$$' -fuzztime $(FUZZTIME) ./vhost/
 
-bench:
+# Go micro-benchmarks (-benchmem: allocations per packet), then the
+# side-by-side benchmark of test/bench: vhostd, DPDK's vhost backend and
+# OVS-DPDK on one traffic generator (docs/bench.md). Outputs in build/bench/.
+# Arguments for it: make bench BENCH_ARGS="--quick" (or --reps, --window, ...).
+BENCH_ARGS ?=
+bench: build
+	@bash .ci/bench-deps
 	$(GO) test -run '^$$' -bench . -benchmem ./switch/ ./virtqueue/
+	@mkdir -p build/bench
+	$(GO) build -o build/bench/vhostd-bench ./test/bench
+	build/bench/vhostd-bench $(BENCH_ARGS)
 
 clean:
 	rm -rf bin build

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+
+	"github.com/vhostd/vhostd/test/testpmd"
+)
+
+// DPDKRef is DPDK's own vhost-user backend (rte_vhost through net_vhost
+// ports) in testpmd's io forwarding: port 0 <-> port 1 with no lookup. It
+// is the reference of the ratio column.
+type DPDKRef struct{}
+
+// Name implements Backend.
+func (DPDKRef) Name() string { return "dpdk-io" }
+
+// Check implements Backend.
+func (DPDKRef) Check() error {
+	if _, err := exec.LookPath(testpmd.DefaultBinary); err != nil {
+		return fmt.Errorf("%s not found (apt-get install -y dpdk): %w", testpmd.DefaultBinary, err)
+	}
+	return nil
+}
+
+// FrontendServer implements Backend: net_vhost serves the sockets.
+func (DPDKRef) FrontendServer() bool { return false }
+
+// Start implements Backend.
+func (DPDKRef) Start(ctx context.Context, env RunEnv) (Instance, error) {
+	cfg := testpmd.VhostBackendConfig(strconv.Itoa(env.CPU), env.SockA(), env.SockB())
+	if q := env.Case.Queues; q > 1 {
+		for i := range cfg.VhostPorts {
+			cfg.VhostPorts[i].Queues = q
+		}
+	}
+	cfg.LogFile = env.Log("dpdk-io")
+	tp, err := testpmd.Start(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dpdk-io backend: %w", err)
+	}
+	env.Tracker.AddPID("dpdk-testpmd (backend)", tp.Pid())
+	env.Tracker.AddPrefix(tp.FilePrefix())
+	return &dpdkInst{tp: tp}, nil
+}
+
+type dpdkInst struct{ tp *testpmd.TestPMD }
+
+func (d *dpdkInst) Pid() int { return d.tp.Pid() }
+
+// Stop quits testpmd; the testpmd package removes its sockets and runtime
+// directory.
+func (d *dpdkInst) Stop() error { return d.tp.Close() }

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// OVS is Open vSwitch with DPDK (Debian's openvswitch-switch-dpdk): a
+// private ovsdb-server and ovs-vswitchd-dpdk per measurement, a netdev
+// bridge with two dpdkvhostuserclient ports and the NORMAL action (MAC
+// learning, like vhostd). The ports are vhost-user clients, so the
+// generator serves the sockets. EAL runs without hugepages (LAB.md:
+// --legacy-mem keeps OVS from adding --in-memory, and its mempools need
+// -m 2048).
+type OVS struct {
+	// Vswitchd is the DPDK build of ovs-vswitchd.
+	Vswitchd string
+}
+
+// DefaultOVSVswitchd is where openvswitch-switch-dpdk installs its daemon.
+const DefaultOVSVswitchd = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+
+const ovsSchema = "/usr/share/openvswitch/vswitch.ovsschema"
+
+// Name implements Backend.
+func (o *OVS) Name() string { return "ovs-dpdk" }
+
+// Check implements Backend.
+func (o *OVS) Check() error {
+	var missing []string
+	for _, b := range []string{"ovsdb-tool", "ovsdb-server", "ovs-vsctl", "ovs-ofctl"} {
+		if _, err := exec.LookPath(b); err != nil {
+			missing = append(missing, b)
+		}
+	}
+	for _, f := range []string{o.Vswitchd, ovsSchema} {
+		if _, err := os.Stat(f); err != nil {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("Open vSwitch with DPDK not installed (missing %s): apt-get install -y openvswitch-switch-dpdk (.ci/bench-deps)",
+			strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// FrontendServer implements Backend: dpdkvhostuserclient ports connect
+// to the generator.
+func (o *OVS) FrontendServer() bool { return true }
+
+var ovsSeq atomic.Int64
+
+// ovsInst is a running OVS: the database server and the switch.
+type ovsInst struct {
+	dir      string
+	db, sw   *Proc
+	prefix   string
+	vsctlEnv []string
+}
+
+// Start implements Backend. The run directory is env.Dir, which also holds
+// the generator's sockets.
+func (o *OVS) Start(ctx context.Context, env RunEnv) (Instance, error) {
+	d := env.Dir
+	inst := &ovsInst{dir: d, prefix: fmt.Sprintf("vhb-ovs-%d-%d", os.Getpid(), ovsSeq.Add(1))}
+	// Every OVS tool finds its files through these, never in the system's
+	// /var/run/openvswitch or /etc/openvswitch.
+	inst.vsctlEnv = []string{"OVS_RUNDIR=" + d, "OVS_LOGDIR=" + d, "OVS_DBDIR=" + d, "OVS_SYSCONFDIR=" + d}
+	env.Tracker.AddPrefix(inst.prefix)
+	fail := func(err error) (Instance, error) {
+		inst.Stop()
+		return nil, fmt.Errorf("ovs-dpdk: %w", err)
+	}
+	db := filepath.Join(d, "conf.db")
+	if out, err := exec.CommandContext(ctx, "ovsdb-tool", "create", db, ovsSchema).CombinedOutput(); err != nil {
+		return fail(fmt.Errorf("ovsdb-tool create: %v: %s", err, out))
+	}
+	dbPath := filepath.Join(d, "db.sock")
+	cpu := fmt.Sprint(env.CPU)
+	var err error
+	// Both daemons run in the foreground (no --detach) as our children,
+	// so we hold their PIDs.
+	inst.db, err = StartProc(env.Tracker, "ovsdb-server", env.Log("ovsdb-server"), inst.vsctlEnv,
+		"taskset", "-c", cpu, "ovsdb-server", db,
+		"--remote=punix:"+dbPath, "--pidfile="+filepath.Join(d, "ovsdb-server.pid"),
+		"--unixctl="+filepath.Join(d, "ovsdb-server.ctl"), "--log-file="+env.Log("ovsdb-server-file"),
+		"-vconsole:off")
+	if err != nil {
+		return fail(err)
+	}
+	if err := waitListening(ctx, dbPath, inst.db, 10*time.Second); err != nil {
+		return fail(fmt.Errorf("ovsdb-server: %w", err))
+	}
+	extra := "--no-huge -m 2048 --no-pci --legacy-mem --no-shconf --file-prefix=" + inst.prefix
+	if err := inst.vsctl(ctx, "--no-wait", "init", "--", "set", "Open_vSwitch", ".",
+		"other_config:dpdk-init=true",
+		"other_config:dpdk-extra="+extra,
+		fmt.Sprintf("other_config:pmd-cpu-mask=%#x", uint64(1)<<env.CPU),
+	); err != nil {
+		return fail(err)
+	}
+	inst.sw, err = StartProc(env.Tracker, "ovs-vswitchd", env.Log("ovs-vswitchd"), inst.vsctlEnv,
+		"taskset", "-c", cpu, o.Vswitchd, "unix:"+dbPath,
+		"--pidfile="+filepath.Join(d, "ovs-vswitchd.pid"),
+		"--unixctl="+filepath.Join(d, "ovs-vswitchd.ctl"), "--log-file="+env.Log("ovs-vswitchd-file"),
+		"-vconsole:off")
+	if err != nil {
+		return fail(err)
+	}
+	// Without --no-wait, ovs-vsctl waits until ovs-vswitchd has applied
+	// the change: a working switch, or a timeout whose reason is in its
+	// log.
+	args := []string{"--timeout=60",
+		"add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"}
+	for _, p := range []struct{ name, sock string }{{"a", env.SockA()}, {"b", env.SockB()}} {
+		args = append(args, "--", "add-port", "br0", p.name, "--", "set", "Interface", p.name,
+			"type=dpdkvhostuserclient", "options:vhost-server-path="+p.sock)
+	}
+	if err := inst.vsctl(ctx, args...); err != nil {
+		return fail(fmt.Errorf("%w\n%s", err, tailFile(env.Log("ovs-vswitchd-file"), 2000)))
+	}
+	if inst.sw.Exited() {
+		return fail(fmt.Errorf("ovs-vswitchd exited (%v)\n%s", inst.sw.ExitErr(), tailFile(env.Log("ovs-vswitchd-file"), 2000)))
+	}
+	if v, err := inst.vsctlOut(ctx, "get", "Open_vSwitch", ".", "dpdk_initialized"); err != nil || strings.TrimSpace(v) != "true" {
+		return fail(fmt.Errorf("DPDK not initialized in ovs-vswitchd (%q, %v)\n%s", v, err, tailFile(env.Log("ovs-vswitchd-file"), 2000)))
+	}
+	// A new bridge has a single NORMAL flow already; set it explicitly so
+	// the measurement does not depend on that default.
+	mgmt := "unix:" + filepath.Join(d, "br0.mgmt")
+	for _, a := range [][]string{{"del-flows", mgmt}, {"add-flow", mgmt, "priority=0,actions=NORMAL"}} {
+		if out, err := exec.CommandContext(ctx, "ovs-ofctl", a...).CombinedOutput(); err != nil {
+			return fail(fmt.Errorf("ovs-ofctl %s: %v: %s", a[0], err, out))
+		}
+	}
+	return inst, nil
+}
+
+func (o *ovsInst) vsctl(ctx context.Context, args ...string) error {
+	_, err := o.vsctlOut(ctx, args...)
+	return err
+}
+
+func (o *ovsInst) vsctlOut(ctx context.Context, args ...string) (string, error) {
+	a := append([]string{"--db=unix:" + filepath.Join(o.dir, "db.sock")}, args...)
+	cmd := exec.CommandContext(ctx, "ovs-vsctl", a...)
+	cmd.Env = append(os.Environ(), o.vsctlEnv...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ovs-vsctl %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// Pid implements Instance: the switch, whose PMD thread does the work.
+func (o *ovsInst) Pid() int {
+	if o.sw == nil {
+		return 0
+	}
+	return o.sw.Pid()
+}
+
+// Stop implements Instance: the switch first (it closes its vhost-user
+// connections), then the database. The tracker removes the run directory
+// and the EAL runtime directory.
+func (o *ovsInst) Stop() error {
+	var errs []error
+	if o.sw != nil {
+		errs = append(errs, o.sw.Stop(15*time.Second))
+	}
+	if o.db != nil {
+		errs = append(errs, o.db.Stop(5*time.Second))
+	}
+	return errors.Join(errs...)
+}
+
+// waitListening waits until the unix socket at path accepts connections
+// (the file appears at bind, a moment before listen: a connect in between
+// is refused), p exits, or timeout.
+func waitListening(ctx context.Context, path string, p *Proc, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if p.Exited() {
+			return fmt.Errorf("exited (%v) before listening on %s", p.ExitErr(), path)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not accepting connections within %v: %w", path, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// tailFile returns the last n bytes of a file, for error messages.
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}

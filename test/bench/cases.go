@@ -1,0 +1,146 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Topology is the path frames take between the generator's two ports.
+type Topology string
+
+const (
+	// VMToVM: generator port 0 = VM A on socket a, port 1 = VM B on
+	// socket b; the backend switches between the two sockets.
+	VMToVM Topology = "vm-vm"
+	// VMToUplinkToVM is the extension point for the uplink rows of issue
+	// 5: VM A -> backend -> DPDK uplink -> a DPDK peer (net_vhost or
+	// net_virtio_user pair) -> uplink -> backend -> VM B. Not runnable
+	// until vhostd has its DPDK uplink: it needs (1) a Backend.Start that
+	// also wires the uplink (vhostd's uplink flag, OVS's dpdk port, and
+	// for DPDK's reference a testpmd with four ports), and (2) a peer
+	// process looping the uplink back, started in runOne beside the
+	// generator. Cases with this topology are listed as skipped.
+	VMToUplinkToVM Topology = "vm-uplink-vm"
+)
+
+// Case is one traffic pattern measured on every backend.
+type Case struct {
+	// Frame is the Ethernet frame size in bytes including the 4-byte FCS
+	// (RFC 2544 sizes: 64 and 1518). Virtio carries no FCS, so the
+	// generator sends Frame-4 bytes.
+	Frame int
+	// MrgRxbuf is VIRTIO_NET_F_MRG_RXBUF, set on the generator's vdevs
+	// and so negotiated with every backend.
+	MrgRxbuf bool
+	// Topology is the frame path.
+	Topology Topology
+	// Queues is the queue pairs per generator port (1 by default).
+	Queues int
+	// Pollers is vhostd's --pollers (0 = vhostd's default); other
+	// backends ignore it.
+	Pollers int
+}
+
+// Name is a short stable label: "64B mrg=on", with " q2 p2" when the
+// pollers are set (the multi-queue section) and the topology when it is
+// not VM-to-VM.
+func (c Case) Name() string {
+	s := fmt.Sprintf("%dB mrg=%s", c.Frame, onOff(c.MrgRxbuf))
+	if c.Queues > 1 || c.Pollers > 0 {
+		s += fmt.Sprintf(" q%d p%d", max(c.Queues, 1), max(c.Pollers, 1))
+	}
+	if c.Topology != VMToVM && c.Topology != "" {
+		s += " " + string(c.Topology)
+	}
+	return s
+}
+
+// TxPkts is the generator's --txpkts: the frame without FCS.
+func (c Case) TxPkts() int { return c.Frame - 4 }
+
+// Gbps converts a frame rate into gigabits per second of frames of this
+// case's size (FCS included, preamble and inter-frame gap not).
+func (c Case) Gbps(pps float64) float64 { return pps * float64(c.Frame) * 8 / 1e9 }
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// ParseFrames parses a comma-separated list of frame sizes ("64,1518").
+func ParseFrames(s string) ([]int, error) {
+	var out []int
+	for _, f := range splitList(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 64 || n > 1518 {
+			return nil, fmt.Errorf("frame size %q: want 64..1518", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no frame sizes in %q", s)
+	}
+	return out, nil
+}
+
+// ParseOnOff parses a comma-separated list of "on"/"off".
+func ParseOnOff(s string) ([]bool, error) {
+	var out []bool
+	for _, f := range splitList(s) {
+		switch f {
+		case "on", "1", "true":
+			out = append(out, true)
+		case "off", "0", "false":
+			out = append(out, false)
+		default:
+			return nil, fmt.Errorf("%q: want on or off", f)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no values in %q", s)
+	}
+	return out, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Cases builds the VM-to-VM matrix: every frame size with every mrg_rxbuf
+// setting, one queue pair, vhostd's default pollers.
+func Cases(frames []int, mrg []bool) []Case {
+	var out []Case
+	for _, f := range frames {
+		for _, m := range mrg {
+			out = append(out, Case{Frame: f, MrgRxbuf: m, Topology: VMToVM, Queues: 1})
+		}
+	}
+	return out
+}
+
+// MQCases are the multi-queue variants measured on vhostd alone: the
+// baseline (one queue pair, one poller) first, then more pollers and/or
+// queue pairs, all with the backend confined to one core.
+func MQCases(frame int, mrg bool, quick bool) []Case {
+	base := Case{Frame: frame, MrgRxbuf: mrg, Topology: VMToVM, Queues: 1, Pollers: 1}
+	vs := [][2]int{{1, 1}, {1, 2}, {2, 1}, {2, 2}}
+	if quick {
+		vs = [][2]int{{1, 1}, {2, 1}, {2, 2}}
+	}
+	var out []Case
+	for _, v := range vs {
+		c := base
+		c.Queues, c.Pollers = v[0], v[1]
+		out = append(out, c)
+	}
+	return out
+}

@@ -1,0 +1,213 @@
+// Command bench is `make bench`: it measures vhostd side by side with DPDK's
+// own vhost-user backend (testpmd io forwarding) and Open vSwitch with
+// DPDK, on the same traffic generator in the same run, and reports
+// throughput, ratios, rate over time, vhostd's idle CPU use and first-frame
+// latency, and multi-queue scaling. See docs/bench.md.
+//
+// It needs root, two CPUs, dpdk-testpmd, and for the OVS rows
+// openvswitch-switch-dpdk (.ci/bench-deps installs them). Every process it
+// starts is stopped by PID and every file it creates outside the output
+// directory is removed; the last line says whether anything was left.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	code, err := run(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// Outcome is everything one run measured, for the report and the files.
+type Outcome struct {
+	Start                time.Time
+	LoadBefore           string
+	Cases, MQCases       []Case
+	Names, MQNames       []string
+	Results, MQResults   []RepResult
+	Probes               []IdleProbe
+	IdleErr              error
+	IdleRun              bool
+	Skipped              map[string]string
+	Left                 []string
+	Pids, Dirs, Prefixes int
+	LogDir               string
+}
+
+func run(args []string) (int, error) {
+	opt, err := ParseOptions(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0, nil
+	}
+	if err != nil {
+		return 2, err
+	}
+	if os.Geteuid() != 0 {
+		return 1, fmt.Errorf("needs root (DPDK without hugepages, OVS, vhostd sockets)")
+	}
+	if n := runtime.NumCPU(); n <= max(opt.GenCPU, opt.BackendCPU) {
+		return 1, fmt.Errorf("needs CPUs %d and %d, this machine has %d", opt.GenCPU, opt.BackendCPU, n)
+	}
+	// Go (1.25+) lowers GOMAXPROCS to the affinity mask when it changes:
+	// after PinProcess that would be 1, and a thread woken from a
+	// syscall (WakeFloor's waiter) would wait for the spinning probe to
+	// be preempted before it could run. Fixing it keeps two Ps.
+	runtime.GOMAXPROCS(runtime.NumCPU())
+	if err := PinProcess(opt.GenCPU); err != nil {
+		return 1, err
+	}
+	if opt.VhostdBin, err = filepath.Abs(opt.VhostdBin); err != nil {
+		return 1, err
+	}
+	backends, err := makeBackends(opt)
+	if err != nil {
+		return 2, err
+	}
+	o := &Outcome{Start: time.Now(), LoadBefore: loadAvg(), LogDir: filepath.Join(opt.Out, "logs")}
+	if err := os.RemoveAll(o.LogDir); err != nil {
+		return 1, fmt.Errorf("clear %s: %w", o.LogDir, err)
+	}
+	if err := os.MkdirAll(o.LogDir, 0o755); err != nil {
+		return 1, fmt.Errorf("output directory: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	measure(ctx, opt, backends, o)
+
+	repf, err := os.Create(filepath.Join(opt.Out, "report.txt"))
+	if err != nil {
+		return 1, fmt.Errorf("report: %w", err)
+	}
+	defer repf.Close()
+	w := io.MultiWriter(os.Stdout, repf)
+	rows, mqRows := PrintReport(w, opt, o)
+	files, werr := WriteOutputs(opt, o, rows, mqRows)
+	PrintEnd(w, o, files)
+
+	switch {
+	case werr != nil:
+		return 1, werr
+	case ctx.Err() != nil:
+		return 130, fmt.Errorf("interrupted")
+	case len(o.Left) > 0:
+		return 1, fmt.Errorf("left processes or files behind")
+	case !vhostdMeasured(rows):
+		return 1, fmt.Errorf("no vhostd measurement succeeded")
+	case vhostdFailures(o.Results, o.MQResults) > 0:
+		return 1, fmt.Errorf("%d vhostd repetition(s) failed (see the notes under the tables)", vhostdFailures(o.Results, o.MQResults))
+	case o.IdleErr != nil:
+		return 1, fmt.Errorf("idle probe: %w", o.IdleErr)
+	}
+	return 0, nil
+}
+
+// measure runs the three sections (throughput, multi-queue, idle), then
+// removes what they left and checks nothing remains. Progress goes to
+// stderr.
+func measure(ctx context.Context, opt Options, backends []Backend, o *Outcome) {
+	tr := NewTracker()
+	prog := os.Stderr
+	r := NewRunner(opt, tr, o.LogDir, prog)
+	for _, b := range backends {
+		o.Names = append(o.Names, b.Name())
+	}
+	o.Cases = Cases(opt.Frames, opt.Mrg)
+	fmt.Fprintf(prog, "bench: %d case(s) x %d backend(s) x %d rep(s), warm-up %v, window %v; generator on CPU %d, backend on CPU %d\n",
+		len(o.Cases), len(backends), opt.Reps, opt.Warmup, opt.Window, opt.GenCPU, opt.BackendCPU)
+	o.Results = r.Throughput(ctx, backends, o.Cases)
+
+	var mqBackends []Backend
+	for _, n := range opt.MQBackends {
+		if b := backendByName(backends, n); b != nil {
+			mqBackends = append(mqBackends, b)
+			o.MQNames = append(o.MQNames, n)
+		}
+	}
+	if opt.MQ && ctx.Err() == nil && len(mqBackends) > 0 {
+		o.MQCases = MQCases(opt.Frames[0], opt.Mrg[0], opt.Quick)
+		fmt.Fprintf(prog, "bench: multi-queue: %d configuration(s) on %s\n", len(o.MQCases), strings.Join(o.MQNames, ", "))
+		o.MQResults = r.Throughput(ctx, mqBackends, o.MQCases)
+	}
+
+	o.IdleRun = opt.IdleProbes > 0 && backendByName(backends, "vhostd") != nil
+	if o.IdleRun && ctx.Err() == nil {
+		fmt.Fprintf(prog, "bench: idle CPU and first-frame latency: %d probe(s) after %v idle\n", opt.IdleProbes, opt.Idle)
+		o.Probes, o.IdleErr = IdleProbes(ctx, opt, tr, o.LogDir, opt.IdleProbes)
+	}
+
+	tr.RemoveAll()
+	o.Left = tr.Leftovers()
+	o.Pids, o.Dirs, o.Prefixes = tr.Counts()
+	o.Skipped = r.Skipped
+}
+
+func makeBackends(opt Options) ([]Backend, error) {
+	var out []Backend
+	for _, n := range opt.Backends {
+		switch n {
+		case "vhostd":
+			out = append(out, &Vhostd{Bin: opt.VhostdBin})
+		case RefDPDK:
+			out = append(out, DPDKRef{})
+		case RefOVS:
+			out = append(out, &OVS{Vswitchd: opt.OVSVswitchd})
+		default:
+			return nil, fmt.Errorf("unknown backend %q (want vhostd, %s, %s)", n, RefDPDK, RefOVS)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no backends")
+	}
+	return out, nil
+}
+
+func backendByName(bs []Backend, name string) Backend {
+	for _, b := range bs {
+		if b.Name() == name {
+			return b
+		}
+	}
+	return nil
+}
+
+func vhostdMeasured(rows []Row) bool {
+	for _, r := range rows {
+		if r.Backend == "vhostd" && r.PPS.N > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// vhostdFailures counts failed vhostd repetitions: a product failure fails
+// the bench (the outputs are written all the same).
+func vhostdFailures(sets ...[]RepResult) int {
+	n := 0
+	for _, rs := range sets {
+		for _, r := range rs {
+			if r.Backend == "vhostd" && r.Err != nil {
+				n++
+			}
+		}
+	}
+	return n
+}

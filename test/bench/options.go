@@ -1,0 +1,93 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"time"
+)
+
+// Options are the bench's settings (flags).
+type Options struct {
+	Quick                 bool
+	Reps                  int
+	Warmup, Window, Every time.Duration
+	Frames                []int
+	Mrg                   []bool
+	Backends              []string
+	MQBackends            []string
+	GenCPU, BackendCPU    int
+	SeedBursts            int
+	RetryCollapsed        int
+	VhostdBin             string
+	OVSVswitchd           string
+	Out                   string
+	// MQ enables the multi-queue section; IdleProbes the number of
+	// first-frame probes (0 skips the idle section), each after Idle.
+	MQ         bool
+	IdleProbes int
+	Idle       time.Duration
+}
+
+// ParseOptions parses the command line. --quick changes the defaults of
+// the other flags (flags given explicitly win).
+func ParseOptions(args []string) (Options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var o Options
+	var frames, mrg, backends, mqBackends string
+	fs.BoolVar(&o.Quick, "quick", false, "smoke test: 1 repetition, short windows, one case (64B mrg=on)")
+	fs.IntVar(&o.Reps, "reps", 3, "repetitions of every measurement (median and spread are over these)")
+	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "time after seeding the loop before the window starts")
+	fs.DurationVar(&o.Window, "window", 5*time.Second, "measured window per repetition")
+	fs.DurationVar(&o.Every, "sample", 250*time.Millisecond, "sampling interval of the rate-over-time plot")
+	fs.StringVar(&frames, "frames", "64,1518", "frame sizes in bytes, FCS included")
+	fs.StringVar(&mrg, "mrg", "on,off", "mrg_rxbuf settings")
+	fs.StringVar(&backends, "backends", "vhostd,dpdk-io,ovs-dpdk", "backends to measure")
+	fs.IntVar(&o.GenCPU, "gen-cpu", 0, "CPU of the traffic generator (and of this program)")
+	fs.IntVar(&o.BackendCPU, "backend-cpu", 1, "CPU of the backend under test")
+	fs.IntVar(&o.SeedBursts, "seed-bursts", 64, "N of 'start tx_first N' that seeds the closed loop")
+	fs.IntVar(&o.RetryCollapsed, "retry-collapsed", 1, "times a repetition whose loop collapsed is run again")
+	fs.StringVar(&o.VhostdBin, "vhostd", "bin/vhostd", "vhostd binary")
+	fs.StringVar(&o.OVSVswitchd, "ovs-vswitchd", DefaultOVSVswitchd, "ovs-vswitchd built with DPDK")
+	fs.StringVar(&o.Out, "out", "build/bench", "output directory")
+	fs.BoolVar(&o.MQ, "mq", true, "measure with 2 queue pairs and (vhostd) 2 pollers")
+	fs.StringVar(&mqBackends, "mq-backends", "vhostd,dpdk-io", "backends of the multi-queue section (of those in --backends)")
+	fs.IntVar(&o.IdleProbes, "idle-probes", 5, "first-frame-after-idle probes (0: skip the idle measures)")
+	fs.DurationVar(&o.Idle, "idle", time.Second, "idle time before each probe (and CPU measuring interval)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.Quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		def := func(name string, apply func()) {
+			if !set[name] {
+				apply()
+			}
+		}
+		def("reps", func() { o.Reps = 1 })
+		def("warmup", func() { o.Warmup = time.Second })
+		def("window", func() { o.Window = 2 * time.Second })
+		def("frames", func() { frames = "64" })
+		def("mrg", func() { mrg = "on" })
+		def("idle-probes", func() { o.IdleProbes = 3 })
+	}
+	var err error
+	if o.Frames, err = ParseFrames(frames); err != nil {
+		return o, err
+	}
+	if o.Mrg, err = ParseOnOff(mrg); err != nil {
+		return o, err
+	}
+	o.Backends = splitList(backends)
+	o.MQBackends = splitList(mqBackends)
+	if o.Reps < 1 || o.RetryCollapsed < 0 || o.Window <= 0 || o.Warmup < 0 || o.Every <= 0 || o.Every > o.Window {
+		return o, fmt.Errorf("need reps >= 1, window > 0, warmup >= 0, 0 < sample <= window")
+	}
+	if o.GenCPU == o.BackendCPU {
+		return o, fmt.Errorf("generator and backend on the same CPU %d: the bench needs two", o.GenCPU)
+	}
+	return o, nil
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// PrintReport writes the report's header, tables and idle section, and
+// returns the rows it built (for the files).
+func PrintReport(w io.Writer, opt Options, o *Outcome) (rows, mqRows []Row) {
+	mode := "full"
+	if opt.Quick {
+		mode = "quick"
+	}
+	fmt.Fprintf(w, "\nvhostd bench, %s (%s, %.0f s)\n", o.Start.Format("2006-01-02 15:04"), mode, time.Since(o.Start).Seconds())
+	fmt.Fprintf(w, "machine: %s\n", machineInfo())
+	fmt.Fprintf(w, "generator: dpdk-testpmd, 2 x net_virtio_user, mac closed loop (tx_first %d), CPU %d; backend on CPU %d\n",
+		opt.SeedBursts, opt.GenCPU, opt.BackendCPU)
+	fmt.Fprintf(w, "%d repetition(s) of %v after %v warm-up; Mpps = frames received back by the generator, both ports; load average before %s, after %s\n",
+		opt.Reps, opt.Window, opt.Warmup, o.LoadBefore, loadAvg())
+
+	fmt.Fprintf(w, "\nVM-to-VM throughput (median over repetitions; ratios of medians in this run):\n")
+	rows = BuildRows(o.Results, o.Cases, o.Names)
+	WriteTable(w, rows, false)
+	for _, n := range o.Names {
+		if why, ok := o.Skipped[n]; ok {
+			fmt.Fprintf(w, "  %s skipped: %s\n", n, strings.ReplaceAll(strings.TrimRight(why, "\n"), "\n", "\n    "))
+		}
+	}
+	fmt.Fprintf(w, "  VM-to-uplink-to-VM: not measured yet (needs vhostd's DPDK uplink; see Topology VMToUplinkToVM in test/bench/cases.go)\n")
+
+	if len(o.MQResults) > 0 {
+		fmt.Fprintf(w, "\nMulti-queue, backend confined to CPU %d (qN = queue pairs per generator port, pN = vhostd --pollers; x baseline = over the same backend's q1 p1):\n", opt.BackendCPU)
+		mqRows = BuildRows(o.MQResults, o.MQCases, o.MQNames)
+		SetBaseline(mqRows, o.MQCases[0])
+		WriteTable(w, mqRows, true)
+		fmt.Fprintf(w, "  Not measurable on %d CPUs: scaling across cores (two pollers on two cores needs a third core for the generator).\n", runtime.NumCPU())
+	}
+
+	if o.IdleRun {
+		fmt.Fprintf(w, "\nIdle (own vhostd on CPU %d, two Go vhost-user frontends from vhost/vhosttest spinning on CPU %d):\n", opt.BackendCPU, opt.GenCPU)
+		if len(o.Probes) > 0 {
+			WriteIdle(w, SummarizeIdle(o.Probes), opt.Idle)
+		}
+		if o.IdleErr != nil {
+			fmt.Fprintf(w, "  FAILED after %d probe(s): %v\n", len(o.Probes), o.IdleErr)
+		} else if len(o.Probes) == 0 {
+			fmt.Fprintf(w, "  not run (interrupted)\n")
+		}
+	}
+	return rows, mqRows
+}
+
+// PrintEnd writes the report's last lines: the files and the cleanup check.
+func PrintEnd(w io.Writer, o *Outcome, files []string) {
+	fmt.Fprintf(w, "\nfiles: %s (logs in %s)\n", strings.Join(files, ", "), o.LogDir)
+	if len(o.Left) == 0 {
+		fmt.Fprintf(w, "cleanup: ok (%d processes stopped, %d temporary directories and %d DPDK runtime directories removed)\n",
+			o.Pids, o.Dirs, o.Prefixes)
+	} else {
+		fmt.Fprintf(w, "cleanup: LEFT BEHIND:\n  %s\n", strings.Join(o.Left, "\n  "))
+	}
+}
+
+// WriteOutputs writes the CSVs and the plot into opt.Out and returns the
+// names of the files written.
+func WriteOutputs(opt Options, o *Outcome, rows, mqRows []Row) ([]string, error) {
+	all := append(append([]RepResult(nil), o.Results...), o.MQResults...)
+	sections := []Section{{"vm-vm", rows}}
+	if len(mqRows) > 0 {
+		sections = append(sections, Section{"mq", mqRows})
+	}
+	panels := RatePanels(o.Results, o.Cases, o.Names, "VM-to-VM ", opt.Warmup.Seconds())
+	panels = append(panels, RatePanels(o.MQResults, o.MQCases, o.MQNames, "multi-queue ", opt.Warmup.Seconds())...)
+	type output struct {
+		name string
+		f    func(io.Writer) error
+	}
+	outs := []output{
+		{"results.csv", func(w io.Writer) error { return WriteResultsCSV(w, sections) }},
+		{"reps.csv", func(w io.Writer) error { return WriteRepsCSV(w, all) }},
+		{"samples.csv", func(w io.Writer) error { return WriteSamplesCSV(w, all) }},
+		{"rate.svg", func(w io.Writer) error {
+			return WriteSVG(w, "Frames per second over time, per backend (each line one repetition)", panels)
+		}},
+	}
+	if len(o.Probes) > 0 {
+		outs = append(outs, output{"idle.csv", func(w io.Writer) error { return WriteIdleCSV(w, o.Probes) }})
+	}
+	var files []string
+	for _, out := range outs {
+		if err := writeFile(filepath.Join(opt.Out, out.name), out.f); err != nil {
+			return files, err
+		}
+		files = append(files, out.name)
+	}
+	return files, nil
+}
+
+func writeFile(path string, f func(io.Writer) error) error {
+	fh, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f(fh); err != nil {
+		fh.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := fh.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// machineInfo names the CPU model, the CPU count and the kernel, so
+// reports from different machines are not compared by mistake.
+func machineInfo() string {
+	model := "?"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := "?"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("%s, %d CPUs, Linux %s", model, runtime.NumCPU(), kernel)
+}
+
+// loadAvg is /proc/loadavg's three load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// RepResult is one repetition of one backend on one case.
+type RepResult struct {
+	Backend string
+	Case    Case
+	Rep     int
+	// PPS is the generator's total RX rate over the window (both ports,
+	// so both directions together); Span the exact window length.
+	PPS, Span float64
+	// Samples is the RX counter from the seed to the window's end.
+	Samples []Sample
+	// IdleCPU is the backend's CPU use over Options.Idle right after the
+	// loop stopped, with the generator still connected; nil if not
+	// measured.
+	IdleCPU *CPUUse
+	// OtherLoad is the share of the two CPUs' time taken by anything but
+	// the bench's processes during the loop (see Interference); NaN if
+	// unknown.
+	OtherLoad float64
+	// Retried counts earlier attempts of this repetition thrown away
+	// because their loop collapsed (Options.RetryCollapsed).
+	Retried int
+	// Err is why the repetition failed (PPS is then not valid).
+	Err error
+}
+
+// Runner runs measurements and remembers which backends cannot run.
+type Runner struct {
+	opt    Options
+	tr     *Tracker
+	logDir string
+	out    io.Writer
+	seq    int
+	// Skipped maps a backend name to why it was not (or no longer)
+	// measured.
+	Skipped map[string]string
+	// startFails counts a backend's start failures in a row.
+	startFails map[string]int
+}
+
+// maxStartFails is how many times in a row a reference backend may fail to
+// start before the run goes on without it: once can be other load on the
+// machine, twice in a row is this machine.
+const maxStartFails = 2
+
+// NewRunner returns a Runner writing logs to logDir and progress to out.
+func NewRunner(opt Options, tr *Tracker, logDir string, out io.Writer) *Runner {
+	return &Runner{opt: opt, tr: tr, logDir: logDir, out: out, Skipped: map[string]string{}, startFails: map[string]int{}}
+}
+
+// Throughput measures every backend on every case, opt.Reps times. The
+// backends of one case run back to back, and their order rotates with each
+// repetition, so a burst of noise from other load on the machine hits them
+// alike rather than always the same one.
+func (r *Runner) Throughput(ctx context.Context, backends []Backend, cases []Case) []RepResult {
+	var res []RepResult
+	for _, b := range backends {
+		if err := b.Check(); err != nil {
+			r.skip(b.Name(), err)
+		}
+	}
+	for rep := 1; rep <= r.opt.Reps; rep++ {
+		for _, c := range cases {
+			for i := range backends {
+				b := backends[(i+rep-1)%len(backends)]
+				if _, off := r.Skipped[b.Name()]; off || !applies(b, c) {
+					continue
+				}
+				if ctx.Err() != nil {
+					return res
+				}
+				rr := r.runOne(ctx, b, c, rep)
+				// A collapsed loop measures the stall that killed it
+				// (usually other load), not the backend: try again.
+				for rr.Err == nil && Collapsed(rr.Samples) && rr.Retried < r.opt.RetryCollapsed && ctx.Err() == nil {
+					fmt.Fprintf(r.out, "  rep %d/%d  %-18s %-9s loop collapsed at %.3f Mpps (other load %.0f%%): once more\n",
+						rep, r.opt.Reps, c.Name(), b.Name(), rr.PPS/1e6, rr.OtherLoad)
+					n := rr.Retried + 1
+					rr = r.runOne(ctx, b, c, rep)
+					rr.Retried = n
+				}
+				res = append(res, rr)
+				if rr.Err != nil {
+					fmt.Fprintf(r.out, "  rep %d/%d  %-18s %-9s FAILED: %s\n", rep, r.opt.Reps, c.Name(), b.Name(), firstLine(rr.Err.Error()))
+				} else {
+					idle := ""
+					if rr.IdleCPU != nil {
+						idle = fmt.Sprintf("  (idle after: %.1f%% CPU)", rr.IdleCPU.Best())
+					}
+					fmt.Fprintf(r.out, "  rep %d/%d  %-18s %-9s %7.3f Mpps  (other load on the CPUs %.0f%%)%s\n",
+						rep, r.opt.Reps, c.Name(), b.Name(), rr.PPS/1e6, rr.OtherLoad, idle)
+				}
+			}
+		}
+	}
+	return res
+}
+
+// applies tells whether case c means anything for backend b: only vhostd
+// has pollers to vary.
+func applies(b Backend, c Case) bool {
+	_, isVhostd := b.(*Vhostd)
+	return c.Pollers <= 1 || isVhostd
+}
+
+func (r *Runner) skip(name string, err error) {
+	r.Skipped[name] = err.Error()
+	fmt.Fprintf(r.out, "  %s: skipped: %s\n", name, firstLine(err.Error()))
+}
+
+// startFailed handles a backend that did not start: a reference backend
+// that failed maxStartFails times in a row is skipped from then on (it
+// would fail the same way each time; the reason is reported), vhostd is
+// tried again every time.
+func (r *Runner) startFailed(b Backend, err error) {
+	r.startFails[b.Name()]++
+	if _, isVhostd := b.(*Vhostd); !isVhostd && r.startFails[b.Name()] >= maxStartFails {
+		r.skip(b.Name(), fmt.Errorf("could not start here (%d times in a row): %w", maxStartFails, err))
+	}
+}
+
+// runOne is one repetition: fresh directory, backend, generator; seed,
+// sample, stop; measure idle CPU; tear everything down.
+func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res RepResult) {
+	res = RepResult{Backend: b.Name(), Case: c, Rep: rep, OtherLoad: nan()}
+	r.seq++
+	tag := fmt.Sprintf("%03d-%s-%s-r%d", r.seq, b.Name(), slug(c.Name()), rep)
+	dir, err := r.tr.TempDir("vhb")
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer os.RemoveAll(dir)
+	env := RunEnv{Dir: dir, CPU: r.opt.BackendCPU, Case: c, LogDir: r.logDir, Tag: tag, Tracker: r.tr}
+	inst, err := b.Start(ctx, env)
+	if err != nil {
+		res.Err = err
+		if ctx.Err() == nil {
+			r.startFailed(b, err)
+		}
+		return res
+	}
+	r.startFails[b.Name()] = 0
+	defer func() {
+		if err := inst.Stop(); err != nil && res.Err == nil {
+			res.Err = fmt.Errorf("%s: stop: %w", b.Name(), err)
+		}
+	}()
+	gen, err := StartGenerator(ctx, env, r.opt.GenCPU, b.FrontendServer())
+	if err != nil {
+		if _, ok := inst.(*vhostdInst); ok {
+			// The generator's error is often only the symptom.
+			err = fmt.Errorf("%s [vhostd's log: %s]\n%w", firstLine(err.Error()), lastErrorLine(env.Log("vhostd")), err)
+		}
+		res.Err = err
+		return res
+	}
+	// Deferred after inst.Stop, so it runs first: the frontend
+	// disconnects before the backend stops.
+	defer func() {
+		if err := gen.Close(); err != nil && res.Err == nil {
+			res.Err = err
+		}
+	}()
+	pids := []int{os.Getpid(), gen.Pid()}
+	if p := inst.Pid(); p > 0 {
+		pids = append(pids, p)
+	}
+	noise := StartInterference([]int{r.opt.GenCPU, r.opt.BackendCPU}, pids)
+	res.Samples, err = gen.RunLoop(ctx, LoopOptions{SeedBursts: r.opt.SeedBursts, Warmup: r.opt.Warmup, Window: r.opt.Window, Every: r.opt.Every})
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	res.OtherLoad = noise.Pct()
+	pps, span, ok := WindowRate(res.Samples, r.opt.Warmup.Seconds(), r.opt.Window.Seconds())
+	if !ok {
+		res.Err = fmt.Errorf("samples do not cover the window")
+		return res
+	}
+	res.PPS, res.Span = pps, span
+	if err := gen.StopLoop(ctx); err != nil {
+		res.Err = err
+		return res
+	}
+	if pid := inst.Pid(); pid > 0 {
+		if u, err := measureCPU(ctx, pid, r.opt.Idle); err == nil {
+			res.IdleCPU = &u
+		}
+	}
+	if v, ok := inst.(*vhostdInst); ok {
+		r.saveVhostdStats(ctx, v, env.Log("vhostd-stats"))
+	}
+	return res
+}
+
+// measureCPU returns pid's CPU use over d.
+func measureCPU(ctx context.Context, pid int, d time.Duration) (CPUUse, error) {
+	a, err := ReadCPU(pid)
+	if err != nil {
+		return CPUUse{}, err
+	}
+	select {
+	case <-ctx.Done():
+		return CPUUse{}, ctx.Err()
+	case <-time.After(d):
+	}
+	b, err := ReadCPU(pid)
+	if err != nil {
+		return CPUUse{}, err
+	}
+	return Use(a, b), nil
+}
+
+// saveVhostdStats writes vhostd's counters (drops by reason) next to its
+// log, for whoever wonders where frames went.
+func (r *Runner) saveVhostdStats(ctx context.Context, v *vhostdInst, path string) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := v.Stats(cctx)
+	if err != nil {
+		os.WriteFile(path, []byte(err.Error()+"\n"), 0o644)
+		return
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// slug makes a case name usable in file names.
+func slug(s string) string {
+	return strings.NewReplacer(" ", "_", "=", "-", "/", "-").Replace(s)
+}
+
+// lastErrorLine returns the last line of a log that mentions an error.
+func lastErrorLine(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], "level=error") || strings.Contains(lines[i], "level=fatal") {
+			return lines[i]
+		}
+	}
+	return "(no error line)"
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
