@@ -26,6 +26,9 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@# The core builds without cgo (no DPDK); --uplink then says so.
+	CGO_ENABLED=0 $(GO) build ./vhost/... ./virtqueue/... ./switch/... ./daemon/...
+	CGO_ENABLED=0 $(GO) vet ./vhost/... ./virtqueue/... ./switch/... ./daemon/...
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
@@ -45,7 +48,7 @@ fuzz:
 BENCH_ARGS ?=
 bench: build
 	@bash .ci/bench-deps
-	$(GO) test -run '^$$' -bench . -benchmem ./switch/ ./virtqueue/
+	$(GO) test -run '^$$' -bench . -benchmem ./switch/ ./virtqueue/ ./switch/dpdk/ ./switch/uplink/
 	@mkdir -p build/bench
 	$(GO) build -o build/bench/vhostd-bench ./test/bench
 	build/bench/vhostd-bench $(BENCH_ARGS)

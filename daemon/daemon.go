@@ -1,5 +1,6 @@
 // Package daemon wires vhostd together: the switch, one VM port and
-// vhost-user server per configured socket, and the control socket.
+// vhost-user server per configured socket, the DPDK uplink if configured,
+// and the control socket.
 package daemon
 
 import (
@@ -25,6 +26,7 @@ type Daemon struct {
 	log     *logrus.Entry
 	sw      *vswitch.Switch
 	ports   []vmPort
+	uplink  *uplinkPort // nil without --uplink
 	control *control.Server
 }
 
@@ -45,6 +47,16 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 			d.Stop()
 		}
 	}()
+	// The uplink first: DPDK is the likeliest part to fail, and then no
+	// socket has been created yet.
+	if cfg.Uplink != "" {
+		if d.uplink, err = openUplink(cfg, log); err != nil {
+			return nil, err
+		}
+		if _, err := sw.AddPort(d.uplink.switchPort()); err != nil {
+			return nil, fmt.Errorf("uplink: %w", err)
+		}
+	}
 	for _, pc := range cfg.Ports {
 		mask, _ := vhost.ParseFeatureMask(pc.DisableFeatures) // checked by Validate
 		plog := log.WithField("port", pc.Name)
@@ -75,7 +87,7 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 	}
 	sw.Start()
 	started = true
-	log.WithFields(logrus.Fields{"control": cfg.Control, "ports": len(cfg.Ports), "pollers": cfg.Pollers}).Info("vhostd running")
+	log.WithFields(logrus.Fields{"control": cfg.Control, "ports": len(cfg.Ports), "pollers": cfg.Pollers, "uplink": cfg.Uplink}).Info("vhostd running")
 	return d, nil
 }
 
@@ -91,7 +103,8 @@ func Run(ctx context.Context, cfg config.Config, log *logrus.Entry) error {
 	return nil
 }
 
-// Stop drops every frontend, removes the sockets and stops the switch.
+// Stop drops every frontend, removes the sockets, stops the switch, and
+// closes the uplink and DPDK.
 func (d *Daemon) Stop() {
 	if d.control != nil {
 		d.control.Close()
@@ -105,8 +118,15 @@ func (d *Daemon) Stop() {
 	}
 	d.ports = nil
 	d.sw.Close()
+	// The pollers have stopped: nothing touches the uplink any more.
+	if d.uplink != nil {
+		if err := d.uplink.close(); err != nil {
+			errs = append(errs, err)
+		}
+		d.uplink = nil
+	}
 	if err := errors.Join(errs...); err != nil {
-		d.log.WithError(err).Warn("closing sockets")
+		d.log.WithError(err).Warn("closing sockets and the uplink")
 	}
 }
 
@@ -128,6 +148,17 @@ func (d *Daemon) Ports() []control.PortInfo {
 		if vp, ok := pi.Port.(*vswitch.VMPort); ok && vp.Running() {
 			info.State = "running"
 		}
+		if d.uplink != nil && pi.Port == d.uplink.switchPort() {
+			info.Kind, info.Uplink = "dpdk", d.uplink.info()
+			switch {
+			case info.Uplink.LinkUnknown:
+				info.State = "unknown"
+			case info.Uplink.LinkUp:
+				info.State = "up"
+			default:
+				info.State = "down"
+			}
+		}
 		out = append(out, info)
 	}
 	return out
@@ -137,7 +168,11 @@ func (d *Daemon) Ports() []control.PortInfo {
 func (d *Daemon) Stats() []control.PortStats {
 	var out []control.PortStats
 	for _, pi := range d.sw.Ports() {
-		out = append(out, control.PortStats{Name: pi.Port.Name(), Snapshot: pi.Counters})
+		ps := control.PortStats{Name: pi.Port.Name(), Snapshot: pi.Counters}
+		if d.uplink != nil && pi.Port == d.uplink.switchPort() {
+			ps.DPDK = d.uplink.stats()
+		}
+		out = append(out, ps)
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package vswitch
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -102,7 +103,7 @@ func (p *poller) run() {
 		if g := p.gen.Load(); g != seenGen {
 			seenGen = g
 			if err := p.rebuild(); err != nil {
-				log.WithError(err).Error("rebuild epoll set; retrying")
+				log.WithError(err).Error("rebuild poller wait set")
 			}
 		}
 		t := p.s.table.Load()
@@ -130,8 +131,12 @@ func (p *poller) run() {
 			}
 		}
 		p.epoch.Add(1)
-		if !pending && p.gen.Load() == seenGen {
-			p.sleep()
+		if !pending && p.gen.Load() == seenGen && !p.sleep() {
+			// Woken by the timeout alone (a port polled at intervals):
+			// look once and sleep again, without the spin, which is
+			// meant for traffic that has only just stopped.
+			lastWork = p.s.now() - idle
+			continue
 		}
 		lastWork = p.s.now()
 	}
@@ -165,42 +170,43 @@ func (p *poller) rebuild() error {
 			}
 		}
 	}
-	// Any poller may transmit to any port: attach this thread to all.
-	var attachErr error
-	for i := 0; i < t.n; i++ {
-		if ta, ok := t.ports[i].(ThreadAttacher); ok {
-			if err := ta.AttachThread(); err != nil && attachErr == nil {
-				attachErr = fmt.Errorf("attach poller thread to port %s: %w", t.ports[i].Name(), err)
-			}
-		}
-	}
-	if attachErr != nil {
-		return attachErr
-	}
+	var errs []error
 	for _, fd := range p.fds {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
 		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil && err != unix.EEXIST {
-			return err
+			errs = append(errs, fmt.Errorf("watch fd %d: %w", fd, err))
 		}
 	}
-	return nil
+	// Any poller may transmit to any port: attach this thread to all. A
+	// failure is reported but leaves the wait set complete.
+	for i := 0; i < t.n; i++ {
+		if ta, ok := t.ports[i].(ThreadAttacher); ok {
+			if err := ta.AttachThread(); err != nil {
+				errs = append(errs, fmt.Errorf("attach poller thread to port %s: %w", t.ports[i].Name(), err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // sleep blocks until a kick, a wake, or idleWait passes (a second, as a
 // safety net, unless a port asked to be polled more often), then drains
 // what fired.
-func (p *poller) sleep() {
+//
+// It reports whether an fd fired (false: timeout or EINTR).
+func (p *poller) sleep() bool {
 	if p.epfd < 0 {
 		time.Sleep(10 * time.Millisecond)
-		return
+		return false
 	}
 	n, err := unix.EpollWait(p.epfd, p.events[:], p.idleWait)
 	if err != nil {
-		return // EINTR: the loop comes back here if still idle
+		return false // EINTR: the loop comes back here if still idle
 	}
 	for i := 0; i < n; i++ {
 		unix.Read(int(p.events[i].Fd), p.drain[:])
 	}
+	return n > 0
 }
 
 // forward moves one burst from the port at src to its destinations.

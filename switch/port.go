@@ -94,6 +94,8 @@ const (
 	DropTxNoBuffers        // destination had no free buffers
 	DropTxTooBig           // frame larger than the destination's buffer
 	DropTxBroken           // destination queue broke (counted per frame lost)
+	DropTxFull             // the uplink device's transmit queue took no more
+	DropTxNoMbufs          // the uplink's mbuf pool was empty
 	NumDropReasons
 )
 
@@ -101,6 +103,7 @@ const (
 var DropNames = [NumDropReasons]string{
 	"rx_runt", "rx_too_many_segments", "rx_queue_broken", "same_port",
 	"tx_not_ready", "tx_no_buffers", "tx_too_big", "tx_queue_broken",
+	"tx_uplink_full", "tx_no_mbufs",
 }
 
 // Counters are a port's statistics. "rx" is what the switch received from

@@ -162,12 +162,14 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	} else {
 		log.Info("frontend disconnected")
 	}
-	// Record why before the frontend can see the close.
+	// Record why, and accept a new frontend, before this one can see the
+	// close: a frontend that reconnects at once (QEMU with reconnect, a
+	// restarted testpmd) must not find the port still taken.
 	s.setStatus(d, false, msg)
-	uc.Close()
 	s.mu.Lock()
 	s.active = nil
 	s.mu.Unlock()
+	uc.Close()
 }
 
 func (s *Server) loop(c *conn, d *device) error {

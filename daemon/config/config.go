@@ -36,6 +36,13 @@ type Config struct {
 	FDBSize  int      `toml:"fdb_size"`
 	FDBAge   Duration `toml:"fdb_age"`
 	Ports    []Port   `toml:"port"`
+	// Uplink is the DPDK uplink as [NAME=]DEVARGS (see ParseUplink);
+	// empty for none.
+	Uplink string `toml:"uplink"`
+	// EAL holds extra DPDK EAL arguments, separated by spaces.
+	EAL string `toml:"eal"`
+	// UplinkMTU is the uplink's MTU; 0 means DefaultUplinkMTU.
+	UplinkMTU int `toml:"uplink_mtu"`
 }
 
 // Duration is a time.Duration written as "300s" in the config file.
@@ -69,7 +76,7 @@ func Load(path string) (Config, error) {
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, [[port]] name, socket, disable_features, queue_pairs)", path, strings.Join(keys, ", "))
+		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, uplink, eal, uplink_mtu, [[port]] name, socket, disable_features, queue_pairs)", path, strings.Join(keys, ", "))
 	}
 	return c, nil
 }
@@ -153,6 +160,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("port %q: queue_pairs = %d: use 1 to 128", p.Name, p.QueuePairs))
 		}
 	}
+	errs = append(errs, c.validateUplink(names)...)
 	return errors.Join(errs...)
 }
 

@@ -34,15 +34,17 @@ type Response struct {
 type PortInfo struct {
 	Name   string       `json:"name"`
 	Kind   string       `json:"kind"`
-	State  string       `json:"state"` // listening, connected, running
+	State  string       `json:"state"` // listening, connected, running; up, down or unknown for the uplink
 	Poller int          `json:"poller"`
 	Vhost  vhost.Status `json:"vhost"`
+	Uplink *UplinkInfo  `json:"uplink,omitempty"` // the DPDK uplink only
 }
 
 // PortStats is one port's counters for `vhostctl stats`.
 type PortStats struct {
 	Name string `json:"name"`
 	vswitch.Snapshot
+	DPDK *DPDKStats `json:"dpdk,omitempty"` // the DPDK uplink's device counters
 }
 
 // FDBEntry is one learned address for `vhostctl fdb`.

@@ -1,7 +1,10 @@
-// Command demo shows vhostd switching between two QEMU guests: it starts
-// bin/vhostd with two vhost-user sockets, boots two small guests (built
-// from Debian packages by test/guest/build.sh), has them ping each other,
-// and prints what vhostctl sees. `make demo` runs it.
+// Command demo shows vhostd switching between two QEMU guests and out
+// through its DPDK uplink: it makes a network namespace with a veth pair
+// into it, starts bin/vhostd with two vhost-user sockets and the veth's
+// outer end as uplink (net_af_packet), boots two small guests (built from
+// Debian packages by test/guest/build.sh), has them ping each other and an
+// address in the namespace, and prints what vhostctl sees. `make demo`
+// runs it.
 package main
 
 import (
@@ -18,7 +21,11 @@ import (
 
 	"github.com/vhostd/vhostd/qemu"
 	"github.com/vhostd/vhostd/test/guestimage"
+	"github.com/vhostd/vhostd/test/nettest"
 )
+
+// outsideIP is the address in the namespace behind the uplink.
+const outsideIP = "10.9.0.100"
 
 func main() {
 	if err := run(); err != nil {
@@ -52,7 +59,23 @@ func run() error {
 	ctl := filepath.Join(dir, "control.sock")
 	vm1, vm2 := filepath.Join(dir, "vm1.sock"), filepath.Join(dir, "vm2.sock")
 
-	args := []string{"--control", ctl, "--socket", "vm1=" + vm1, "--socket", "vm2=" + vm2}
+	step("making a network namespace with %s/24 on a veth pair behind the uplink", outsideIP)
+	ns, err := nettest.NewNS()
+	if err != nil {
+		return fmt.Errorf("network namespace (run as root): %w", err)
+	}
+	defer ns.Close()
+	outer, inner := fmt.Sprintf("vdm%da", os.Getpid()), fmt.Sprintf("vdm%db", os.Getpid())
+	veth, err := nettest.NewVeth(outer, inner, ns)
+	if err != nil {
+		return err
+	}
+	defer veth.Close()
+	if err := ns.Configure(inner, outsideIP+"/24", 0); err != nil {
+		return err
+	}
+
+	args := []string{"--control", ctl, "--socket", "vm1=" + vm1, "--socket", "vm2=" + vm2, "--uplink", "net_af_packet0,iface=" + outer}
 	step("starting vhostd %s", strings.Join(args, " "))
 	logPath := filepath.Join(dir, "vhostd.log")
 	logf, err := os.Create(logPath)
@@ -122,9 +145,16 @@ func run() error {
 		from       int
 		to         string
 		size, pkts int
-	}{{0, "10.9.0.2", 56, 5}, {1, "10.9.0.1", 56, 5}, {0, "10.9.0.2", 1400, 5}, {0, "10.9.0.2", 4000, 3}} {
+	}{{0, "10.9.0.2", 56, 5}, {1, "10.9.0.1", 56, 5}, {0, "10.9.0.2", 1400, 5}, {0, "10.9.0.2", 4000, 3},
+		{0, outsideIP, 56, 5}, {1, outsideIP, 1400, 5}} {
 		cmd := fmt.Sprintf("ping -c %d -s %d -W 5 %s", p.pkts, p.size, p.to)
-		step("%s: %s", specs[p.from].name, cmd)
+		where := ""
+		if p.to == outsideIP {
+			where = " (in the namespace behind the uplink)"
+			// The first ping also resolves ARP through the uplink.
+			guests[p.from].Run(ctx, "ping -c 1 -W 5 "+p.to)
+		}
+		step("%s: %s%s", specs[p.from].name, cmd, where)
 		out, _, err := guests[p.from].Run(ctx, cmd)
 		if err != nil {
 			return err
@@ -146,6 +176,6 @@ func run() error {
 		b, _ := os.ReadFile(logPath)
 		return fmt.Errorf("pings were lost; vhostd log:\n%s", b)
 	}
-	step("done: the guests talked through vhostd with 0%% loss")
+	step("done: the guests talked to each other and, through the DPDK uplink, to the namespace, with 0%% loss")
 	return nil
 }

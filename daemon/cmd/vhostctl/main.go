@@ -112,9 +112,14 @@ func printPorts(out io.Writer, ports []control.PortInfo) {
 			}
 			qs = append(qs, s)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Kind, p.State, p.Vhost.Path, join(qs), join(p.Vhost.Features), join(p.Vhost.ProtocolFeatures))
+		where := p.Vhost.Path
+		if p.Uplink != nil {
+			where = p.Uplink.Devargs
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Kind, p.State, where, join(qs), join(p.Vhost.Features), join(p.Vhost.ProtocolFeatures))
 	}
 	w.Flush()
+	printUplinks(out, ports)
 	for _, p := range ports {
 		if p.Vhost.LastError != "" {
 			fmt.Fprintf(out, "%s: last connection error: %s\n", p.Name, p.Vhost.LastError)
@@ -154,5 +159,6 @@ func printStats(out io.Writer, stats []control.PortStats) {
 			fmt.Fprintf(out, "%s drops: %s\n", s.Name, strings.Join(reasons, " "))
 		}
 	}
-	fmt.Fprintln(out, "(rx = frames the switch received from the port, i.e. sent by the guest; tx = frames delivered to it)")
+	printDeviceStats(out, stats)
+	fmt.Fprintln(out, "(rx = frames the switch received from the port, i.e. sent by the guest or, on the uplink, from outside; tx = frames delivered to it)")
 }

@@ -46,8 +46,11 @@ func run() error {
 	controlPath := fs.String("control", "", "control socket path (default "+config.DefaultControl+")")
 	logLevel := fs.String("log-level", "", "log level: error, warn, info, debug (default info)")
 	pollers := fs.Int("pollers", 0, "poller threads (default 1)")
+	uplinkDev := fs.String("uplink", "", "DPDK uplink: [NAME=]DEVARGS, e.g. net_tap0,iface=vhostd0, net_af_packet0,iface=eth1 or a PCI address (see docs/uplink.md)")
+	eal := fs.String("eal", "", "extra DPDK EAL arguments for the uplink, space separated (defaults work without hugepages: --no-huge -m 256 --no-shconf --no-pci -l CPU)")
+	uplinkMTU := fs.Int("uplink-mtu", 0, fmt.Sprintf("uplink MTU, %d to %d (default %d)", config.MinUplinkMTU, config.MaxUplinkMTU, config.DefaultUplinkMTU))
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: vhostd --socket [NAME=]PATH ... [--control PATH] [--config FILE] [--log-level LEVEL]\n\n")
+		fmt.Fprintf(fs.Output(), "usage: vhostd --socket [NAME=]PATH ... [--uplink DEVARGS [--eal ARGS]] [--control PATH] [--config FILE] [--log-level LEVEL]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -75,6 +78,15 @@ func run() error {
 	}
 	if *pollers != 0 {
 		cfg.Pollers = *pollers
+	}
+	if *uplinkDev != "" {
+		cfg.Uplink = *uplinkDev
+	}
+	if *eal != "" {
+		cfg.EAL = *eal
+	}
+	if *uplinkMTU != 0 {
+		cfg.UplinkMTU = *uplinkMTU
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -1,0 +1,310 @@
+//go:build cgo
+
+package dpdk
+
+/*
+#include <stdlib.h>
+#include <string.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+
+#define VD_MAX_BURST 64
+#define VD_MAX_SEGS 64
+#define VD_STASH 128
+
+struct vd_seg {
+	void *addr;
+	uint32_t len;
+	uint32_t pad;
+};
+
+// vd_rxq is a receive queue's scratch, in C memory so that Go never hands
+// C a Go pointer (and cgo never scans it).
+struct vd_rxq {
+	uint16_t port, queue;
+	uint16_t held; // mbufs of the last burst not yet freed
+	struct rte_mbuf *pkts[VD_MAX_BURST];
+	uint16_t nsegs[VD_MAX_BURST]; // 0: more than VD_MAX_SEGS segments
+	uint32_t lens[VD_MAX_BURST];
+	struct vd_seg segs[VD_MAX_BURST * VD_MAX_SEGS];
+};
+
+// vd_rx frees the mbufs still held from the last burst, receives up to n
+// frames and describes each frame's segments for Go.
+static uint16_t vd_rx(struct vd_rxq *q, uint16_t n)
+{
+	if (q->held > 0) {
+		rte_pktmbuf_free_bulk(q->pkts, q->held);
+		q->held = 0;
+	}
+	if (n > VD_MAX_BURST)
+		n = VD_MAX_BURST;
+	uint16_t got = rte_eth_rx_burst(q->port, q->queue, q->pkts, n);
+	for (uint16_t i = 0; i < got; i++) {
+		struct rte_mbuf *m = q->pkts[i];
+		struct vd_seg *s = &q->segs[i * VD_MAX_SEGS];
+		uint16_t k = 0;
+		q->lens[i] = m->pkt_len;
+		for (; m != NULL && k < VD_MAX_SEGS; m = m->next, k++) {
+			s[k].addr = rte_pktmbuf_mtod(m, void *);
+			s[k].len = m->data_len;
+		}
+		q->nsegs[i] = m == NULL ? k : 0;
+	}
+	q->held = got;
+	return got;
+}
+
+static void vd_rx_release(struct vd_rxq *q)
+{
+	if (q->held > 0) {
+		rte_pktmbuf_free_bulk(q->pkts, q->held);
+		q->held = 0;
+	}
+}
+
+// vd_txq is a transmit queue's scratch: a stash of allocated mbufs that Go
+// copies frames into, and the shape of the burst being built.
+struct vd_txq {
+	uint16_t port, queue;
+	struct rte_mempool *mp;
+	uint16_t have;                 // mbufs in stash[0..have)
+	struct rte_mbuf *stash[VD_STASH];
+	void *data[VD_STASH];          // each stash mbuf's data pointer
+	uint16_t lens[VD_STASH];       // data length written into each used mbuf
+	uint16_t nseg[VD_MAX_BURST];   // mbufs per frame
+};
+
+// vd_refill tops the stash up to VD_STASH mbufs: in bulk, else one by one
+// until the pool is empty. Only the new mbufs' headers are touched.
+static void vd_refill(struct vd_txq *q)
+{
+	uint16_t from = q->have, want = VD_STASH - q->have;
+	if (want > 0 && rte_pktmbuf_alloc_bulk(q->mp, &q->stash[q->have], want) == 0) {
+		q->have = VD_STASH;
+	} else {
+		while (q->have < VD_STASH) {
+			struct rte_mbuf *m = rte_pktmbuf_alloc(q->mp);
+			if (m == NULL)
+				break;
+			q->stash[q->have++] = m;
+		}
+	}
+	for (uint16_t i = from; i < q->have; i++)
+		q->data[i] = rte_pktmbuf_mtod(q->stash[i], void *);
+}
+
+// vd_tx chains the first used stash mbufs into nf frames, transmits them,
+// frees the frames the device did not take, moves the unused stash to the
+// front and refills it. It returns the number of frames sent (a prefix).
+static uint16_t vd_tx(struct vd_txq *q, uint16_t used, uint16_t nf)
+{
+	struct rte_mbuf *heads[VD_MAX_BURST];
+	uint16_t sent = 0, j = 0;
+	for (uint16_t f = 0; f < nf; f++) {
+		struct rte_mbuf *h = q->stash[j], *prev = NULL;
+		uint32_t total = 0;
+		for (uint16_t k = 0; k < q->nseg[f]; k++, j++) {
+			struct rte_mbuf *m = q->stash[j];
+			m->data_len = q->lens[j];
+			total += q->lens[j];
+			if (prev != NULL)
+				prev->next = m;
+			prev = m;
+		}
+		h->nb_segs = q->nseg[f];
+		h->pkt_len = total;
+		heads[f] = h;
+	}
+	if (nf > 0) {
+		sent = rte_eth_tx_burst(q->port, q->queue, heads, nf);
+		if (sent < nf)
+			rte_pktmbuf_free_bulk(&heads[sent], nf - sent);
+	}
+	uint16_t left = q->have - used;
+	memmove(&q->stash[0], &q->stash[used], left * sizeof(q->stash[0]));
+	memmove(&q->data[0], &q->data[used], left * sizeof(q->data[0]));
+	q->have = left;
+	vd_refill(q);
+	return sent;
+}
+
+static void vd_tx_release(struct vd_txq *q)
+{
+	if (q->have > 0)
+		rte_pktmbuf_free_bulk(q->stash, q->have);
+	q->have = 0;
+}
+*/
+import "C"
+
+import (
+	"unsafe"
+)
+
+// MaxBurst is the most frames one Receive or one transmit burst handles.
+const MaxBurst = C.VD_MAX_BURST
+
+// MaxSegs is the most mbuf segments of one received frame; longer chains
+// are reported as too many segments.
+const MaxSegs = C.VD_MAX_SEGS
+
+// stashSize is how many mbufs a TxQueue keeps allocated for the next burst.
+const stashSize = C.VD_STASH
+
+// RxQueue receives bursts from one ethdev receive queue. Only one goroutine
+// may use it at a time (the poller that owns the port).
+type RxQueue struct {
+	q *C.struct_vd_rxq
+	n int
+}
+
+// NewRxQueue returns the receive side of queue 0 of p.
+func (p *Port) NewRxQueue() *RxQueue {
+	q := (*C.struct_vd_rxq)(C.calloc(1, C.sizeof_struct_vd_rxq))
+	q.port, q.queue = p.id, 0
+	return &RxQueue{q: q}
+}
+
+// Receive frees the frames of the previous burst (if Release was not
+// called), then receives up to max (at most MaxBurst) frames. One cgo
+// call.
+func (r *RxQueue) Receive(max int) int {
+	r.n = int(C.vd_rx(r.q, C.uint16_t(max)))
+	return r.n
+}
+
+// Frame appends frame i's segments to dst as views of mbuf memory, valid
+// until the next Receive or Release, and returns them with the frame's
+// length. ok is false when the frame has more than MaxSegs segments (dst is
+// returned unchanged). It does not allocate if dst has room.
+func (r *RxQueue) Frame(i int, dst [][]byte) (segs [][]byte, n int, ok bool) {
+	k := int(r.q.nsegs[i])
+	if k == 0 {
+		return dst, int(r.q.lens[i]), false
+	}
+	base := i * MaxSegs
+	for j := 0; j < k; j++ {
+		s := &r.q.segs[base+j]
+		dst = append(dst, unsafe.Slice((*byte)(s.addr), int(s.len)))
+	}
+	return dst, int(r.q.lens[i]), true
+}
+
+// Release frees the mbufs of the last burst now. One cgo call, none when
+// nothing is held.
+func (r *RxQueue) Release() {
+	if r.q.held > 0 {
+		C.vd_rx_release(r.q)
+	}
+	r.n = 0
+}
+
+// Close releases held mbufs and the queue's scratch. The port must be
+// stopped or no longer polled.
+func (r *RxQueue) Close() {
+	if r.q == nil {
+		return
+	}
+	C.vd_rx_release(r.q)
+	C.free(unsafe.Pointer(r.q))
+	r.q = nil
+}
+
+// TxQueue transmits bursts on one ethdev transmit queue. Frames are copied
+// once, in Go, into mbufs of a stash allocated ahead; Flush sends them and
+// refills the stash in one cgo call. Only one goroutine may use it at a
+// time: callers serialise.
+type TxQueue struct {
+	q      *C.struct_vd_txq
+	room   int // bytes per mbuf
+	used   int // stash mbufs used by the burst being built
+	frames int
+	flen   [MaxBurst]int // length of each frame of the burst
+}
+
+// NewTxQueue returns the transmit side of queue 0 of p, with mbufs from
+// pool. Its stash is filled at once.
+func (p *Port) NewTxQueue(pool *Mempool) *TxQueue {
+	q := (*C.struct_vd_txq)(C.calloc(1, C.sizeof_struct_vd_txq))
+	q.port, q.queue, q.mp = p.id, 0, pool.mp
+	C.vd_refill(q)
+	return &TxQueue{q: q, room: pool.room}
+}
+
+// Add copies a frame of n bytes, gathered from segs, into stash mbufs
+// (chained when n exceeds one mbuf's room). It returns false, copying
+// nothing, when the burst is full (MaxBurst frames) or the stash has too
+// few mbufs left: Flush, then try again.
+func (t *TxQueue) Add(segs [][]byte, n int) bool {
+	if t.frames == MaxBurst || n <= 0 {
+		return false
+	}
+	need := (n + t.room - 1) / t.room
+	if t.used+need > int(t.q.have) {
+		return false
+	}
+	j := t.used
+	dst := unsafe.Slice((*byte)(t.q.data[j]), t.room)
+	off, left := 0, n
+	for _, s := range segs {
+		if len(s) > left {
+			s = s[:left]
+		}
+		left -= len(s)
+		for len(s) > 0 {
+			if off == t.room {
+				t.q.lens[j] = C.uint16_t(off)
+				j++
+				dst = unsafe.Slice((*byte)(t.q.data[j]), t.room)
+				off = 0
+			}
+			c := copy(dst[off:], s)
+			off += c
+			s = s[c:]
+		}
+		if left == 0 {
+			break
+		}
+	}
+	t.q.lens[j] = C.uint16_t(off)
+	j++
+	t.q.nseg[t.frames] = C.uint16_t(j - t.used)
+	t.flen[t.frames] = n - left
+	t.frames++
+	t.used = j
+	return true
+}
+
+// Pending returns the number of frames added since the last Flush.
+func (t *TxQueue) Pending() int { return t.frames }
+
+// Flush transmits the frames added since the last Flush, frees those the
+// device did not take, and refills the stash. It returns how many frames
+// (the first ones added) and bytes were sent. One cgo call; none when
+// nothing was added and the stash is full.
+func (t *TxQueue) Flush() (sent int, bytes uint64) {
+	if t.frames == 0 && int(t.q.have) == stashSize {
+		return 0, 0
+	}
+	sent = int(C.vd_tx(t.q, C.uint16_t(t.used), C.uint16_t(t.frames)))
+	for i := 0; i < sent; i++ {
+		bytes += uint64(t.flen[i])
+	}
+	t.used, t.frames = 0, 0
+	return sent, bytes
+}
+
+// Stashed returns how many mbufs the stash holds (free ones the queue
+// keeps for the next burst).
+func (t *TxQueue) Stashed() int { return int(t.q.have) }
+
+// Close frees the stash and the queue's scratch.
+func (t *TxQueue) Close() {
+	if t.q == nil {
+		return
+	}
+	C.vd_tx_release(t.q)
+	C.free(unsafe.Pointer(t.q))
+	t.q = nil
+}

@@ -1,0 +1,417 @@
+//go:build cgo
+
+package uplink
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	vswitch "github.com/vhostd/vhostd/switch"
+	"github.com/vhostd/vhostd/switch/dpdk"
+)
+
+// The uplink hands the switch at most BurstSize frames per Receive, which
+// the binding must be able to hold.
+var _ [dpdk.MaxBurst - vswitch.BurstSize]struct{}
+
+const (
+	// DefaultMTU is the uplink MTU when none is configured.
+	DefaultMTU = 1500
+	// MaxMTU is the largest uplink MTU vhostd accepts.
+	MaxMTU = 9600
+	// MinMTU is the smallest (IPv4's minimum).
+	MinMTU = 68
+	// frameOverhead is what a frame carries beyond its MTU: the Ethernet
+	// header and one VLAN tag (frames in vhostd have no FCS).
+	frameOverhead = 14 + 4
+	// defaultDataRoom is DPDK's usual mbuf size (RTE_MBUF_DEFAULT_BUF_SIZE),
+	// the smallest vhostd uses so that every PMD is content.
+	defaultDataRoom = 2048 + dpdk.Headroom
+	mempoolCache    = 128
+)
+
+// Config describes an uplink.
+type Config struct {
+	Name    string // switch port name; default "uplink"
+	Devargs string // DPDK devargs of the device
+	MTU     int    // largest IP packet; default DefaultMTU
+	RxDesc  int    // receive ring size; default 512
+	TxDesc  int    // transmit ring size; default 512
+	// Pollers is the number of poller threads that may touch the mbuf
+	// pool (it sizes the pool for their caches); default 1.
+	Pollers int
+	// LinkPoll is how often the link state is read; default 500ms.
+	LinkPoll time.Duration
+	// IdlePoll is how long an idle poller may sleep between looks at the
+	// device; default 1ms.
+	IdlePoll time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Name == "" {
+		c.Name = "uplink"
+	}
+	if c.MTU == 0 {
+		c.MTU = DefaultMTU
+	}
+	if c.RxDesc == 0 {
+		c.RxDesc = 512
+	}
+	if c.TxDesc == 0 {
+		c.TxDesc = 512
+	}
+	if c.Pollers <= 0 {
+		c.Pollers = 1
+	}
+	if c.LinkPoll == 0 {
+		c.LinkPoll = 500 * time.Millisecond
+	}
+	if c.IdlePoll == 0 {
+		c.IdlePoll = time.Millisecond
+	}
+}
+
+// Port is a switch port on a DPDK ethdev. Receive and Done run on the
+// poller that owns it; Transmit on any poller.
+type Port struct {
+	cfg      Config
+	log      *logrus.Entry
+	dev      *dpdk.Port
+	pool     *dpdk.Mempool
+	counters vswitch.Counters
+	maxFrame int    // largest frame transmitted; larger ones drop as tx_too_big
+	mac      string // the device's MAC
+	iface    string // kernel interface behind the device, if any
+	ifindex  int    // and its index
+	// unpromisc is set when vhostd made the device promiscuous and must
+	// undo it at Close: some PMDs (net_af_packet) set IFF_PROMISC on the
+	// kernel interface and leave it set.
+	unpromisc bool
+
+	// Owned by the poller that owns the port.
+	rx *dpdk.RxQueue
+
+	txMu sync.Mutex // serialises pollers transmitting
+	tx   *dpdk.TxQueue
+
+	link        atomic.Pointer[LinkState]
+	linkChanges atomic.Uint64
+	stopMon     chan struct{}
+	monDone     chan struct{}
+	attachWarn  atomic.Bool
+	closeOnce   sync.Once
+	closeErr    error
+}
+
+// Open probes cfg.Devargs on eal, configures and starts the device and
+// returns the port. On error, everything Open did is undone.
+func Open(eal *dpdk.EAL, cfg Config, log *logrus.Entry) (_ *Port, err error) {
+	cfg.defaults()
+	if cfg.MTU < MinMTU || cfg.MTU > MaxMTU {
+		return nil, fmt.Errorf("uplink MTU %d: use %d to %d", cfg.MTU, MinMTU, MaxMTU)
+	}
+	da, err := ParseDevargs(cfg.Devargs)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckInterfaces(da); err != nil {
+		return nil, err
+	}
+	p := &Port{cfg: cfg, log: log.WithField("port", cfg.Name), maxFrame: cfg.MTU + frameOverhead}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	if p.dev, err = eal.Probe(cfg.Devargs); err != nil {
+		return nil, fmt.Errorf("uplink: %w", err)
+	}
+	info, err := p.dev.Info()
+	if err != nil {
+		return nil, err
+	}
+	wasPromisc, ifaceMTU := false, 0
+	if info.IfIndex > 0 {
+		if l, err := netlink.LinkByIndex(info.IfIndex); err == nil {
+			p.iface, p.ifindex = l.Attrs().Name, info.IfIndex
+			wasPromisc = l.Attrs().RawFlags&unix.IFF_PROMISC != 0
+			ifaceMTU = l.Attrs().MTU
+		}
+	}
+	// An interface vhostd attaches to (net_af_packet) is the host's: vhostd
+	// leaves its MTU alone and undoes its promiscuous mode at Close. A
+	// net_tap interface is vhostd's own.
+	hostIface := p.iface != "" && da.Driver() != "net_tap"
+	mtu, err := p.chooseMTU(info)
+	if err != nil {
+		return nil, err
+	}
+	// One mbuf holds the largest frame (see the package documentation).
+	room := max(defaultDataRoom, dpdk.Headroom+p.maxFrame)
+	room = (room + 63) &^ 63
+	n := poolSize(cfg)
+	if p.pool, err = eal.NewPktmbufPool(n, mempoolCache, room); err != nil {
+		return nil, fmt.Errorf("uplink %s: %w", cfg.Devargs, err)
+	}
+	var txOff uint64
+	if info.TxOffloads&dpdk.TxOffloadMultiSeg != 0 {
+		txOff = dpdk.TxOffloadMultiSeg
+	}
+	if err := p.dev.Configure(dpdk.PortConfig{MTU: mtu, RxDesc: cfg.RxDesc, TxDesc: cfg.TxDesc, Pool: p.pool, TxOffloads: txOff}); err != nil {
+		return nil, fmt.Errorf("uplink %s: %w", cfg.Devargs, err)
+	}
+	switch {
+	case !hostIface:
+		// Configure only records the MTU; setting it tells the PMD (net_tap
+		// then sets its interface's MTU).
+		if err := p.dev.SetMTU(mtu); err != nil && !errors.Is(err, syscall.ENOTSUP) {
+			return nil, fmt.Errorf("uplink %s: %w", cfg.Devargs, err)
+		}
+	case ifaceMTU != mtu:
+		p.log.WithFields(logrus.Fields{"interface": p.iface, "interface_mtu": ifaceMTU, "uplink_mtu": mtu}).
+			Warn("the interface's MTU differs from the uplink MTU: frames larger than the smaller one are dropped")
+	}
+	if err := p.dev.SetPromiscuous(true); err == nil {
+		p.unpromisc = hostIface && !wasPromisc
+	} else if !errors.Is(err, syscall.ENOTSUP) {
+		p.log.WithError(err).Warn("cannot enable promiscuous mode: frames for guest MACs may not arrive")
+	}
+	if err := p.dev.Start(); err != nil {
+		return nil, fmt.Errorf("uplink %s: %w", cfg.Devargs, err)
+	}
+	if mac, err := p.dev.MAC(); err == nil {
+		p.mac = mac.String()
+	}
+	p.rx = p.dev.NewRxQueue()
+	p.tx = p.dev.NewTxQueue(p.pool)
+	l, _ := p.readLink()
+	p.link.Store(&l)
+	p.log.WithFields(logrus.Fields{
+		"devargs": cfg.Devargs, "device": p.dev.Name(), "driver": p.dev.Driver(), "mac": p.mac,
+		"mtu": cfg.MTU, "interface": p.iface, "link": l.String(), "mbufs": n, "mbuf_room": room,
+	}).Info("uplink started")
+	p.stopMon, p.monDone = make(chan struct{}), make(chan struct{})
+	go p.monitor()
+	return p, nil
+}
+
+// poolSize returns the mbufs the uplink needs: both rings full, the
+// transmit stash, a burst in flight, and the per-lcore caches of every
+// poller and the control thread; rounded to a power of two less one (the
+// best size for a DPDK mempool), at least 4095.
+func poolSize(c Config) int {
+	need := c.RxDesc + c.TxDesc + 128 + 2*dpdk.MaxBurst + (c.Pollers+2)*mempoolCache*3/2
+	return max(4095, 1<<bits.Len(uint(need))-1)
+}
+
+// chooseMTU checks that the device takes the uplink MTU. ethdev refuses an
+// MTU whose frame exceeds what the PMD says it receives: DPDK 22.11's
+// net_tap and net_af_packet say 1522 and 1518 bytes (and net_tap drops
+// larger frames on transmit), so jumbo frames need a NIC, net_vhost or
+// net_virtio_user.
+func (p *Port) chooseMTU(info dpdk.DevInfo) (int, error) {
+	limit := info.MaxMTU
+	overhead := 18 // DPDK's default: Ethernet header and CRC
+	if info.MaxMTU != 65535 && int(info.MaxRxPktLen) > info.MaxMTU {
+		overhead = int(info.MaxRxPktLen) - info.MaxMTU
+	}
+	if l := int(info.MaxRxPktLen) - overhead; info.MaxRxPktLen != 0 && l < limit {
+		limit = l
+	}
+	if p.cfg.MTU <= limit {
+		return p.cfg.MTU, nil
+	}
+	return 0, fmt.Errorf("uplink %s: MTU %d is more than DPDK's %s supports (MTU %d, frames of %d bytes): lower the uplink MTU%s",
+		p.cfg.Devargs, p.cfg.MTU, info.Driver, limit, info.MaxRxPktLen, driverMTUHint(info.Driver))
+}
+
+func driverMTUHint(driver string) string {
+	switch driver {
+	case "net_tap", "net_af_packet", "net_memif":
+		return " (jumbo frames need a NIC, net_vhost or net_virtio_user)"
+	}
+	return ""
+}
+
+// Close stops the link monitor, stops and closes the device, and frees the
+// mbufs and the pool. The port must be out of the switch (or the switch
+// stopped): no poller may call it any more.
+func (p *Port) Close() error {
+	p.closeOnce.Do(func() {
+		if p.stopMon != nil {
+			close(p.stopMon)
+			<-p.monDone
+		}
+		if p.rx != nil {
+			p.rx.Close()
+		}
+		if p.tx != nil {
+			p.tx.Close()
+		}
+		var errs []error
+		if p.unpromisc {
+			// ENODEV: the interface is gone or in another namespace.
+			if err := p.dev.SetPromiscuous(false); err != nil && !errors.Is(err, syscall.ENODEV) {
+				errs = append(errs, err)
+			}
+		}
+		if p.dev != nil {
+			if err := p.dev.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if p.pool != nil {
+			if err := p.pool.Free(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		p.closeErr = errors.Join(errs...)
+		if p.dev != nil && p.rx != nil {
+			p.log.Info("uplink closed")
+		}
+	})
+	return p.closeErr
+}
+
+// Name implements vswitch.Port.
+func (p *Port) Name() string { return p.cfg.Name }
+
+// Attach implements vswitch.Port. The uplink never changes its wait fds
+// (it has none), so it keeps no Control.
+func (p *Port) Attach(vswitch.Control) {}
+
+// Counters implements vswitch.Port.
+func (p *Port) Counters() *vswitch.Counters { return &p.counters }
+
+// WaitFDs implements vswitch.Port: the device has no fd to wait on.
+func (p *Port) WaitFDs(dst []int) []int { return dst }
+
+// Arm implements vswitch.Port. Without rx interrupts nothing can wake the
+// poller: it sleeps at most IdlePoll (see IdlePoll).
+func (p *Port) Arm() bool { return false }
+
+// IdlePoll implements vswitch.IdlePoller.
+func (p *Port) IdlePoll() time.Duration { return p.cfg.IdlePoll }
+
+// AttachThread implements vswitch.ThreadAttacher: it registers the calling
+// poller thread with DPDK so that the mbuf pool's per-lcore cache serves
+// it. Idempotent. When DPDK has no lcore id left the thread works without
+// the cache; that is logged once, not returned, so the poller goes on.
+func (p *Port) AttachThread() error {
+	if err := dpdk.RegisterThread(); err != nil {
+		if p.attachWarn.CompareAndSwap(false, true) {
+			p.log.WithError(err).Warn("poller thread not registered with DPDK: the uplink works, without the mempool cache")
+		}
+	}
+	return nil
+}
+
+// Receive implements vswitch.Port: one rx burst, each frame's mbuf
+// segments presented as views of mbuf memory, valid until Done.
+func (p *Port) Receive(b *vswitch.Burst) int {
+	n := p.rx.Receive(vswitch.BurstSize)
+	k := 0
+	var tooMany uint64
+	for i := 0; i < n; i++ {
+		segs, l, ok := p.rx.Frame(i, b.SegPool(k))
+		if !ok {
+			tooMany++
+			continue
+		}
+		b.Frames[k].Segs, b.Frames[k].Len = segs, l
+		k++
+	}
+	if tooMany > 0 {
+		p.counters.Drops[vswitch.DropRxSegments].Add(tooMany)
+	}
+	b.N = k
+	return k
+}
+
+// Done implements vswitch.Port: it frees the burst's mbufs in bulk.
+func (p *Port) Done(*vswitch.Burst) { p.rx.Release() }
+
+// Transmit implements vswitch.Port: each frame is copied once into an
+// mbuf; the burst goes out in one tx burst; what the device does not take
+// is freed and counted as tx_uplink_full.
+func (p *Port) Transmit(frames []*vswitch.Frame) {
+	var big, nombuf uint64
+	p.txMu.Lock()
+	tx := p.tx
+	for _, f := range frames {
+		if f.Len > p.maxFrame {
+			big++
+			continue
+		}
+		if !tx.Add(f.Segs, f.Len) {
+			// The stash ran dry: send what is there (which refills it)
+			// and try once more.
+			sent, bytes := tx.Flush()
+			p.countSent(sent, bytes)
+			if !tx.Add(f.Segs, f.Len) {
+				nombuf++
+			}
+		}
+	}
+	added := tx.Pending()
+	sent, bytes := tx.Flush()
+	p.txMu.Unlock()
+	p.countSent(sent, bytes)
+	c := &p.counters
+	if full := added - sent; full > 0 {
+		c.Drops[vswitch.DropTxFull].Add(uint64(full))
+	}
+	if big > 0 {
+		c.Drops[vswitch.DropTxTooBig].Add(big)
+	}
+	if nombuf > 0 {
+		c.Drops[vswitch.DropTxNoMbufs].Add(nombuf)
+	}
+}
+
+func (p *Port) countSent(sent int, bytes uint64) {
+	if sent > 0 {
+		p.counters.TxPackets.Add(uint64(sent))
+		p.counters.TxBytes.Add(bytes)
+	}
+}
+
+// Status is the uplink as `vhostctl ports` shows it.
+type Status struct {
+	Devargs     string
+	Device      string // DPDK's device name
+	Driver      string
+	MAC         string
+	MTU         int
+	Interface   string // kernel interface behind the device, if any
+	Link        LinkState
+	LinkChanges uint64 // up/down transitions seen since start
+}
+
+// Status returns the uplink's state.
+func (p *Port) Status() Status {
+	return Status{
+		Devargs: p.cfg.Devargs, Device: p.dev.Name(), Driver: p.dev.Driver(), MAC: p.mac,
+		MTU: p.cfg.MTU, Interface: p.iface, Link: *p.link.Load(), LinkChanges: p.linkChanges.Load(),
+	}
+}
+
+// DeviceStats returns DPDK's counters of the device: the basic ethdev
+// stats and the PMD's extended stats.
+func (p *Port) DeviceStats() (dpdk.Stats, []dpdk.Xstat, error) {
+	st, err := p.dev.Stats()
+	if err != nil {
+		return st, nil, err
+	}
+	xs, err := p.dev.Xstats()
+	return st, xs, err
+}

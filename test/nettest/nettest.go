@@ -1,0 +1,221 @@
+// Package nettest sets up what tests and the demo need around the uplink:
+// network namespaces, veth pairs, interfaces moved into a namespace and
+// configured there. Everything goes through netlink (no ip command), and
+// everything made has a Close that removes it.
+package nettest
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// NS is a network namespace held open by this process: it has no name in
+// /var/run/netns, so it disappears with its last user even when the
+// process dies without Close.
+type NS struct {
+	ns netns.NsHandle
+	nl *netlink.Handle
+}
+
+// NewNS creates a network namespace.
+func NewNS() (*NS, error) {
+	ns, err := unshareNS()
+	if err != nil {
+		return nil, err
+	}
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return nil, fmt.Errorf("netlink in the new namespace: %w", err)
+	}
+	n := &NS{ns: ns, nl: nl}
+	// Loopback up, as any host has it.
+	if lo, err := nl.LinkByName("lo"); err == nil {
+		nl.LinkSetUp(lo)
+	}
+	return n, nil
+}
+
+// unshareNS makes a namespace on a locked thread and switches the thread
+// back. If switching back fails, the thread stays locked and dies with its
+// goroutine instead of running other goroutines in the wrong namespace.
+func unshareNS() (netns.NsHandle, error) {
+	type result struct {
+		ns  netns.NsHandle
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("current network namespace: %w", err)}
+			return
+		}
+		defer orig.Close()
+		ns, err := netns.New()
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("new network namespace (root needed): %w", err)}
+			return
+		}
+		if err := netns.Set(orig); err != nil {
+			ns.Close()
+			ch <- result{err: fmt.Errorf("back to the original network namespace: %w", err)}
+			return // the thread stays locked: Go discards it
+		}
+		runtime.UnlockOSThread()
+		ch <- result{ns: ns}
+	}()
+	r := <-ch
+	return r.ns, r.err
+}
+
+// Close releases the namespace; the kernel removes it, and the virtual
+// interfaces in it, once nothing else uses it.
+func (n *NS) Close() error {
+	n.nl.Close()
+	return n.ns.Close()
+}
+
+// Netlink returns a netlink handle that works inside the namespace.
+func (n *NS) Netlink() *netlink.Handle { return n.nl }
+
+// Fd returns the namespace's file descriptor.
+func (n *NS) Fd() int { return int(n.ns) }
+
+// MoveLink moves the interface name from this process's namespace into n.
+func (n *NS) MoveLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", name, err)
+	}
+	if err := netlink.LinkSetNsFd(l, n.Fd()); err != nil {
+		return fmt.Errorf("move %s into the namespace: %w", name, err)
+	}
+	return nil
+}
+
+// Configure gives the interface name in n the address cidr (e.g.
+// "10.9.3.2/24"), sets its MTU (when mtu > 0) and brings it up.
+func (n *NS) Configure(name, cidr string, mtu int) error {
+	l, err := n.nl.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find %s in the namespace: %w", name, err)
+	}
+	if mtu > 0 {
+		if err := n.nl.LinkSetMTU(l, mtu); err != nil {
+			return fmt.Errorf("set MTU %d on %s: %w", mtu, name, err)
+		}
+	}
+	addr, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		return err
+	}
+	if err := n.nl.AddrAdd(l, addr); err != nil {
+		return fmt.Errorf("add %s to %s: %w", cidr, name, err)
+	}
+	if err := n.nl.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bring %s up: %w", name, err)
+	}
+	return nil
+}
+
+// SetUp brings the interface name in n up or down.
+func (n *NS) SetUp(name string, up bool) error {
+	l, err := n.nl.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find %s in the namespace: %w", name, err)
+	}
+	if up {
+		return n.nl.LinkSetUp(l)
+	}
+	return n.nl.LinkSetDown(l)
+}
+
+// HasLink reports whether an interface named name exists in n.
+func (n *NS) HasLink(name string) bool {
+	_, err := n.nl.LinkByName(name)
+	return err == nil
+}
+
+// Veth is a veth pair with one end in this process's namespace and the
+// other in a namespace of its own.
+type Veth struct {
+	Local, Peer string
+}
+
+// NewVeth creates the veth pair local <-> peer, brings local up, and moves
+// peer into ns (unconfigured: see NS.Configure).
+func NewVeth(local, peer string, ns *NS) (*Veth, error) {
+	la := netlink.NewLinkAttrs()
+	la.Name = local
+	v := &netlink.Veth{LinkAttrs: la, PeerName: peer}
+	if err := netlink.LinkAdd(v); err != nil {
+		return nil, fmt.Errorf("create veth %s/%s: %w", local, peer, err)
+	}
+	ve := &Veth{Local: local, Peer: peer}
+	if err := ns.MoveLink(peer); err != nil {
+		ve.Close()
+		return nil, err
+	}
+	l, err := netlink.LinkByName(local)
+	if err == nil {
+		err = netlink.LinkSetUp(l)
+	}
+	if err != nil {
+		ve.Close()
+		return nil, fmt.Errorf("bring %s up: %w", local, err)
+	}
+	return ve, nil
+}
+
+// Close deletes the pair (deleting one end deletes both).
+func (v *Veth) Close() error {
+	l, err := netlink.LinkByName(v.Local)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return err
+	}
+	return netlink.LinkDel(l)
+}
+
+// LinkExists reports whether an interface named name exists in this
+// process's namespace.
+func LinkExists(name string) bool {
+	_, err := netlink.LinkByName(name)
+	return err == nil
+}
+
+// Promiscuous reports whether the interface name (in this process's
+// namespace) has IFF_PROMISC set.
+func Promiscuous(name string) (bool, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return false, err
+	}
+	return l.Attrs().RawFlags&unix.IFF_PROMISC != 0, nil
+}
+
+// WaitLink waits until an interface named name exists in this process's
+// namespace.
+func WaitLink(name string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for !LinkExists(name) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("interface %s did not appear within %v", name, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
