@@ -18,9 +18,13 @@ type poller struct {
 	s  *Switch
 	id int
 
-	// epoch is odd while the poller is inside a burst (holding port state)
-	// and even between bursts; quiesce waits on it.
-	epoch    atomic.Uint64
+	// qs counts quiescent points, where the poller holds no port state:
+	// it grows by 2 at the top of every loop, and is odd while the poller
+	// sleeps or is not running. quiesce waits for it to move. One atomic
+	// add per loop: each is a full fence on amd64, which drains the
+	// burst's pending stores to guest memory, so the loop has as few as
+	// it can.
+	qs       atomic.Uint64
 	gen      atomic.Uint64 // bumped by the control path on any port change
 	stopping atomic.Bool
 	load     atomic.Int32
@@ -51,6 +55,7 @@ func newPoller(s *Switch, id int) (*poller, error) {
 		return nil, err
 	}
 	p := &poller{s: s, id: id, wakeFD: fd, epfd: -1, idleWait: 1000, touched: make([]int, 0, MaxPorts)}
+	p.qs.Store(1) // not running: quiesce need not wait for it
 	p.owned.Store(&[]int{})
 	return p, nil
 }
@@ -98,8 +103,10 @@ func (p *poller) run() {
 	seenGen := ^uint64(0)
 	idle := int64(p.s.cfg.IdleSpin)
 	lastWork := p.s.now()
+	p.qs.Add(1) // running
+	defer p.qs.Add(1)
 	for !p.stopping.Load() {
-		p.epoch.Add(1)
+		p.qs.Add(2)
 		if g := p.gen.Load(); g != seenGen {
 			seenGen = g
 			if err := p.rebuild(); err != nil {
@@ -117,11 +124,9 @@ func (p *poller) run() {
 		}
 		if work > 0 {
 			lastWork = now
-			p.epoch.Add(1)
 			continue
 		}
 		if now-lastWork < idle {
-			p.epoch.Add(1)
 			continue
 		}
 		pending := false
@@ -130,8 +135,13 @@ func (p *poller) run() {
 				pending = true
 			}
 		}
-		p.epoch.Add(1)
-		if !pending && p.gen.Load() == seenGen && !p.sleep() {
+		if pending || p.gen.Load() != seenGen {
+			continue
+		}
+		p.qs.Add(1) // asleep: holds nothing
+		fired := p.sleep()
+		p.qs.Add(1)
+		if !fired {
 			// Woken by the timeout alone (a port polled at intervals):
 			// look once and sleep again, without the spin, which is
 			// meant for traffic that has only just stopped.

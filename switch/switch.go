@@ -224,16 +224,19 @@ func (s *Switch) changed() {
 	s.quiesce()
 }
 
-// quiesce waits until every poller has been outside a burst since the call:
-// a poller whose epoch is even is between bursts (or asleep) and will load
-// fresh state; an odd epoch must move on first.
+// quiesce waits until no poller can still hold state from before the
+// call: each running poller must pass a quiescent point (the top of its
+// loop, where it holds nothing and loads everything afresh); a sleeping or
+// stopped one holds nothing already. Go's atomics are sequentially
+// consistent, so a poller that passes its quiescent point after our read
+// of qs loads the state published before the call.
 func (s *Switch) quiesce() {
 	for _, p := range s.pollers {
-		e := p.epoch.Load()
-		if e%2 == 0 {
+		c := p.qs.Load()
+		if c&1 == 1 {
 			continue
 		}
-		for spins := 0; p.epoch.Load() == e; spins++ {
+		for spins := 0; p.qs.Load() == c; spins++ {
 			if spins < 100 {
 				runtime.Gosched()
 			} else {

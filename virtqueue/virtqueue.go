@@ -396,21 +396,35 @@ func (q *Queue) fullFence() { atomic.AddUint32(&q.fence, 1) }
 // NeedCall reports whether the driver wants an interrupt for what was
 // published since the last call, honouring NO_INTERRUPT or used_event. It
 // must be called after Publish, at most once per burst.
+//
+// The driver's flag or event index must be read after the used index was
+// published (store, then load), or a call the driver waits for could be
+// missed. Without EVENT_IDX the flags share an aligned word with avail->idx
+// and are read with an atomic load, which Go orders after Publish's atomic
+// store; used_event has no such word inside the ring, so EVENT_IDX takes a
+// full fence.
 func (q *Queue) NeedCall() bool {
-	q.fullFence()
+	newIdx := q.published
+	if q.sigValid && newIdx == q.signalled {
+		return false // nothing new since the last decision
+	}
+	old, valid := q.signalled, q.sigValid
+	q.signalled, q.sigValid = newIdx, true
 	if !q.eventIdx {
-		if q.published == q.signalled && q.sigValid {
-			return false
+		var flags uint16
+		if q.availShift == 16 {
+			// The word holding avail->idx starts at &avail[0]: flags
+			// are its low half.
+			flags = uint16(atomic.LoadUint32(q.availIdx))
+		} else {
+			q.fullFence()
+			flags = binary.LittleEndian.Uint16(q.avail[0:2])
 		}
-		q.signalled, q.sigValid = q.published, true
-		flags := uint16(q.avail[0]) | uint16(q.avail[1])<<8
 		return flags&AvailFNoInterrupt == 0
 	}
+	q.fullFence()
 	o := 4 + 2*uint32(q.size)
-	event := uint16(q.avail[o]) | uint16(q.avail[o+1])<<8
-	newIdx, old := q.published, q.signalled
-	valid := q.sigValid
-	q.signalled, q.sigValid = newIdx, true
+	event := binary.LittleEndian.Uint16(q.avail[o : o+2])
 	// vring_need_event: call if the driver's event index lies in
 	// (old, new]. Before the first call there is no old value to trust.
 	return !valid || newIdx-event-1 < newIdx-old

@@ -363,3 +363,43 @@ func TestPopAllocatesNothing(t *testing.T) {
 		t.Fatalf("device side allocates %.1f times per chain", allocs)
 	}
 }
+
+// TestNoInterruptBothAlignments checks NO_INTERRUPT is honoured whether the
+// available ring starts on a 4-byte boundary (flags read with one atomic
+// load of the flags+idx word) or 2 bytes past one (fence, plain load).
+func TestNoInterruptBothAlignments(t *testing.T) {
+	for _, off := range []uint64{0, 2} {
+		d := virtqueuetest.New(8, 1<<21, 0)
+		cfg := d.Config()
+		// Move the available ring by off bytes: copy nothing, the ring
+		// is still empty.
+		cfg.Avail += off
+		q, err := virtqueue.New(d.Memory(), cfg, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem := d.Memory()
+		base := cfg.Avail
+		put16 := func(at uint64, v uint16) { d.Mem[at], d.Mem[at+1] = byte(v), byte(v>>8) }
+		c := chain(4)
+		for i, noInt := range []bool{false, true, false} {
+			var flags uint16
+			if noInt {
+				flags = virtqueue.AvailFNoInterrupt
+			}
+			put16(base, flags)
+			head := uint16(i)
+			d.WriteDesc(virtqueuetest.DescBase, head, virtqueuetest.BufBase, 4, 0, 0)
+			put16(base+4+2*uint64(i), head)
+			put16(base+2, uint16(i+1))
+			if q.Pending() != 1 || q.Pop(mem, c) != nil {
+				t.Fatalf("off %d step %d: no chain", off, i)
+			}
+			q.PushUsed(c.Head, 0)
+			q.Publish()
+			if got := q.NeedCall(); got == noInt {
+				t.Fatalf("off %d step %d: NeedCall %v with NO_INTERRUPT %v", off, i, got, noInt)
+			}
+		}
+	}
+}
