@@ -71,8 +71,10 @@ var protocolNames = map[uint]string{
 }
 
 // OfferedFeatures are the virtio features vhostd offers before any
-// per-port mask.
-const OfferedFeatures = 1<<FeatureVersion1 | 1<<FeatureIndirectDesc | 1<<FeatureEventIdx |
+// per-port mask. With MQ the driver may use several queue pairs (as many
+// as the frontend's device config says): vhostd polls every transmit
+// queue and delivers into receive queue 0.
+const OfferedFeatures = 1<<FeatureVersion1 | 1<<FeatureIndirectDesc | 1<<FeatureEventIdx | 1<<FeatureNetMQ |
 	1<<FeatureNetMrgRxbuf | 1<<FeatureAnyLayout | 1<<FeatureProtocolFeature
 
 // OfferedProtocolFeatures are the protocol features vhostd offers.

@@ -66,6 +66,7 @@ const (
 	fEventIdx  = 1 << 29
 	fIndirect  = 1 << 28
 	fAnyLayout = 1 << 27
+	fNetMQ     = 1 << 22
 	pMQ        = 1 << 0
 	pReplyAck  = 1 << 3
 	pMemSlots  = 1 << 15
@@ -78,7 +79,7 @@ func TestNegotiation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout)
+	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout | fNetMQ)
 	if offered != want {
 		t.Fatalf("offered %#x, want %#x", offered, want)
 	}

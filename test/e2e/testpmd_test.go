@@ -140,3 +140,78 @@ func TestTestpmdRestart(t *testing.T) {
 		t.Fatalf("port a counted rx %d tx %d over two connections, want %d", s.RxPackets, s.TxPackets, total)
 	}
 }
+
+// TestTestpmdMultiQueue has DPDK's virtio driver use two queue pairs per
+// port (MQ negotiated): frames sent on both transmit queues of each port
+// all arrive at the other port, and vhostd runs all four rings per port.
+func TestTestpmdMultiQueue(t *testing.T) {
+	requirePeer(t, testpmd.DefaultBinary)
+	dir := sockDir(t)
+	v := startVhostd(t, dir, "--socket", "a="+filepath.Join(dir, "a.sock"), "--socket", "b="+filepath.Join(dir, "b.sock"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tp, err := testpmd.Start(ctx, testpmd.Config{
+		Ports: []testpmd.Port{
+			{Socket: filepath.Join(dir, "a.sock"), MAC: macA, Queues: 2},
+			{Socket: filepath.Join(dir, "b.sock"), MAC: macB, Queues: 2},
+		},
+		PeerMACs:    []string{macB, macA},
+		TxPkts:      60,
+		ForwardMode: "rxonly",
+		LogFile:     filepath.Join(t.TempDir(), "testpmd.log"),
+	})
+	if err != nil {
+		t.Fatalf("testpmd: %v\nvhostd log:\n%s", err, tail(v.Log(), 3000))
+	}
+	defer tp.Close()
+	if err := tp.WaitLinksUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.ClearStats(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// 4 bursts of 32 from each of the two transmit queues of each port.
+	const want = 2 * 4 * 32
+	if err := tp.StartTxFirst(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	var st []testpmd.PortStats
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if st, err = tp.Stats(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(st) == 2 && st[0].RxPackets >= want && st[1].RxPackets >= want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("frames missing after 20s: %+v\nvhostd log:\n%s", st, tail(v.Log(), 2000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := tp.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range st {
+		if s.TxPackets != want || s.RxPackets != want {
+			t.Errorf("testpmd port %d: tx %d rx %d, want %d each", i, s.TxPackets, s.RxPackets, want)
+		}
+	}
+	vs := v.stats(t)
+	for _, name := range []string{"a", "b"} {
+		if s := vs[name]; s.RxPackets != want || s.TxPackets != want || totalDrops(s) != 0 {
+			t.Errorf("vhostd port %s: rx %d tx %d drops %v, want %d each way", name, s.RxPackets, s.TxPackets, s.Drops, want)
+		}
+	}
+	for name, p := range v.ports(t) {
+		running := 0
+		for _, r := range p.Vhost.Rings {
+			if r.Running {
+				running++
+			}
+		}
+		if feats := strings.Join(p.Vhost.Features, ","); !strings.Contains(feats, "mq") || running != 4 {
+			t.Errorf("port %s: features %s, %d rings running, want mq and 4", name, feats, running)
+		}
+	}
+}
