@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vhostd/vhostd/test/guestimage"
 )
 
 func TestDPDKBackend(t *testing.T) {
@@ -29,7 +31,7 @@ func TestDPDKBackend(t *testing.T) {
 	if _, err := exec.LookPath("dpdk-testpmd"); err != nil {
 		t.Fatalf("dpdk-testpmd is required (apt-get install -y dpdk): %v", err)
 	}
-	kernel, initrd := testImage(t)
+	kernel, initrd := guestimage.ForTest(t)
 	dir := t.TempDir()
 	sockA, sockB := filepath.Join(dir, "A.sock"), filepath.Join(dir, "B.sock")
 

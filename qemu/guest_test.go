@@ -89,20 +89,6 @@ func requireQEMU(t *testing.T) {
 	}
 }
 
-// testImage builds (once) and returns the test guest's kernel and initrd.
-func testImage(t *testing.T) (kernel, initrd string) {
-	t.Helper()
-	dir, err := guestimage.DefaultDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kernel, initrd, err = guestimage.Build(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kernel, initrd
-}
-
 // startGuest starts a guest and makes sure it is killed at the end of the test.
 func startGuest(t *testing.T, cfg GuestConfig) *Guest {
 	t.Helper()
@@ -136,7 +122,7 @@ func mustRun(t *testing.T, g *Guest, cmd string) (string, int) {
 
 func TestGuest(t *testing.T) {
 	requireQEMU(t)
-	kernel, initrd := testImage(t)
+	kernel, initrd := guestimage.ForTest(t)
 	logPath := filepath.Join(t.TempDir(), "console.log")
 	g := startGuest(t, GuestConfig{Kernel: kernel, Initrd: initrd, ConsoleLog: logPath})
 
@@ -221,7 +207,7 @@ func TestGuest(t *testing.T) {
 
 func TestGuestNoReboot(t *testing.T) {
 	requireQEMU(t)
-	kernel, initrd := testImage(t)
+	kernel, initrd := guestimage.ForTest(t)
 	g := startGuest(t, GuestConfig{Kernel: kernel, Initrd: initrd, NoReboot: true, MemoryMB: 128, PrivateMemory: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -235,7 +221,7 @@ func TestGuestNoReboot(t *testing.T) {
 
 func TestStartErrors(t *testing.T) {
 	requireQEMU(t)
-	kernel, initrd := testImage(t)
+	kernel, initrd := guestimage.ForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 

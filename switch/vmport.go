@@ -47,6 +47,7 @@ type VMPort struct {
 	rxAll    [maxMergeBufs * rxChainSegs][]byte
 	plan     [BurstSize]rxPlan
 	rxLogged *virtqueue.Queue
+	spin     atomic.Uint32 // read by waitBuffers' pause loop
 }
 
 // NewVMPort returns a port named name with no device attached.
@@ -237,11 +238,15 @@ func (v *VMPort) Transmit(frames []*Frame) {
 		frames = nil
 	}
 	hdr := r.HdrLen
+	waited := false // wait for buffers at most once per call
 	for len(frames) > 0 {
 		// Pass 1: reserve chains.
 		used, nf := 0, 0
 		for ; nf < len(frames); nf++ {
 			need := hdr + frames[nf].Len
+			if avail == 0 && !waited {
+				avail, waited = v.waitBuffers(q), true
+			}
 			// Fast path: one chain with room for the whole frame.
 			if avail > 0 && used < len(v.rx) {
 				c := &v.rx[used]
@@ -343,6 +348,31 @@ func (v *VMPort) Transmit(frames []*Frame) {
 	if broken > 0 {
 		c.Drops[DropTxBroken].Add(broken)
 	}
+}
+
+// txRetries bounds how often Transmit re-reads a full receive ring before
+// it counts frames as tx_no_buffers: the guest may be refilling it right
+// now (a driver refills after it receives, not before), and a short wait
+// is cheaper than a lost frame. Open vSwitch retries vhost ports 8 times
+// by default too. It costs nothing while the ring has room.
+const txRetries = 8
+
+// waitBuffers re-reads the available index of q up to txRetries times,
+// pausing about half a microsecond between reads, and returns how many
+// chains are now available.
+func (v *VMPort) waitBuffers(q *virtqueue.Queue) int {
+	for i := 0; i < txRetries; i++ {
+		// A short pause without touching the guest's cache lines: loads
+		// of a private word (Go has no PAUSE intrinsic; an atomic load
+		// keeps the loop from being optimised away and is not a fence).
+		for j := 0; j < 256; j++ {
+			v.spin.Load()
+		}
+		if n := q.Pending(); n > 0 {
+			return n
+		}
+	}
+	return 0
 }
 
 // rxPlan is the receive chains reserved for one frame: v.rx[first:first+k].

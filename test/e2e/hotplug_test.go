@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/qemu"
+	"github.com/vhostd/vhostd/test/guestimage"
 )
 
 // runVhostctl runs vhostctl against v and returns its output and error.
@@ -81,7 +82,7 @@ func guestRun(t *testing.T, ctx context.Context, g *qemu.Guest, cmd string) stri
 // rely on that.)
 func TestHotplugAttachDetach(t *testing.T) {
 	requirePeer(t, qemu.DefaultBinary)
-	kernel, initrd := guestImage(t)
+	kernel, initrd := guestimage.ForTest(t)
 	dir := sockDir(t)
 	v := startVhostd(t, dir, "--socket", "vm1="+filepath.Join(dir, "vm1.sock"), "--socket", "vm3="+filepath.Join(dir, "vm3.sock"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -173,7 +174,7 @@ func regexpLine(text, expr string) bool {
 // QMP only, so the guest stays paused (-S) instead of booting.
 func TestHotplugPrivateMemory(t *testing.T) {
 	requirePeer(t, qemu.DefaultBinary)
-	kernel, initrd := guestImage(t)
+	kernel, initrd := guestimage.ForTest(t)
 	dir := sockDir(t)
 	v := startVhostd(t, dir, "--socket", "vm3="+filepath.Join(dir, "vm3.sock"))
 	// Not in vhostd's directory: a killed QEMU leaves its socket behind,

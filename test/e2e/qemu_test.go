@@ -14,20 +14,6 @@ import (
 	"github.com/vhostd/vhostd/test/guestimage"
 )
 
-// guestImage builds (once, cached under build/guest) the test guest.
-func guestImage(t *testing.T) (kernel, initrd string) {
-	t.Helper()
-	dir, err := guestimage.DefaultDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kernel, initrd, err = guestimage.Build(dir)
-	if err != nil {
-		t.Fatalf("build guest image: %v", err)
-	}
-	return kernel, initrd
-}
-
 type vm struct {
 	name, ip, mac, sock string
 }
@@ -86,7 +72,7 @@ func warmUp(t *testing.T, ctx context.Context, from *qemu.Guest, ip string) {
 // reboots, and the other's QEMU restarts, and pings work again each time.
 func TestQEMUGuestsPing(t *testing.T) {
 	requirePeer(t, qemu.DefaultBinary)
-	kernel, initrd := guestImage(t)
+	kernel, initrd := guestimage.ForTest(t)
 	dir := sockDir(t)
 	v := startVhostd(t, dir, "--socket", "vm1="+filepath.Join(dir, "vm1.sock"), "--socket", "vm2="+filepath.Join(dir, "vm2.sock"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -178,7 +164,7 @@ func TestQEMUGuestsPing(t *testing.T) {
 // cross between the two layouts.
 func TestQEMULegacyHeaders(t *testing.T) {
 	requirePeer(t, qemu.DefaultBinary)
-	kernel, initrd := guestImage(t)
+	kernel, initrd := guestimage.ForTest(t)
 	dir := sockDir(t)
 	v := startVhostd(t, dir,
 		"--socket", "vm1="+filepath.Join(dir, "vm1.sock")+",disable=version_1",

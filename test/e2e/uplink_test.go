@@ -94,7 +94,7 @@ func TestUplinkGuestPing(t *testing.T) {
 
 func uplinkGuestPing(t *testing.T, driver string) {
 	requirePeer(t, qemu.DefaultBinary)
-	kernel, initrd := guestImage(t)
+	kernel, initrd := guestimage.ForTest(t)
 	ns := newNS(t)
 	dir := sockDir(t)
 	sock := filepath.Join(dir, "vm1.sock")
@@ -253,17 +253,7 @@ func uplinkTestpmd(t *testing.T, frameLen, mtu, perPort int) {
 			t.Errorf("testpmd port %d received %d bytes, want %d frames of %d", i, s.RxBytes, perPort, frameLen)
 		}
 	}
-	vs := v.stats(t)
-	for i, name := range []string{"a", "wan"} {
-		s := vs[name]
-		if s.RxPackets != st[i].TxPackets || s.TxPackets != st[i].RxPackets || totalDrops(s) != 0 {
-			t.Errorf("vhostd port %s: rx %d tx %d drops %v; testpmd port %d sent %d received %d",
-				name, s.RxPackets, s.TxPackets, s.Drops, i, st[i].TxPackets, st[i].RxPackets)
-		}
-		if s.RxBytes != st[i].TxBytes || s.TxBytes != st[i].RxBytes {
-			t.Errorf("vhostd port %s bytes rx %d tx %d; testpmd tx %d rx %d", name, s.RxBytes, s.TxBytes, st[i].TxBytes, st[i].RxBytes)
-		}
-	}
+	vs := v.matchTestpmd(t, []string{"a", "wan"}, st)
 	if d := vs["wan"].DPDK; d == nil || d.RxPackets != uint64(perPort) || d.TxPackets != uint64(perPort) || d.RxBytes != st[1].TxBytes || d.TxBytes != st[1].RxBytes {
 		t.Errorf("uplink device counters %+v; testpmd port 1 sent %d (%d bytes) received %d (%d bytes)",
 			d, st[1].TxPackets, st[1].TxBytes, st[1].RxPackets, st[1].RxBytes)

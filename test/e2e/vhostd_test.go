@@ -17,6 +17,7 @@ import (
 
 	"github.com/vhostd/vhostd/daemon/control"
 	"github.com/vhostd/vhostd/test/guestimage"
+	"github.com/vhostd/vhostd/test/testpmd"
 )
 
 var vhostdBin, vhostctlBin string
@@ -191,4 +192,23 @@ func totalDrops(s control.PortStats) uint64 {
 		n += d
 	}
 	return n
+}
+
+// matchTestpmd checks that each vhostd port counted exactly what the
+// testpmd port attached to it sent (vhostd rx) and received (vhostd tx),
+// packets and bytes, with no drops. names[i] is attached to testpmd port i.
+func (v *vhostd) matchTestpmd(t *testing.T, names []string, st []testpmd.PortStats) map[string]control.PortStats {
+	t.Helper()
+	vs := v.stats(t)
+	for i, name := range names {
+		s := vs[name]
+		if s.RxPackets != st[i].TxPackets || s.TxPackets != st[i].RxPackets || totalDrops(s) != 0 {
+			t.Errorf("vhostd port %s: rx %d tx %d drops %v; testpmd port %d sent %d received %d",
+				name, s.RxPackets, s.TxPackets, s.Drops, i, st[i].TxPackets, st[i].RxPackets)
+		}
+		if s.RxBytes != st[i].TxBytes || s.TxBytes != st[i].RxBytes {
+			t.Errorf("vhostd port %s bytes rx %d tx %d; testpmd tx %d rx %d", name, s.RxBytes, s.TxBytes, st[i].TxBytes, st[i].RxBytes)
+		}
+	}
+	return vs
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"testing"
 )
 
 // ModuleRoot returns the directory holding go.mod, found by walking up from
@@ -57,4 +58,19 @@ func Build(dir string) (kernel, initrd string, err error) {
 		return "", "", fmt.Errorf("build guest image: %s: %w\n%s", script, err, out)
 	}
 	return filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd.gz"), nil
+}
+
+// ForTest builds the test guest (once, cached under build/guest) and
+// returns its kernel and initrd, failing t if it cannot.
+func ForTest(t testing.TB) (kernel, initrd string) {
+	t.Helper()
+	dir, err := DefaultDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel, initrd, err = Build(dir)
+	if err != nil {
+		t.Fatalf("build guest image: %v", err)
+	}
+	return kernel, initrd
 }
