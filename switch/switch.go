@@ -302,6 +302,3 @@ func (s *Switch) FDB() []LearnedMAC {
 	})
 	return out
 }
-
-// FDBEvictions counts addresses dropped from a full FDB bucket.
-func (s *Switch) FDBEvictions() uint64 { return s.fdb.Evictions() }
