@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,23 +17,24 @@ type vm struct {
 	name, ip, mac, sock string
 }
 
-func bootGuest(t *testing.T, ctx context.Context, kernel, initrd string, g vm) *qemu.Guest {
-	t.Helper()
-	guest, err := qemu.Start(ctx, qemu.GuestConfig{
+// config is the guest's QEMU configuration: the test guest with one
+// vhost-user NIC on the VM's socket.
+func (g vm) config(t *testing.T, kernel, initrd string) qemu.GuestConfig {
+	return qemu.GuestConfig{
 		Kernel: kernel, Initrd: initrd,
 		Append:     "guestip=" + g.ip + "/24",
-		NICs:       []qemu.NIC{{SocketPath: g.sock, MAC: g.mac, Reconnect: 1}},
+		NICs:       []qemu.NIC{{SocketPath: g.sock, MAC: g.mac}},
 		ConsoleLog: filepath.Join(t.TempDir(), g.name+"-console.log"),
-	})
-	if err != nil {
-		t.Fatalf("boot %s: %v", g.name, err)
 	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		guest.Shutdown(sctx)
-	})
-	return guest
+}
+
+// bootGuest boots one guest whose NIC reconnects (for a QEMU restarted
+// against a running vhostd); it is shut down at the end of the test.
+func bootGuest(t *testing.T, ctx context.Context, kernel, initrd string, g vm) *qemu.Guest {
+	t.Helper()
+	cfg := g.config(t, kernel, initrd)
+	cfg.NICs[0].Reconnect = 1
+	return startGuests(t, ctx, cfg)[0]
 }
 
 var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received, (\d+)% packet loss`)
@@ -81,39 +81,7 @@ func TestQEMUGuestsPing(t *testing.T) {
 		{"vm1", "10.9.0.1", "52:54:00:00:00:01", filepath.Join(dir, "vm1.sock")},
 		{"vm2", "10.9.0.2", "52:54:00:00:00:02", filepath.Join(dir, "vm2.sock")},
 	}
-	guests := make([]*qemu.Guest, 2)
-	var wg sync.WaitGroup
-	for i := range vms {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			g, err := qemu.Start(ctx, qemu.GuestConfig{
-				Kernel: kernel, Initrd: initrd,
-				Append:     "guestip=" + vms[i].ip + "/24",
-				NICs:       []qemu.NIC{{SocketPath: vms[i].sock, MAC: vms[i].mac}},
-				ConsoleLog: filepath.Join(t.TempDir(), vms[i].name+"-console.log"),
-			})
-			if err != nil {
-				t.Errorf("boot %s: %v", vms[i].name, err)
-				return
-			}
-			guests[i] = g
-		}(i)
-	}
-	wg.Wait()
-	for _, g := range guests {
-		if g != nil {
-			g := g
-			t.Cleanup(func() {
-				sctx, c := context.WithTimeout(context.Background(), 30*time.Second)
-				defer c()
-				g.Shutdown(sctx)
-			})
-		}
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
+	guests := startGuests(t, ctx, vms[0].config(t, kernel, initrd), vms[1].config(t, kernel, initrd))
 	g1, g2 := guests[0], guests[1]
 
 	pingBoth := func(stage string) {

@@ -36,22 +36,14 @@ func TestTestpmdFixedCount(t *testing.T) {
 					"--socket", "b="+filepath.Join(dir, "b.sock")+opt)
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 				defer cancel()
-				tp, err := testpmd.Start(ctx, testpmd.Config{
+				tp := v.startTestpmd(t, ctx, testpmd.Config{
 					Ports: []testpmd.Port{
 						{Socket: filepath.Join(dir, "a.sock"), MAC: macA, MrgRxbuf: &mrg},
 						{Socket: filepath.Join(dir, "b.sock"), MAC: macB, MrgRxbuf: &mrg},
 					},
 					PeerMACs: []string{macB, macA},
 					TxPkts:   60,
-					LogFile:  filepath.Join(t.TempDir(), "testpmd.log"),
 				})
-				if err != nil {
-					t.Fatalf("testpmd: %v\nvhostd log:\n%s", err, tail(v.Log(), 3000))
-				}
-				defer tp.Close()
-				if err := tp.WaitLinksUp(ctx); err != nil {
-					t.Fatal(err)
-				}
 				st, err := tp.SendExact(ctx, perPort, testpmd.SendOptions{})
 				if err != nil {
 					t.Fatalf("send: %v\nvhostd log:\n%s", err, tail(v.Log(), 3000))
@@ -140,7 +132,7 @@ func TestTestpmdMultiQueue(t *testing.T) {
 	v := startVhostd(t, dir, "--socket", "a="+filepath.Join(dir, "a.sock"), "--socket", "b="+filepath.Join(dir, "b.sock"))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tp, err := testpmd.Start(ctx, testpmd.Config{
+	tp := v.startTestpmd(t, ctx, testpmd.Config{
 		Ports: []testpmd.Port{
 			{Socket: filepath.Join(dir, "a.sock"), MAC: macA, Queues: 2},
 			{Socket: filepath.Join(dir, "b.sock"), MAC: macB, Queues: 2},
@@ -148,15 +140,7 @@ func TestTestpmdMultiQueue(t *testing.T) {
 		PeerMACs:    []string{macB, macA},
 		TxPkts:      60,
 		ForwardMode: "rxonly",
-		LogFile:     filepath.Join(t.TempDir(), "testpmd.log"),
 	})
-	if err != nil {
-		t.Fatalf("testpmd: %v\nvhostd log:\n%s", err, tail(v.Log(), 3000))
-	}
-	defer tp.Close()
-	if err := tp.WaitLinksUp(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if err := tp.ClearStats(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -166,6 +150,7 @@ func TestTestpmdMultiQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st []testpmd.PortStats
+	var err error
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if st, err = tp.Stats(ctx); err != nil {

@@ -224,22 +224,14 @@ func uplinkTestpmd(t *testing.T, frameLen, mtu, perPort int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tp, err := testpmd.Start(ctx, testpmd.Config{
+	tp := v.startTestpmd(t, ctx, testpmd.Config{
 		Ports: []testpmd.Port{
 			{Socket: filepath.Join(dir, "a.sock"), MAC: macA},
 			{Socket: upSock, MAC: macB},
 		},
 		PeerMACs:  []string{macB, macA},
 		ExtraArgs: tpArgs,
-		LogFile:   filepath.Join(t.TempDir(), "testpmd.log"),
 	})
-	if err != nil {
-		t.Fatalf("testpmd: %v\nvhostd log:\n%s", err, tail(v.Log(), 3000))
-	}
-	defer tp.Close()
-	if err := tp.WaitLinksUp(ctx); err != nil {
-		t.Fatal(err)
-	}
 	waitUplinkState(t, v, "wan", "up")
 	st, err := tp.SendExact(ctx, perPort, testpmd.SendOptions{})
 	if err != nil {

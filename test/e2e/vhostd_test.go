@@ -212,3 +212,22 @@ func (v *vhostd) matchTestpmd(t *testing.T, names []string, st []testpmd.PortSta
 	}
 	return vs
 }
+
+// startTestpmd starts dpdk-testpmd as the frontend of v's ports and waits
+// for its links; a failure shows vhostd's log too. It is closed at the end
+// of the test.
+func (v *vhostd) startTestpmd(t *testing.T, ctx context.Context, cfg testpmd.Config) *testpmd.TestPMD {
+	t.Helper()
+	if cfg.LogFile == "" {
+		cfg.LogFile = filepath.Join(t.TempDir(), "testpmd.log")
+	}
+	tp, err := testpmd.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("testpmd: %v\nvhostd log:\n%s", err, tail(v.Log(), 3000))
+	}
+	t.Cleanup(func() { tp.Close() })
+	if err := tp.WaitLinksUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return tp
+}
