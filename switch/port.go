@@ -8,6 +8,8 @@ package vswitch
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/vhostd/vhostd/virtqueue/release"
 )
 
 // BurstSize is the most frames moved per receive call.
@@ -42,6 +44,9 @@ type Control interface {
 	// Changed tells the pollers that the port's wait fds or data-path state
 	// changed. It returns once no poller uses the port's previous state.
 	Changed()
+	// Pollers returns how many pollers there are: with more than one,
+	// calls of the port's Transmit may run at once.
+	Pollers() int
 }
 
 // Port is one switch port. Receive, Done, WaitFDs and Arm are called only by
@@ -106,15 +111,32 @@ var DropNames = [NumDropReasons]string{
 	"tx_uplink_full", "tx_no_mbufs",
 }
 
+// Counter is one statistic: read at any time by anyone, written once per
+// burst by the data path.
+type Counter struct{ v uint64 }
+
+// Load returns the counter's value.
+func (c *Counter) Load() uint64 { return atomic.LoadUint64(&c.v) }
+
+// Add adds n; any number of writers may add at once.
+func (c *Counter) Add(n uint64) { atomic.AddUint64(&c.v, n) }
+
+// addOwned adds n for a writer that is the only one at the time: the
+// poller that owns the port (receive side), or the holder of the port's
+// transmit side. It takes no locked instruction: an atomic add is a full
+// fence on amd64, which stalls the poller until every store of the burst
+// to guest memory has left the CPU.
+func (c *Counter) addOwned(n uint64) { release.Store64(&c.v, c.v+n) }
+
 // Counters are a port's statistics. "rx" is what the switch received from
 // the port (the guest transmitted); "tx" is what the switch delivered to it.
 // Writers add once per burst, never per frame.
 type Counters struct {
-	RxPackets atomic.Uint64
-	RxBytes   atomic.Uint64
-	TxPackets atomic.Uint64
-	TxBytes   atomic.Uint64
-	Drops     [NumDropReasons]atomic.Uint64
+	RxPackets Counter
+	RxBytes   Counter
+	TxPackets Counter
+	TxBytes   Counter
+	Drops     [NumDropReasons]Counter
 }
 
 // Snapshot is a copy of Counters for reporting.

@@ -215,28 +215,20 @@ func (s *Switch) RemovePort(idx int) {
 }
 
 // changed bumps every poller's configuration generation, wakes them, and
-// waits until none can still hold state from before the call.
+// waits until none can still hold state from before the call: each must
+// acknowledge the new generation, which it does at the top of its loop,
+// where it holds nothing and loads everything afresh, unless it is parked
+// (asleep or stopped), when it holds nothing already. Go's atomics are
+// sequentially consistent: a poller that unparks after we saw it parked
+// then loads the new generation, and with it the new state.
 func (s *Switch) changed() {
-	for _, p := range s.pollers {
-		p.gen.Add(1)
+	want := make([]uint64, len(s.pollers))
+	for i, p := range s.pollers {
+		want[i] = p.gen.Add(1)
 		p.wake()
 	}
-	s.quiesce()
-}
-
-// quiesce waits until no poller can still hold state from before the
-// call: each running poller must pass a quiescent point (the top of its
-// loop, where it holds nothing and loads everything afresh); a sleeping or
-// stopped one holds nothing already. Go's atomics are sequentially
-// consistent, so a poller that passes its quiescent point after our read
-// of qs loads the state published before the call.
-func (s *Switch) quiesce() {
-	for _, p := range s.pollers {
-		c := p.qs.Load()
-		if c&1 == 1 {
-			continue
-		}
-		for spins := 0; p.qs.Load() == c; spins++ {
+	for i, p := range s.pollers {
+		for spins := 0; p.ack.Load() < want[i] && !p.parked.Load(); spins++ {
 			if spins < 100 {
 				runtime.Gosched()
 			} else {
@@ -249,6 +241,8 @@ func (s *Switch) quiesce() {
 type portControl struct{ s *Switch }
 
 func (c *portControl) Changed() { c.s.changed() }
+
+func (c *portControl) Pollers() int { return len(c.s.pollers) }
 
 // PortInfo reports one port and its counters.
 type PortInfo struct {

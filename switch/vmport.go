@@ -40,7 +40,10 @@ type VMPort struct {
 	chain    virtqueue.Chain
 	txLogged [16]*virtqueue.Queue
 
-	rxMu     sync.Mutex // serialises pollers writing the guest's receive queue
+	// rxMu serialises the pollers writing the guest's receive queue,
+	// when there is more than one (shared): a lone poller takes no lock.
+	rxMu     sync.Mutex
+	shared   bool
 	rx       [rxChains]virtqueue.Chain
 	rxRoom   [rxChains]int // writable bytes of each reserved chain
 	rxSegs   [rxChains * rxChainSegs][]byte
@@ -63,7 +66,10 @@ func NewVMPort(name string, log *logrus.Entry) *VMPort {
 func (v *VMPort) Name() string { return v.name }
 
 // Attach implements Port.
-func (v *VMPort) Attach(c Control) { v.ctl = c }
+func (v *VMPort) Attach(c Control) {
+	v.ctl = c
+	v.shared = c.Pollers() > 1
+}
 
 // Counters implements Port.
 func (v *VMPort) Counters() *Counters { return &v.counters }
@@ -73,6 +79,16 @@ func (v *VMPort) Running() bool { return v.rings.Load() != nil }
 
 // Publish implements vhost.Backend.
 func (v *VMPort) Publish(r *vhost.Rings) {
+	if r != nil {
+		// The switch looks at the guest's receive rings whenever it has a
+		// frame for them and never sleeps on their kick fds: ask the
+		// driver not to kick them. Each kick the driver saves is a
+		// syscall (DPDK's virtio-user) or a VM exit (a guest) per refill.
+		// No poller uses these rings before the Store below.
+		for _, ring := range r.RX {
+			ring.Queue.DisableNotify()
+		}
+	}
 	v.rings.Store(r)
 	if v.ctl != nil {
 		v.ctl.Changed()
@@ -177,10 +193,10 @@ func (v *VMPort) Receive(b *Burst) int {
 		}
 	}
 	if runts > 0 {
-		v.counters.Drops[DropRxRunt].Add(runts)
+		v.counters.Drops[DropRxRunt].addOwned(runts)
 	}
 	if segs > 0 {
-		v.counters.Drops[DropRxSegments].Add(segs)
+		v.counters.Drops[DropRxSegments].addOwned(segs)
 	}
 	b.N = n
 	return n
@@ -229,7 +245,9 @@ func (v *VMPort) Transmit(frames []*Frame) {
 	}
 	ring := r.RX[0]
 	q := ring.Queue
-	v.rxMu.Lock()
+	if v.shared {
+		v.rxMu.Lock()
+	}
 	var sent, bytes, nobuf, toobig, broken uint64
 	avail := q.Pending()
 	if q.Err() != nil {
@@ -255,7 +273,7 @@ func (v *VMPort) Transmit(frames []*Frame) {
 				if err == nil && int(c.WriteLen) >= need && c.NRead < len(c.Segs) {
 					avail--
 					v.rxRoom[used] = int(c.WriteLen)
-					prefetch.Write(c.Segs[c.NRead])
+					prefetchFrame(c.Segs[c.NRead], hdr)
 					v.plan[nf] = rxPlan{first: used, k: 1}
 					used++
 					continue
@@ -285,7 +303,7 @@ func (v *VMPort) Transmit(frames []*Frame) {
 				}
 				v.rxRoom[used+k] = w
 				if c.NRead < len(c.Segs) {
-					prefetch.Write(c.Segs[c.NRead])
+					prefetchFrame(c.Segs[c.NRead], hdr)
 				}
 				room += w
 				k++
@@ -333,20 +351,24 @@ func (v *VMPort) Transmit(frames []*Frame) {
 			unix.Write(ring.Call, one[:])
 		}
 	}
-	v.rxMu.Unlock()
+	// The transmit side's counters have one writer at a time: whoever
+	// holds it.
 	c := &v.counters
 	if sent > 0 {
-		c.TxPackets.Add(sent)
-		c.TxBytes.Add(bytes)
+		c.TxPackets.addOwned(sent)
+		c.TxBytes.addOwned(bytes)
 	}
 	if nobuf > 0 {
-		c.Drops[DropTxNoBuffers].Add(nobuf)
+		c.Drops[DropTxNoBuffers].addOwned(nobuf)
 	}
 	if toobig > 0 {
-		c.Drops[DropTxTooBig].Add(toobig)
+		c.Drops[DropTxTooBig].addOwned(toobig)
 	}
 	if broken > 0 {
-		c.Drops[DropTxBroken].Add(broken)
+		c.Drops[DropTxBroken].addOwned(broken)
+	}
+	if v.shared {
+		v.rxMu.Unlock()
 	}
 }
 
@@ -373,6 +395,15 @@ func (v *VMPort) waitBuffers(q *virtqueue.Queue) int {
 		}
 	}
 	return 0
+}
+
+// prefetchFrame prefetches for writing the start of the frame in a receive
+// buffer that begins with a hdr-byte virtio-net header. Not the header
+// itself: taking its line for writing would undo what putNetHeader saves.
+func prefetchFrame(seg []byte, hdr int) {
+	if len(seg) > hdr {
+		prefetch.Write(seg[hdr:])
+	}
 }
 
 // rxPlan is the receive chains reserved for one frame: v.rx[first:first+k].
@@ -414,12 +445,24 @@ func (v *VMPort) copyInto(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int) {
 // putNetHeader writes a virtio-net header with no offloads into d, which
 // holds at least hdrLen bytes: all zero but num_buffers, which a 12-byte
 // header carries at offset 10.
+//
+// It stores only the words that differ. A driver recycles its receive
+// buffers, so the header is mostly right already (zero, and the same
+// num_buffers as last time); the cache line holding it, which the driver
+// also reads when it sends the buffer back out, then stays shared between
+// the two CPUs instead of moving to ours and back, a cross-core miss per
+// frame on the driver's side. DPDK's vhost writes its headers the same
+// way.
 func putNetHeader(d []byte, hdrLen, numBuffers int) {
 	_ = d[hdrLen-1]
-	binary.LittleEndian.PutUint64(d, 0)
+	if binary.LittleEndian.Uint64(d) != 0 {
+		binary.LittleEndian.PutUint64(d, 0)
+	}
 	if hdrLen == 12 {
-		binary.LittleEndian.PutUint32(d[8:], uint32(numBuffers)<<16)
-	} else {
+		if want := uint32(numBuffers) << 16; binary.LittleEndian.Uint32(d[8:]) != want {
+			binary.LittleEndian.PutUint32(d[8:], want)
+		}
+	} else if binary.LittleEndian.Uint16(d[8:]) != 0 {
 		binary.LittleEndian.PutUint16(d[8:], 0)
 	}
 }

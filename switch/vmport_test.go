@@ -3,9 +3,11 @@ package vswitch
 import (
 	"bytes"
 	"encoding/binary"
+	"runtime/debug"
 	"testing"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
@@ -299,5 +301,57 @@ func TestMergeableManyChains(t *testing.T) {
 	st := b.port.Counters().Snapshot()
 	if st.TxPackets != 11 || st.Drops["tx_no_buffers"] != 5 {
 		t.Fatalf("counters %+v", st)
+	}
+}
+
+// TestReceiveRingsAskNoKicks checks that the guest is told not to kick its
+// receive rings, which the switch never waits on: each kick would cost the
+// driver a syscall or a VM exit per refill for nothing.
+func TestReceiveRingsAskNoKicks(t *testing.T) {
+	s := newTestSwitch(t)
+	a := newVMEnd(t, s, "a", 0, 12, false)
+	if f := a.rx.UsedFlags(); f&virtqueue.UsedFNoNotify == 0 {
+		t.Fatalf("receive ring used flags %#x: NO_NOTIFY not set", f)
+	}
+	if f := a.tx.UsedFlags(); f&virtqueue.UsedFNoNotify != 0 {
+		t.Fatalf("transmit ring used flags %#x: NO_NOTIFY set before the switch polls it", f)
+	}
+}
+
+// TestNetHeaderStoresOnlyWhatDiffers checks that a header that is right
+// already is not written at all (so its cache line stays shared with the
+// driver), by handing putNetHeader a read-only page, and that a wrong one
+// is rewritten whole.
+func TestNetHeaderStoresOnlyWhatDiffers(t *testing.T) {
+	page, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(page)
+	page[10] = 3 // num_buffers = 3, all else zero
+	if err := unix.Mprotect(page, unix.PROT_READ); err != nil {
+		t.Fatal(err)
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Fatalf("a header that was right already was written: %v", r)
+			}
+		}()
+		putNetHeader(page, 12, 3)
+		putNetHeader(page[100:], 10, 1)
+	}()
+
+	for _, hdr := range []int{10, 12} {
+		d := bytes.Repeat([]byte{0xff}, 16)
+		putNetHeader(d, hdr, 2)
+		want := make([]byte, hdr)
+		if hdr == 12 {
+			want[10] = 2
+		}
+		if !bytes.Equal(d[:hdr], want) || d[hdr] != 0xff {
+			t.Fatalf("hdr %d over 0xff: got %x", hdr, d)
+		}
 	}
 }
