@@ -74,8 +74,15 @@ var protocolNames = map[uint]string{
 // per-port mask. With MQ the driver may use several queue pairs (as many
 // as the frontend's device config says): vhostd polls every transmit
 // queue and delivers into receive queue 0.
+//
+// IN_ORDER promises that every queue's buffers are used in the order they
+// were made available, which lets a driver skip reading used entries'
+// ids (DPDK's virtio driver then takes its in-order paths). The data path
+// keeps it by construction: chains are popped in ring order, put on the
+// used ring in that same order, and only the last ones popped are ever
+// given back (Unpop). Any change there must keep that.
 const OfferedFeatures = 1<<FeatureVersion1 | 1<<FeatureIndirectDesc | 1<<FeatureEventIdx | 1<<FeatureNetMQ |
-	1<<FeatureNetMrgRxbuf | 1<<FeatureAnyLayout | 1<<FeatureProtocolFeature
+	1<<FeatureNetMrgRxbuf | 1<<FeatureAnyLayout | 1<<FeatureProtocolFeature | 1<<FeatureInOrder
 
 // OfferedProtocolFeatures are the protocol features vhostd offers.
 const OfferedProtocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfigureMemSlots

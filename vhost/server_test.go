@@ -67,6 +67,7 @@ const (
 	fIndirect  = 1 << 28
 	fAnyLayout = 1 << 27
 	fNetMQ     = 1 << 22
+	fInOrder   = 1 << 35
 	pMQ        = 1 << 0
 	pReplyAck  = 1 << 3
 	pMemSlots  = 1 << 15
@@ -79,7 +80,7 @@ func TestNegotiation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout | fNetMQ)
+	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout | fNetMQ | fInOrder)
 	if offered != want {
 		t.Fatalf("offered %#x, want %#x", offered, want)
 	}
