@@ -11,7 +11,10 @@ import (
 
 // DPDKRef is DPDK's own vhost-user backend (rte_vhost through net_vhost
 // ports) in testpmd's io forwarding: port 0 <-> port 1 with no lookup. It
-// is the reference of the ratio column.
+// is the reference of the ratio column. In the VM-to-uplink topology its
+// second port serves socket u instead of b: for DPDK a net_vhost "uplink"
+// is a net_vhost port like any other, so that path is the VM-to-VM path
+// with another socket name.
 type DPDKRef struct{}
 
 // Name implements Backend.
@@ -30,7 +33,7 @@ func (DPDKRef) FrontendServer() bool { return false }
 
 // Start implements Backend.
 func (DPDKRef) Start(ctx context.Context, env RunEnv) (Instance, error) {
-	cfg := testpmd.VhostBackendConfig(strconv.Itoa(env.CPU), env.SockA(), env.SockB())
+	cfg := testpmd.VhostBackendConfig(strconv.Itoa(env.CPU), env.SockA(), env.Sock1())
 	if q := env.Case.Queues; q > 1 {
 		for i := range cfg.VhostPorts {
 			cfg.VhostPorts[i].Queues = q
@@ -49,6 +52,20 @@ func (DPDKRef) Start(ctx context.Context, env RunEnv) (Instance, error) {
 type dpdkInst struct{ tp *testpmd.TestPMD }
 
 func (d *dpdkInst) Pid() int { return d.tp.Pid() }
+
+// Drops implements DropCounter: it stops forwarding and returns what
+// testpmd's forward statistics count as dropped since the start (frames
+// io forwarding took from one port and the other's ring did not take).
+func (d *dpdkInst) Drops(ctx context.Context) (uint64, error) {
+	fs, err := d.tp.Stop(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("dpdk-io: stop: %w", err)
+	}
+	if fs == nil {
+		return 0, fmt.Errorf("dpdk-io: forwarding was not running")
+	}
+	return FwdDrops(fs), nil
+}
 
 // Stop quits testpmd; the testpmd package removes its sockets and runtime
 // directory.

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,9 +19,12 @@ import (
 // private ovsdb-server and ovs-vswitchd-dpdk per measurement, a netdev
 // bridge with two dpdkvhostuserclient ports and the NORMAL action (MAC
 // learning, like vhostd). The ports are vhost-user clients, so the
-// generator serves the sockets. EAL runs without hugepages (LAB.md:
-// --legacy-mem keeps OVS from adding --in-memory, and its mempools need
-// -m 2048).
+// generator serves the sockets. In the VM-to-uplink topology the second
+// port is OVS's way to a DPDK uplink instead: an Interface of type=dpdk
+// with options:dpdk-devargs=net_vhost0,iface=SOCKU, a net_vhost ethdev
+// that OVS probes and that serves socket u, as vhostd's uplink does. EAL
+// runs without hugepages (LAB.md: --legacy-mem keeps OVS from adding
+// --in-memory, and its mempools need -m 2048).
 type OVS struct {
 	// Vswitchd is the DPDK build of ovs-vswitchd.
 	Vswitchd string
@@ -65,13 +70,17 @@ type ovsInst struct {
 	db, sw   *Proc
 	prefix   string
 	vsctlEnv []string
+	// ports are the bridge's two ports: a and b, or a and u.
+	ports []string
+	// dpctlLog receives the datapath statistics Drops reads.
+	dpctlLog string
 }
 
 // Start implements Backend. The run directory is env.Dir, which also holds
 // the generator's sockets.
 func (o *OVS) Start(ctx context.Context, env RunEnv) (Instance, error) {
 	d := env.Dir
-	inst := &ovsInst{dir: d, prefix: fmt.Sprintf("vhb-ovs-%d-%d", os.Getpid(), ovsSeq.Add(1))}
+	inst := &ovsInst{dir: d, prefix: fmt.Sprintf("vhb-ovs-%d-%d", os.Getpid(), ovsSeq.Add(1)), dpctlLog: env.Log("ovs-dpctl")}
 	// Every OVS tool finds its files through these, never in the system's
 	// /var/run/openvswitch or /etc/openvswitch.
 	inst.vsctlEnv = []string{"OVS_RUNDIR=" + d, "OVS_LOGDIR=" + d, "OVS_DBDIR=" + d, "OVS_SYSCONFDIR=" + d}
@@ -121,18 +130,47 @@ func (o *OVS) Start(ctx context.Context, env RunEnv) (Instance, error) {
 	// log.
 	args := []string{"--timeout=60",
 		"add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"}
-	for _, p := range []struct{ name, sock string }{{"a", env.SockA()}, {"b", env.SockB()}} {
-		args = append(args, "--", "add-port", "br0", p.name, "--", "set", "Interface", p.name,
-			"type=dpdkvhostuserclient", "options:vhost-server-path="+p.sock)
+	inst.ports = []string{"a", "b"}
+	settings := [][]string{
+		{"type=dpdkvhostuserclient", "options:vhost-server-path=" + env.SockA()},
+		{"type=dpdkvhostuserclient", "options:vhost-server-path=" + env.SockB()},
 	}
-	if err := inst.vsctl(ctx, args...); err != nil {
-		return fail(fmt.Errorf("%w\n%s", err, tailFile(env.Log("ovs-vswitchd-file"), 2000)))
+	upDevargs := "net_vhost0,iface=" + env.SockU()
+	if env.Uplink() {
+		inst.ports[1] = "u"
+		settings[1] = []string{"type=dpdk", "options:dpdk-devargs=" + upDevargs}
 	}
+	for i, name := range inst.ports {
+		args = append(args, "--", "add-port", "br0", name, "--", "set", "Interface", name)
+		args = append(args, settings[i]...)
+	}
+	vsErr := inst.vsctl(ctx, args...)
 	if inst.sw.Exited() {
 		return fail(fmt.Errorf("ovs-vswitchd exited (%v)\n%s", inst.sw.ExitErr(), tailFile(env.Log("ovs-vswitchd-file"), 2000)))
 	}
+	if env.Uplink() {
+		// A dpdk port OVS cannot open stays in the database with its
+		// reason in the Interface's error column (and ofport -1); that is
+		// this machine's OVS, not a passing failure.
+		if out, err := inst.vsctlOut(ctx, "get", "Interface", "u", "error"); err == nil {
+			// An empty optional column reads "[]"; a reason, a quoted
+			// string.
+			if why := strings.Trim(strings.TrimSpace(out), `"[]`); why != "" {
+				return fail(fmt.Errorf("%w: OVS refused its uplink port (type=dpdk, dpdk-devargs=%s): %s",
+					ErrUnsupported, upDevargs, why))
+			}
+		}
+	}
+	if vsErr != nil {
+		return fail(fmt.Errorf("%w\n%s", vsErr, tailFile(env.Log("ovs-vswitchd-file"), 2000)))
+	}
 	if v, err := inst.vsctlOut(ctx, "get", "Open_vSwitch", ".", "dpdk_initialized"); err != nil || strings.TrimSpace(v) != "true" {
 		return fail(fmt.Errorf("DPDK not initialized in ovs-vswitchd (%q, %v)\n%s", v, err, tailFile(env.Log("ovs-vswitchd-file"), 2000)))
+	}
+	if env.Uplink() {
+		if err := waitSocketFile(ctx, env.SockU(), inst.sw, 10*time.Second); err != nil {
+			return fail(fmt.Errorf("uplink port u: %w\n%s", err, tailFile(env.Log("ovs-vswitchd-file"), 2000)))
+		}
 	}
 	// A new bridge has a single NORMAL flow already; set it explicitly so
 	// the measurement does not depend on that default.
@@ -159,6 +197,72 @@ func (o *ovsInst) vsctlOut(ctx context.Context, args ...string) (string, error) 
 		return string(out), fmt.Errorf("ovs-vsctl %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// Drops implements DropCounter: the datapath's lost upcalls plus the
+// dropped and error counters of the bridge's two ports, read live from
+// the datapath (dpctl/show -s; the database's statistics column lags by
+// up to 5 s).
+func (o *ovsInst) Drops(ctx context.Context) (uint64, error) {
+	cmd := exec.CommandContext(ctx, "ovs-appctl", "--target="+filepath.Join(o.dir, "ovs-vswitchd.ctl"), "dpctl/show", "-s")
+	cmd.Env = append(os.Environ(), o.vsctlEnv...)
+	out, err := cmd.CombinedOutput()
+	// Kept next to the other logs, like vhostd's stats: where frames went.
+	os.WriteFile(o.dpctlLog, out, 0o644)
+	if err != nil {
+		return 0, fmt.Errorf("ovs-appctl dpctl/show -s: %v: %s", err, out)
+	}
+	return ParseOVSDrops(string(out), o.ports)
+}
+
+var (
+	ovsPortRe = regexp.MustCompile(`^\s*port \d+: (\S+)`)
+	ovsLostRe = regexp.MustCompile(`\blost:(\d+)`)
+	ovsDropRe = regexp.MustCompile(`\b(?:errors|dropped):(\d+)`)
+)
+
+// ParseOVSDrops sums, in the output of "ovs-appctl dpctl/show -s", the
+// datapath's lost upcalls and the RX/TX errors and dropped counters of
+// the named ports. It fails when a port is missing.
+func ParseOVSDrops(out string, ports []string) (uint64, error) {
+	want := map[string]bool{}
+	for _, p := range ports {
+		want[p] = true
+	}
+	seen := map[string]bool{}
+	var n uint64
+	add := func(s string) {
+		v, _ := strconv.ParseUint(s, 10, 64)
+		n += v
+	}
+	cur := ""
+	for _, l := range strings.Split(out, "\n") {
+		if m := ovsPortRe.FindStringSubmatch(l); m != nil {
+			cur = m[1]
+			if want[cur] {
+				seen[cur] = true
+			}
+			continue
+		}
+		if cur == "" {
+			for _, m := range ovsLostRe.FindAllStringSubmatch(l, -1) {
+				add(m[1])
+			}
+			continue
+		}
+		t := strings.TrimSpace(l)
+		if want[cur] && (strings.HasPrefix(t, "RX packets:") || strings.HasPrefix(t, "TX packets:")) {
+			for _, m := range ovsDropRe.FindAllStringSubmatch(t, -1) {
+				add(m[1])
+			}
+		}
+	}
+	for _, p := range ports {
+		if !seen[p] {
+			return 0, fmt.Errorf("ovs-appctl dpctl/show -s: no port %q in %q", p, out)
+		}
+	}
+	return n, nil
 }
 
 // Pid implements Instance: the switch, whose PMD thread does the work.

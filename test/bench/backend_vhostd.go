@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/vhostd/vhostd/daemon/control"
@@ -34,16 +35,40 @@ func (v *Vhostd) Check() error {
 // FrontendServer implements Backend: vhostd serves the sockets.
 func (v *Vhostd) FrontendServer() bool { return false }
 
-// Start implements Backend.
+var vhostdSeq atomic.Int64
+
+// Start implements Backend. In the VM-to-uplink topology vhostd gets a
+// DPDK uplink, net_vhost0 serving socket u, instead of socket b (as
+// docs/uplink.md and test/e2e's TestUplinkTestpmd run it). EAL runs with
+// vhostd's defaults (no hugepages, -l = the first CPU of its taskset, so
+// the EAL thread stays on the backend CPU) and a --file-prefix of the
+// bench's, so the tracker can check its runtime directory is gone.
 func (v *Vhostd) Start(ctx context.Context, env RunEnv) (Instance, error) {
 	ctl := filepath.Join(env.Dir, "ctl.sock")
 	argv := []string{"taskset", "-c", strconv.Itoa(env.CPU), v.Bin,
-		"--control", ctl, "--log-level", "warn",
-		"--socket", "a=" + env.SockA(), "--socket", "b=" + env.SockB()}
+		"--control", ctl, "--log-level", "warn", "--socket", "a=" + env.SockA()}
+	if env.Uplink() {
+		prefix := fmt.Sprintf("vhb-vhostd-%d-%d", os.Getpid(), vhostdSeq.Add(1))
+		env.Tracker.AddPrefix(prefix)
+		argv = append(argv, "--uplink", "uplink=net_vhost0,iface="+env.SockU(), "--eal", "--file-prefix="+prefix)
+	} else {
+		argv = append(argv, "--socket", "b="+env.SockB())
+	}
 	if env.Case.Pollers > 0 {
 		argv = append(argv, "--pollers", strconv.Itoa(env.Case.Pollers))
 	}
-	return startVhostd(ctx, env.Tracker, env.Log("vhostd"), ctl, argv)
+	inst, err := startVhostd(ctx, env.Tracker, env.Log("vhostd"), ctl, argv)
+	if err != nil || !env.Uplink() {
+		return inst, err
+	}
+	// net_vhost creates its socket when the device is probed, before the
+	// control socket answers; check anyway, the generator's client port
+	// fails at once without it.
+	if err := waitSocketFile(ctx, env.SockU(), inst.p, 5*time.Second); err != nil {
+		inst.Stop()
+		return nil, fmt.Errorf("vhostd uplink: %w [vhostd's log: %s]", err, lastErrorLine(env.Log("vhostd")))
+	}
+	return inst, nil
 }
 
 // vhostdInst is a running vhostd.
@@ -88,6 +113,27 @@ func (v *vhostdInst) Stats(ctx context.Context) ([]control.PortStats, error) {
 	var st []control.PortStats
 	err := control.Call(ctx, v.ctl, "stats", &st)
 	return st, err
+}
+
+// Drops implements DropCounter: every drop counter of every port
+// (tx_no_buffers, tx_uplink_full, ...), summed.
+func (v *vhostdInst) Drops(ctx context.Context) (uint64, error) {
+	st, err := v.Stats(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("vhostd stats: %w", err)
+	}
+	return VhostdDrops(st), nil
+}
+
+// VhostdDrops sums the drop counters of all ports.
+func VhostdDrops(st []control.PortStats) uint64 {
+	var n uint64
+	for _, p := range st {
+		for _, d := range p.Drops {
+			n += d
+		}
+	}
+	return n
 }
 
 // Stop implements Instance: SIGTERM; vhostd removes its sockets itself.

@@ -2,14 +2,20 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vhostd/vhostd/daemon/control"
+	vswitch "github.com/vhostd/vhostd/switch"
+	"github.com/vhostd/vhostd/test/testpmd"
 )
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9*math.Max(1, math.Abs(b)) }
@@ -169,7 +175,7 @@ func TestParseProcStat(t *testing.T) {
 }
 
 func TestCases(t *testing.T) {
-	cs := Cases([]int{64, 1518}, []bool{true, false})
+	cs := Cases([]int{64, 1518}, []bool{true, false}, VMToVM)
 	var names []string
 	for _, c := range cs {
 		names = append(names, c.Name())
@@ -187,9 +193,27 @@ func TestCases(t *testing.T) {
 	if len(mq) != 4 || mq[0].Name() != "64B mrg=on q1 p1" || mq[3].Name() != "64B mrg=on q2 p2" {
 		t.Errorf("mq %v", mq)
 	}
-	c := Case{Frame: 64, Topology: VMToUplinkToVM}
-	if !strings.HasSuffix(c.Name(), "vm-uplink-vm") {
-		t.Errorf("uplink name %q", c.Name())
+	up := Cases([]int{64, 1518}, []bool{true}, VMUplink)
+	if len(up) != 2 || up[0].Name() != "64B mrg=on vm-uplink" || up[1].Topology != VMUplink || up[1].Queues != 1 {
+		t.Errorf("uplink cases %+v", up)
+	}
+	all := append(append([]Case(nil), cs...), up...)
+	if got := CasesOf(all, VMUplink); len(got) != 2 || got[0] != up[0] {
+		t.Errorf("CasesOf uplink %+v", got)
+	}
+	if got := CasesOf(all, VMToVM); len(got) != 4 {
+		t.Errorf("CasesOf vm-vm %+v", got)
+	}
+	if VMUplink.Title() != "VM-to-uplink" || VMToVM.Title() != "VM-to-VM" {
+		t.Error("titles")
+	}
+	env := RunEnv{Dir: "/d", Case: up[0]}
+	if env.Sock1() != "/d/u.sock" || !env.Uplink() {
+		t.Errorf("uplink env: port 1 on %s", env.Sock1())
+	}
+	env.Case = cs[0]
+	if env.Sock1() != "/d/b.sock" || env.Uplink() {
+		t.Errorf("vm-vm env: port 1 on %s", env.Sock1())
 	}
 	if !applies(&Vhostd{}, mq[3]) || applies(DPDKRef{}, mq[3]) || !applies(DPDKRef{}, mq[2]) {
 		t.Error("applies")
@@ -215,10 +239,15 @@ func TestParseOptions(t *testing.T) {
 		t.Errorf("quick with overrides: %+v %v", o, err)
 	}
 	o, err = ParseOptions(nil)
-	if err != nil || o.Reps != 3 || len(o.Frames)*len(o.Mrg) != 4 || len(o.Backends) != 3 {
+	if err != nil || o.Reps != 3 || len(o.Frames)*len(o.Mrg) != 4 || len(o.Backends) != 3 || !o.VMVM || !o.Uplink || o.SeedBursts != 0 {
 		t.Errorf("defaults: %+v %v", o, err)
 	}
-	for _, bad := range [][]string{{"--gen-cpu", "1"}, {"--reps", "0"}, {"--sample", "10s"}, {"extra"}} {
+	o, err = ParseOptions([]string{"--vm-vm=false", "--seed-bursts", "64"})
+	if err != nil || o.VMVM || !o.Uplink || o.SeedBursts != 64 {
+		t.Errorf("uplink only: %+v %v", o, err)
+	}
+	for _, bad := range [][]string{{"--gen-cpu", "1"}, {"--reps", "0"}, {"--sample", "10s"}, {"extra"},
+		{"--vm-vm=false", "--uplink=false"}, {"--seed-bursts", "-1"}} {
 		if _, err := ParseOptions(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
@@ -231,9 +260,9 @@ func testResults() ([]RepResult, []Case) {
 	idle := &CPUUse{SchedPct: 0.5}
 	res := []RepResult{
 		{Backend: "vhostd", Case: c64, Rep: 1, PPS: 8e6, IdleCPU: idle, OtherLoad: 1, Samples: []Sample{{0, 0}, {0.5, 4e6}}},
-		{Backend: "vhostd", Case: c64, Rep: 2, PPS: 10e6, IdleCPU: idle, OtherLoad: 3},
+		{Backend: "vhostd", Case: c64, Rep: 2, PPS: 10e6, IdleCPU: idle, OtherLoad: 3, Seed: 8, GenDrops: 2, BackendDrops: 5},
 		{Backend: "vhostd", Case: c64, Rep: 3, Err: errors.New("boom\nmore")},
-		{Backend: RefDPDK, Case: c64, Rep: 1, PPS: 6e6, OtherLoad: math.NaN()},
+		{Backend: RefDPDK, Case: c64, Rep: 1, PPS: 6e6, OtherLoad: math.NaN(), GenDrops: -1, BackendDrops: -1},
 		{Backend: RefDPDK, Case: c64, Rep: 2, PPS: 12e6, OtherLoad: math.NaN(), Samples: []Sample{{0, 0}, {0.25, 2e6}, {0.5, 5e6}}},
 		{Backend: RefOVS, Case: c64, Rep: 1, PPS: 6e6, Retried: 1},
 		{Backend: "vhostd", Case: c1518, Rep: 1, PPS: 3e6},
@@ -248,7 +277,7 @@ func TestBuildRows(t *testing.T) {
 		t.Fatalf("%d rows: %+v", len(rows), rows)
 	}
 	v := rows[0]
-	if v.PPS.N != 2 || v.PPS.Median != 9e6 || v.Failed != 1 || v.Err != "boom" {
+	if v.PPS.N != 2 || v.PPS.Median != 9e6 || v.Failed != 1 || v.Err != "boom" || v.Lossy != 1 || v.Dropped != 7 {
 		t.Errorf("vhostd row %+v", v)
 	}
 	if !near(v.VsDPDK, 1) || !near(v.VsOVS, 1.5) || v.IdleCPU.Median != 0.5 || v.OtherLoad.Max != 3 {
@@ -269,7 +298,7 @@ func TestBuildRows(t *testing.T) {
 	WriteTable(&buf, rows, false)
 	out := buf.String()
 	for _, want := range []string{"x dpdk-io", "9.000", "1.50x", "n/a", "2/3", "1 of 3 repetitions failed: boom",
-		"ovs-dpdk 64B mrg=on: 1 attempt(s) thrown away"} {
+		"ovs-dpdk 64B mrg=on: 1 attempt(s) thrown away", "vhostd 64B mrg=on: frames dropped in 1 of 2 repetitions (7 in all"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -309,12 +338,15 @@ func TestCSV(t *testing.T) {
 	}
 	if col(t, recs, 1, "backend") != "vhostd" || col(t, recs, 1, "mpps_median") != "9.0000" ||
 		col(t, recs, 1, "ratio_ovs_dpdk") != "1.500" || col(t, recs, 4, "ratio_dpdk_io") != "" ||
-		col(t, recs, 1, "reps_failed") != "1" || col(t, recs, 1, "gbps_median") != "4.608" {
+		col(t, recs, 1, "reps_failed") != "1" || col(t, recs, 1, "gbps_median") != "4.608" ||
+		col(t, recs, 1, "reps_with_drops") != "1" || col(t, recs, 1, "dropped") != "7" || col(t, recs, 2, "dropped") != "0" {
 		t.Errorf("results.csv: %v", recs[1])
 	}
 	recs = readCSV(t, func(w io.Writer) error { return WriteRepsCSV(w, res) })
 	if len(recs) != 1+len(res) || col(t, recs, 3, "error") != "boom" || col(t, recs, 1, "mpps") != "8.0000" ||
-		col(t, recs, 6, "retried") != "1" || col(t, recs, 1, "loop_collapsed") != "false" {
+		col(t, recs, 6, "retried") != "1" || col(t, recs, 1, "loop_collapsed") != "false" ||
+		col(t, recs, 2, "seed_bursts") != "8" || col(t, recs, 2, "gen_dropped") != "2" || col(t, recs, 2, "backend_dropped") != "5" ||
+		col(t, recs, 4, "gen_dropped") != "" || col(t, recs, 1, "gen_dropped") != "0" {
 		t.Errorf("reps.csv: %v", recs)
 	}
 	recs = readCSV(t, func(w io.Writer) error { return WriteSamplesCSV(w, res) })
@@ -386,5 +418,122 @@ func TestSVG(t *testing.T) {
 	}
 	if BackendColor("vhostd") == BackendColor(RefDPDK) || BackendColor("zz") != BackendColor("zz") {
 		t.Error("colors")
+	}
+}
+
+func TestSeedBursts(t *testing.T) {
+	q1 := Case{Frame: 64, Queues: 1}
+	q2 := Case{Frame: 64, Queues: 2}
+	if n := SeedBursts(0, q1); n*genBurst != DefaultSeedFrames {
+		t.Errorf("default seed %d bursts at 1 queue, want %d frames", n, DefaultSeedFrames)
+	}
+	// Per port, over all its queues, the seed must fit one receive ring.
+	for _, c := range []Case{q1, q2, {Queues: 0}, {Queues: 64}} {
+		n := SeedBursts(0, c)
+		if n < 1 || (n*genBurst*max(c.Queues, 1) > genRing && n > 1) {
+			t.Errorf("queues %d: %d bursts per stream", c.Queues, n)
+		}
+	}
+	if SeedBursts(64, q2) != 64 {
+		t.Error("override ignored")
+	}
+}
+
+func TestDropCounts(t *testing.T) {
+	fs := []testpmd.FwdStats{
+		{Port: 0, RxPackets: 100, RxDropped: 1, TxPackets: 90, TxDropped: 10},
+		{Port: 1, RxErrors: 2, RxNombufs: 3, TxDropped: 4},
+		{Port: -1, RxDropped: 1, TxDropped: 14, RxErrors: 2, RxNombufs: 3},
+	}
+	if n := FwdDrops(fs); n != 20 {
+		t.Errorf("FwdDrops = %d, want 20 (the accumulated block not counted twice)", n)
+	}
+	st := []control.PortStats{
+		{Name: "a", Snapshot: vswitch.Snapshot{Drops: map[string]uint64{"tx_no_buffers": 5, "same_port": 0}}},
+		{Name: "uplink", Snapshot: vswitch.Snapshot{Drops: map[string]uint64{"tx_uplink_full": 7}}},
+	}
+	if n := VhostdDrops(st); n != 12 {
+		t.Errorf("VhostdDrops = %d", n)
+	}
+}
+
+// ovsDpctl is the layout of "ovs-appctl dpctl/show -s" as OVS 3.1's netdev
+// datapath prints it with a dpdkvhostuserclient and a net_vhost dpdk port
+// ("?" for counters a port does not have), with other numbers. br0 drops
+// what NORMAL floods to it before the MACs are learned: not the loop's.
+const ovsDpctl = `netdev@ovs-netdev:
+  lookups: hit:2000 missed:3 lost:1
+  flows: 2
+  port 0: ovs-netdev (tap)
+    RX packets:0 errors:0 dropped:0 overruns:0 frame:0
+    TX packets:0 errors:0 dropped:9 aborted:0 carrier:0
+    collisions:0
+    RX bytes:0  TX bytes:0
+  port 1: br0 (tap)
+    RX packets:0 errors:0 dropped:0 overruns:0 frame:0
+    TX packets:0 errors:0 dropped:5 aborted:0 carrier:0
+    collisions:0
+    RX bytes:0  TX bytes:0
+  port 2: a (dpdkvhostuserclient: configured_rx_queues=1, configured_tx_queues=1, mtu=1500, requested_rx_queues=1, requested_tx_queues=1)
+    RX packets:1000 errors:? dropped:2 overruns:? frame:?
+    TX packets:1000 errors:? dropped:30 aborted:? carrier:?
+    collisions:?
+    RX bytes:60000 (58.6 KiB)  TX bytes:60000 (58.6 KiB)
+  port 3: u (dpdk: configured_rx_queues=1, configured_rxq_descriptors=2048, configured_tx_queues=1, mtu=1500)
+    RX packets:1000 errors:4 dropped:0 overruns:? frame:?
+    TX packets:1000 errors:0 dropped:0 aborted:? carrier:?
+    collisions:?
+    RX bytes:60000 (58.6 KiB)  TX bytes:60000 (58.6 KiB)
+`
+
+func TestParseOVSDrops(t *testing.T) {
+	n, err := ParseOVSDrops(ovsDpctl, []string{"a", "u"})
+	if err != nil || n != 1+2+30+4 {
+		t.Errorf("ParseOVSDrops = %d, %v; want 37 (lost upcalls and ports a, u; not br0 or ovs-netdev)", n, err)
+	}
+	if _, err := ParseOVSDrops(ovsDpctl, []string{"a", "b"}); err == nil {
+		t.Error("missing port b accepted")
+	}
+}
+
+// fakeBackend is a reference backend whose Start fails with err.
+type fakeBackend struct{ err error }
+
+func (f fakeBackend) Name() string         { return "fake" }
+func (f fakeBackend) Check() error         { return nil }
+func (f fakeBackend) FrontendServer() bool { return false }
+func (f fakeBackend) Start(context.Context, RunEnv) (Instance, error) {
+	return nil, f.err
+}
+
+func TestSkipPerTopology(t *testing.T) {
+	r := NewRunner(Options{}, NewTracker(), t.TempDir(), io.Discard)
+	vm := Case{Frame: 64, Topology: VMToVM, Queues: 1}
+	up := Case{Frame: 64, Topology: VMUplink, Queues: 1}
+	b := fakeBackend{err: fmt.Errorf("ovs-dpdk: %w: no net_vhost", ErrUnsupported)}
+	r.startFailed(b, up, b.err)
+	if !r.skipped(b, up) || r.skipped(b, vm) {
+		t.Errorf("after an unsupported uplink: skipped uplink %v, vm-vm %v", r.skipped(b, up), r.skipped(b, vm))
+	}
+	if !strings.Contains(r.Skipped[SkipKey("fake", VMUplink)], "no net_vhost") {
+		t.Errorf("reason %q", r.Skipped[SkipKey("fake", VMUplink)])
+	}
+	// An ordinary failure is forgiven once.
+	other := errors.New("busy")
+	r.startFailed(b, vm, other)
+	if r.skipped(b, vm) {
+		t.Error("skipped after one failure")
+	}
+	r.startFailed(b, vm, other)
+	if !r.skipped(b, vm) {
+		t.Error("not skipped after two failures in a row")
+	}
+	// vhostd is never skipped.
+	v := &Vhostd{}
+	r.startFailed(v, up, b.err)
+	r.startFailed(v, up, other)
+	r.startFailed(v, up, other)
+	if r.skipped(v, up) {
+		t.Error("vhostd skipped")
 	}
 }

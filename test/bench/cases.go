@@ -13,16 +13,27 @@ const (
 	// VMToVM: generator port 0 = VM A on socket a, port 1 = VM B on
 	// socket b; the backend switches between the two sockets.
 	VMToVM Topology = "vm-vm"
-	// VMToUplinkToVM is the extension point for the uplink rows of issue
-	// 5: VM A -> backend -> DPDK uplink -> a DPDK peer (net_vhost or
-	// net_virtio_user pair) -> uplink -> backend -> VM B. Not runnable
-	// until vhostd has its DPDK uplink: it needs (1) a Backend.Start that
-	// also wires the uplink (vhostd's uplink flag, OVS's dpdk port, and
-	// for DPDK's reference a testpmd with four ports), and (2) a peer
-	// process looping the uplink back, started in runOne beside the
-	// generator. Cases with this topology are listed as skipped.
-	VMToUplinkToVM Topology = "vm-uplink-vm"
+	// VMUplink: generator port 0 = VM A on socket a, port 1 = the DPDK
+	// peer on the far side of the backend's uplink, on socket u, which
+	// the backend's uplink device (a net_vhost ethdev inside it) serves.
+	// Every frame crosses the backend once, VM -> uplink or uplink -> VM.
+	// The issue's "VM-to-uplink-to-VM" (a peer reflecting frames back
+	// through the uplink) cannot be built for a learning switch: the
+	// frames would come back with the MACs they left with, from the
+	// other side, and the switch would move the MACs between ports on
+	// every frame.
+	VMUplink Topology = "vm-uplink"
 )
+
+// Title is the topology's name in report headings and plots.
+func (t Topology) Title() string {
+	switch t {
+	case VMUplink:
+		return "VM-to-uplink"
+	default:
+		return "VM-to-VM"
+	}
+}
 
 // Case is one traffic pattern measured on every backend.
 type Case struct {
@@ -115,13 +126,24 @@ func splitList(s string) []string {
 	return out
 }
 
-// Cases builds the VM-to-VM matrix: every frame size with every mrg_rxbuf
-// setting, one queue pair, vhostd's default pollers.
-func Cases(frames []int, mrg []bool) []Case {
+// Cases builds one topology's matrix: every frame size with every
+// mrg_rxbuf setting, one queue pair, vhostd's default pollers.
+func Cases(frames []int, mrg []bool, t Topology) []Case {
 	var out []Case
 	for _, f := range frames {
 		for _, m := range mrg {
-			out = append(out, Case{Frame: f, MrgRxbuf: m, Topology: VMToVM, Queues: 1})
+			out = append(out, Case{Frame: f, MrgRxbuf: m, Topology: t, Queues: 1})
+		}
+	}
+	return out
+}
+
+// CasesOf returns the cases of topology t, in order.
+func CasesOf(cases []Case, t Topology) []Case {
+	var out []Case
+	for _, c := range cases {
+		if c.Topology == t {
+			out = append(out, c)
 		}
 	}
 	return out

@@ -25,17 +25,20 @@ type Generator struct {
 	tp *testpmd.TestPMD
 }
 
-// StartGenerator starts the generator on env's sockets, confined to cpu
-// (--lcores 0@cpu,1@cpu: the CLI lcore and one forwarding lcore), and
-// waits for both links. server makes its vdevs socket servers, for
-// backends that connect as clients (OVS).
+// StartGenerator starts the generator on env's sockets (port 0 on a, port
+// 1 on b or, in the VM-to-uplink topology, on the backend's uplink socket
+// u), confined to cpu (--lcores 0@cpu,1@cpu: the CLI lcore and one
+// forwarding lcore), and waits for both links. server makes its VM ports
+// socket servers, for backends that connect to VM sockets as clients
+// (OVS); the uplink port is always a client, the backend's net_vhost
+// device serving u.
 func StartGenerator(ctx context.Context, env RunEnv, cpu int, server bool) (*Generator, error) {
 	mrg := env.Case.MrgRxbuf
-	port := func(sock, mac string) testpmd.Port {
+	port := func(sock, mac string, server bool) testpmd.Port {
 		return testpmd.Port{Socket: sock, MAC: mac, Server: server, MrgRxbuf: &mrg, Queues: max(env.Case.Queues, 1)}
 	}
 	cfg := testpmd.Config{
-		Ports:    []testpmd.Port{port(env.SockA(), macA), port(env.SockB(), macB)},
+		Ports:    []testpmd.Port{port(env.SockA(), macA, server), port(env.Sock1(), macB, server && !env.Uplink())},
 		PeerMACs: []string{macB, macA},
 		TxPkts:   env.Case.TxPkts(),
 		CPUs:     strconv.Itoa(cpu),
@@ -64,8 +67,8 @@ func (g *Generator) Pid() int { return g.tp.Pid() }
 
 // LoopOptions times one closed-loop run.
 type LoopOptions struct {
-	// SeedBursts is N of "start tx_first N" (bursts of 32 frames per
-	// port; what does not fit the rings is dropped by testpmd).
+	// SeedBursts is N of "start tx_first N": N bursts of 32 frames per
+	// forwarding stream (one stream per port and queue); see SeedBursts.
 	SeedBursts int
 	// Warmup is skipped before the measured window; Window is its length.
 	Warmup, Window time.Duration
@@ -121,10 +124,67 @@ func (g *Generator) RunLoop(ctx context.Context, opt LoopOptions) ([]Sample, err
 	}
 }
 
-// StopLoop stops forwarding: no more frames leave the generator.
-func (g *Generator) StopLoop(ctx context.Context) error {
-	_, err := g.tp.Stop(ctx)
-	return err
+// StopLoop stops forwarding (no more frames leave the generator) and
+// returns the frames the generator dropped since the seed (FwdDrops).
+func (g *Generator) StopLoop(ctx context.Context) (uint64, error) {
+	fs, err := g.tp.Stop(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("generator: %w", err)
+	}
+	return FwdDrops(fs), nil
+}
+
+// FwdDrops sums what testpmd's forward statistics (the output of "stop")
+// count as lost on every port: RX-dropped (the ethdev's imissed), RX
+// errors, RX no-mbufs, and TX-dropped (frames the forwarding engine,
+// tx_first's bursts included, could not put into a full TX ring).
+func FwdDrops(fs []testpmd.FwdStats) uint64 {
+	var n uint64
+	for _, f := range fs {
+		if f.Port >= 0 {
+			n += f.RxDropped + f.RxErrors + f.RxNombufs + f.TxDropped
+		}
+	}
+	return n
+}
+
+// Ring geometry of the generator's ports: DPDK virtio_user's default
+// queue_size, and testpmd's default burst (tx_first sends bursts of it).
+const (
+	genRing  = 256
+	genBurst = 32
+)
+
+// DefaultSeedFrames is how many frames per port (all its queues together)
+// the default seed puts into the closed loop: one ring less one burst (see
+// SeedBursts).
+const DefaultSeedFrames = genRing - genBurst
+
+// SeedBursts returns N of "start tx_first N" for case c. override > 0
+// (--seed-bursts) wins. Otherwise the seed is DefaultSeedFrames per port,
+// spread over its queues (tx_first sends N bursts on every stream, one
+// stream per port and queue), at least one burst per stream.
+//
+// Why that many: frames keep their direction in the loop (a frame from
+// port 0 to port 1's MAC is sent out of port 0 again), so each direction
+// carries exactly the frames its port seeded, for good. While tx_first
+// runs testpmd receives nothing, so they must all fit into the other
+// port's receive ring (256 entries), or the backend drops the excess. And
+// a backend may mark a burst's transmit descriptors used only after it
+// has delivered the burst (vhostd does: it publishes the used ring once
+// per burst), so the generator can get frames back and resend them while
+// their old descriptors still hold the transmit ring: the ring must hold
+// the seed plus one burst of 32, or testpmd drops. Measured: 8 bursts
+// lose exactly 32 frames per VM port on vhostd; 7 lose none on any
+// backend (docs/bench.md, Seeding). vhostd delivers every queue of a port
+// into receive queue 0 of the other, so the per-port total, not the
+// per-queue count, must fit.
+func SeedBursts(override int, c Case) int {
+	if override > 0 {
+		return override
+	}
+	per := DefaultSeedFrames / (genBurst * max(c.Queues, 1))
+	return max(per, 1)
 }
 
 // Close quits the generator; the testpmd package removes its runtime

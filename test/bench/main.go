@@ -120,7 +120,8 @@ func run(args []string) (int, error) {
 	return 0, nil
 }
 
-// measure runs the three sections (throughput, multi-queue, idle), then
+// measure runs the three sections (throughput VM-to-VM and VM-to-uplink,
+// multi-queue, idle), then
 // removes what they left and checks nothing remains. Progress goes to
 // stderr.
 func measure(ctx context.Context, opt Options, backends []Backend, o *Outcome) {
@@ -130,7 +131,12 @@ func measure(ctx context.Context, opt Options, backends []Backend, o *Outcome) {
 	for _, b := range backends {
 		o.Names = append(o.Names, b.Name())
 	}
-	o.Cases = Cases(opt.Frames, opt.Mrg)
+	if opt.VMVM {
+		o.Cases = append(o.Cases, Cases(opt.Frames, opt.Mrg, VMToVM)...)
+	}
+	if opt.Uplink {
+		o.Cases = append(o.Cases, Cases(opt.Frames, opt.Mrg, VMUplink)...)
+	}
 	fmt.Fprintf(prog, "bench: %d case(s) x %d backend(s) x %d rep(s), warm-up %v, window %v; generator on CPU %d, backend on CPU %d\n",
 		len(o.Cases), len(backends), opt.Reps, opt.Warmup, opt.Window, opt.GenCPU, opt.BackendCPU)
 	o.Results = r.Throughput(ctx, backends, o.Cases)

@@ -21,6 +21,9 @@ type Options struct {
 	VhostdBin             string
 	OVSVswitchd           string
 	Out                   string
+	// VMVM and Uplink enable the throughput cases of the two topologies
+	// (VMToVM, VMUplink).
+	VMVM, Uplink bool
 	// MQ enables the multi-queue section; IdleProbes the number of
 	// first-frame probes (0 skips the idle section), each after Idle.
 	MQ         bool
@@ -34,7 +37,7 @@ func ParseOptions(args []string) (Options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var o Options
 	var frames, mrg, backends, mqBackends string
-	fs.BoolVar(&o.Quick, "quick", false, "smoke test: 1 repetition, short windows, one case (64B mrg=on)")
+	fs.BoolVar(&o.Quick, "quick", false, "smoke test: 1 repetition, short windows, one case (64B mrg=on) per topology")
 	fs.IntVar(&o.Reps, "reps", 3, "repetitions of every measurement (median and spread are over these)")
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "time after seeding the loop before the window starts")
 	fs.DurationVar(&o.Window, "window", 5*time.Second, "measured window per repetition")
@@ -44,7 +47,9 @@ func ParseOptions(args []string) (Options, error) {
 	fs.StringVar(&backends, "backends", "vhostd,dpdk-io,ovs-dpdk", "backends to measure")
 	fs.IntVar(&o.GenCPU, "gen-cpu", 0, "CPU of the traffic generator (and of this program)")
 	fs.IntVar(&o.BackendCPU, "backend-cpu", 1, "CPU of the backend under test")
-	fs.IntVar(&o.SeedBursts, "seed-bursts", 64, "N of 'start tx_first N' that seeds the closed loop")
+	fs.IntVar(&o.SeedBursts, "seed-bursts", 0, fmt.Sprintf("N of 'start tx_first N' that seeds the closed loop (0: %d frames per port, N = %d / (32 x queues))", DefaultSeedFrames, DefaultSeedFrames))
+	fs.BoolVar(&o.VMVM, "vm-vm", true, "measure the VM-to-VM cases (generator on sockets a and b)")
+	fs.BoolVar(&o.Uplink, "uplink", true, "measure the VM-to-uplink cases (generator on socket a and on the backend's DPDK uplink, net_vhost on socket u)")
 	fs.IntVar(&o.RetryCollapsed, "retry-collapsed", 1, "times a repetition whose loop collapsed is run again")
 	fs.StringVar(&o.VhostdBin, "vhostd", "bin/vhostd", "vhostd binary")
 	fs.StringVar(&o.OVSVswitchd, "ovs-vswitchd", DefaultOVSVswitchd, "ovs-vswitchd built with DPDK")
@@ -85,6 +90,12 @@ func ParseOptions(args []string) (Options, error) {
 	o.MQBackends = splitList(mqBackends)
 	if o.Reps < 1 || o.RetryCollapsed < 0 || o.Window <= 0 || o.Warmup < 0 || o.Every <= 0 || o.Every > o.Window {
 		return o, fmt.Errorf("need reps >= 1, window > 0, warmup >= 0, 0 < sample <= window")
+	}
+	if o.SeedBursts < 0 {
+		return o, fmt.Errorf("--seed-bursts %d: want 0 (default) or more", o.SeedBursts)
+	}
+	if !o.VMVM && !o.Uplink {
+		return o, fmt.Errorf("--vm-vm=false and --uplink=false: no throughput case left")
 	}
 	if o.GenCPU == o.BackendCPU {
 		return o, fmt.Errorf("generator and backend on the same CPU %d: the bench needs two", o.GenCPU)

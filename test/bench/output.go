@@ -19,20 +19,37 @@ func PrintReport(w io.Writer, opt Options, o *Outcome) (rows, mqRows []Row) {
 	}
 	fmt.Fprintf(w, "\nvhostd bench, %s (%s, %.0f s)\n", o.Start.Format("2006-01-02 15:04"), mode, time.Since(o.Start).Seconds())
 	fmt.Fprintf(w, "machine: %s\n", machineInfo())
-	fmt.Fprintf(w, "generator: dpdk-testpmd, 2 x net_virtio_user, mac closed loop (tx_first %d), CPU %d; backend on CPU %d\n",
-		opt.SeedBursts, opt.GenCPU, opt.BackendCPU)
+	seed := fmt.Sprintf("tx_first %d", opt.SeedBursts)
+	if opt.SeedBursts == 0 {
+		seed = fmt.Sprintf("seeded with %d frames per port: tx_first %d", DefaultSeedFrames, SeedBursts(0, Case{Queues: 1}))
+	}
+	fmt.Fprintf(w, "generator: dpdk-testpmd, 2 x net_virtio_user, mac closed loop (%s), CPU %d; backend on CPU %d\n",
+		seed, opt.GenCPU, opt.BackendCPU)
 	fmt.Fprintf(w, "%d repetition(s) of %v after %v warm-up; Mpps = frames received back by the generator, both ports; load average before %s, after %s\n",
 		opt.Reps, opt.Window, opt.Warmup, o.LoadBefore, loadAvg())
 
-	fmt.Fprintf(w, "\nVM-to-VM throughput (median over repetitions; ratios of medians in this run):\n")
-	rows = BuildRows(o.Results, o.Cases, o.Names)
-	WriteTable(w, rows, false)
-	for _, n := range o.Names {
-		if why, ok := o.Skipped[n]; ok {
-			fmt.Fprintf(w, "  %s skipped: %s\n", n, strings.ReplaceAll(strings.TrimRight(why, "\n"), "\n", "\n    "))
+	for i, t := range []Topology{VMToVM, VMUplink} {
+		cs := CasesOf(o.Cases, t)
+		if len(cs) == 0 {
+			continue
 		}
+		fmt.Fprintf(w, "\n%s throughput (median over repetitions; ratios of medians in this run):\n", t.Title())
+		if t == VMUplink {
+			fmt.Fprintf(w, "  generator port 1 = the DPDK peer behind the backend's uplink (net_virtio_user on its net_vhost socket); each frame crosses the backend once\n")
+		}
+		rs := BuildRows(o.Results, cs, o.Names)
+		WriteTable(w, rs, false)
+		for _, n := range o.Names {
+			why, ok := o.Skipped[SkipKey(n, t)]
+			if g, all := o.Skipped[n]; all && i == 0 {
+				why, ok = g, true
+			}
+			if ok {
+				fmt.Fprintf(w, "  %s skipped: %s\n", n, strings.ReplaceAll(strings.TrimRight(why, "\n"), "\n", "\n    "))
+			}
+		}
+		rows = append(rows, rs...)
 	}
-	fmt.Fprintf(w, "  VM-to-uplink-to-VM: not measured yet (needs vhostd's DPDK uplink; see Topology VMToUplinkToVM in test/bench/cases.go)\n")
 
 	if len(o.MQResults) > 0 {
 		fmt.Fprintf(w, "\nMulti-queue, backend confined to CPU %d (qN = queue pairs per generator port, pN = vhostd --pollers; x baseline = over the same backend's q1 p1):\n", opt.BackendCPU)
@@ -71,11 +88,23 @@ func PrintEnd(w io.Writer, o *Outcome, files []string) {
 // names of the files written.
 func WriteOutputs(opt Options, o *Outcome, rows, mqRows []Row) ([]string, error) {
 	all := append(append([]RepResult(nil), o.Results...), o.MQResults...)
-	sections := []Section{{"vm-vm", rows}}
+	var sections []Section
+	var panels []Panel
+	for _, t := range []Topology{VMToVM, VMUplink} {
+		var rs []Row
+		for _, r := range rows {
+			if r.Case.Topology == t {
+				rs = append(rs, r)
+			}
+		}
+		if len(rs) > 0 {
+			sections = append(sections, Section{string(t), rs})
+		}
+		panels = append(panels, RatePanels(o.Results, CasesOf(o.Cases, t), o.Names, t.Title()+" ", opt.Warmup.Seconds())...)
+	}
 	if len(mqRows) > 0 {
 		sections = append(sections, Section{"mq", mqRows})
 	}
-	panels := RatePanels(o.Results, o.Cases, o.Names, "VM-to-VM ", opt.Warmup.Seconds())
 	panels = append(panels, RatePanels(o.MQResults, o.MQCases, o.MQNames, "multi-queue ", opt.Warmup.Seconds())...)
 	type output struct {
 		name string

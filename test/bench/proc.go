@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vhostd/vhostd/test/testpmd"
 )
 
 // Proc is a child process the bench started and must stop: a backend
@@ -39,8 +41,11 @@ func StartProc(tr *Tracker, name, logPath string, env []string, argv ...string) 
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// From the testpmd package's spawner thread: Linux sends the
+	// parent-death signal when the forking thread ends, and this program
+	// ends threads (WakeFloor's locked goroutine).
+	if err := testpmd.StartProcess(cmd, syscall.SIGTERM); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("%s: start %s: %w", name, argv[0], err)
 	}

@@ -39,6 +39,10 @@ type Row struct {
 	// Collapsed counts successful repetitions whose loop collapsed;
 	// Retried counts the attempts thrown away for a collapse.
 	Collapsed, Retried int
+	// Lossy counts successful repetitions in which the generator or the
+	// backend dropped frames; Dropped sums the drops they counted.
+	Lossy   int
+	Dropped uint64
 }
 
 // BuildRows groups results by case (in cases' order) and backend (in
@@ -69,6 +73,10 @@ func BuildRows(results []RepResult, cases []Case, backends []string) []Row {
 					r.Collapsed++
 				}
 				r.Retried += res.Retried
+				if res.GenDrops > 0 || res.BackendDrops > 0 {
+					r.Lossy++
+					r.Dropped += uint64(max(res.GenDrops, 0) + max(res.BackendDrops, 0))
+				}
 				if !math.IsNaN(res.OtherLoad) {
 					other = append(other, res.OtherLoad)
 				}
@@ -188,6 +196,10 @@ func WriteTable(w io.Writer, rows []Row, mq bool) {
 			notes = append(notes, fmt.Sprintf("  %s %s: the loop collapsed in %d of %d repetitions (frames lost; see rate.svg and docs/bench.md)",
 				r.Backend, r.Case.Name(), r.Collapsed, s.N))
 		}
+		if r.Lossy > 0 {
+			notes = append(notes, fmt.Sprintf("  %s %s: frames dropped in %d of %d repetitions (%d in all, generator and backend): the loop carried fewer frames than seeded (docs/bench.md, Seeding)",
+				r.Backend, r.Case.Name(), r.Lossy, s.N, r.Dropped))
+		}
 		if r.Failed > 0 {
 			notes = append(notes, fmt.Sprintf("  %s %s: %d of %d repetitions failed: %s", r.Backend, r.Case.Name(), r.Failed, s.N+r.Failed, r.Err))
 		}
@@ -260,7 +272,7 @@ func WriteResultsCSV(w io.Writer, sections []Section) error {
 	cw.Write([]string{"section", "backend", "case", "frame_bytes", "mrg_rxbuf", "queues", "pollers",
 		"reps_ok", "reps_failed", "mpps_median", "mpps_min", "mpps_max", "spread_pct", "stdev_pct",
 		"gbps_median", "ratio_dpdk_io", "ratio_ovs_dpdk", "ratio_baseline", "idle_cpu_pct_median",
-		"other_load_pct_median", "other_load_pct_max", "error"})
+		"other_load_pct_median", "other_load_pct_max", "reps_with_drops", "dropped", "error"})
 	for _, sect := range sections {
 		sec := sect.Name
 		for _, r := range sect.Rows {
@@ -284,7 +296,7 @@ func WriteResultsCSV(w io.Writer, sections []Section) error {
 			} else {
 				rec = append(rec, "", "")
 			}
-			rec = append(rec, r.Err)
+			rec = append(rec, strconv.Itoa(r.Lossy), strconv.FormatUint(r.Dropped, 10), r.Err)
 			cw.Write(rec)
 		}
 	}
@@ -295,18 +307,26 @@ func WriteResultsCSV(w io.Writer, sections []Section) error {
 // WriteRepsCSV writes one line per repetition.
 func WriteRepsCSV(w io.Writer, results []RepResult) error {
 	cw := csv.NewWriter(w)
-	cw.Write([]string{"backend", "case", "rep", "mpps", "window_s", "max_sample_gap_s", "idle_cpu_pct", "other_load_pct", "loop_collapsed", "retried", "error"})
+	cw.Write([]string{"backend", "case", "rep", "mpps", "window_s", "max_sample_gap_s", "idle_cpu_pct", "other_load_pct", "loop_collapsed", "retried",
+		"seed_bursts", "gen_dropped", "backend_dropped", "error"})
+	count := func(v int64) string {
+		if v < 0 {
+			return ""
+		}
+		return strconv.FormatInt(v, 10)
+	}
 	for _, r := range results {
 		rec := []string{r.Backend, r.Case.Name(), strconv.Itoa(r.Rep)}
 		if r.Err != nil {
-			rec = append(rec, "", "", "", "", "", "", strconv.Itoa(r.Retried), firstLine(r.Err.Error()))
+			rec = append(rec, "", "", "", "", "", "", strconv.Itoa(r.Retried), strconv.Itoa(r.Seed), count(r.GenDrops), count(r.BackendDrops),
+				firstLine(r.Err.Error()))
 		} else {
 			idle := ""
 			if r.IdleCPU != nil {
 				idle = csvFloat(r.IdleCPU.Best(), 3)
 			}
 			rec = append(rec, csvFloat(r.PPS/1e6, 4), csvFloat(r.Span, 3), csvFloat(MaxGap(r.Samples), 3), idle, csvFloat(r.OtherLoad, 1),
-				strconv.FormatBool(Collapsed(r.Samples)), strconv.Itoa(r.Retried), "")
+				strconv.FormatBool(Collapsed(r.Samples)), strconv.Itoa(r.Retried), strconv.Itoa(r.Seed), count(r.GenDrops), count(r.BackendDrops), "")
 		}
 		cw.Write(rec)
 	}

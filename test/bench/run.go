@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,6 +32,14 @@ type RepResult struct {
 	// Retried counts earlier attempts of this repetition thrown away
 	// because their loop collapsed (Options.RetryCollapsed).
 	Retried int
+	// Seed is N of the "start tx_first N" that seeded the loop.
+	Seed int
+	// GenDrops is what the generator lost from the seed to the loop's
+	// stop (FwdDrops); BackendDrops what the backend counted as dropped
+	// (DropCounter), -1 if unknown. In a closed loop every lost frame is
+	// gone for good: non-zero means the loop carried fewer frames than
+	// seeded.
+	GenDrops, BackendDrops int64
 	// Err is why the repetition failed (PPS is then not valid).
 	Err error
 }
@@ -42,10 +51,11 @@ type Runner struct {
 	logDir string
 	out    io.Writer
 	seq    int
-	// Skipped maps a backend name to why it was not (or no longer)
-	// measured.
+	// Skipped maps a backend name, or SkipKey of a backend and a
+	// topology, to why it was not (or no longer) measured.
 	Skipped map[string]string
-	// startFails counts a backend's start failures in a row.
+	// startFails counts a backend's start failures in a row, per
+	// SkipKey.
 	startFails map[string]int
 }
 
@@ -74,7 +84,7 @@ func (r *Runner) Throughput(ctx context.Context, backends []Backend, cases []Cas
 		for _, c := range cases {
 			for i := range backends {
 				b := backends[(i+rep-1)%len(backends)]
-				if _, off := r.Skipped[b.Name()]; off || !applies(b, c) {
+				if r.skipped(b, c) || !applies(b, c) {
 					continue
 				}
 				if ctx.Err() != nil {
@@ -84,7 +94,7 @@ func (r *Runner) Throughput(ctx context.Context, backends []Backend, cases []Cas
 				// A collapsed loop measures the stall that killed it
 				// (usually other load), not the backend: try again.
 				for rr.Err == nil && Collapsed(rr.Samples) && rr.Retried < r.opt.RetryCollapsed && ctx.Err() == nil {
-					fmt.Fprintf(r.out, "  rep %d/%d  %-18s %-9s loop collapsed at %.3f Mpps (other load %.0f%%): once more\n",
+					fmt.Fprintf(r.out, "  rep %d/%d  %-28s %-9s loop collapsed at %.3f Mpps (other load %.0f%%): once more\n",
 						rep, r.opt.Reps, c.Name(), b.Name(), rr.PPS/1e6, rr.OtherLoad)
 					n := rr.Retried + 1
 					rr = r.runOne(ctx, b, c, rep)
@@ -92,14 +102,14 @@ func (r *Runner) Throughput(ctx context.Context, backends []Backend, cases []Cas
 				}
 				res = append(res, rr)
 				if rr.Err != nil {
-					fmt.Fprintf(r.out, "  rep %d/%d  %-18s %-9s FAILED: %s\n", rep, r.opt.Reps, c.Name(), b.Name(), firstLine(rr.Err.Error()))
+					fmt.Fprintf(r.out, "  rep %d/%d  %-28s %-9s FAILED: %s\n", rep, r.opt.Reps, c.Name(), b.Name(), firstLine(rr.Err.Error()))
 				} else {
 					idle := ""
 					if rr.IdleCPU != nil {
 						idle = fmt.Sprintf("  (idle after: %.1f%% CPU)", rr.IdleCPU.Best())
 					}
-					fmt.Fprintf(r.out, "  rep %d/%d  %-18s %-9s %7.3f Mpps  (other load on the CPUs %.0f%%)%s\n",
-						rep, r.opt.Reps, c.Name(), b.Name(), rr.PPS/1e6, rr.OtherLoad, idle)
+					fmt.Fprintf(r.out, "  rep %d/%d  %-28s %-9s %7.3f Mpps  (other load on the CPUs %.0f%%; seed %d, dropped %s)%s\n",
+						rep, r.opt.Reps, c.Name(), b.Name(), rr.PPS/1e6, rr.OtherLoad, rr.Seed, fmtDrops(rr.GenDrops, rr.BackendDrops), idle)
 				}
 			}
 		}
@@ -114,26 +124,46 @@ func applies(b Backend, c Case) bool {
 	return c.Pollers <= 1 || isVhostd
 }
 
-func (r *Runner) skip(name string, err error) {
-	r.Skipped[name] = err.Error()
-	fmt.Fprintf(r.out, "  %s: skipped: %s\n", name, firstLine(err.Error()))
+// SkipKey is the key of Runner.Skipped for backend name on topology t
+// alone: a backend may run VM-to-VM and still be unable to run with an
+// uplink.
+func SkipKey(name string, t Topology) string { return name + " " + string(t) }
+
+func (r *Runner) skipped(b Backend, c Case) bool {
+	_, all := r.Skipped[b.Name()]
+	_, topo := r.Skipped[SkipKey(b.Name(), c.Topology)]
+	return all || topo
 }
 
-// startFailed handles a backend that did not start: a reference backend
-// that failed maxStartFails times in a row is skipped from then on (it
-// would fail the same way each time; the reason is reported), vhostd is
+func (r *Runner) skip(key string, err error) {
+	r.Skipped[key] = err.Error()
+	fmt.Fprintf(r.out, "  %s: skipped: %s\n", key, firstLine(err.Error()))
+}
+
+// startFailed handles a backend that did not start on case c's topology:
+// a reference backend that failed maxStartFails times in a row there, or
+// once with ErrUnsupported, is skipped from then on on that topology (it
+// would fail the same way each time; the reason is reported); vhostd is
 // tried again every time.
-func (r *Runner) startFailed(b Backend, err error) {
-	r.startFails[b.Name()]++
-	if _, isVhostd := b.(*Vhostd); !isVhostd && r.startFails[b.Name()] >= maxStartFails {
-		r.skip(b.Name(), fmt.Errorf("could not start here (%d times in a row): %w", maxStartFails, err))
+func (r *Runner) startFailed(b Backend, c Case, err error) {
+	key := SkipKey(b.Name(), c.Topology)
+	r.startFails[key]++
+	if _, isVhostd := b.(*Vhostd); isVhostd {
+		return
+	}
+	switch {
+	case errors.Is(err, ErrUnsupported):
+		r.skip(key, err)
+	case r.startFails[key] >= maxStartFails:
+		r.skip(key, fmt.Errorf("could not start here (%d times in a row): %w", maxStartFails, err))
 	}
 }
 
 // runOne is one repetition: fresh directory, backend, generator; seed,
 // sample, stop; measure idle CPU; tear everything down.
 func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res RepResult) {
-	res = RepResult{Backend: b.Name(), Case: c, Rep: rep, OtherLoad: nan()}
+	res = RepResult{Backend: b.Name(), Case: c, Rep: rep, OtherLoad: nan(),
+		Seed: SeedBursts(r.opt.SeedBursts, c), GenDrops: -1, BackendDrops: -1}
 	r.seq++
 	tag := fmt.Sprintf("%03d-%s-%s-r%d", r.seq, b.Name(), slug(c.Name()), rep)
 	dir, err := r.tr.TempDir("vhb")
@@ -147,11 +177,11 @@ func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res Re
 	if err != nil {
 		res.Err = err
 		if ctx.Err() == nil {
-			r.startFailed(b, err)
+			r.startFailed(b, c, err)
 		}
 		return res
 	}
-	r.startFails[b.Name()] = 0
+	r.startFails[SkipKey(b.Name(), c.Topology)] = 0
 	defer func() {
 		if err := inst.Stop(); err != nil && res.Err == nil {
 			res.Err = fmt.Errorf("%s: stop: %w", b.Name(), err)
@@ -178,7 +208,7 @@ func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res Re
 		pids = append(pids, p)
 	}
 	noise := StartInterference([]int{r.opt.GenCPU, r.opt.BackendCPU}, pids)
-	res.Samples, err = gen.RunLoop(ctx, LoopOptions{SeedBursts: r.opt.SeedBursts, Warmup: r.opt.Warmup, Window: r.opt.Window, Every: r.opt.Every})
+	res.Samples, err = gen.RunLoop(ctx, LoopOptions{SeedBursts: res.Seed, Warmup: r.opt.Warmup, Window: r.opt.Window, Every: r.opt.Every})
 	if err != nil {
 		res.Err = err
 		return res
@@ -190,10 +220,12 @@ func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res Re
 		return res
 	}
 	res.PPS, res.Span = pps, span
-	if err := gen.StopLoop(ctx); err != nil {
+	gd, err := gen.StopLoop(ctx)
+	if err != nil {
 		res.Err = err
 		return res
 	}
+	res.GenDrops = int64(gd)
 	if pid := inst.Pid(); pid > 0 {
 		if u, err := measureCPU(ctx, pid, r.opt.Idle); err == nil {
 			res.IdleCPU = &u
@@ -201,6 +233,16 @@ func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res Re
 	}
 	if v, ok := inst.(*vhostdInst); ok {
 		r.saveVhostdStats(ctx, v, env.Log("vhostd-stats"))
+	}
+	if dc, ok := inst.(DropCounter); ok {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		n, err := dc.Drops(cctx)
+		cancel()
+		if err == nil {
+			res.BackendDrops = int64(n)
+		} else {
+			fmt.Fprintf(r.out, "  %s %s: drop counters: %s\n", b.Name(), c.Name(), firstLine(err.Error()))
+		}
 	}
 	return res
 }
@@ -259,4 +301,16 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// fmtDrops shows a repetition's lost frames: "gen 0 + backend 12", with
+// "?" for a count that is not known.
+func fmtDrops(gen, backend int64) string {
+	f := func(v int64) string {
+		if v < 0 {
+			return "?"
+		}
+		return fmt.Sprint(v)
+	}
+	return "gen " + f(gen) + " + backend " + f(backend)
 }

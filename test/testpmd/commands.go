@@ -195,8 +195,9 @@ func (t *TestPMD) WaitLinksUp(ctx context.Context) error {
 }
 
 // StartClosedLoop sets up the closed loop of LAB.md and starts it: "set fwd
-// mac", then "start tx_first N" (N bursts per port seed the loop; 64 is the
-// usual value). The ports' eth-peer MACs must point at each other (Config
+// mac", then "start tx_first N" (N bursts of 32 frames per port seed the
+// loop; with 256-entry rings, 7 is the most that nothing drops: see
+// docs/bench.md). The ports' eth-peer MACs must point at each other (Config
 // PeerMACs or SetEthPeer), so the backend keeps carrying the same frames
 // round and round at the highest rate the pair sustains.
 func (t *TestPMD) StartClosedLoop(ctx context.Context, bursts int) error {

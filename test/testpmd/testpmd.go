@@ -9,8 +9,10 @@
 // answers; a command's answer is everything up to the next "testpmd> "
 // prompt. testpmd's stdio would block-buffer into a pipe (the answers then
 // come long after the prompts), so it runs under coreutils' "stdbuf -o0
-// -e0". testpmd also quits when its stdin reaches EOF, so it does not
-// outlive a test binary that dies.
+// -e0". testpmd quits when its stdin reaches EOF, and it gets SIGKILL as
+// its parent-death signal (StartProcess), so it does not outlive a test
+// binary or benchmark that dies, even one killed with SIGKILL while
+// testpmd is blocked in a server-mode port probe.
 //
 // # Fixed frame counts
 //
@@ -433,6 +435,9 @@ func Start(ctx context.Context, cfg Config) (*TestPMD, error) {
 	proc := exec.Command(argv[0], argv[1:]...)
 	proc.Stdout = pw
 	proc.Stderr = pw
+	// A process group of its own: Close can signal taskset, stdbuf and
+	// testpmd together, and a Ctrl-C at the terminal reaches only the
+	// test or bench, which then quits testpmd in order.
 	proc.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdin, err := proc.StdinPipe()
 	if err != nil {
@@ -441,7 +446,10 @@ func Start(ctx context.Context, cfg Config) (*TestPMD, error) {
 		t.closeLog()
 		return nil, err
 	}
-	if err := proc.Start(); err != nil {
+	// SIGKILL when this process dies: EOF on stdin alone does not stop a
+	// testpmd still blocked in the probe of a server-mode port, nor one
+	// busy forwarding until it next reads its command line.
+	if err := StartProcess(proc, syscall.SIGKILL); err != nil {
 		pr.Close()
 		pw.Close()
 		t.closeLog()
