@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,7 @@ type poller struct {
 	touched []int
 	hdr     [12]byte
 	fds     []int
+	noDrain []int // those of fds the poller must not read (NoDrainer)
 	events  [64]unix.EpollEvent
 	drain   [8]byte
 }
@@ -191,6 +193,7 @@ func (p *poller) rebuild() error {
 	}
 	p.epfd = ep
 	p.fds = append(p.fds[:0], p.wakeFD)
+	p.noDrain = p.noDrain[:0]
 	t := p.s.table.Load()
 	p.idleWait = 1000
 	for _, idx := range *p.owned.Load() {
@@ -198,7 +201,15 @@ func (p *poller) rebuild() error {
 		if port == nil {
 			continue
 		}
+		n := len(p.fds)
 		p.fds = port.WaitFDs(p.fds)
+		if nd, ok := port.(NoDrainer); ok {
+			for _, fd := range p.fds[n:] {
+				if nd.NoDrain(fd) {
+					p.noDrain = append(p.noDrain, fd)
+				}
+			}
+		}
 		if ip, ok := port.(IdlePoller); ok {
 			if ms := int(ip.IdlePoll().Milliseconds()); ms < p.idleWait {
 				p.idleWait = max(ms, 1)
@@ -208,6 +219,13 @@ func (p *poller) rebuild() error {
 	var errs []error
 	for _, fd := range p.fds {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+		if slices.Contains(p.noDrain, fd) {
+			// Edge-triggered and never read (see NoDrainer). epoll hands
+			// the 64-bit data word back as given: its upper half (Pad)
+			// tells sleep not to read the fd, with no lookup there.
+			ev.Events |= unix.EPOLLET
+			ev.Pad = noDrainMark
+		}
 		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil && err != unix.EEXIST {
 			errs = append(errs, fmt.Errorf("watch fd %d: %w", fd, err))
 		}
@@ -224,9 +242,13 @@ func (p *poller) rebuild() error {
 	return errors.Join(errs...)
 }
 
+// noDrainMark marks, in an epoll event's data word, an fd that sleep must
+// not read.
+const noDrainMark = 1
+
 // sleep blocks until a kick, a wake, or idleWait passes (a second, as a
 // safety net, unless a port asked to be polled more often), then drains
-// what fired.
+// what fired, except the fds that must not be read (NoDrainer).
 //
 // It reports whether an fd fired (false: timeout or EINTR).
 func (p *poller) sleep() bool {
@@ -239,7 +261,9 @@ func (p *poller) sleep() bool {
 		return false // EINTR: the loop comes back here if still idle
 	}
 	for i := 0; i < n; i++ {
-		unix.Read(int(p.events[i].Fd), p.drain[:])
+		if p.events[i].Pad != noDrainMark {
+			unix.Read(int(p.events[i].Fd), p.drain[:])
+		}
 	}
 	return n > 0
 }

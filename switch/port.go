@@ -65,6 +65,9 @@ type Port interface {
 	// cannot deliver as a drop with its reason.
 	Transmit(frames []*Frame)
 	// WaitFDs appends the fds that become readable when Receive has work.
+	// When one wakes the poller, the poller drains it with an 8-byte read
+	// (they are eventfds: kick fds), unless the port marks it as one that
+	// must not be read (NoDrainer).
 	WaitFDs(dst []int) []int
 	// Arm asks to be woken through WaitFDs when new frames arrive, and
 	// reports whether frames are already waiting (then the poller must not
@@ -79,6 +82,22 @@ type Port interface {
 // poller then sleeps at most IdlePoll between looks at the port.
 type IdlePoller interface {
 	IdlePoll() time.Duration
+}
+
+// NoDrainer is implemented by ports with wait fds that are not eventfds
+// and must not be read: a DPDK rx interrupt fd is net_tap's tap queue
+// itself (a read would take a frame) or, for net_vhost, an epoll fd around
+// the frontend's kick eventfd, which nobody drains, so that it stays
+// readable once kicked. The poller never reads such an fd and watches it
+// edge-triggered, as DPDK's own rx interrupt code does: it wakes once per
+// event, not for as long as the fd stays readable. An edge is lost only if
+// it came before the fd joined the wait set (epoll looks at the fd when it
+// is added) or before the port asked for it: Arm must cover that, by
+// reporting pending work or by polling itself.
+type NoDrainer interface {
+	// NoDrain reports whether fd, one of the port's WaitFDs, must not be
+	// read.
+	NoDrain(fd int) bool
 }
 
 // ThreadAttacher is implemented by ports whose Receive or Transmit must run

@@ -15,6 +15,9 @@ type UplinkInfo struct {
 	SpeedMbps   uint32 `json:"speed_mbps"`
 	FullDuplex  bool   `json:"full_duplex"`
 	LinkChanges uint64 `json:"link_changes"` // up/down transitions since start
+	// RxMode is how an idle vhostd learns of frames from the device:
+	// "interrupts" (its rx interrupt fd) or "polling" (every millisecond).
+	RxMode string `json:"rx_mode"`
 }
 
 // DPDKStats are a DPDK device's own counters (rte_eth_stats and xstats),

@@ -1,8 +1,9 @@
 // Package dpdk is vhostd's thin cgo binding to DPDK 22.11 (Debian's
 // libdpdk-dev, `#cgo pkg-config: libdpdk`): EAL init and cleanup, packet
 // mbuf pools, ethdev probe of a devargs string, configure, queue setup,
-// start, stop, close, link status, basic and extended stats, and burst
-// receive and transmit. It holds only what the uplink port needs.
+// start, stop, close, link status, basic and extended stats, burst
+// receive and transmit, and the receive queue's interrupt fd. It holds
+// only what the uplink port needs.
 //
 // # Threads
 //
@@ -14,11 +15,11 @@
 // locked, so the thread and its CPU pinning go away with it instead of
 // returning to the Go scheduler.
 //
-// Data-path calls (RxQueue.Receive, TxQueue.Flush, link and stats reads)
-// run on the caller's thread. A thread that calls them often should call
-// RegisterThread once: it gets an lcore id, so the mempool's per-lcore
-// cache is used (unregistered threads go to the pool's ring directly,
-// which is correct but slower).
+// Data-path calls (RxQueue.Receive, TxQueue.Flush, RxQueue.EnableInterrupt
+// and DisableInterrupt, link and stats reads) run on the caller's thread.
+// A thread that calls them often should call RegisterThread once: it gets
+// an lcore id, so the mempool's per-lcore cache is used (unregistered
+// threads go to the pool's ring directly, which is correct but slower).
 //
 // # Cgo cost
 //

@@ -35,13 +35,16 @@ static int vd_link(uint16_t port, uint32_t *speed, int *up, int *duplex, int *au
 	return rc;
 }
 
-static int vd_configure(uint16_t port, uint32_t mtu, uint64_t rxoff, uint64_t txoff)
+// vd_configure configures one queue pair; rxq_intr asks for rx queue
+// interrupts (intr_conf.rxq, a bitfield cgo cannot set).
+static int vd_configure(uint16_t port, uint32_t mtu, uint64_t rxoff, uint64_t txoff, int rxq_intr)
 {
 	struct rte_eth_conf conf;
 	memset(&conf, 0, sizeof(conf));
 	conf.rxmode.mtu = mtu;
 	conf.rxmode.offloads = rxoff;
 	conf.txmode.offloads = txoff;
+	conf.intr_conf.rxq = rxq_intr != 0;
 	return rte_eth_dev_configure(port, 1, 1, &conf);
 }
 
@@ -212,6 +215,10 @@ type PortConfig struct {
 	Pool       *Mempool // the receive queue's mbufs
 	RxOffloads uint64
 	TxOffloads uint64
+	// RxInterrupts asks for receive queue interrupts (intr_conf.rxq).
+	// ethdev accepts it for every driver; one that has none simply gives
+	// no fd afterwards (see RxInterruptFD).
+	RxInterrupts bool
 }
 
 // Configure configures the port (rte_eth_dev_configure) and sets up receive
@@ -219,8 +226,12 @@ type PortConfig struct {
 func (p *Port) Configure(c PortConfig) error {
 	return p.e.do(func() error {
 		mark := complaintMark()
-		if rc := C.vd_configure(p.id, C.uint32_t(c.MTU), C.uint64_t(c.RxOffloads), C.uint64_t(c.TxOffloads)); rc != 0 {
-			return newError(fmt.Sprintf("configure %s (mtu %d)", p.name, c.MTU), int(rc), mark)
+		intr := C.int(0)
+		if c.RxInterrupts {
+			intr = 1
+		}
+		if rc := C.vd_configure(p.id, C.uint32_t(c.MTU), C.uint64_t(c.RxOffloads), C.uint64_t(c.TxOffloads), intr); rc != 0 {
+			return newError(fmt.Sprintf("configure %s (mtu %d, rx interrupts %v)", p.name, c.MTU, c.RxInterrupts), int(rc), mark)
 		}
 		rxd, txd := C.uint16_t(c.RxDesc), C.uint16_t(c.TxDesc)
 		if rc := C.rte_eth_dev_adjust_nb_rx_tx_desc(p.id, &rxd, &txd); rc != 0 {

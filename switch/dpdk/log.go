@@ -26,9 +26,16 @@ const (
 // logged at debug level with the reason.
 var benign = []struct{ substr, why string }{
 	// The Go runtime installs handlers for every signal, so net_tap finds
-	// no free real-time signal for rx interrupts; vhostd polls anyway.
-	{"rt-signals are in use", "the Go runtime owns the signals; vhostd polls instead of rx interrupts"},
-	{"No Rx trigger signal available", "the Go runtime owns the signals; vhostd polls instead of rx interrupts"},
+	// no free real-time signal to mark its queues readable; its rx burst
+	// then simply reads the queue each time, and vhostd waits on the
+	// queue fd itself (the rx interrupt fd).
+	{"rt-signals are in use", "the Go runtime owns the signals; net_tap's rx burst reads its queue without a signal's hint"},
+	{"No Rx trigger signal available", "the Go runtime owns the signals; net_tap's rx burst reads its queue without a signal's hint"},
+	// rte_eth_dev_rx_intr_ctl_q_get_fd on a device without rx interrupts
+	// (net_ring, net_null, net_af_packet, net_memif): the uplink asks, and
+	// polls when there is no fd.
+	{"Rx Intr handle unset", "the device has no rx interrupts: the uplink polls it instead"},
+	{"Rx Intr vector unset", "the device has no rx interrupts: the uplink polls it instead"},
 	// net_tap's rte_flow support needs the multiq qdisc; vhostd uses no flows.
 	{"qdisc", "net_tap's rte_flow support is not used by vhostd"},
 	{"Disabling rte flow support", "net_tap's rte_flow support is not used by vhostd"},

@@ -5,10 +5,15 @@
 //
 // Frames received from the device are handed to the switch as views of
 // mbuf memory (no copy) and freed in bulk when the poller is done with the
-// burst; frames the switch transmits are copied once into mbufs. The
-// device has no receive interrupts the Go side could wait on, so the port
-// asks its poller (vswitch.IdlePoller) to look every millisecond while
-// idle.
+// burst; frames the switch transmits are copied once into mbufs.
+//
+// While idle, the poller that owns the port sleeps on the device's rx
+// interrupt fd where the driver has one (net_tap: the tap queue itself;
+// net_vhost: an epoll fd around the frontend's kick; NICs: an eventfd),
+// marked never to be read (vswitch.NoDrainer). Devices without rx
+// interrupts (net_ring, net_null, net_af_packet, net_memif) are set up
+// again without them, and the port asks its poller (vswitch.IdlePoller)
+// to look every millisecond. Status says which mode the port runs in.
 //
 // Jumbo frames: every mbuf has a data room of at least the largest frame
 // (MTU + Ethernet header + one VLAN tag), so a frame is always one mbuf

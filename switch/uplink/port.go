@@ -51,9 +51,14 @@ type Config struct {
 	Pollers int
 	// LinkPoll is how often the link state is read; default 500ms.
 	LinkPoll time.Duration
-	// IdlePoll is how long an idle poller may sleep between looks at the
-	// device; default 1ms.
+	// IdlePoll is how long an idle poller may sleep between looks at a
+	// device without rx interrupts; default 1ms.
 	IdlePoll time.Duration
+	// IntrIdlePoll is the same for a device with rx interrupts, a safety
+	// net: net_vhost turns the frontend's kicks off again when a frontend
+	// connects, so a poller asleep since before then learns of the first
+	// frames only by looking; default 100ms.
+	IntrIdlePoll time.Duration
 }
 
 func (c *Config) defaults() {
@@ -78,6 +83,29 @@ func (c *Config) defaults() {
 	if c.IdlePoll == 0 {
 		c.IdlePoll = time.Millisecond
 	}
+	if c.IntrIdlePoll == 0 {
+		c.IntrIdlePoll = 100 * time.Millisecond
+	}
+}
+
+// RxMode is how a sleeping poller learns that frames arrived at the
+// uplink.
+type RxMode int
+
+const (
+	// RxPolling: the device has no rx interrupts; the idle poller looks
+	// every IdlePoll.
+	RxPolling RxMode = iota
+	// RxInterrupts: the device's rx interrupt fd wakes the poller.
+	RxInterrupts
+)
+
+// String returns "interrupts" or "polling", as logs and status show it.
+func (m RxMode) String() string {
+	if m == RxInterrupts {
+		return "interrupts"
+	}
+	return "polling"
 }
 
 // Port is a switch port on a DPDK ethdev. Receive and Done run on the
@@ -97,8 +125,14 @@ type Port struct {
 	// kernel interface and leave it set.
 	unpromisc bool
 
+	// How the receive side wakes a sleeping poller, fixed at Open.
+	rxMode RxMode
+	intrFD int  // the rx interrupt fd in RxInterrupts mode: never read
+	rearm  bool // the interrupt is enabled per sleep (net_vhost, NICs; net_tap's fd needs nothing)
+
 	// Owned by the poller that owns the port.
-	rx *dpdk.RxQueue
+	rx    *dpdk.RxQueue
+	armed bool // Arm enabled the interrupt; the next non-empty Receive disables it
 
 	txMu sync.Mutex // serialises pollers transmitting
 	tx   *dpdk.TxQueue
@@ -108,6 +142,7 @@ type Port struct {
 	stopMon     chan struct{}
 	monDone     chan struct{}
 	attachWarn  atomic.Bool
+	armWarn     atomic.Bool
 	closeOnce   sync.Once
 	closeErr    error
 }
@@ -126,7 +161,7 @@ func Open(eal *dpdk.EAL, cfg Config, log *logrus.Entry) (_ *Port, err error) {
 	if err := CheckInterfaces(da); err != nil {
 		return nil, err
 	}
-	p := &Port{cfg: cfg, log: log.WithField("port", cfg.Name), maxFrame: cfg.MTU + frameOverhead}
+	p := &Port{cfg: cfg, log: log.WithField("port", cfg.Name), maxFrame: cfg.MTU + frameOverhead, intrFD: -1}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -166,42 +201,100 @@ func Open(eal *dpdk.EAL, cfg Config, log *logrus.Entry) (_ *Port, err error) {
 	if info.TxOffloads&dpdk.TxOffloadMultiSeg != 0 {
 		txOff = dpdk.TxOffloadMultiSeg
 	}
-	if err := p.dev.Configure(dpdk.PortConfig{MTU: mtu, RxDesc: cfg.RxDesc, TxDesc: cfg.TxDesc, Pool: p.pool, TxOffloads: txOff}); err != nil {
-		return nil, fmt.Errorf("uplink %s: %w", cfg.Devargs, err)
-	}
-	switch {
-	case !hostIface:
-		// Configure only records the MTU; setting it tells the PMD (net_tap
-		// then sets its interface's MTU).
-		if err := p.dev.SetMTU(mtu); err != nil && !errors.Is(err, syscall.ENOTSUP) {
-			return nil, fmt.Errorf("uplink %s: %w", cfg.Devargs, err)
-		}
-	case ifaceMTU != mtu:
+	if hostIface && ifaceMTU != mtu {
 		p.log.WithFields(logrus.Fields{"interface": p.iface, "interface_mtu": ifaceMTU, "uplink_mtu": mtu}).
 			Warn("the interface's MTU differs from the uplink MTU: frames larger than the smaller one are dropped")
 	}
+	p.rx = p.dev.NewRxQueue()
+	pc := dpdk.PortConfig{MTU: mtu, RxDesc: cfg.RxDesc, TxDesc: cfg.TxDesc, Pool: p.pool, TxOffloads: txOff}
+	// Rx interrupts where the driver has them, else polling: set the
+	// device up again without them, so that a driver that half took them
+	// runs none of its interrupt code.
+	pollWhy := p.startWithInterrupts(pc, !hostIface)
+	if pollWhy != nil {
+		if err := p.dev.Stop(); err != nil {
+			return nil, fmt.Errorf("uplink %s: stop to restart without rx interrupts: %w", cfg.Devargs, err)
+		}
+		if err := p.setup(pc, !hostIface); err != nil {
+			return nil, err
+		}
+	}
+	// After the start: the device was set up twice if it has no rx
+	// interrupts, and ethdev restores the mode at every start.
 	if err := p.dev.SetPromiscuous(true); err == nil {
 		p.unpromisc = hostIface && !wasPromisc
 	} else if !errors.Is(err, syscall.ENOTSUP) {
 		p.log.WithError(err).Warn("cannot enable promiscuous mode: frames for guest MACs may not arrive")
 	}
-	if err := p.dev.Start(); err != nil {
-		return nil, fmt.Errorf("uplink %s: %w", cfg.Devargs, err)
-	}
 	if mac, err := p.dev.MAC(); err == nil {
 		p.mac = mac.String()
 	}
-	p.rx = p.dev.NewRxQueue()
 	p.tx = p.dev.NewTxQueue(p.pool)
 	l, _ := p.readLink()
 	p.link.Store(&l)
-	p.log.WithFields(logrus.Fields{
+	f := logrus.Fields{
 		"devargs": cfg.Devargs, "device": p.dev.Name(), "driver": p.dev.Driver(), "mac": p.mac,
 		"mtu": cfg.MTU, "interface": p.iface, "link": l.String(), "mbufs": n, "mbuf_room": room,
-	}).Info("uplink started")
+		"rx_mode": p.rxMode.String(),
+	}
+	if pollWhy != nil {
+		f["idle_poll"] = cfg.IdlePoll.String()
+		f["why_polling"] = pollWhy.Error()
+	}
+	p.log.WithFields(f).Info("uplink started")
 	p.stopMon, p.monDone = make(chan struct{}), make(chan struct{})
 	go p.monitor()
 	return p, nil
+}
+
+// setup configures the device, sets its MTU unless the interface is the
+// host's (setMTU false), and starts it.
+func (p *Port) setup(pc dpdk.PortConfig, setMTU bool) error {
+	if err := p.dev.Configure(pc); err != nil {
+		return fmt.Errorf("uplink %s: %w", p.cfg.Devargs, err)
+	}
+	if setMTU {
+		// Configure only records the MTU; setting it tells the PMD (net_tap
+		// then sets its interface's MTU).
+		if err := p.dev.SetMTU(pc.MTU); err != nil && !errors.Is(err, syscall.ENOTSUP) {
+			return fmt.Errorf("uplink %s: %w", p.cfg.Devargs, err)
+		}
+	}
+	if err := p.dev.Start(); err != nil {
+		return fmt.Errorf("uplink %s: %w", p.cfg.Devargs, err)
+	}
+	return nil
+}
+
+// startWithInterrupts sets the device up with rx interrupts and takes its
+// interrupt fd. It returns why the uplink must poll instead when the
+// driver refuses any step: configure or start fails, it gives no fd (most
+// virtual devices), or enabling the interrupt fails other than with
+// ENOTSUP. ENOTSUP means there is nothing to enable: net_tap's fd is the
+// tap queue, readable whenever frames wait.
+func (p *Port) startWithInterrupts(pc dpdk.PortConfig, setMTU bool) error {
+	pc.RxInterrupts = true
+	if err := p.setup(pc, setMTU); err != nil {
+		return err
+	}
+	fd, err := p.dev.RxInterruptFD()
+	if err != nil {
+		return err
+	}
+	// Try the enable once here, and leave the interrupt off: Arm turns it
+	// on before each sleep.
+	switch err := p.rx.EnableInterrupt(); {
+	case errors.Is(err, syscall.ENOTSUP):
+	case err != nil:
+		return fmt.Errorf("enable rx interrupt: %w", err)
+	default:
+		if err := p.rx.DisableInterrupt(); err != nil {
+			return fmt.Errorf("disable rx interrupt: %w", err)
+		}
+		p.rearm = true
+	}
+	p.rxMode, p.intrFD = RxInterrupts, fd
+	return nil
 }
 
 // poolSize returns the mbufs the uplink needs: both rings full, the
@@ -275,7 +368,7 @@ func (p *Port) Close() error {
 			}
 		}
 		p.closeErr = errors.Join(errs...)
-		if p.dev != nil && p.rx != nil {
+		if p.dev != nil && p.tx != nil { // it was started
 			p.log.Info("uplink closed")
 		}
 	})
@@ -285,22 +378,64 @@ func (p *Port) Close() error {
 // Name implements vswitch.Port.
 func (p *Port) Name() string { return p.cfg.Name }
 
-// Attach implements vswitch.Port. The uplink never changes its wait fds
-// (it has none), so it keeps no Control.
+// Attach implements vswitch.Port. The uplink never changes its wait fds,
+// so it keeps no Control.
 func (p *Port) Attach(vswitch.Control) {}
 
 // Counters implements vswitch.Port.
 func (p *Port) Counters() *vswitch.Counters { return &p.counters }
 
-// WaitFDs implements vswitch.Port: the device has no fd to wait on.
-func (p *Port) WaitFDs(dst []int) []int { return dst }
+// WaitFDs implements vswitch.Port: the device's rx interrupt fd, if it has
+// one.
+func (p *Port) WaitFDs(dst []int) []int {
+	if p.rxMode == RxInterrupts {
+		dst = append(dst, p.intrFD)
+	}
+	return dst
+}
+
+// NoDrain implements vswitch.NoDrainer: the rx interrupt fd is the
+// driver's and is never read (net_tap's is the tap queue: a read would
+// take a frame; see dpdk.Port.RxInterruptFD).
+func (p *Port) NoDrain(fd int) bool { return p.rxMode == RxInterrupts && fd == p.intrFD }
 
 // Arm implements vswitch.Port. Without rx interrupts nothing can wake the
-// poller: it sleeps at most IdlePoll (see IdlePoll).
-func (p *Port) Arm() bool { return false }
+// poller: it sleeps at most IdlePoll (see IdlePoll). With them:
+//
+//   - net_tap's fd is the tap queue, in the poller's epoll set since the
+//     port joined it: epoll saw every frame that came, and reports it if
+//     still unread. Nothing to do.
+//   - Where the interrupt must be enabled (net_vhost: the frontend kicks
+//     only then), a frame that came before the enable raised nothing.
+//     Arm enables, then reports pending work once, so that the poller
+//     polls once more before it sleeps; the second Arm, with the
+//     interrupt still on, reports nothing. Polling once works for every
+//     driver, where rte_eth_rx_queue_count, the other way to look, is
+//     missing from many (net_tap among them) and would be a second cgo
+//     call per Arm for the same answer.
+//
+// The first Receive that gets frames turns the interrupt off again: while
+// busy the poller polls, and a net_vhost frontend's kick costs it a
+// system call per burst.
+func (p *Port) Arm() bool {
+	if !p.rearm || p.armed {
+		return false
+	}
+	if err := p.rx.EnableInterrupt(); err != nil && p.armWarn.CompareAndSwap(false, true) {
+		p.log.WithError(err).Warn("enabling the uplink's rx interrupt failed: frames wait for the next look, every " + p.cfg.IntrIdlePoll.String())
+	}
+	p.armed = true
+	return true
+}
 
-// IdlePoll implements vswitch.IdlePoller.
-func (p *Port) IdlePoll() time.Duration { return p.cfg.IdlePoll }
+// IdlePoll implements vswitch.IdlePoller: IdlePoll without rx interrupts,
+// IntrIdlePoll with them (a safety net: see Config).
+func (p *Port) IdlePoll() time.Duration {
+	if p.rxMode == RxInterrupts {
+		return p.cfg.IntrIdlePoll
+	}
+	return p.cfg.IdlePoll
+}
 
 // AttachThread implements vswitch.ThreadAttacher: it registers the calling
 // poller thread with DPDK so that the mbuf pool's per-lcore cache serves
@@ -319,6 +454,13 @@ func (p *Port) AttachThread() error {
 // segments presented as views of mbuf memory, valid until Done.
 func (p *Port) Receive(b *vswitch.Burst) int {
 	n := p.rx.Receive(vswitch.BurstSize)
+	if n > 0 && p.armed {
+		// Traffic: the poller polls until it is idle again, then Arms.
+		// A failure changes nothing that matters: a kick too many wakes
+		// the poller once.
+		p.rx.DisableInterrupt()
+		p.armed = false
+	}
 	k := 0
 	var tooMany uint64
 	for i := 0; i < n; i++ {
@@ -395,6 +537,8 @@ type Status struct {
 	Interface   string // kernel interface behind the device, if any
 	Link        LinkState
 	LinkChanges uint64 // up/down transitions seen since start
+	// RxMode is how an idle poller learns of frames from the device.
+	RxMode RxMode
 }
 
 // Status returns the uplink's state.
@@ -402,6 +546,7 @@ func (p *Port) Status() Status {
 	return Status{
 		Devargs: p.cfg.Devargs, Device: p.dev.Name(), Driver: p.dev.Driver(), MAC: p.mac,
 		MTU: p.cfg.MTU, Interface: p.iface, Link: *p.link.Load(), LinkChanges: p.linkChanges.Load(),
+		RxMode: p.rxMode,
 	}
 }
 

@@ -203,6 +203,9 @@ func TestInSwitch(t *testing.T) {
 	}
 	defer s.Close()
 	up := openRing(t, Config{})
+	if m := up.Status().RxMode; m != RxPolling || len(up.WaitFDs(nil)) != 0 {
+		t.Fatalf("net_ring uplink: RxMode %v, WaitFDs %v: net_ring has no rx interrupts", m, up.WaitFDs(nil))
+	}
 	vm := switchtest.NewChanPort("vm", 8)
 	defer vm.Close()
 	if _, err := s.AddPort(up); err != nil {

@@ -137,6 +137,12 @@ func uplinkGuestPing(t *testing.T, driver string) {
 	if up.Kind != "dpdk" || up.Uplink == nil || up.Uplink.Driver != driver {
 		t.Errorf("vhostctl ports, uplink: %+v", up)
 	}
+	// net_tap wakes an idle vhostd through its rx interrupt fd; DPDK's
+	// af_packet has none, so vhostd polls it.
+	wantMode := map[string]string{"net_tap": "interrupts", "net_af_packet": "polling"}[driver]
+	if up.Uplink != nil && up.Uplink.RxMode != wantMode {
+		t.Errorf("uplink rx mode %q, want %q", up.Uplink.RxMode, wantMode)
+	}
 	st := v.stats(t)
 	us := st["uplink"]
 	pings := uint64(5 * len(sizes))

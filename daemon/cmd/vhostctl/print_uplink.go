@@ -31,7 +31,11 @@ func printUplinks(out io.Writer, ports []control.PortInfo) {
 		if u.Interface != "" {
 			dev += ", interface " + u.Interface
 		}
-		fmt.Fprintf(out, "%s: DPDK device %s), mac %s, mtu %d, link %s, %d link changes\n", p.Name, dev, u.MAC, u.MTU, link, u.LinkChanges)
+		rx := ""
+		if u.RxMode != "" {
+			rx = ", rx " + u.RxMode
+		}
+		fmt.Fprintf(out, "%s: DPDK device %s), mac %s, mtu %d, link %s, %d link changes%s\n", p.Name, dev, u.MAC, u.MTU, link, u.LinkChanges, rx)
 	}
 }
 
