@@ -20,31 +20,7 @@ var vdevSeq atomic.Int32
 // started. Everything is released at the end of the test.
 func newVdev(t testing.TB, driver, args string, dataRoom int) (*Port, *Mempool) {
 	t.Helper()
-	devargs := fmt.Sprintf("%s%d", driver, vdevSeq.Add(1))
-	if args != "" {
-		devargs += "," + args
-	}
-	pool, err := testEAL.NewPktmbufPool(4095, 64, dataRoom)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pool.Free() })
-	p, err := testEAL.Probe(devargs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Errorf("close %s: %v", devargs, err)
-		}
-	})
-	if err := p.Configure(PortConfig{RxDesc: 512, TxDesc: 512, Pool: pool}); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return p, pool
+	return newVdevConf(t, driver, args, dataRoom, PortConfig{})
 }
 
 func TestProbeUnknownDevice(t *testing.T) {

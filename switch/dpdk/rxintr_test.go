@@ -33,7 +33,7 @@ func fdTarget(t *testing.T, fd int) string {
 // the log; without PortConfig.RxInterrupts no device gives one.
 func TestRxInterruptFDs(t *testing.T) {
 	tap := fmt.Sprintf("iface=vdq%d", os.Getpid())
-	p, _ := newVdevConf(t, "net_tap", tap, PortConfig{RxInterrupts: true})
+	p, _ := newVdevConf(t, "net_tap", tap, 2048+Headroom, PortConfig{RxInterrupts: true})
 	fd, err := p.RxInterruptFD()
 	if err != nil || fdTarget(t, fd) != "/dev/net/tun" {
 		t.Fatalf("net_tap: RxInterruptFD = %d, %v, want the tap queue's fd", fd, err)
@@ -53,7 +53,7 @@ func TestRxInterruptFDs(t *testing.T) {
 		{"net_tap", tap + "n", false},
 	} {
 		mark := complaintMark()
-		p, _ := newVdevConf(t, c.driver, c.args, PortConfig{RxInterrupts: c.intr})
+		p, _ := newVdevConf(t, c.driver, c.args, 2048+Headroom, PortConfig{RxInterrupts: c.intr})
 		if fd, err := p.RxInterruptFD(); !errors.Is(err, ErrNoRxInterrupt) {
 			t.Errorf("%s (rx interrupts asked: %v): RxInterruptFD = %d, %v, want ErrNoRxInterrupt", c.driver, c.intr, fd, err)
 		}
@@ -76,8 +76,8 @@ func TestVhostRxInterrupt(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	sock := fmt.Sprintf("%s/vdq-%d.sock", t.TempDir(), os.Getpid())
-	vh, _ := newVdevConf(t, "net_vhost", "iface="+sock, PortConfig{RxInterrupts: true})
-	fe, fePool := newVdevConf(t, "net_virtio_user", "path="+sock+",queue_size=256,mac=02:00:00:00:00:0f", PortConfig{})
+	vh, _ := newVdevConf(t, "net_vhost", "iface="+sock, 2048+Headroom, PortConfig{RxInterrupts: true})
+	fe, fePool := newVdevConf(t, "net_virtio_user", "path="+sock+",queue_size=256,mac=02:00:00:00:00:0f", 2048+Headroom, PortConfig{})
 	fd, err := vh.RxInterruptFD()
 	if err != nil || fdTarget(t, fd) != "anon_inode:[eventpoll]" {
 		t.Fatalf("net_vhost: RxInterruptFD = %d, %v, want its proxy epoll fd", fd, err)
@@ -184,15 +184,16 @@ func TestVhostRxInterrupt(t *testing.T) {
 	receive(1)
 }
 
-// newVdevConf is newVdev with the port configuration given (RxDesc,
-// TxDesc and Pool filled in when unset).
-func newVdevConf(t testing.TB, driver, args string, pc PortConfig) (*Port, *Mempool) {
+// newVdevConf probes a fresh vdev of driver with args, with a pool of
+// dataRoom-byte mbufs, configures it with pc (RxDesc, TxDesc and Pool
+// filled in when unset) and starts it; all is undone at the test's end.
+func newVdevConf(t testing.TB, driver, args string, dataRoom int, pc PortConfig) (*Port, *Mempool) {
 	t.Helper()
 	devargs := fmt.Sprintf("%s%d", driver, vdevSeq.Add(1))
 	if args != "" {
 		devargs += "," + args
 	}
-	pool, err := testEAL.NewPktmbufPool(4095, 64, 2048+Headroom)
+	pool, err := testEAL.NewPktmbufPool(4095, 64, dataRoom)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,7 +105,7 @@ func ifName(prefix string) string {
 }
 
 // openUplink opens an uplink on devargs, closed at the end of the test.
-func openUplink(t *testing.T, cfg Config) *Port {
+func openUplink(t testing.TB, cfg Config) *Port {
 	t.Helper()
 	p, err := Open(testEAL, cfg, testLog)
 	if err != nil {

@@ -23,16 +23,7 @@ var ringSeq atomic.Int32
 func openRing(t testing.TB, cfg Config) *Port {
 	t.Helper()
 	cfg.Devargs = fmt.Sprintf("net_ring%d", ringSeq.Add(1))
-	p, err := Open(testEAL, cfg, testLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return p
+	return openUplink(t, cfg)
 }
 
 func ethFrame(n int, seed byte) []byte {
