@@ -60,7 +60,7 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 	for _, pc := range cfg.Ports {
 		mask, _ := vhost.ParseFeatureMask(pc.DisableFeatures) // checked by Validate
 		plog := log.WithField("port", pc.Name)
-		vp := vswitch.NewVMPort(pc.Name, log)
+		vp := vswitch.NewVMPort(pc.Name, pc.QueuePairs, log)
 		if _, err := sw.AddPort(vp); err != nil {
 			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
 		}
@@ -138,7 +138,7 @@ func (d *Daemon) Ports() []control.PortInfo {
 		byName[p.port.Name()] = p.server
 	}
 	for _, pi := range d.sw.Ports() {
-		info := control.PortInfo{Name: pi.Port.Name(), Kind: "vhost-user", Poller: pi.Poller, State: "listening"}
+		info := control.PortInfo{Name: pi.Port.Name(), Kind: "vhost-user", Pollers: pi.Pollers, State: "listening"}
 		if srv := byName[info.Name]; srv != nil {
 			info.Vhost = srv.Status()
 			if info.Vhost.Connected {

@@ -12,9 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// poller is one goroutine, locked to an OS thread, that runs the receive
-// side of the ports it owns: bursts while there is traffic, then a short
-// spin, then sleep in epoll on the ports' kick fds and its wake eventfd.
+// poller is one goroutine, locked to an OS thread, that runs the receivers
+// it owns (whole ports, or lanes of multi-queue ports): bursts while there
+// is traffic, then a short spin, then sleep in epoll on the receivers' kick
+// fds and its wake eventfd.
 type poller struct {
 	s  *Switch
 	id int
@@ -34,7 +35,7 @@ type poller struct {
 	load     atomic.Int32
 
 	ownedMu sync.Mutex // serialises writers of owned
-	owned   atomic.Pointer[[]int]
+	owned   atomic.Pointer[[]unit]
 
 	wakeFD int
 	epfd   int
@@ -61,7 +62,7 @@ func newPoller(s *Switch, id int) (*poller, error) {
 	}
 	p := &poller{s: s, id: id, wakeFD: fd, epfd: -1, idleWait: 1000, touched: make([]int, 0, MaxPorts)}
 	p.parked.Store(true) // not running: quiesce need not wait for it
-	p.owned.Store(&[]int{})
+	p.owned.Store(&[]unit{})
 	return p, nil
 }
 
@@ -80,23 +81,33 @@ var one = [8]byte{1}
 
 func (p *poller) wake() { unix.Write(p.wakeFD, one[:]) }
 
-func (p *poller) addOwned(idx int) {
+// unit is what a poller owns: one receiver of the port at index idx.
+type unit struct {
+	idx int
+	r   Receiver
+}
+
+func (p *poller) addOwned(u unit) {
 	p.ownedMu.Lock()
 	defer p.ownedMu.Unlock()
-	n := append(append([]int(nil), *p.owned.Load()...), idx)
+	n := append(append([]unit(nil), *p.owned.Load()...), u)
 	p.owned.Store(&n)
 }
 
-func (p *poller) removeOwned(idx int) {
+// removeOwned drops the receivers of the port at idx and returns how many
+// it had.
+func (p *poller) removeOwned(idx int) int {
 	p.ownedMu.Lock()
 	defer p.ownedMu.Unlock()
-	var n []int
-	for _, i := range *p.owned.Load() {
-		if i != idx {
-			n = append(n, i)
+	var n []unit
+	for _, u := range *p.owned.Load() {
+		if u.idx != idx {
+			n = append(n, u)
 		}
 	}
+	gone := len(*p.owned.Load()) - len(n)
 	p.owned.Store(&n)
+	return gone
 }
 
 func (p *poller) run() {
@@ -126,9 +137,9 @@ func (p *poller) run() {
 		t := p.s.table.Load()
 		owned := *p.owned.Load()
 		work := 0
-		for _, idx := range owned {
-			if port := t.ports[idx]; port != nil {
-				work += p.forward(t, idx, port, now)
+		for _, u := range owned {
+			if t.ports[u.idx] != nil {
+				work += p.forward(t, u.idx, u.r, now)
 			}
 		}
 		if work > 0 {
@@ -152,8 +163,8 @@ func (p *poller) run() {
 			continue
 		}
 		pending := false
-		for _, idx := range owned {
-			if port := t.ports[idx]; port != nil && port.Arm() {
+		for _, u := range owned {
+			if t.ports[u.idx] != nil && u.r.Arm() {
 				pending = true
 			}
 		}
@@ -196,21 +207,20 @@ func (p *poller) rebuild() error {
 	p.noDrain = p.noDrain[:0]
 	t := p.s.table.Load()
 	p.idleWait = 1000
-	for _, idx := range *p.owned.Load() {
-		port := t.ports[idx]
-		if port == nil {
+	for _, u := range *p.owned.Load() {
+		if t.ports[u.idx] == nil {
 			continue
 		}
 		n := len(p.fds)
-		p.fds = port.WaitFDs(p.fds)
-		if nd, ok := port.(NoDrainer); ok {
+		p.fds = u.r.WaitFDs(p.fds)
+		if nd, ok := u.r.(NoDrainer); ok {
 			for _, fd := range p.fds[n:] {
 				if nd.NoDrain(fd) {
 					p.noDrain = append(p.noDrain, fd)
 				}
 			}
 		}
-		if ip, ok := port.(IdlePoller); ok {
+		if ip, ok := u.r.(IdlePoller); ok {
 			if ms := int(ip.IdlePoll().Milliseconds()); ms < p.idleWait {
 				p.idleWait = max(ms, 1)
 			}
@@ -268,12 +278,13 @@ func (p *poller) sleep() bool {
 	return n > 0
 }
 
-// forward moves one burst from the port at src to its destinations.
-func (p *poller) forward(t *portTable, src int, port Port, now int64) int {
+// forward moves one burst from rx, a receiver of the port at src, to its
+// destinations.
+func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 	b := &p.burst
-	n := port.Receive(b)
+	n := rx.Receive(b)
 	if n == 0 {
-		port.Done(b) // chains may have been consumed and dropped
+		rx.Done(b) // chains may have been consumed and dropped
 		return 0
 	}
 	fdb := p.s.fdb
@@ -324,13 +335,13 @@ func (p *poller) forward(t *portTable, src int, port Port, now int64) int {
 		}
 	}
 	for _, d := range p.touched {
-		t.ports[d].Transmit(p.lists[d][:p.counts[d]])
+		t.ports[d].Transmit(p.id, p.lists[d][:p.counts[d]])
 		p.counts[d] = 0
 	}
 	p.touched = p.touched[:0]
-	port.Done(b)
-	// This poller owns the port: the only writer of its receive side.
-	c := port.Counters()
+	rx.Done(b)
+	// This poller owns the receiver: the only writer of its counters.
+	c := rx.Counters()
 	c.RxPackets.addOwned(uint64(n) - runts)
 	c.RxBytes.addOwned(bytes)
 	if runts > 0 {

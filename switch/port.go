@@ -6,6 +6,7 @@
 package vswitch
 
 import (
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -49,32 +50,62 @@ type Control interface {
 	Pollers() int
 }
 
-// Port is one switch port. Receive, Done, WaitFDs and Arm are called only by
-// the poller that owns the port; Transmit may be called by any poller.
-type Port interface {
-	// Name identifies the port in logs, stats and the FDB.
-	Name() string
-	// Attach is called once, by the switch, before any other method.
-	Attach(c Control)
+// Receiver is the receive side of a port, or one lane of it: what one
+// poller owns. Its methods are called only by that poller.
+type Receiver interface {
 	// Receive fills b.Frames[:n] with up to BurstSize frames and returns n.
 	// The frames stay valid until Done(b).
 	Receive(b *Burst) int
 	// Done releases the frames of the last Receive into b.
 	Done(b *Burst)
-	// Transmit copies the frames into the port, counting every frame it
-	// cannot deliver as a drop with its reason.
-	Transmit(frames []*Frame)
 	// WaitFDs appends the fds that become readable when Receive has work.
 	// When one wakes the poller, the poller drains it with an 8-byte read
-	// (they are eventfds: kick fds), unless the port marks it as one that
-	// must not be read (NoDrainer).
+	// (they are eventfds: kick fds), unless the receiver marks it as one
+	// that must not be read (NoDrainer).
 	WaitFDs(dst []int) []int
 	// Arm asks to be woken through WaitFDs when new frames arrive, and
 	// reports whether frames are already waiting (then the poller must not
 	// sleep).
 	Arm() bool
-	// Counters returns the port's counters.
+	// Counters returns the counters of the receive side, which only the
+	// owning poller writes (with no locked instruction).
 	Counters() *Counters
+}
+
+// Port is one switch port. Its receive side is the port itself, which must
+// then be a Receiver too, or, for a LanedPort, its lanes.
+type Port interface {
+	// Name identifies the port in logs, stats and the FDB.
+	Name() string
+	// Attach is called once, by the switch, before any other method.
+	Attach(c Control)
+	// Transmit copies the frames into the port, counting every frame it
+	// cannot deliver as a drop with its reason. Any poller may call it;
+	// q is the caller's poller number, which a port with several queues
+	// uses to pick the queue, so that pollers do not contend for one.
+	Transmit(q int, frames []*Frame)
+	// Stats returns the port's counters, its receivers' included.
+	Stats() Snapshot
+}
+
+// LanedPort is a port with several receive lanes, each owned by one
+// poller: a VM with several queue pairs, whose traffic is to spread over
+// the pollers as the guest spreads it over its queues.
+type LanedPort interface {
+	Port
+	// Receivers returns the lanes. Called once, after Attach.
+	Receivers() []Receiver
+}
+
+// receivers returns the receive lanes of p.
+func receivers(p Port) ([]Receiver, error) {
+	if l, ok := p.(LanedPort); ok {
+		return l.Receivers(), nil
+	}
+	if r, ok := p.(Receiver); ok {
+		return []Receiver{r}, nil
+	}
+	return nil, fmt.Errorf("port %q can not receive: it is neither a Receiver nor a LanedPort", p.Name())
 }
 
 // IdlePoller is implemented by ports that cannot wake a sleeping poller
@@ -168,14 +199,24 @@ type Snapshot struct {
 }
 
 // Snapshot copies the counters.
-func (c *Counters) Snapshot() Snapshot {
-	s := Snapshot{
-		RxPackets: c.RxPackets.Load(), RxBytes: c.RxBytes.Load(),
-		TxPackets: c.TxPackets.Load(), TxBytes: c.TxBytes.Load(),
-		Drops: make(map[string]uint64, NumDropReasons),
+func (c *Counters) Snapshot() Snapshot { return SumCounters(c) }
+
+// SumCounters adds up the counters of a port kept in several parts (one
+// per writer, so that writers share no cache line).
+func SumCounters(cs ...*Counters) Snapshot {
+	s := Snapshot{Drops: make(map[string]uint64, NumDropReasons)}
+	var drops [NumDropReasons]uint64
+	for _, c := range cs {
+		s.RxPackets += c.RxPackets.Load()
+		s.RxBytes += c.RxBytes.Load()
+		s.TxPackets += c.TxPackets.Load()
+		s.TxBytes += c.TxBytes.Load()
+		for i := range c.Drops {
+			drops[i] += c.Drops[i].Load()
+		}
 	}
-	for i := range c.Drops {
-		s.Drops[DropNames[i]] = c.Drops[i].Load()
+	for i, n := range drops {
+		s.Drops[DropNames[i]] = n
 	}
 	return s
 }

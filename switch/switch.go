@@ -56,8 +56,8 @@ type Switch struct {
 	table   atomic.Pointer[portTable]
 	pollers []*poller
 
-	mu      sync.Mutex // guards port membership, owner, and start/stop
-	owner   map[int]*poller
+	mu      sync.Mutex        // guards port membership, owners, and start/stop
+	owners  map[int][]*poller // by port index: the owner of each receiver
 	running bool
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -66,7 +66,7 @@ type Switch struct {
 // New returns a stopped switch.
 func New(cfg Config, log *logrus.Entry) (*Switch, error) {
 	cfg.defaults()
-	s := &Switch{cfg: cfg, log: log, fdb: NewFDB(cfg.FDBSize, cfg.AgeTime), epoch: time.Now(), owner: map[int]*poller{}}
+	s := &Switch{cfg: cfg, log: log, fdb: NewFDB(cfg.FDBSize, cfg.AgeTime), epoch: time.Now(), owners: map[int][]*poller{}}
 	s.table.Store(&portTable{})
 	for i := 0; i < cfg.Pollers; i++ {
 		p, err := newPoller(s, i)
@@ -146,8 +146,9 @@ func (s *Switch) ager() {
 	}
 }
 
-// AddPort attaches p, gives it to the least loaded poller and returns its
-// index.
+// AddPort attaches p, gives each of its receivers to the least loaded
+// poller (so the lanes of a multi-queue port go to different pollers) and
+// returns its index.
 func (s *Switch) AddPort(p Port) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -171,20 +172,28 @@ func (s *Switch) AddPort(p Port) (int, error) {
 		}
 	}
 	p.Attach(&portControl{s: s})
+	rs, err := receivers(p)
+	if err != nil {
+		return -1, err
+	}
 	nt := *old
 	nt.ports[idx] = p
 	if idx >= nt.n {
 		nt.n = idx + 1
 	}
-	var best *poller
-	for _, q := range s.pollers {
-		if best == nil || q.load.Load() < best.load.Load() {
-			best = q
+	var owners []*poller
+	for _, r := range rs {
+		var best *poller
+		for _, q := range s.pollers {
+			if best == nil || q.load.Load() < best.load.Load() {
+				best = q
+			}
 		}
+		owners = append(owners, best)
+		best.load.Add(1)
+		best.addOwned(unit{idx: idx, r: r})
 	}
-	s.owner[idx] = best
-	best.load.Add(1)
-	best.addOwned(idx)
+	s.owners[idx] = owners
 	s.table.Store(&nt)
 	s.changed()
 	return idx, nil
@@ -204,11 +213,10 @@ func (s *Switch) RemovePort(idx int) {
 	for nt.n > 0 && nt.ports[nt.n-1] == nil {
 		nt.n--
 	}
-	if p := s.owner[idx]; p != nil {
-		p.removeOwned(idx)
-		p.load.Add(-1)
-		delete(s.owner, idx)
+	for _, p := range s.pollers {
+		p.load.Add(-int32(p.removeOwned(idx)))
 	}
+	delete(s.owners, idx)
 	s.table.Store(&nt)
 	s.changed()
 	s.fdb.Flush(idx)
@@ -249,7 +257,7 @@ type PortInfo struct {
 	Index    int
 	Port     Port
 	Counters Snapshot
-	Poller   int
+	Pollers  []int // the poller of each of the port's receivers
 }
 
 // Ports lists the ports in index order.
@@ -260,9 +268,9 @@ func (s *Switch) Ports() []PortInfo {
 	var out []PortInfo
 	for i := 0; i < t.n; i++ {
 		if p := t.ports[i]; p != nil {
-			pi := PortInfo{Index: i, Port: p, Counters: p.Counters().Snapshot(), Poller: -1}
-			if o := s.owner[i]; o != nil {
-				pi.Poller = o.id
+			pi := PortInfo{Index: i, Port: p, Counters: p.Stats()}
+			for _, o := range s.owners[i] {
+				pi.Pollers = append(pi.Pollers, o.id)
 			}
 			out = append(out, pi)
 		}

@@ -25,25 +25,45 @@ const (
 
 // VMPort is a switch port backed by a vhost-user device: frames the guest
 // transmits are received by the switch, and frames the switch transmits
-// land in the guest's receive queue. It is the vhost.Backend of its
+// land in the guest's receive queues. It is the vhost.Backend of its
 // socket's devices.
+//
+// With several pollers and a multi-queue device the port has one lane per
+// poller (up to the queue pairs): lane k receives from the transmit queues
+// of pairs k, k+n, k+2n, ..., and poller k transmits into receive queue k
+// (modulo the queues running), so a VM's traffic spreads over the pollers.
 type VMPort struct {
 	name     string
 	log      *logrus.Entry
 	ctl      Control
+	pairs    int // queue pairs the device may run
+	pollers  int
 	rings    atomic.Pointer[vhost.Rings]
-	counters Counters
+	counters Counters // rare events, from any goroutine (atomic adds)
 
-	// Owned by the poller that owns the port.
+	// Fixed at Attach.
+	lanes []*vmLane
+	txqs  []*txQueue // by receive queue slot: see Transmit
+}
+
+// vmLane is the receive side of a VMPort, or one lane of it: owned by one
+// poller.
+type vmLane struct {
+	v        *VMPort
+	id, n    int // the lane takes the transmit queues of pairs id mod n
+	counters Counters
 	cur      *vhost.Rings // rings of the burst in progress
 	touched  uint64       // bit i: cur.TX[i] had chains popped
 	chain    virtqueue.Chain
 	txLogged [16]*virtqueue.Queue
+}
 
-	// rxMu serialises the pollers writing the guest's receive queue,
-	// when there is more than one (shared): a lone poller takes no lock.
-	rxMu     sync.Mutex
-	shared   bool
+// txQueue is the state of transmitting into one of the guest's receive
+// queues. Only one poller transmits into it unless there are more pollers
+// than queues (shared), when mu serialises them.
+type txQueue struct {
+	mu       sync.Mutex
+	counters Counters
 	rx       [rxChains]virtqueue.Chain
 	rxRoom   [rxChains]int // writable bytes of each reserved chain
 	rxSegs   [rxChains * rxChainSegs][]byte
@@ -53,14 +73,34 @@ type VMPort struct {
 	spin     atomic.Uint32 // read by waitBuffers' pause loop
 }
 
-// NewVMPort returns a port named name with no device attached.
-func NewVMPort(name string, log *logrus.Entry) *VMPort {
-	v := &VMPort{name: name, log: log.WithField("port", name)}
-	for i := range v.rx {
-		v.rx[i].Segs = v.rxSegs[i*rxChainSegs : i*rxChainSegs : (i+1)*rxChainSegs]
+func newTxQueue() *txQueue {
+	t := &txQueue{}
+	for i := range t.rx {
+		t.rx[i].Segs = t.rxSegs[i*rxChainSegs : i*rxChainSegs : (i+1)*rxChainSegs]
 	}
+	return t
+}
+
+// NewVMPort returns a port named name with no device attached, for a
+// device of up to queuePairs queue pairs (0: vhost.DefaultQueuePairs).
+func NewVMPort(name string, queuePairs int, log *logrus.Entry) *VMPort {
+	if queuePairs <= 0 {
+		queuePairs = vhost.DefaultQueuePairs
+	}
+	v := &VMPort{name: name, log: log.WithField("port", name), pairs: queuePairs, pollers: 1}
+	v.setLanes(1)
 	return v
 }
+
+func (v *VMPort) setLanes(n int) {
+	v.lanes, v.txqs = make([]*vmLane, n), make([]*txQueue, n)
+	for i := range v.lanes {
+		v.lanes[i] = &vmLane{v: v, id: i, n: n}
+		v.txqs[i] = newTxQueue()
+	}
+}
+
+var _ LanedPort = (*VMPort)(nil)
 
 // Name returns the port name.
 func (v *VMPort) Name() string { return v.name }
@@ -68,11 +108,30 @@ func (v *VMPort) Name() string { return v.name }
 // Attach implements Port.
 func (v *VMPort) Attach(c Control) {
 	v.ctl = c
-	v.shared = c.Pollers() > 1
+	v.pollers = max(c.Pollers(), 1)
+	v.setLanes(min(v.pollers, v.pairs))
 }
 
-// Counters implements Port.
-func (v *VMPort) Counters() *Counters { return &v.counters }
+// Receivers implements LanedPort: one lane per poller, up to the queue pairs.
+func (v *VMPort) Receivers() []Receiver {
+	rs := make([]Receiver, len(v.lanes))
+	for i, l := range v.lanes {
+		rs[i] = l
+	}
+	return rs
+}
+
+// Stats implements Port.
+func (v *VMPort) Stats() Snapshot {
+	cs := []*Counters{&v.counters}
+	for _, l := range v.lanes {
+		cs = append(cs, &l.counters)
+	}
+	for _, t := range v.txqs {
+		cs = append(cs, &t.counters)
+	}
+	return SumCounters(cs...)
+}
 
 // Running reports whether a device has rings running on the port.
 func (v *VMPort) Running() bool { return v.rings.Load() != nil }
@@ -94,15 +153,23 @@ func (v *VMPort) Publish(r *vhost.Rings) {
 		v.ctl.Changed()
 	}
 	if r != nil {
-		v.log.WithFields(logrus.Fields{"rx_rings": len(r.RX), "tx_rings": len(r.TX), "hdr_len": r.HdrLen, "mrg_rxbuf": r.MrgRxbuf}).Debug("rings running")
+		v.log.WithFields(logrus.Fields{"rx_rings": len(r.RX), "tx_rings": len(r.TX), "hdr_len": r.HdrLen, "mrg_rxbuf": r.MrgRxbuf, "lanes": len(v.lanes)}).Debug("rings running")
 	}
 }
 
-// WaitFDs implements Port: the kick fds of the guest's transmit rings.
-func (v *VMPort) WaitFDs(dst []int) []int {
-	if r := v.rings.Load(); r != nil {
+// mine reports whether the guest transmit ring with virtqueue index idx
+// belongs to the lane.
+func (l *vmLane) mine(idx int) bool { return l.n == 1 || (idx/2)%l.n == l.id }
+
+// Counters implements Receiver.
+func (l *vmLane) Counters() *Counters { return &l.counters }
+
+// WaitFDs implements Receiver: the kick fds of the lane's guest transmit
+// rings.
+func (l *vmLane) WaitFDs(dst []int) []int {
+	if r := l.v.rings.Load(); r != nil {
 		for _, ring := range r.TX {
-			if ring.Kick >= 0 {
+			if ring.Kick >= 0 && l.mine(ring.Index) {
 				dst = append(dst, ring.Kick)
 			}
 		}
@@ -110,14 +177,17 @@ func (v *VMPort) WaitFDs(dst []int) []int {
 	return dst
 }
 
-// Arm implements Port.
-func (v *VMPort) Arm() bool {
-	r := v.rings.Load()
+// Arm implements Receiver.
+func (l *vmLane) Arm() bool {
+	r := l.v.rings.Load()
 	if r == nil {
 		return false
 	}
 	pending := false
 	for _, ring := range r.TX {
+		if !l.mine(ring.Index) {
+			continue
+		}
 		// A ring without a kick fd is polled: never sleep on it.
 		if ring.Queue.EnableNotify() || (ring.Kick < 0 && ring.Queue.Err() == nil) {
 			pending = true
@@ -126,12 +196,13 @@ func (v *VMPort) Arm() bool {
 	return pending
 }
 
-// Receive implements Port: it pops the guest's transmitted chains. Each
+// Receive implements Receiver: it pops the guest's transmitted chains. Each
 // chain is put on the used ring at once (its bytes stay valid, since the
 // driver sees nothing until Done publishes the used index).
-func (v *VMPort) Receive(b *Burst) int {
+func (l *vmLane) Receive(b *Burst) int {
+	v := l.v
 	r := v.rings.Load()
-	v.cur = r
+	l.cur = r
 	b.N = 0
 	if r == nil {
 		return 0
@@ -139,22 +210,25 @@ func (v *VMPort) Receive(b *Burst) int {
 	n := 0
 	var runts, segs uint64
 	for ti, ring := range r.TX {
+		if !l.mine(ring.Index) {
+			continue
+		}
 		q := ring.Queue
 		pending := q.Pending()
 		if pending == 0 {
 			if q.Err() != nil {
-				v.broken(&v.txLogged[ring.Index%len(v.txLogged)], q, ring.Index, DropRxBroken)
+				v.broken(&l.txLogged[ring.Index%len(l.txLogged)], q, ring.Index, DropRxBroken)
 			}
 			continue
 		}
 		q.DisableNotify()
-		v.touched |= 1 << uint(ti%64)
-		c := &v.chain
+		l.touched |= 1 << uint(ti%64)
+		c := &l.chain
 		for ; pending > 0 && n < BurstSize; pending-- {
 			c.Segs = b.SegPool(n)
 			err := q.Pop(r.Mem, c)
 			if err == virtqueue.ErrBroken {
-				v.broken(&v.txLogged[ring.Index%len(v.txLogged)], q, ring.Index, DropRxBroken)
+				v.broken(&l.txLogged[ring.Index%len(l.txLogged)], q, ring.Index, DropRxBroken)
 				break
 			}
 			if err == virtqueue.ErrEmpty {
@@ -193,24 +267,24 @@ func (v *VMPort) Receive(b *Burst) int {
 		}
 	}
 	if runts > 0 {
-		v.counters.Drops[DropRxRunt].addOwned(runts)
+		l.counters.Drops[DropRxRunt].addOwned(runts)
 	}
 	if segs > 0 {
-		v.counters.Drops[DropRxSegments].addOwned(segs)
+		l.counters.Drops[DropRxSegments].addOwned(segs)
 	}
 	b.N = n
 	return n
 }
 
-// Done implements Port: it publishes the used entries of the burst and
+// Done implements Receiver: it publishes the used entries of the burst and
 // calls the driver once per ring that asks for it.
-func (v *VMPort) Done(b *Burst) {
-	r := v.cur
-	if r == nil || v.touched == 0 {
+func (l *vmLane) Done(b *Burst) {
+	r := l.cur
+	if r == nil || l.touched == 0 {
 		return
 	}
 	for ti, ring := range r.TX {
-		if v.touched&(1<<uint(ti%64)) == 0 {
+		if l.touched&(1<<uint(ti%64)) == 0 {
 			continue
 		}
 		ring.Queue.Publish()
@@ -218,8 +292,8 @@ func (v *VMPort) Done(b *Burst) {
 			unix.Write(ring.Call, one[:])
 		}
 	}
-	v.touched = 0
-	v.cur = nil
+	l.touched = 0
+	l.cur = nil
 }
 
 // broken logs a queue's break once and counts it.
@@ -232,26 +306,36 @@ func (v *VMPort) broken(logged **virtqueue.Queue, q *virtqueue.Queue, index int,
 	v.log.WithFields(logrus.Fields{"queue": index, "reason": q.Err()}).Error("virtqueue broken by the guest; it stays stopped until the driver resets it")
 }
 
-// Transmit implements Port: it copies each frame into the guest's receive
-// queue, from the source buffers straight into the guest's. It works in
-// two passes so that the guest-buffer cache misses of a burst overlap:
-// first it reserves receive chains for every frame and prefetches them for
-// writing, then it copies.
-func (v *VMPort) Transmit(frames []*Frame) {
+// Transmit implements Port: it copies each frame into one of the guest's
+// receive queues, from the source buffers straight into the guest's.
+// Poller q uses receive queue q modulo the queues there are to use (those
+// running, and no more than the port has lanes): with no more pollers than
+// that, each queue has one writer and no lock is taken.
+func (v *VMPort) Transmit(q int, frames []*Frame) {
 	r := v.rings.Load()
 	if r == nil || len(r.RX) == 0 {
 		v.counters.Drops[DropTxNotReady].Add(uint64(len(frames)))
 		return
 	}
-	ring := r.RX[0]
-	q := ring.Queue
-	if v.shared {
-		v.rxMu.Lock()
+	m := min(len(r.RX), len(v.txqs))
+	slot := q % m
+	t := v.txqs[slot]
+	if v.pollers > m {
+		t.mu.Lock()
+		defer t.mu.Unlock()
 	}
+	t.transmit(v, r, r.RX[slot], frames)
+}
+
+// transmit works in two passes so that the guest-buffer cache misses of a
+// burst overlap: first it reserves receive chains for every frame and
+// prefetches them for writing, then it copies.
+func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames []*Frame) {
+	q := ring.Queue
 	var sent, bytes, nobuf, toobig, broken uint64
 	avail := q.Pending()
 	if q.Err() != nil {
-		v.broken(&v.rxLogged, q, ring.Index, DropTxBroken)
+		v.broken(&t.rxLogged, q, ring.Index, DropTxBroken)
 		broken = uint64(len(frames))
 		frames = nil
 	}
@@ -263,18 +347,18 @@ func (v *VMPort) Transmit(frames []*Frame) {
 		for ; nf < len(frames); nf++ {
 			need := hdr + frames[nf].Len
 			if avail == 0 && !waited {
-				avail, waited = v.waitBuffers(q), true
+				avail, waited = t.waitBuffers(q), true
 			}
 			// Fast path: one chain with room for the whole frame.
-			if avail > 0 && used < len(v.rx) {
-				c := &v.rx[used]
+			if avail > 0 && used < len(t.rx) {
+				c := &t.rx[used]
 				c.Segs = c.Segs[:0]
 				err := q.Pop(r.Mem, c)
 				if err == nil && int(c.WriteLen) >= need && c.NRead < len(c.Segs) {
 					avail--
-					v.rxRoom[used] = int(c.WriteLen)
+					t.rxRoom[used] = int(c.WriteLen)
 					prefetchFrame(c.Segs[c.NRead], hdr)
-					v.plan[nf] = rxPlan{first: used, k: 1}
+					t.plan[nf] = rxPlan{first: used, k: 1}
 					used++
 					continue
 				}
@@ -286,8 +370,8 @@ func (v *VMPort) Transmit(frames []*Frame) {
 			}
 			k, room := 0, 0
 			var err error
-			for room < need && avail > 0 && (k == 0 || r.MrgRxbuf) && k < maxMergeBufs && used+k < len(v.rx) {
-				c := &v.rx[used+k]
+			for room < need && avail > 0 && (k == 0 || r.MrgRxbuf) && k < maxMergeBufs && used+k < len(t.rx) {
+				c := &t.rx[used+k]
 				c.Segs = c.Segs[:0]
 				err = q.Pop(r.Mem, c)
 				if err == virtqueue.ErrBroken || err == virtqueue.ErrEmpty {
@@ -301,7 +385,7 @@ func (v *VMPort) Transmit(frames []*Frame) {
 						w += len(s)
 					}
 				}
-				v.rxRoom[used+k] = w
+				t.rxRoom[used+k] = w
 				if c.NRead < len(c.Segs) {
 					prefetchFrame(c.Segs[c.NRead], hdr)
 				}
@@ -310,22 +394,22 @@ func (v *VMPort) Transmit(frames []*Frame) {
 			}
 			if err == virtqueue.ErrBroken {
 				q.Unpop(k)
-				v.broken(&v.rxLogged, q, ring.Index, DropTxBroken)
+				v.broken(&t.rxLogged, q, ring.Index, DropTxBroken)
 				broken += uint64(len(frames) - nf)
 				frames = frames[:nf]
 				break
 			}
 			if room >= need {
-				v.plan[nf] = rxPlan{first: used, k: k}
+				t.plan[nf] = rxPlan{first: used, k: k}
 				used += k
 				continue
 			}
 			q.Unpop(k)
 			avail += k
-			if used+k >= len(v.rx) && used > 0 {
+			if used+k >= len(t.rx) && used > 0 {
 				break // out of chain slots: copy what is planned, then go on
 			}
-			v.plan[nf] = rxPlan{}
+			t.plan[nf] = rxPlan{}
 			if k == 0 || (r.MrgRxbuf && k < maxMergeBufs) {
 				nobuf++
 			} else {
@@ -334,12 +418,12 @@ func (v *VMPort) Transmit(frames []*Frame) {
 		}
 		// Pass 2: copy.
 		for i := 0; i < nf; i++ {
-			p := v.plan[i]
+			p := t.plan[i]
 			if p.k == 0 {
 				continue
 			}
 			f := frames[i]
-			v.copyInto(q, p, f, hdr)
+			t.copyInto(q, p, f, hdr)
 			sent++
 			bytes += uint64(f.Len)
 		}
@@ -351,9 +435,8 @@ func (v *VMPort) Transmit(frames []*Frame) {
 			unix.Write(ring.Call, one[:])
 		}
 	}
-	// The transmit side's counters have one writer at a time: whoever
-	// holds it.
-	c := &v.counters
+	// The queue's counters have one writer at a time: whoever transmits.
+	c := &t.counters
 	if sent > 0 {
 		c.TxPackets.addOwned(sent)
 		c.TxBytes.addOwned(bytes)
@@ -367,9 +450,6 @@ func (v *VMPort) Transmit(frames []*Frame) {
 	if broken > 0 {
 		c.Drops[DropTxBroken].addOwned(broken)
 	}
-	if v.shared {
-		v.rxMu.Unlock()
-	}
 }
 
 // txRetries bounds how often Transmit re-reads a full receive ring before
@@ -382,13 +462,13 @@ const txRetries = 8
 // waitBuffers re-reads the available index of q up to txRetries times,
 // pausing about half a microsecond between reads, and returns how many
 // chains are now available.
-func (v *VMPort) waitBuffers(q *virtqueue.Queue) int {
+func (t *txQueue) waitBuffers(q *virtqueue.Queue) int {
 	for i := 0; i < txRetries; i++ {
 		// A short pause without touching the guest's cache lines: loads
 		// of a private word (Go has no PAUSE intrinsic; an atomic load
 		// keeps the loop from being optimised away and is not a fence).
 		for j := 0; j < 256; j++ {
-			v.spin.Load()
+			t.spin.Load()
 		}
 		if n := q.Pending(); n > 0 {
 			return n
@@ -406,15 +486,15 @@ func prefetchFrame(seg []byte, hdr int) {
 	}
 }
 
-// rxPlan is the receive chains reserved for one frame: v.rx[first:first+k].
+// rxPlan is the receive chains reserved for one frame: t.rx[first:first+k].
 type rxPlan struct{ first, k int }
 
 // copyInto writes f with its virtio-net header into the chains of p and
 // puts them on the used ring.
-func (v *VMPort) copyInto(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int) {
+func (t *txQueue) copyInto(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int) {
 	need := hdr + f.Len
 	if p.k == 1 {
-		c := &v.rx[p.first]
+		c := &t.rx[p.first]
 		// The common case: one buffer big enough, one source segment.
 		if d := c.Segs[c.NRead]; len(d) >= need && len(f.Segs) == 1 {
 			putNetHeader(d, hdr, 1)
@@ -428,17 +508,17 @@ func (v *VMPort) copyInto(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int) {
 		return
 	}
 	// Lay the chains' writable segments end to end and copy once.
-	all := v.rxAll[:0]
+	all := t.rxAll[:0]
 	for j := p.first; j < p.first+p.k; j++ {
-		all = append(all, v.rx[j].Segs[v.rx[j].NRead:]...)
+		all = append(all, t.rx[j].Segs[t.rx[j].NRead:]...)
 	}
 	writeNetHeader(all, hdr, p.k)
 	copyFrame(all, hdr, f.Segs)
 	left := need
 	for j := p.first; j < p.first+p.k; j++ {
-		w := min(v.rxRoom[j], left)
+		w := min(t.rxRoom[j], left)
 		left -= w
-		q.PushUsed(v.rx[j].Head, uint32(w))
+		q.PushUsed(t.rx[j].Head, uint32(w))
 	}
 }
 

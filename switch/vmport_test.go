@@ -51,7 +51,7 @@ func newVMEnd(t testing.TB, s *Switch, name string, base uint64, hdr int, mrg bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.port = NewVMPort(name, quietLog())
+	e.port = NewVMPort(name, 1, quietLog())
 	if e.idx, err = s.AddPort(e.port); err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,9 @@ func pump(s *Switch, ends ...*vmEnd) int {
 	t := s.table.Load()
 	n := 0
 	for _, e := range ends {
-		n += p.forward(t, e.idx, e.port, s.now())
+		for _, r := range e.port.Receivers() {
+			n += p.forward(t, e.idx, r, s.now())
+		}
 	}
 	return n
 }
@@ -142,7 +144,7 @@ func TestVMToVM(t *testing.T) {
 		if used := a.tx.CollectUsed(); len(used) != 1 || used[0].Len != 0 {
 			t.Fatalf("hdr %d: transmit chain not returned: %+v", hdr, used)
 		}
-		sa, sb := a.port.Counters().Snapshot(), b.port.Counters().Snapshot()
+		sa, sb := a.port.Stats(), b.port.Stats()
 		if sa.RxPackets != 1 || sa.RxBytes != 60 || sb.TxPackets != 1 || sb.TxBytes != 60 {
 			t.Fatalf("hdr %d: counters a=%+v b=%+v", hdr, sa, sb)
 		}
@@ -178,7 +180,7 @@ func TestRxDropsCounted(t *testing.T) {
 	b.post(1, 100)
 	a.send(ethFrame(0xb, 0xa, 200), 20) // b's buffer too small
 	pump(s, a)
-	st := b.port.Counters().Snapshot()
+	st := b.port.Stats()
 	if st.Drops["tx_no_buffers"] != 1 || st.Drops["tx_too_big"] != 1 || st.TxPackets != 0 {
 		t.Fatalf("drops %+v", st)
 	}
@@ -199,11 +201,11 @@ func TestBrokenGuestQueueIsolated(t *testing.T) {
 	// a's driver publishes an out-of-range head: a's transmit queue breaks.
 	a.tx.Publish(999)
 	pump(s, a)
-	if st := a.port.Counters().Snapshot(); st.Drops["rx_queue_broken"] != 1 {
+	if st := a.port.Stats(); st.Drops["rx_queue_broken"] != 1 {
 		t.Fatalf("break not counted: %+v", st)
 	}
 	pump(s, a) // logged and counted once only
-	if st := a.port.Counters().Snapshot(); st.Drops["rx_queue_broken"] != 1 {
+	if st := a.port.Stats(); st.Drops["rx_queue_broken"] != 1 {
 		t.Fatalf("break counted twice: %+v", st)
 	}
 	// b and c still talk.
@@ -298,7 +300,7 @@ func TestMergeableManyChains(t *testing.T) {
 			t.Fatalf("frame %d corrupted", i)
 		}
 	}
-	st := b.port.Counters().Snapshot()
+	st := b.port.Stats()
 	if st.TxPackets != 11 || st.Drops["tx_no_buffers"] != 5 {
 		t.Fatalf("counters %+v", st)
 	}
@@ -390,7 +392,7 @@ func TestBuffersUsedInOrder(t *testing.T) {
 		}
 		check("transmit", a.tx.CollectUsed(), txHeads)
 		check("receive", b.rx.CollectUsed(), rxHeads)
-		st := b.port.Counters().Snapshot()
+		st := b.port.Stats()
 		if st.TxPackets == 0 || st.Drops["tx_too_big"]+st.Drops["tx_no_buffers"] == 0 {
 			t.Fatalf("mrg=%v: the mix should deliver some frames and drop some: %+v", mrg, st)
 		}

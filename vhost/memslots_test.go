@@ -20,8 +20,8 @@ func twoPorts(t *testing.T) (pathA, pathB string, pb *vswitch.VMPort) {
 		t.Fatal(err)
 	}
 	t.Cleanup(sw.Close)
-	pa := vswitch.NewVMPort("a", quiet())
-	pb = vswitch.NewVMPort("b", quiet())
+	pa := vswitch.NewVMPort("a", 0, quiet())
+	pb = vswitch.NewVMPort("b", 0, quiet())
 	sw.AddPort(pa)
 	sw.AddPort(pb)
 	sw.Start()

@@ -337,7 +337,7 @@ func TestTrafficReconnectAndRingBase(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(sw.Close) // after the servers' cleanups: they run last-in first-out
-	pa, pb := vswitch.NewVMPort("a", quiet()), vswitch.NewVMPort("b", quiet())
+	pa, pb := vswitch.NewVMPort("a", 0, quiet()), vswitch.NewVMPort("b", 0, quiet())
 	sw.AddPort(pa)
 	sw.AddPort(pb)
 	sw.Start()
@@ -382,7 +382,7 @@ func TestTrafficReconnectAndRingBase(t *testing.T) {
 		a.f.Close()
 		waitFDs(t, before)
 	}
-	st := pb.Counters().Snapshot()
+	st := pb.Stats()
 	if st.TxPackets != 3 {
 		t.Fatalf("b counted %d delivered frames, want 3", st.TxPackets)
 	}

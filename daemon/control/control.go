@@ -32,12 +32,15 @@ type Response struct {
 
 // PortInfo describes one port for `vhostctl ports`.
 type PortInfo struct {
-	Name   string       `json:"name"`
-	Kind   string       `json:"kind"`
-	State  string       `json:"state"` // listening, connected, running; up, down or unknown for the uplink
-	Poller int          `json:"poller"`
-	Vhost  vhost.Status `json:"vhost"`
-	Uplink *UplinkInfo  `json:"uplink,omitempty"` // the DPDK uplink only
+	Name  string `json:"name"`
+	Kind  string `json:"kind"`
+	State string `json:"state"` // listening, connected, running; up, down or unknown for the uplink
+	// Pollers are the pollers that receive from the port: one per lane
+	// (a multi-queue VM port has one lane per poller, up to its queue
+	// pairs).
+	Pollers []int        `json:"pollers"`
+	Vhost   vhost.Status `json:"vhost"`
+	Uplink  *UplinkInfo  `json:"uplink,omitempty"` // the DPDK uplink only
 }
 
 // PortStats is one port's counters for `vhostctl stats`.

@@ -47,16 +47,24 @@ func (p *ChanPort) Name() string { return p.name }
 // Attach implements vswitch.Port.
 func (p *ChanPort) Attach(vswitch.Control) {}
 
-// Counters implements vswitch.Port.
+var (
+	_ vswitch.Port     = (*ChanPort)(nil)
+	_ vswitch.Receiver = (*ChanPort)(nil)
+)
+
+// Counters implements vswitch.Receiver.
 func (p *ChanPort) Counters() *vswitch.Counters { return &p.counters }
 
-// WaitFDs implements vswitch.Port.
+// Stats implements vswitch.Port.
+func (p *ChanPort) Stats() vswitch.Snapshot { return p.counters.Snapshot() }
+
+// WaitFDs implements vswitch.Receiver.
 func (p *ChanPort) WaitFDs(dst []int) []int { return append(dst, p.wake) }
 
-// Arm implements vswitch.Port.
+// Arm implements vswitch.Receiver.
 func (p *ChanPort) Arm() bool { return len(p.in) > 0 }
 
-// Receive implements vswitch.Port.
+// Receive implements vswitch.Receiver.
 func (p *ChanPort) Receive(b *vswitch.Burst) int {
 	n := 0
 	for n < vswitch.BurstSize {
@@ -74,11 +82,11 @@ func (p *ChanPort) Receive(b *vswitch.Burst) int {
 	return n
 }
 
-// Done implements vswitch.Port.
+// Done implements vswitch.Receiver.
 func (p *ChanPort) Done(*vswitch.Burst) {}
 
 // Transmit implements vswitch.Port.
-func (p *ChanPort) Transmit(frames []*vswitch.Frame) {
+func (p *ChanPort) Transmit(_ int, frames []*vswitch.Frame) {
 	for _, f := range frames {
 		out := make([]byte, 0, f.Len)
 		for _, s := range f.Segs {

@@ -382,10 +382,19 @@ func (p *Port) Name() string { return p.cfg.Name }
 // so it keeps no Control.
 func (p *Port) Attach(vswitch.Control) {}
 
-// Counters implements vswitch.Port.
+// The uplink is a port with one receive lane, itself.
+var (
+	_ vswitch.Port     = (*Port)(nil)
+	_ vswitch.Receiver = (*Port)(nil)
+)
+
+// Counters implements vswitch.Receiver.
 func (p *Port) Counters() *vswitch.Counters { return &p.counters }
 
-// WaitFDs implements vswitch.Port: the device's rx interrupt fd, if it has
+// Stats implements vswitch.Port.
+func (p *Port) Stats() vswitch.Snapshot { return p.counters.Snapshot() }
+
+// WaitFDs implements vswitch.Receiver: the device's rx interrupt fd, if it has
 // one.
 func (p *Port) WaitFDs(dst []int) []int {
 	if p.rxMode == RxInterrupts {
@@ -399,7 +408,7 @@ func (p *Port) WaitFDs(dst []int) []int {
 // take a frame; see dpdk.Port.RxInterruptFD).
 func (p *Port) NoDrain(fd int) bool { return p.rxMode == RxInterrupts && fd == p.intrFD }
 
-// Arm implements vswitch.Port. Without rx interrupts nothing can wake the
+// Arm implements vswitch.Receiver. Without rx interrupts nothing can wake the
 // poller: it sleeps at most IdlePoll (see IdlePoll). With them:
 //
 //   - net_tap's fd is the tap queue, in the poller's epoll set since the
@@ -450,7 +459,7 @@ func (p *Port) AttachThread() error {
 	return nil
 }
 
-// Receive implements vswitch.Port: one rx burst, each frame's mbuf
+// Receive implements vswitch.Receiver: one rx burst, each frame's mbuf
 // segments presented as views of mbuf memory, valid until Done.
 func (p *Port) Receive(b *vswitch.Burst) int {
 	n := p.rx.Receive(vswitch.BurstSize)
@@ -479,13 +488,14 @@ func (p *Port) Receive(b *vswitch.Burst) int {
 	return k
 }
 
-// Done implements vswitch.Port: it frees the burst's mbufs in bulk.
+// Done implements vswitch.Receiver: it frees the burst's mbufs in bulk.
 func (p *Port) Done(*vswitch.Burst) { p.rx.Release() }
 
-// Transmit implements vswitch.Port: each frame is copied once into an
+// Transmit implements vswitch.Port (the uplink has one tx queue, shared by
+// the pollers under a lock): each frame is copied once into an
 // mbuf; the burst goes out in one tx burst; what the device does not take
 // is freed and counted as tx_uplink_full.
-func (p *Port) Transmit(frames []*vswitch.Frame) {
+func (p *Port) Transmit(_ int, frames []*vswitch.Frame) {
 	var big, nombuf uint64
 	p.txMu.Lock()
 	tx := p.tx

@@ -61,8 +61,8 @@ func TestTransmitReceiveLoopback(t *testing.T) {
 		frames = append(frames, split(f))
 		total += uint64(n)
 	}
-	p.Transmit(frames)
-	c := p.Counters().Snapshot()
+	p.Transmit(0, frames)
+	c := p.Stats()
 	if c.TxPackets != uint64(len(sizes)) || c.TxBytes != total {
 		t.Fatalf("tx counters %+v, want %d frames %d bytes", c, len(sizes), total)
 	}
@@ -101,8 +101,8 @@ func TestTransmitReceiveLoopback(t *testing.T) {
 func TestTransmitDropsCounted(t *testing.T) {
 	p := openRing(t, Config{MTU: 1500})
 	// Larger than MTU + header + VLAN tag.
-	p.Transmit([]*vswitch.Frame{split(ethFrame(1519, 1)), split(ethFrame(1518, 2))})
-	c := p.Counters().Snapshot()
+	p.Transmit(0, []*vswitch.Frame{split(ethFrame(1519, 1)), split(ethFrame(1518, 2))})
+	c := p.Stats()
 	if c.Drops["tx_too_big"] != 1 || c.TxPackets != 1 {
 		t.Fatalf("counters %+v: want one tx_too_big, one sent", c)
 	}
@@ -114,9 +114,9 @@ func TestTransmitDropsCounted(t *testing.T) {
 		burst[i] = f
 	}
 	for i := 0; i < 40; i++ {
-		p.Transmit(burst)
+		p.Transmit(0, burst)
 	}
-	c = p.Counters().Snapshot()
+	c = p.Stats()
 	if c.Drops["tx_uplink_full"] == 0 || c.TxPackets+c.Drops["tx_uplink_full"] != 1+40*vswitch.BurstSize {
 		t.Fatalf("counters %+v after overfilling the ring", c)
 	}
@@ -172,7 +172,7 @@ func TestDataPathAllocatesNothing(t *testing.T) {
 	}
 	var b vswitch.Burst
 	allocs := testing.AllocsPerRun(200, func() {
-		p.Transmit(burst)
+		p.Transmit(0, burst)
 		if p.Receive(&b) != vswitch.BurstSize {
 			t.Fatal("short receive")
 		}
@@ -220,7 +220,7 @@ func TestInSwitch(t *testing.T) {
 		t.Fatal("frame did not come back through the uplink")
 	}
 	s.Stop()
-	c := up.Counters().Snapshot()
+	c := up.Stats()
 	if c.TxPackets != 1 || c.RxPackets != 1 {
 		t.Fatalf("uplink counters %+v", c)
 	}
@@ -243,7 +243,7 @@ func BenchmarkTransmitReceive(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				p.Transmit(burst)
+				p.Transmit(0, burst)
 				p.Receive(&bu)
 				p.Done(&bu)
 			}

@@ -126,67 +126,108 @@ func TestTestpmdRestart(t *testing.T) {
 // TestTestpmdMultiQueue has DPDK's virtio driver use two queue pairs per
 // port (MQ negotiated): frames sent on both transmit queues of each port
 // all arrive at the other port, and vhostd runs all four rings per port.
+// With two pollers each VM port has a lane per poller: both pollers
+// receive from each port, and each delivers into its own receive queue of
+// the destination, so frames arrive on both of the driver's receive
+// queues; with one poller they all arrive on queue 0.
 func TestTestpmdMultiQueue(t *testing.T) {
 	requirePeer(t, testpmd.DefaultBinary)
-	dir := sockDir(t)
-	v := startVhostd(t, dir, "--socket", "a="+filepath.Join(dir, "a.sock"), "--socket", "b="+filepath.Join(dir, "b.sock"))
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	tp := v.startTestpmd(t, ctx, testpmd.Config{
-		Ports: []testpmd.Port{
-			{Socket: filepath.Join(dir, "a.sock"), MAC: macA, Queues: 2},
-			{Socket: filepath.Join(dir, "b.sock"), MAC: macB, Queues: 2},
-		},
-		PeerMACs:    []string{macB, macA},
-		TxPkts:      60,
-		ForwardMode: "rxonly",
-	})
-	if err := tp.ClearStats(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// 4 bursts of 32 from each of the two transmit queues of each port.
-	const want = 2 * 4 * 32
-	if err := tp.StartTxFirst(ctx, 4); err != nil {
-		t.Fatal(err)
-	}
-	var st []testpmd.PortStats
-	var err error
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if st, err = tp.Stats(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if len(st) == 2 && st[0].RxPackets >= want && st[1].RxPackets >= want {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("frames missing after 20s: %+v\nvhostd log:\n%s", st, tail(v.Log(), 2000))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if _, err := tp.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for i, s := range st {
-		if s.TxPackets != want || s.RxPackets != want {
-			t.Errorf("testpmd port %d: tx %d rx %d, want %d each", i, s.TxPackets, s.RxPackets, want)
-		}
-	}
-	vs := v.stats(t)
-	for _, name := range []string{"a", "b"} {
-		if s := vs[name]; s.RxPackets != want || s.TxPackets != want || totalDrops(s) != 0 {
-			t.Errorf("vhostd port %s: rx %d tx %d drops %v, want %d each way", name, s.RxPackets, s.TxPackets, s.Drops, want)
-		}
-	}
-	for name, p := range v.ports(t) {
-		running := 0
-		for _, r := range p.Vhost.Rings {
-			if r.Running {
-				running++
+	for _, pollers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("pollers=%d", pollers), func(t *testing.T) {
+			dir := sockDir(t)
+			v := startVhostd(t, dir, "--pollers", fmt.Sprint(pollers),
+				"--socket", "a="+filepath.Join(dir, "a.sock"), "--socket", "b="+filepath.Join(dir, "b.sock"))
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			tp := v.startTestpmd(t, ctx, testpmd.Config{
+				Ports: []testpmd.Port{
+					{Socket: filepath.Join(dir, "a.sock"), MAC: macA, Queues: 2},
+					{Socket: filepath.Join(dir, "b.sock"), MAC: macB, Queues: 2},
+				},
+				PeerMACs:    []string{macB, macA},
+				TxPkts:      60,
+				ForwardMode: "rxonly",
+			})
+			if err := tp.ClearStats(ctx); err != nil {
+				t.Fatal(err)
 			}
-		}
-		if feats := strings.Join(p.Vhost.Features, ","); !strings.Contains(feats, "mq") || running != 4 {
-			t.Errorf("port %s: features %s, %d rings running, want mq and 4", name, feats, running)
+			// 4 bursts of 32 from each of the two transmit queues of each port.
+			const want = 2 * 4 * 32
+			if err := tp.StartTxFirst(ctx, 4); err != nil {
+				t.Fatal(err)
+			}
+			var st []testpmd.PortStats
+			var err error
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				if st, err = tp.Stats(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if len(st) == 2 && st[0].RxPackets >= want && st[1].RxPackets >= want {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("frames missing after 20s: %+v\nvhostd log:\n%s", st, tail(v.Log(), 2000))
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if _, err := tp.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for i, s := range st {
+				if s.TxPackets != want || s.RxPackets != want {
+					t.Errorf("testpmd port %d: tx %d rx %d, want %d each", i, s.TxPackets, s.RxPackets, want)
+				}
+				q0, q1 := rxQueuePackets(t, ctx, tp, i)
+				if q0+q1 != want || (pollers == 1 && q1 != 0) || (pollers == 2 && (q0 == 0 || q1 == 0)) {
+					t.Errorf("testpmd port %d received %d on queue 0 and %d on queue 1 with %d pollers", i, q0, q1, pollers)
+				}
+			}
+			vs := v.stats(t)
+			for _, name := range []string{"a", "b"} {
+				if s := vs[name]; s.RxPackets != want || s.TxPackets != want || totalDrops(s) != 0 {
+					t.Errorf("vhostd port %s: rx %d tx %d drops %v, want %d each way", name, s.RxPackets, s.TxPackets, s.Drops, want)
+				}
+			}
+			for name, p := range v.ports(t) {
+				running := 0
+				for _, r := range p.Vhost.Rings {
+					if r.Running {
+						running++
+					}
+				}
+				if feats := strings.Join(p.Vhost.Features, ","); !strings.Contains(feats, "mq") || running != 4 {
+					t.Errorf("port %s: features %s, %d rings running, want mq and 4", name, feats, running)
+				}
+				if wantPollers := fmt.Sprint([]int{0, 1}[:pollers]); fmt.Sprint(p.Pollers) != wantPollers {
+					t.Errorf("port %s: receive lanes on pollers %v, want %s", name, p.Pollers, wantPollers)
+				}
+			}
+		})
+	}
+}
+
+// rxQueuePackets returns the frames testpmd's port received on its receive
+// queues 0 and 1, from the virtio driver's extended stats.
+func rxQueuePackets(t *testing.T, ctx context.Context, tp *testpmd.TestPMD, port int) (q0, q1 uint64) {
+	t.Helper()
+	out, err := tp.Cmd(ctx, fmt.Sprintf("show port xstats %d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, line := range strings.Split(out, "\n") {
+		var n uint64
+		if _, err := fmt.Sscanf(strings.TrimSpace(line), "rx_q0_good_packets: %d", &n); err == nil {
+			q0 = n
+			found++
+		} else if _, err := fmt.Sscanf(strings.TrimSpace(line), "rx_q1_good_packets: %d", &n); err == nil {
+			q1 = n
+			found++
 		}
 	}
+	if found != 2 {
+		t.Fatalf("no rx_q0_good_packets and rx_q1_good_packets in testpmd's xstats of port %d:\n%s", port, out)
+	}
+	return q0, q1
 }

@@ -96,7 +96,7 @@ func join(s []string) string {
 
 func printPorts(out io.Writer, ports []control.PortInfo) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "PORT\tKIND\tSTATE\tSOCKET\tQUEUES\tFEATURES\tPROTOCOL")
+	fmt.Fprintln(w, "PORT\tKIND\tSTATE\tPOLLERS\tSOCKET\tQUEUES\tFEATURES\tPROTOCOL")
 	for _, p := range ports {
 		var qs []string
 		for _, r := range p.Vhost.Rings {
@@ -116,7 +116,11 @@ func printPorts(out io.Writer, ports []control.PortInfo) {
 		if p.Uplink != nil {
 			where = p.Uplink.Devargs
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Kind, p.State, where, join(qs), join(p.Vhost.Features), join(p.Vhost.ProtocolFeatures))
+		var pollers []string
+		for _, id := range p.Pollers {
+			pollers = append(pollers, fmt.Sprint(id))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Kind, p.State, join(pollers), where, join(qs), join(p.Vhost.Features), join(p.Vhost.ProtocolFeatures))
 	}
 	w.Flush()
 	printUplinks(out, ports)
