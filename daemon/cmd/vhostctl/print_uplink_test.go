@@ -12,7 +12,8 @@ import (
 func TestPrintPortsShowsUplink(t *testing.T) {
 	var b bytes.Buffer
 	printPorts(&b, []control.PortInfo{
-		{Name: "wan", Kind: "dpdk", State: "up", Uplink: &control.UplinkInfo{
+		{Name: "vm1", Kind: "vhost-user", State: "running", Pollers: []int{0, 1}},
+		{Name: "wan", Kind: "dpdk", State: "up", Pollers: []int{1}, Uplink: &control.UplinkInfo{
 			Devargs: "net_tap0,iface=vd0", Device: "net_tap0", Driver: "net_tap", Interface: "vd0",
 			MAC: "02:00:00:00:00:01", MTU: 1500, LinkUp: true, SpeedMbps: 10000, FullDuplex: true, LinkChanges: 2,
 		}},
@@ -20,7 +21,8 @@ func TestPrintPortsShowsUplink(t *testing.T) {
 	})
 	out := b.String()
 	for _, want := range []string{
-		"wan    dpdk  up       net_tap0,iface=vd0",
+		"vm1    vhost-user  running  0,1      ",
+		"wan    dpdk        up       1        net_tap0,iface=vd0",
 		"wan: DPDK device net_tap0 (net_tap, interface vd0), mac 02:00:00:00:00:01, mtu 1500, link up 10000 Mbps full-duplex, 2 link changes",
 		"link unknown (its interface is not in vhostd's network namespace)",
 	} {
