@@ -90,10 +90,10 @@ func TestLanesSpreadQueuesOverPollers(t *testing.T) {
 	for _, pi := range s.Ports() {
 		lanes[pi.Port.Name()] = pi.Pollers
 	}
-	// Each receiver goes to the least loaded poller: a's lanes to 0 and
-	// 1, b's one to 0, c's to 1 then 0.
-	if got := fmt.Sprint(lanes["a"], lanes["b"], lanes["c"]); got != "[0 1] [0] [1 0]" {
-		t.Fatalf("receive lanes of a, b, c on pollers %s, want [0 1] [0] [1 0]", got)
+	// A port's first lane goes to the poller with the fewest ports, the
+	// next to the following pollers: a on 0 then 1, b on 1, c on 0 then 1.
+	if got := fmt.Sprint(lanes["a"], lanes["b"], lanes["c"]); got != "[0 1] [1] [0 1]" {
+		t.Fatalf("receive lanes of a, b, c on pollers %s, want [0 1] [1] [0 1]", got)
 	}
 	for _, e := range []*mqEnd{a, b, c} {
 		for _, d := range e.rx {
@@ -112,10 +112,11 @@ func TestLanesSpreadQueuesOverPollers(t *testing.T) {
 		d.AddChain([]virtqueuetest.Buf{{Data: append(make([]byte, 12), ethFrame(0xb, 0xc, 60)...)}})
 	}
 	// Round one, poller 0: a's lane 0 (pairs 0, 2) floods 2 frames to b
-	// and c (c unknown yet); c's lane 1 (pair 1) floods 1 to a and b.
-	// Poller 1: a's lane 1 (pairs 1, 3) sends 2 to c, now known; c's lane
-	// 0 (pair 0) floods 1 to a and b. Each poller delivers into its own
-	// receive queue of a, and both into c's only one.
+	// and c (c unknown yet); c's lane 0 (pair 0) floods 1 to a and b.
+	// Poller 1: a's lane 1 (pairs 1, 3) sends 2 to c, now known; b's lane
+	// has nothing; c's lane 1 (pair 1) floods 1 to a and b. Each poller
+	// delivers into its own receive queue of a, and both into c's only
+	// one.
 	if n := forwardAll(s); n != 6 {
 		t.Fatalf("forwarded %d frames, want 6", n)
 	}
@@ -175,5 +176,42 @@ func TestSharedReceiveQueueTransmits(t *testing.T) {
 	}
 	if st := b.port.Stats(); st.TxPackets != 2*rounds*per {
 		t.Fatalf("tx_packets %d, want %d", st.TxPackets, 2*rounds*per)
+	}
+}
+
+// TestFirstLanesSpreadOverPollers checks that ports whose guests run one
+// queue pair (only their first lane has traffic) still spread over the
+// pollers, as whole ports did before lanes, and that removing a port
+// frees its poller for the next one.
+func TestFirstLanesSpreadOverPollers(t *testing.T) {
+	s, err := New(Config{Pollers: 3}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	add := func(name string, pairs int) int {
+		idx, err := s.AddPort(NewVMPort(name, pairs, quietLog()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return idx
+	}
+	add("a", 8) // 3 lanes: one per poller
+	b := add("b", 2)
+	add("c", 1)
+	got := func() string {
+		var out []string
+		for _, pi := range s.Ports() {
+			out = append(out, fmt.Sprint(pi.Port.Name(), pi.Pollers))
+		}
+		return fmt.Sprint(out)
+	}
+	if g := got(); g != "[a[0 1 2] b[1 2] c[2]]" {
+		t.Fatalf("lanes on pollers %s, want first lanes on pollers 0, 1, 2", g)
+	}
+	s.RemovePort(b)
+	add("d", 1)
+	if g := got(); g != "[a[0 1 2] d[1] c[2]]" {
+		t.Fatalf("after removing b: lanes on pollers %s, want d's on b's poller 1", g)
 	}
 }

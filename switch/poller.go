@@ -32,7 +32,10 @@ type poller struct {
 	ack      atomic.Uint64
 	parked   atomic.Bool
 	stopping atomic.Bool
-	load     atomic.Int32
+	// ports is how many ports have their first (or only) receiver here:
+	// the one that carries traffic whatever queues the frontend runs.
+	// Guarded by the switch's mu.
+	ports int
 
 	ownedMu sync.Mutex // serialises writers of owned
 	owned   atomic.Pointer[[]unit]
@@ -83,8 +86,9 @@ func (p *poller) wake() { unix.Write(p.wakeFD, one[:]) }
 
 // unit is what a poller owns: one receiver of the port at index idx.
 type unit struct {
-	idx int
-	r   Receiver
+	idx   int
+	r     Receiver
+	first bool // the port's first receiver
 }
 
 func (p *poller) addOwned(u unit) {
@@ -94,20 +98,21 @@ func (p *poller) addOwned(u unit) {
 	p.owned.Store(&n)
 }
 
-// removeOwned drops the receivers of the port at idx and returns how many
-// it had.
-func (p *poller) removeOwned(idx int) int {
+// removeOwned drops the receivers of the port at idx and reports whether
+// it had the port's first one.
+func (p *poller) removeOwned(idx int) (first bool) {
 	p.ownedMu.Lock()
 	defer p.ownedMu.Unlock()
 	var n []unit
 	for _, u := range *p.owned.Load() {
 		if u.idx != idx {
 			n = append(n, u)
+		} else if u.first {
+			first = true
 		}
 	}
-	gone := len(*p.owned.Load()) - len(n)
 	p.owned.Store(&n)
-	return gone
+	return first
 }
 
 func (p *poller) run() {

@@ -146,9 +146,12 @@ func (s *Switch) ager() {
 	}
 }
 
-// AddPort attaches p, gives each of its receivers to the least loaded
-// poller (so the lanes of a multi-queue port go to different pollers) and
-// returns its index.
+// AddPort attaches p and returns its index. Its first receiver goes to the
+// poller with the fewest ports, its next ones (lanes of a multi-queue
+// port) to the pollers after that one in turn: the first lane carries
+// traffic whatever queues the frontend runs (a guest with one queue pair
+// uses only it), so single-queue ports spread over the pollers as whole
+// ports do, and the lanes of a multi-queue port each get a poller.
 func (s *Switch) AddPort(p Port) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -181,17 +184,18 @@ func (s *Switch) AddPort(p Port) (int, error) {
 	if idx >= nt.n {
 		nt.n = idx + 1
 	}
-	var owners []*poller
-	for _, r := range rs {
-		var best *poller
-		for _, q := range s.pollers {
-			if best == nil || q.load.Load() < best.load.Load() {
-				best = q
-			}
+	base := 0
+	for i, q := range s.pollers {
+		if q.ports < s.pollers[base].ports {
+			base = i
 		}
-		owners = append(owners, best)
-		best.load.Add(1)
-		best.addOwned(unit{idx: idx, r: r})
+	}
+	s.pollers[base].ports++
+	var owners []*poller
+	for k, r := range rs {
+		q := s.pollers[(base+k)%len(s.pollers)]
+		owners = append(owners, q)
+		q.addOwned(unit{idx: idx, r: r, first: k == 0})
 	}
 	s.owners[idx] = owners
 	s.table.Store(&nt)
@@ -214,7 +218,9 @@ func (s *Switch) RemovePort(idx int) {
 		nt.n--
 	}
 	for _, p := range s.pollers {
-		p.load.Add(-int32(p.removeOwned(idx)))
+		if p.removeOwned(idx) {
+			p.ports--
+		}
 	}
 	delete(s.owners, idx)
 	s.table.Store(&nt)
