@@ -172,8 +172,8 @@ func (c *Counter) Load() uint64 { return atomic.LoadUint64(&c.v) }
 func (c *Counter) Add(n uint64) { atomic.AddUint64(&c.v, n) }
 
 // addOwned adds n for a writer that is the only one at the time: the
-// poller that owns the port (receive side), or the holder of the port's
-// transmit side. It takes no locked instruction: an atomic add is a full
+// poller that owns the receiver, or the holder of the transmit queue the
+// counters belong to. It takes no locked instruction: an atomic add is a full
 // fence on amd64, which stalls the poller until every store of the burst
 // to guest memory has left the CPU.
 func (c *Counter) addOwned(n uint64) { release.Store64(&c.v, c.v+n) }
