@@ -249,6 +249,12 @@ func (d *device) setVringFD(m *Message) error {
 	fd := -1
 	if len(m.FDs) == 1 {
 		fd = m.FDs[0]
+		// Checked before any poller can see it: the data path blocks in
+		// epoll on kick fds and writes call fds from its poller threads.
+		if err := checkEventfd(fd); err != nil {
+			closeFDs(m.FDs)
+			return fmt.Errorf("ring %d: %w", idx, err)
+		}
 	}
 	if m.Request == SetVringErr {
 		// vhostd reports no ring errors; keep the fd so the frontend's

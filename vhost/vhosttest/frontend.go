@@ -29,10 +29,12 @@ const (
 	GetVringBase        = 11
 	SetVringKick        = 12
 	SetVringCall        = 13
+	SetVringErr         = 14
 	GetProtocolFeatures = 15
 	SetProtocolFeatures = 16
 	GetQueueNum         = 17
 	SetVringEnable      = 18
+	ResetDevice         = 34
 	GetMaxMemSlots      = 36
 	AddMemReg           = 37
 	RemMemReg           = 38
