@@ -3,6 +3,7 @@ package vhost
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -43,6 +44,15 @@ type Options struct {
 	DisabledFeatures uint64
 	// QueuePairs is the number of queue pairs reported by GET_QUEUE_NUM.
 	QueuePairs int
+	// MessageTimeout bounds how long the rest of a message may take once
+	// its first byte has arrived; zero means DefaultMessageTimeout.
+	MessageTimeout time.Duration
+	// ReplyTimeout bounds how long a reply may wait for the frontend to
+	// read earlier ones; zero means DefaultMessageTimeout.
+	ReplyTimeout time.Duration
+	// HandoverWait bounds how long a new connection waits for the
+	// previous one's teardown; zero means DefaultHandoverWait.
+	HandoverWait time.Duration
 }
 
 // DefaultQueuePairs is reported by GET_QUEUE_NUM when Options leave it zero.

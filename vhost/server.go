@@ -153,6 +153,12 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	d := newDevice(log, s.backend, s.opts)
 	s.setStatus(d, true, "")
 	c := newConn(uc)
+	if s.opts.MessageTimeout > 0 {
+		c.msgTimeout = s.opts.MessageTimeout
+	}
+	if s.opts.ReplyTimeout > 0 {
+		c.replyTimeout = s.opts.ReplyTimeout
+	}
 	err := s.loop(c, d)
 	d.reset()
 	msg := ""
