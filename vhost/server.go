@@ -334,6 +334,22 @@ func (s *Server) loop(c *conn, d *device) error {
 			}
 			return err
 		}
+		if !m.Request.implemented() {
+			// A request vhostd does not implement ends the connection, as
+			// its effect (logging, inflight tracking, ...) cannot be
+			// delivered. A frontend that asked for a reply gets a NACK
+			// first, even without REPLY_ACK negotiated: it asked, the
+			// connection ends right after, so the extra message cannot
+			// desynchronise anything, and it learns why. vhost-user.rst,
+			// REPLY_ACK: "the back-end MUST respond with a Payload
+			// VhostUserMsg indicating success or failure. The payload
+			// should be set to zero on success or non-zero on failure".
+			closeFDs(m.FDs)
+			if m.NeedReply() {
+				_ = c.replyU64(m.Request, 1)
+			}
+			return fmt.Errorf("%v (%d): not implemented by vhostd", m.Request, uint32(m.Request))
+		}
 		if err := m.Validate(); err != nil {
 			closeFDs(m.FDs)
 			return err
