@@ -191,3 +191,41 @@ func TestWaitingBounded(t *testing.T) {
 		t.Fatal("no waiter served after the holder left")
 	}
 }
+
+// TestDisconnectedOncePerConnection: the Disconnecter hook runs once for
+// every connection, whether the frontend hung up or was dropped for a
+// protocol error, and only after the rings were taken from the data path.
+func TestDisconnectedOncePerConnection(t *testing.T) {
+	b := &tracker{}
+	s, path, _ := serveLogged(t, vhost.Options{}, b)
+	count := func() (n int) {
+		for _, e := range b.log() {
+			if !e.publish {
+				n++
+			}
+		}
+		return n
+	}
+	bad := dial(t, path)
+	bad.Send(vt.GetFeatures, 0x2, nil) // protocol version 2: dropped
+	if !bad.Closed() {
+		t.Fatal("bad frontend kept")
+	}
+	waitDisconnected(t, s)
+	if n := count(); n != 1 {
+		t.Fatalf("Disconnected called %d times after a dropped connection, want 1", n)
+	}
+	g := connectGuest(t, path, fVersion1|fProtocol)
+	g.f.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for count() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Disconnected called %d times after two connections, want 2", count())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ev := b.log()
+	if last := ev[len(ev)-2]; !last.publish || last.rings {
+		t.Fatalf("the last Publish before Disconnected was not Publish(nil): %+v", ev)
+	}
+}
