@@ -74,19 +74,20 @@ func TestStalledMessageDropped(t *testing.T) {
 // A frontend that sends a message in two slow parts (within the timeout)
 // and then idles for several timeouts keeps its connection.
 func TestIdleFrontendKept(t *testing.T) {
-	s, path := serve(t, vhost.Options{MessageTimeout: 100 * time.Millisecond, ReplyTimeout: 100 * time.Millisecond}, &recorder{})
+	const timeout = 300 * time.Millisecond
+	s, path := serve(t, vhost.Options{MessageTimeout: timeout, ReplyTimeout: timeout}, &recorder{})
 	f := dial(t, path)
-	time.Sleep(250 * time.Millisecond) // idle before the first message
+	time.Sleep(2 * timeout) // idle before the first message
 	req := make([]byte, 12)
 	binary.LittleEndian.PutUint32(req, vt.GetFeatures)
 	binary.LittleEndian.PutUint32(req[4:], vt.FlagVersion)
 	f.C.Write(req[:7])
-	time.Sleep(40 * time.Millisecond)
+	time.Sleep(timeout / 6)
 	f.C.Write(req[7:])
 	if _, err := f.Reply(vt.GetFeatures); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(350 * time.Millisecond) // idle after a message and a reply
+	time.Sleep(2 * timeout) // idle after a message and a reply
 	if _, err := f.GetU64(vt.GetFeatures); err != nil {
 		t.Fatalf("idle frontend dropped: %v (last error %q)", err, s.Status().LastError)
 	}
