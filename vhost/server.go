@@ -149,13 +149,15 @@ func (s *Server) Serve() error {
 			}
 			return fmt.Errorf("accept on %s: %w", s.path, err)
 		}
+		// Named before taking the lock: it reads /proc.
+		peer := peerOf(uc)
 		s.mu.Lock()
 		switch {
 		case s.closed:
 			s.mu.Unlock()
 			uc.Close()
 		case s.active == nil:
-			s.admit(uc)
+			s.admit(uc, peer)
 			s.wg.Add(1)
 			s.mu.Unlock()
 			go func() {
@@ -165,7 +167,7 @@ func (s *Server) Serve() error {
 		case s.waiting >= maxWaiting:
 			holder, since := s.activePeer, s.activeSince
 			s.mu.Unlock()
-			s.log.WithFields(logrus.Fields{"peer": peerOf(uc), "holder": holder, "holder_since": since.Format(time.RFC3339),
+			s.log.WithFields(logrus.Fields{"peer": peer, "holder": holder, "holder_since": since.Format(time.RFC3339),
 				"waiting": maxWaiting}).Warn("refusing frontend connection at once: the port is taken and enough connections already wait for it")
 			uc.Close()
 		default:
@@ -176,23 +178,24 @@ func (s *Server) Serve() error {
 			s.mu.Unlock()
 			go func() {
 				defer s.wg.Done()
-				s.waitTurn(uc)
+				s.waitTurn(uc, peer)
 			}()
 		}
 	}
 }
 
-// admit makes uc the active connection. s.mu must be held.
-func (s *Server) admit(uc *net.UnixConn) {
+// admit makes uc, whose frontend is peer, the active connection. s.mu
+// must be held.
+func (s *Server) admit(uc *net.UnixConn, peer string) {
 	s.active = uc
-	s.activePeer = peerOf(uc)
+	s.activePeer = peer
 	s.activeSince = time.Now()
 	s.freed = make(chan struct{})
 }
 
 // waitTurn waits for the active connection's teardown and then serves uc,
 // or refuses uc once the handover wait is over.
-func (s *Server) waitTurn(uc *net.UnixConn) {
+func (s *Server) waitTurn(uc *net.UnixConn, peer string) {
 	wait := s.opts.HandoverWait
 	if wait <= 0 {
 		wait = DefaultHandoverWait
@@ -209,7 +212,7 @@ func (s *Server) waitTurn(uc *net.UnixConn) {
 		}
 		if s.active == nil {
 			s.waiting--
-			s.admit(uc)
+			s.admit(uc, peer)
 			s.mu.Unlock()
 			s.serveConn(uc)
 			return
@@ -223,7 +226,7 @@ func (s *Server) waitTurn(uc *net.UnixConn) {
 			s.mu.Lock()
 			s.waiting--
 			s.mu.Unlock()
-			s.log.WithFields(logrus.Fields{"peer": peerOf(uc), "holder": holder, "holder_since": since.Format(time.RFC3339),
+			s.log.WithFields(logrus.Fields{"peer": peer, "holder": holder, "holder_since": since.Format(time.RFC3339),
 				"waited": wait}).Warn("refusing frontend connection: another frontend holds the port")
 			uc.Close()
 			return
