@@ -257,12 +257,25 @@ func (d *device) ring(index uint32) (*ring, error) {
 // ring the new size would not match the rings the driver laid out, and a
 // new base would be overwritten by the data path's own index at the next
 // stop, so vhostd refuses rather than accept a value it cannot honour.
+//
+// A refusal, not a protocol error: the ring, the device and the connection
+// are left as they were, and a frontend that asked for a REPLY_ACK gets a
+// NACK (as Linux answers the ioctl with EBUSY), so the frontend can stop
+// the ring and try again.
 func (r *ring) stoppedFor(what string) error {
 	if r.started {
-		return fmt.Errorf("started: its %s can change only after GET_VRING_BASE stopped it", what)
+		return &refusal{fmt.Errorf("started: its %s can change only after GET_VRING_BASE stopped it", what)}
 	}
 	return nil
 }
+
+// refusal is an error from a request that vhostd declines without
+// changing any state: it is NACKed and logged, and the connection stays.
+// Every other error from a request ends the connection.
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
 
 func (d *device) setFeatures(v uint64) error {
 	if v&^d.offered != 0 {

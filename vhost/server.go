@@ -364,7 +364,14 @@ func (s *Server) loop(c *conn, d *device) error {
 			if ack {
 				_ = c.replyU64(m.Request, 1)
 			}
-			return fmt.Errorf("%v: %w", m.Request, err)
+			var r *refusal
+			if !errors.As(err, &r) {
+				return fmt.Errorf("%v: %w", m.Request, err)
+			}
+			// Refused, with nothing changed: the connection stays.
+			s.log.WithError(err).WithField("request", m.Request.String()).Warn("refused a request; the connection stays")
+			s.setStatus(d, true, "")
+			continue
 		}
 		// Status first: a frontend that reads the reply and then asks
 		// vhostctl must see the request's effect.
