@@ -16,6 +16,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/vhostd/vhostd/virtqueue"
 )
 
 // RingStatus describes one configured ring.
@@ -92,8 +94,11 @@ type Server struct {
 	waiting     int           // newcomers waiting for the port
 	done        chan struct{} // closed by Close: waiters give up
 	status      Status
-	closed      bool
-	wg          sync.WaitGroup
+	// queues are the running queues by ring index as of the last
+	// setStatus: Status asks them whether the data path broke them since.
+	queues map[int]*virtqueue.Queue
+	closed bool
+	wg     sync.WaitGroup
 }
 
 // Listen creates the socket at path. A socket file left behind by a process
@@ -280,6 +285,15 @@ func (s *Server) Status() Status {
 	defer s.mu.Unlock()
 	st := s.status
 	st.Rings = append([]RingStatus(nil), st.Rings...)
+	// A ring the data path broke shows so at once, not only once the
+	// frontend next stops it.
+	for i := range st.Rings {
+		if q := s.queues[st.Rings[i].Index]; q != nil && st.Rings[i].Broken == "" {
+			if err := q.Broken(); err != nil {
+				st.Rings[i].Broken = err.Error()
+			}
+		}
+	}
 	return st
 }
 
@@ -402,6 +416,7 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 	if d.mem != nil {
 		st.MemRegions = len(d.mem.Regions())
 	}
+	queues := map[int]*virtqueue.Queue{}
 	for i := range d.rings {
 		r := &d.rings[i]
 		if r.num == 0 && !r.started {
@@ -412,10 +427,14 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 		if r.brokenBy != nil {
 			rs.Broken = r.brokenBy.Error()
 		}
+		if r.q != nil {
+			queues[i] = r.q
+		}
 		st.Rings = append(st.Rings, rs)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.queues = queues
 	st.Since = s.status.Since
 	if connected != s.status.Connected {
 		st.Since = time.Now()

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -385,5 +386,40 @@ func TestTrafficReconnectAndRingBase(t *testing.T) {
 	st := pb.Stats()
 	if st.TxPackets != 3 {
 		t.Fatalf("b counted %d delivered frames, want 3", st.TxPackets)
+	}
+}
+
+// TestStatusShowsDataPathBreak: a ring the data path breaks (here the
+// driver moves its avail index more than the ring size ahead) shows as
+// broken in Status at once, while it is still published, not only after
+// the frontend next stops it.
+func TestStatusShowsDataPathBreak(t *testing.T) {
+	rec := &recorder{}
+	s, path := serve(t, vhost.Options{}, rec)
+	g := connectGuest(t, path, fVersion1|fProtocol)
+	rec.mu.Lock()
+	rs := rec.last
+	rec.mu.Unlock()
+	if rs == nil || len(rs.TX) == 0 {
+		t.Fatal("no transmit ring published")
+	}
+	for _, r := range s.Status().Rings {
+		if r.Broken != "" {
+			t.Fatalf("ring %d broken before anything happened: %s", r.Index, r.Broken)
+		}
+	}
+	g.tx.Driver.SetAvailIdx(1000) // more than 256 ahead
+	if n := rs.TX[0].Queue.Pending(); n != 0 {
+		t.Fatalf("a jump of the avail index left %d chains pending", n)
+	}
+	var tx *vhost.RingStatus
+	st := s.Status()
+	for i := range st.Rings {
+		if st.Rings[i].Index == 1 {
+			tx = &st.Rings[i]
+		}
+	}
+	if tx == nil || !strings.Contains(tx.Broken, "avail index") {
+		t.Fatalf("transmit ring status %+v, want it broken by the avail index jump", tx)
 	}
 }

@@ -131,6 +131,9 @@ type Queue struct {
 
 	fence uint32 // target of the atomic that acts as a full barrier
 	err   error  // sticky reason the queue broke
+	// broken is err again, for readers on other goroutines (status
+	// reports): the owner sets both once, and reads only err.
+	broken atomic.Pointer[error]
 }
 
 // New builds a queue over mem from cfg, starting at lastAvail (the
@@ -197,8 +200,18 @@ func (q *Queue) Err() error { return q.err }
 func (q *Queue) breakWith(reason error) error {
 	if q.err == nil {
 		q.err = reason
+		q.broken.Store(&reason)
 	}
 	return ErrBroken
+}
+
+// Broken returns why the queue broke, or nil. Unlike Err, any goroutine
+// may call it while the owner runs the queue.
+func (q *Queue) Broken() error {
+	if p := q.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func (q *Queue) loadAvailIdx() uint16 {
