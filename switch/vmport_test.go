@@ -32,6 +32,12 @@ func quietLog() *logrus.Entry {
 
 func newVMEnd(t testing.TB, s *Switch, name string, base uint64, hdr int, mrg bool) *vmEnd {
 	t.Helper()
+	return newSecuredVMEnd(t, s, name, base, hdr, mrg, PortSecurity{})
+}
+
+// newSecuredVMEnd is newVMEnd for a port with an address policy.
+func newSecuredVMEnd(t testing.TB, s *Switch, name string, base uint64, hdr int, mrg bool, sec PortSecurity) *vmEnd {
+	t.Helper()
 	// One region holds both queues, as in a real guest.
 	ram := make([]byte, 8<<20)
 	e := &vmEnd{
@@ -52,7 +58,7 @@ func newVMEnd(t testing.TB, s *Switch, name string, base uint64, hdr int, mrg bo
 		t.Fatal(err)
 	}
 	e.port = NewVMPort(name, 1, quietLog())
-	if e.idx, err = s.AddPort(e.port); err != nil {
+	if e.idx, err = s.AddSecuredPort(e.port, sec); err != nil {
 		t.Fatal(err)
 	}
 	e.port.Publish(&vhost.Rings{
