@@ -43,6 +43,8 @@ type Options struct {
 	DisabledFeatures uint64
 	// QueuePairs is the number of queue pairs reported by GET_QUEUE_NUM.
 	QueuePairs int
+	// Perm is the socket file's owner, group and mode (see listen.go).
+	Perm SocketPerm
 }
 
 // DefaultQueuePairs is reported by GET_QUEUE_NUM when Options leave it zero.
