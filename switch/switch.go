@@ -314,6 +314,9 @@ func (s *Switch) Ports() []PortInfo {
 	return out
 }
 
+// FDBSize is how many addresses the FDB can hold.
+func (s *Switch) FDBSize() int { return s.fdb.Size() }
+
 // LearnedMAC is one FDB entry as reported to users.
 type LearnedMAC struct {
 	MAC  string        `json:"mac"`

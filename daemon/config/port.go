@@ -43,33 +43,33 @@ func ParseMode(s string) (os.FileMode, error) {
 	v, err := strconv.ParseUint(strings.TrimPrefix(s, "0o"), 8, 32)
 	switch {
 	case err != nil:
-		return 0, fmt.Errorf("mode %q is not an octal mode like \"0660\"", s)
+		return 0, fmt.Errorf("%q is not an octal mode like \"0660\"", s)
 	case v > 0o777:
-		return 0, fmt.Errorf("mode %q has bits beyond 0777 (setuid, setgid and sticky mean nothing on a socket); use e.g. \"0660\"", s)
+		return 0, fmt.Errorf("%q has bits beyond 0777 (setuid, setgid and sticky mean nothing on a socket); use e.g. \"0660\"", s)
 	case v == 0:
-		return 0, fmt.Errorf("mode %q would let no one but root connect; use e.g. \"0660\"", s)
+		return 0, fmt.Errorf("%q would let no one but root connect; use e.g. \"0660\"", s)
 	}
 	return os.FileMode(v), nil
 }
 
-// lookupID resolves a user or group given by name or number; key names
-// the setting and what the kind of id, for errors.
-func lookupID(key, what, db, s string, byName func(string) (string, error)) (int, error) {
+// lookupID resolves a user or group (what, listed in db) given by name or
+// number.
+func lookupID(what, db, s string, byName func(string) (string, error)) (int, error) {
 	if n, err := strconv.Atoi(s); err == nil {
 		if n < 0 || n > 1<<32-2 {
-			return 0, fmt.Errorf("%s %q: numeric ids are 0 to %d", key, s, uint32(1<<32-2))
+			return 0, fmt.Errorf("%q: numeric ids are 0 to %d", s, uint32(1<<32-2))
 		}
 		return n, nil
 	}
 	id, err := byName(s)
 	if err != nil {
-		return 0, fmt.Errorf("%s %q: no such %s on this system; give a name from %s or a numeric id", key, s, what, db)
+		return 0, fmt.Errorf("%q: no such %s on this system; give a name from %s or a numeric id", s, what, db)
 	}
 	return strconv.Atoi(id)
 }
 
 func lookupUser(s string) (int, error) {
-	return lookupID("owner", "user", "/etc/passwd", s, func(s string) (string, error) {
+	return lookupID("user", "/etc/passwd", s, func(s string) (string, error) {
 		u, err := user.Lookup(s)
 		if err != nil {
 			return "", err
@@ -79,7 +79,7 @@ func lookupUser(s string) (int, error) {
 }
 
 func lookupGroup(s string) (int, error) {
-	return lookupID("group", "group", "/etc/group", s, func(s string) (string, error) {
+	return lookupID("group", "/etc/group", s, func(s string) (string, error) {
 		g, err := user.LookupGroup(s)
 		if err != nil {
 			return "", err
@@ -91,30 +91,43 @@ func lookupGroup(s string) (int, error) {
 // SocketPerm returns the owner, group and mode of port p's socket: the
 // port's own settings, else the defaults for all sockets.
 func (c *Config) SocketPerm(p Port) (vhost.SocketPerm, error) {
-	return socketPerm(firstSet(p.Owner, c.SocketOwner), firstSet(p.Group, c.SocketGroup), Mode(firstSet(string(p.Mode), string(c.SocketMode))))
+	perm, errs := socketPerm(portPermKeys, firstSet(p.Owner, c.SocketOwner), firstSet(p.Group, c.SocketGroup), Mode(firstSet(string(p.Mode), string(c.SocketMode))))
+	return perm, errors.Join(errs...)
 }
 
+// The names of the owner, group and mode settings, for errors.
+var (
+	portPermKeys    = [3]string{"owner", "group", "mode"}
+	defaultPermKeys = [3]string{"socket_owner (--socket-owner)", "socket_group (--socket-group)", "socket_mode (--socket-mode)"}
+)
+
 // socketPerm resolves an owner, group and mode; empty ones are left as
-// the process creates the socket.
-func socketPerm(owner, group string, mode Mode) (vhost.SocketPerm, error) {
+// the process creates the socket. Each error names its setting by keys.
+func socketPerm(keys [3]string, owner, group string, mode Mode) (vhost.SocketPerm, []error) {
 	var perm vhost.SocketPerm
 	var errs []error
 	if owner != "" {
 		uid, err := lookupUser(owner)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %w", keys[0], err))
+		}
 		perm.UID, perm.SetUID = uid, err == nil
-		errs = append(errs, err)
 	}
 	if group != "" {
 		gid, err := lookupGroup(group)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %w", keys[1], err))
+		}
 		perm.GID, perm.SetGID = gid, err == nil
-		errs = append(errs, err)
 	}
 	if mode != "" {
 		m, err := ParseMode(string(mode))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %w", keys[2], err))
+		}
 		perm.Mode = m
-		errs = append(errs, err)
 	}
-	return perm, errors.Join(errs...)
+	return perm, errs
 }
 
 // firstSet returns the first of a and b that is not empty.
@@ -159,11 +172,10 @@ func checkMAC(s string) error {
 func (c *Config) validatePortSecurity() []error {
 	var errs []error
 	if c.MaxMACsDefault < 0 || c.MaxMACsDefault > c.FDBSize {
-		errs = append(errs, fmt.Errorf("max_macs = %d: use 1 to fdb_size (%d), or 0 for the default (%d)", c.MaxMACsDefault, c.FDBSize, min(DefaultMaxMACs, c.FDBSize)))
+		errs = append(errs, fmt.Errorf("max_macs (--max-macs) = %d: use 1 to fdb_size (%d), or 0 for the default (%d)", c.MaxMACsDefault, c.FDBSize, min(DefaultMaxMACs, c.FDBSize)))
 	}
-	if _, err := socketPerm(c.SocketOwner, c.SocketGroup, c.SocketMode); err != nil {
-		errs = append(errs, fmt.Errorf("socket defaults (socket_owner, socket_group, socket_mode): %w", err))
-	}
+	_, permErrs := socketPerm(defaultPermKeys, c.SocketOwner, c.SocketGroup, c.SocketMode)
+	errs = append(errs, permErrs...)
 	macs := map[string]string{}
 	for _, p := range c.Ports {
 		if err := checkMAC(p.MAC); err != nil {
@@ -179,7 +191,8 @@ func (c *Config) validatePortSecurity() []error {
 			errs = append(errs, fmt.Errorf("port %q: max_macs = %d: use 1 to fdb_size (%d), or 0 for the default", p.Name, p.MaxMACs, c.FDBSize))
 		}
 		// The port's own settings only: the defaults were checked above.
-		if _, err := socketPerm(p.Owner, p.Group, p.Mode); err != nil {
+		_, permErrs := socketPerm(portPermKeys, p.Owner, p.Group, p.Mode)
+		for _, err := range permErrs {
 			errs = append(errs, fmt.Errorf("port %q: %w", p.Name, err))
 		}
 	}
