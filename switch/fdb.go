@@ -154,16 +154,22 @@ func (f *FDB) full(port int) bool {
 
 // Learn records that m was seen on port at time now (switch clock, ns).
 // A known address costs a scan of its bucket and no store but the
-// occasional refresh; an address that cannot be learned (pinned elsewhere,
-// or the port at its limit) is refused without taking the lock, so a
-// guest sending from random or foreign addresses does not serialise the
-// pollers.
+// occasional refresh. An address that cannot be learned (pinned
+// elsewhere, the port at its limit, or no room in its bucket for it) is
+// refused without taking the lock, so that a guest sending from random or
+// foreign addresses does not serialise the pollers.
 func (f *FDB) Learn(m MAC, port int, now int64) LearnResult {
 	b := f.bucket(m)
+	room := false // a free entry, or one a new address of port may take
 	for i := range b.e {
 		e := &b.e[i]
 		k := e.key.Load()
-		if k>>16 != uint64(m) || k == 0 {
+		if k == 0 {
+			room = true
+			continue
+		}
+		if k>>16 != uint64(m) {
+			room = room || f.evictable(k, e.seen.Load(), port, now)
 			continue
 		}
 		if k&keyPort == uint64(port+1) {
@@ -175,10 +181,14 @@ func (f *FDB) Learn(m MAC, port int, now int64) LearnResult {
 		if k&keyStatic != 0 {
 			return LearnRefused
 		}
-		break // on another port: a move
+		room = true // on another port: a move, into the same entry
+		break
 	}
-	if f.full(port) {
+	switch {
+	case f.full(port):
 		return LearnLimited
+	case !room:
+		return LearnFull
 	}
 	return f.learnSlow(b, m, port, now)
 }

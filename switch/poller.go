@@ -308,7 +308,6 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 	// Frames of a burst mostly share their addresses: remember the last
 	// ones so the FDB is consulted once per change, not once per frame.
 	lastSrc, lastDst, lastOut := MAC(1<<48), MAC(1<<48), -1
-	lastLearn := Learned
 	for i := 0; i < n; i++ {
 		f := &b.Frames[i]
 		if f.Len < 14 {
@@ -333,14 +332,15 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 				continue
 			}
 		}
-		if !srcMAC.Multicast() {
-			if srcMAC != lastSrc {
-				lastLearn = fdb.Learn(srcMAC, src, now)
+		if srcMAC != lastSrc && !srcMAC.Multicast() {
+			if r := fdb.Learn(srcMAC, src, now); r == Learned {
 				lastSrc = srcMAC
 				lastDst = MAC(1 << 48) // learning may have changed the answer
-			}
-			if lastLearn != Learned {
-				unlearned[lastLearn]++
+			} else {
+				// Not remembered, so that each frame from an address
+				// the FDB does not take is counted; Learn refuses
+				// without a lock.
+				unlearned[r]++
 			}
 		}
 		if !dst.Multicast() {
