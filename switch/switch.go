@@ -154,12 +154,12 @@ func (s *Switch) ager() {
 func (s *Switch) AddPort(p Port) (int, error) { return s.AddSecuredPort(p, PortSecurity{}) }
 
 // AddSecuredPort attaches p under the address policy sec and returns its
-// index. Its first receiver goes to the
-// poller with the fewest ports, its next ones (lanes of a multi-queue
-// port) to the pollers after that one in turn: the first lane carries
-// traffic whatever queues the frontend runs (a guest with one queue pair
-// uses only it), so single-queue ports spread over the pollers as whole
-// ports do, and the lanes of a multi-queue port each get a poller.
+// index. Its first receiver goes to the poller with the fewest ports, its
+// next ones (lanes of a multi-queue port) to the pollers after that one in
+// turn: the first lane carries traffic whatever queues the frontend runs
+// (a guest with one queue pair uses only it), so single-queue ports spread
+// over the pollers as whole ports do, and the lanes of a multi-queue port
+// each get a poller.
 func (s *Switch) AddSecuredPort(p Port, sec PortSecurity) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -187,7 +187,7 @@ func (s *Switch) AddSecuredPort(p Port, sec PortSecurity) (int, error) {
 	if err := s.secure(idx, sec); err != nil {
 		s.fdb.Flush(idx)
 		s.unsecure(idx)
-		return -1, fmt.Errorf("port %q: %w", p.Name(), err)
+		return -1, err
 	}
 	p.Attach(&portControl{s: s, idx: idx})
 	rs, err := receivers(p)
