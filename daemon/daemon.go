@@ -60,14 +60,24 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 	for _, pc := range cfg.Ports {
 		mask, _ := vhost.ParseFeatureMask(pc.DisableFeatures) // checked by Validate
 		plog := log.WithField("port", pc.Name)
+		sec, err := portSecurity(cfg, pc)
+		if err != nil {
+			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
+		}
+		// Checked by Validate, but user and group names are looked up
+		// again: the system's may have changed since.
+		perm, err := cfg.SocketPerm(pc)
+		if err != nil {
+			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
+		}
 		vp := vswitch.NewVMPort(pc.Name, pc.QueuePairs, log)
-		if _, err := sw.AddPort(vp); err != nil {
+		if _, err := sw.AddSecuredPort(vp, sec); err != nil {
 			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
 		}
 		if err := config.EnsureDir(pc.Socket); err != nil {
 			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
 		}
-		srv, err := vhost.Listen(pc.Socket, vhost.Options{DisabledFeatures: mask, QueuePairs: pc.QueuePairs}, vp, plog)
+		srv, err := vhost.Listen(pc.Socket, vhost.Options{DisabledFeatures: mask, QueuePairs: pc.QueuePairs, Perm: perm}, vp, plog)
 		if err != nil {
 			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
 		}
@@ -77,7 +87,7 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 				plog.WithError(err).Error("vhost-user socket stopped accepting")
 			}
 		}()
-		plog.WithFields(logrus.Fields{"socket": pc.Socket, "disabled": vhost.FeatureNames(mask)}).Info("serving vhost-user socket")
+		plog.WithFields(logrus.Fields{"socket": pc.Socket, "disabled": vhost.FeatureNames(mask), "mac": pc.MAC, "max_macs": sec.MaxMACs}).Info("serving vhost-user socket")
 	}
 	if err := config.EnsureDir(cfg.Control); err != nil {
 		return nil, err
@@ -89,6 +99,23 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 	started = true
 	log.WithFields(logrus.Fields{"control": cfg.Control, "ports": len(cfg.Ports), "pollers": cfg.Pollers, "uplink": cfg.Uplink}).Info("vhostd running")
 	return d, nil
+}
+
+// portSecurity is the switch's policy for the VM port pc.
+func portSecurity(cfg config.Config, pc config.Port) (vswitch.PortSecurity, error) {
+	sec := vswitch.PortSecurity{MaxMACs: cfg.MaxMACs(pc)}
+	switch pc.MAC {
+	case "":
+	case config.LearnMAC:
+		sec.Mode = vswitch.LearnMAC
+	default:
+		m, err := vswitch.ParseMAC(pc.MAC)
+		if err != nil {
+			return sec, err
+		}
+		sec.Mode, sec.MAC = vswitch.FixedMAC, m
+	}
+	return sec, nil
 }
 
 // Run starts the daemon and runs it until ctx is done.
@@ -138,7 +165,20 @@ func (d *Daemon) Ports() []control.PortInfo {
 		byName[p.port.Name()] = p.server
 	}
 	for _, pi := range d.sw.Ports() {
-		info := control.PortInfo{Name: pi.Port.Name(), Kind: "vhost-user", Pollers: pi.Pollers, State: "listening"}
+		info := control.PortInfo{Name: pi.Port.Name(), Kind: "vhost-user", Pollers: pi.Pollers, State: "listening",
+			MaxMACs: d.sw.FDBSize(), LearnedMACs: pi.LearnedMACs}
+		if n := pi.Security.MaxMACs; n > 0 && n < info.MaxMACs {
+			info.MaxMACs = n
+		}
+		switch pi.Security.Mode {
+		case vswitch.FixedMAC:
+			info.MAC = pi.Security.MAC.String()
+		case vswitch.LearnMAC:
+			info.MAC = config.LearnMAC
+		}
+		if pi.LockedMAC != 0 {
+			info.LockedMAC = pi.LockedMAC.String()
+		}
 		if srv := byName[info.Name]; srv != nil {
 			info.Vhost = srv.Status()
 			if info.Vhost.Connected {

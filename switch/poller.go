@@ -293,7 +293,18 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 		return 0
 	}
 	fdb := p.s.fdb
-	var bytes, runts, same uint64
+	var bytes, runts, same, spoofed uint64
+	var unlearned [numLearnResults]uint64
+	// Port security: each frame's source address, masked, must equal
+	// want. For a port without a policy both are 0 and every address
+	// passes; for a pinned port the mask keeps the whole address; for a
+	// "learn" port not locked yet, want is wantPending, which no address
+	// equals: such frames take the slow path (see lockMAC).
+	want := p.s.sec[src].want.Load()
+	mask := ^uint64(0)
+	if want == 0 {
+		mask = 0
+	}
 	// Frames of a burst mostly share their addresses: remember the last
 	// ones so the FDB is consulted once per change, not once per frame.
 	lastSrc, lastDst, lastOut := MAC(1<<48), MAC(1<<48), -1
@@ -311,10 +322,26 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 			gather(p.hdr[:], f.Segs)
 			dst, srcMAC = macOf(p.hdr[:]), macOf(p.hdr[6:])
 		}
+		if uint64(srcMAC)&mask != want {
+			if want != wantPending {
+				spoofed++
+				continue
+			}
+			if want = p.s.lockMAC(src, srcMAC); want != uint64(srcMAC) {
+				spoofed++
+				continue
+			}
+		}
 		if srcMAC != lastSrc && !srcMAC.Multicast() {
-			fdb.Learn(srcMAC, src, now)
-			lastSrc = srcMAC
-			lastDst = MAC(1 << 48) // learning may have changed the answer
+			if r := fdb.Learn(srcMAC, src, now); r == Learned {
+				lastSrc = srcMAC
+				lastDst = MAC(1 << 48) // learning may have changed the answer
+			} else {
+				// Not remembered, so that each frame from an address
+				// the FDB does not take is counted; Learn refuses
+				// without a lock.
+				unlearned[r]++
+			}
 		}
 		if !dst.Multicast() {
 			out := lastOut
@@ -354,6 +381,14 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 	}
 	if same > 0 {
 		c.Drops[DropSamePort].addOwned(same)
+	}
+	if spoofed > 0 {
+		c.Drops[DropRxSpoofed].addOwned(spoofed)
+	}
+	if unlearned != ([numLearnResults]uint64{}) {
+		c.FDBMovesRefused.addOwned(unlearned[LearnRefused])
+		c.FDBLearnLimited.addOwned(unlearned[LearnLimited])
+		c.FDBFull.addOwned(unlearned[LearnFull])
 	}
 	return n
 }

@@ -48,6 +48,10 @@ type Control interface {
 	// Pollers returns how many pollers there are: with more than one,
 	// calls of the port's Transmit may run at once.
 	Pollers() int
+	// Disconnected tells the switch that the port's peer went away (a
+	// VM port's frontend): a LearnMAC port forgets the address it locked
+	// to, so that the next peer may use another.
+	Disconnected()
 }
 
 // Receiver is the receive side of a port, or one lane of it: what one
@@ -151,6 +155,7 @@ const (
 	DropTxBroken           // destination queue broke (counted per frame lost)
 	DropTxFull             // the uplink device's transmit queue took no more
 	DropTxNoMbufs          // the uplink's mbuf pool was empty
+	DropRxSpoofed          // source address not the one the port is pinned to
 	NumDropReasons
 )
 
@@ -158,7 +163,7 @@ const (
 var DropNames = [NumDropReasons]string{
 	"rx_runt", "rx_too_many_segments", "rx_queue_broken", "same_port",
 	"tx_not_ready", "tx_no_buffers", "tx_too_big", "tx_queue_broken",
-	"tx_uplink_full", "tx_no_mbufs",
+	"tx_uplink_full", "tx_no_mbufs", "rx_spoofed",
 }
 
 // Counter is one statistic: read at any time by anyone, written once per
@@ -187,6 +192,11 @@ type Counters struct {
 	TxPackets Counter
 	TxBytes   Counter
 	Drops     [NumDropReasons]Counter
+	// Frames whose source address was not learned; they were still
+	// forwarded. See LearnResult.
+	FDBMovesRefused Counter // the address is pinned to another port
+	FDBLearnLimited Counter // the port holds its limit of addresses
+	FDBFull         Counter // the address's bucket had no entry the port may evict
 }
 
 // Snapshot is a copy of Counters for reporting.
@@ -196,6 +206,12 @@ type Snapshot struct {
 	TxPackets uint64            `json:"tx_packets"`
 	TxBytes   uint64            `json:"tx_bytes"`
 	Drops     map[string]uint64 `json:"drops"`
+	// Received frames whose source address the FDB did not take (they
+	// were forwarded all the same): pinned to another port, over the
+	// port's max_macs, or no room in the table.
+	FDBMovesRefused uint64 `json:"fdb_moves_refused"`
+	FDBLearnLimited uint64 `json:"fdb_learn_limited"`
+	FDBFull         uint64 `json:"fdb_full"`
 }
 
 // Snapshot copies the counters.
@@ -214,6 +230,9 @@ func SumCounters(cs ...*Counters) Snapshot {
 		for i := range c.Drops {
 			drops[i] += c.Drops[i].Load()
 		}
+		s.FDBMovesRefused += c.FDBMovesRefused.Load()
+		s.FDBLearnLimited += c.FDBLearnLimited.Load()
+		s.FDBFull += c.FDBFull.Load()
 	}
 	for i, n := range drops {
 		s.Drops[DropNames[i]] = n

@@ -56,6 +56,9 @@ type Switch struct {
 	table   atomic.Pointer[portTable]
 	pollers []*poller
 
+	secMu sync.Mutex // serialises changes of sec's policies and locks
+	sec   [MaxPorts]portSec
+
 	mu      sync.Mutex        // guards port membership, owners, and start/stop
 	owners  map[int][]*poller // by port index: the owner of each receiver
 	running bool
@@ -147,13 +150,18 @@ func (s *Switch) ager() {
 	}
 }
 
-// AddPort attaches p and returns its index. Its first receiver goes to the
-// poller with the fewest ports, its next ones (lanes of a multi-queue
-// port) to the pollers after that one in turn: the first lane carries
-// traffic whatever queues the frontend runs (a guest with one queue pair
-// uses only it), so single-queue ports spread over the pollers as whole
-// ports do, and the lanes of a multi-queue port each get a poller.
-func (s *Switch) AddPort(p Port) (int, error) {
+// AddPort attaches p, with no address policy, and returns its index. See
+// AddSecuredPort.
+func (s *Switch) AddPort(p Port) (int, error) { return s.AddSecuredPort(p, PortSecurity{}) }
+
+// AddSecuredPort attaches p under the address policy sec and returns its
+// index. Its first receiver goes to the poller with the fewest ports, its
+// next ones (lanes of a multi-queue port) to the pollers after that one in
+// turn: the first lane carries traffic whatever queues the frontend runs
+// (a guest with one queue pair uses only it), so single-queue ports spread
+// over the pollers as whole ports do, and the lanes of a multi-queue port
+// each get a poller.
+func (s *Switch) AddSecuredPort(p Port, sec PortSecurity) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.table.Load()
@@ -175,9 +183,18 @@ func (s *Switch) AddPort(p Port) (int, error) {
 			return -1, fmt.Errorf("a port named %q exists already", p.Name())
 		}
 	}
-	p.Attach(&portControl{s: s})
+	// No poller sees idx until the table below is stored: the policy is
+	// in force from the port's first frame.
+	if err := s.secure(idx, sec); err != nil {
+		s.fdb.Flush(idx)
+		s.unsecure(idx)
+		return -1, err
+	}
+	p.Attach(&portControl{s: s, idx: idx})
 	rs, err := receivers(p)
 	if err != nil {
+		s.fdb.Flush(idx)
+		s.unsecure(idx)
 		return -1, err
 	}
 	nt := *old
@@ -227,6 +244,7 @@ func (s *Switch) RemovePort(idx int) {
 	s.table.Store(&nt)
 	s.changed()
 	s.fdb.Flush(idx)
+	s.unsecure(idx)
 }
 
 // changed bumps every poller's configuration generation, wakes them, and
@@ -253,11 +271,16 @@ func (s *Switch) changed() {
 	}
 }
 
-type portControl struct{ s *Switch }
+type portControl struct {
+	s   *Switch
+	idx int
+}
 
 func (c *portControl) Changed() { c.s.changed() }
 
 func (c *portControl) Pollers() int { return len(c.s.pollers) }
+
+func (c *portControl) Disconnected() { c.s.unlockMAC(c.idx) }
 
 // PortInfo reports one port and its counters.
 type PortInfo struct {
@@ -265,6 +288,12 @@ type PortInfo struct {
 	Port     Port
 	Counters Snapshot
 	Pollers  []int // the poller of each of the port's receivers
+	Security PortSecurity
+	// LockedMAC is the address the port may send from: a FixedMAC
+	// port's, or the one a LearnMAC port locked to; 0 if none (yet).
+	LockedMAC MAC
+	// LearnedMACs is how many dynamic FDB entries the port holds.
+	LearnedMACs int
 }
 
 // Ports lists the ports in index order.
@@ -275,7 +304,8 @@ func (s *Switch) Ports() []PortInfo {
 	var out []PortInfo
 	for i := 0; i < t.n; i++ {
 		if p := t.ports[i]; p != nil {
-			pi := PortInfo{Index: i, Port: p, Counters: p.Stats()}
+			pi := PortInfo{Index: i, Port: p, Counters: p.Stats(), LearnedMACs: s.fdb.Learned(i)}
+			pi.Security, pi.LockedMAC = s.security(i)
 			for _, o := range s.owners[i] {
 				pi.Pollers = append(pi.Pollers, o.id)
 			}
@@ -285,14 +315,20 @@ func (s *Switch) Ports() []PortInfo {
 	return out
 }
 
+// FDBSize is how many addresses the FDB can hold.
+func (s *Switch) FDBSize() int { return s.fdb.Size() }
+
 // LearnedMAC is one FDB entry as reported to users.
 type LearnedMAC struct {
 	MAC  string        `json:"mac"`
 	Port string        `json:"port"`
-	Age  time.Duration `json:"age_ns"`
+	Age  time.Duration `json:"age_ns"` // 0 for a static entry
+	// Static is set for an address pinned to its port by port security:
+	// never aged, evicted, or moved by frames from other ports.
+	Static bool `json:"static"`
 }
 
-// FDB lists the learned addresses, sorted by port then address.
+// FDB lists the learned and pinned addresses, sorted by port then address.
 func (s *Switch) FDB() []LearnedMAC {
 	t := s.table.Load()
 	var out []LearnedMAC
@@ -301,7 +337,7 @@ func (s *Switch) FDB() []LearnedMAC {
 		if e.Port >= 0 && e.Port < MaxPorts && t.ports[e.Port] != nil {
 			name = t.ports[e.Port].Name()
 		}
-		out = append(out, LearnedMAC{MAC: e.MAC.String(), Port: name, Age: e.Age})
+		out = append(out, LearnedMAC{MAC: e.MAC.String(), Port: name, Age: e.Age, Static: e.Static})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Port != out[j].Port {

@@ -185,24 +185,6 @@ func TestFDBAging(t *testing.T) {
 	}
 }
 
-func TestFDBFullBucketEvictsOldest(t *testing.T) {
-	f := vswitch.NewFDB(1, time.Hour) // one bucket of four
-	for i := 0; i < 5; i++ {
-		f.Learn(vswitch.MAC(0x020000000000+i), i, int64(i))
-	}
-	if f.Lookup(0x020000000000) != -1 {
-		t.Fatal("oldest entry not evicted")
-	}
-	for i := 1; i < 5; i++ {
-		if f.Lookup(vswitch.MAC(0x020000000000+i)) != i {
-			t.Fatalf("entry %d lost", i)
-		}
-	}
-	if f.Evictions() != 1 {
-		t.Fatalf("evictions %d, want 1", f.Evictions())
-	}
-}
-
 func TestIdleSwitchSleeps(t *testing.T) {
 	// A started switch with idle ports must block in epoll, not spin: its
 	// CPU time over an idle interval stays far below the wall time.

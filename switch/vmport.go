@@ -173,6 +173,15 @@ func (v *VMPort) Publish(r *vhost.Rings) {
 	}
 }
 
+// Disconnected is called by the vhost server when the port's frontend
+// connection closes (vhost.Disconnecter): a port with mac=learn forgets
+// the address it locked to, for the lifetime of that connection only.
+func (v *VMPort) Disconnected() {
+	if v.ctl != nil {
+		v.ctl.Disconnected()
+	}
+}
+
 // mine reports whether the guest transmit ring with virtqueue index idx
 // belongs to the lane.
 func (l *vmLane) mine(idx int) bool { return l.n == 1 || (idx/2)%l.n == l.id }

@@ -32,6 +32,12 @@ func quietLog() *logrus.Entry {
 
 func newVMEnd(t testing.TB, s *Switch, name string, base uint64, hdr int, mrg bool) *vmEnd {
 	t.Helper()
+	return newSecuredVMEnd(t, s, name, base, hdr, mrg, PortSecurity{})
+}
+
+// newSecuredVMEnd is newVMEnd for a port with an address policy.
+func newSecuredVMEnd(t testing.TB, s *Switch, name string, base uint64, hdr int, mrg bool, sec PortSecurity) *vmEnd {
+	t.Helper()
 	// One region holds both queues, as in a real guest.
 	ram := make([]byte, 8<<20)
 	e := &vmEnd{
@@ -52,7 +58,7 @@ func newVMEnd(t testing.TB, s *Switch, name string, base uint64, hdr int, mrg bo
 		t.Fatal(err)
 	}
 	e.port = NewVMPort(name, 1, quietLog())
-	if e.idx, err = s.AddPort(e.port); err != nil {
+	if e.idx, err = s.AddSecuredPort(e.port, sec); err != nil {
 		t.Fatal(err)
 	}
 	e.port.Publish(&vhost.Rings{
@@ -245,8 +251,13 @@ func TestForwardAllocatesNothing(t *testing.T) {
 // frames: both guests' drivers recycle their buffers as fast as vhostd uses
 // them, so each op is one frame through the learning switch.
 func benchForward(b *testing.B, size int, mrg bool) {
+	benchForwardSecured(b, size, mrg, PortSecurity{})
+}
+
+// benchForwardSecured is benchForward with sender a under policy sec.
+func benchForwardSecured(b *testing.B, size int, mrg bool, sec PortSecurity) {
 	s := newTestSwitch(b)
-	a := newVMEnd(b, s, "a", 0, 12, mrg)
+	a := newSecuredVMEnd(b, s, "a", 0, 12, mrg, sec)
 	c := newVMEnd(b, s, "b", 0x100000000, 12, mrg)
 	c.send(ethFrame(0xa, 0xb, 64), 14) // learn b
 	a.post(1, 2048)
@@ -269,6 +280,12 @@ func BenchmarkForward64(b *testing.B)      { benchForward(b, 64, false) }
 func BenchmarkForward64Mrg(b *testing.B)   { benchForward(b, 64, true) }
 func BenchmarkForward1518(b *testing.B)    { benchForward(b, 1518, false) }
 func BenchmarkForward1518Mrg(b *testing.B) { benchForward(b, 1518, true) }
+
+// BenchmarkForward64Pinned: the sender is pinned to its address, so every
+// frame's source is checked.
+func BenchmarkForward64Pinned(b *testing.B) {
+	benchForwardSecured(b, 64, false, PortSecurity{Mode: FixedMAC, MAC: 0x52540000000a, MaxMACs: 16})
+}
 
 // TestMergeableManyChains sends frames that each need 23 small receive
 // buffers, so one burst needs more chains than Transmit reserves in one

@@ -53,6 +53,8 @@ type Options struct {
 	// HandoverWait bounds how long a new connection waits for the
 	// previous one's teardown; zero means DefaultHandoverWait.
 	HandoverWait time.Duration
+	// Perm is the socket file's owner, group and mode (see listen.go).
+	Perm SocketPerm
 }
 
 // DefaultQueuePairs is reported by GET_QUEUE_NUM when Options leave it zero.

@@ -85,6 +85,7 @@ type Server struct {
 	backend Backend
 	log     *logrus.Entry
 	ln      *net.UnixListener
+	sock    *socketFile // removed by Close if still ours
 
 	mu          sync.Mutex // guards the fields below
 	active      *net.UnixConn
@@ -107,12 +108,11 @@ func Listen(path string, opts Options, b Backend, log *logrus.Entry) (*Server, e
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, sock, err := listenUnix(path, opts.Perm)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
+		return nil, err
 	}
-	ln.SetUnlinkOnClose(true)
-	s := &Server{path: path, opts: opts, backend: b, log: log, ln: ln, done: make(chan struct{})}
+	s := &Server{path: path, opts: opts, backend: b, log: log, ln: ln, sock: sock, done: make(chan struct{})}
 	s.status = Status{Path: path, Since: time.Now(), Offered: FeatureNames(OfferedFeatures &^ opts.DisabledFeatures)}
 	return s, nil
 }
@@ -274,7 +274,7 @@ func (s *Server) Close() error {
 		s.active.Close()
 	}
 	s.mu.Unlock()
-	err := s.ln.Close()
+	err := errors.Join(s.ln.Close(), s.sock.remove())
 	s.wg.Wait()
 	return err
 }

@@ -26,6 +26,19 @@ type Port struct {
 	Socket          string   `toml:"socket"`
 	DisableFeatures []string `toml:"disable_features"`
 	QueuePairs      int      `toml:"queue_pairs"`
+	// MAC is the only source address the port's guest may send from:
+	// an address, LearnMAC ("learn": the first unicast address it sends,
+	// until its frontend disconnects), or empty for any. The address is
+	// pinned to the port in the FDB.
+	MAC string `toml:"mac"`
+	// MaxMACs is how many addresses the port may make the switch learn;
+	// 0 means Config.MaxMACsDefault.
+	MaxMACs int `toml:"max_macs"`
+	// Owner, Group and Mode are the socket file's; empty means
+	// Config.SocketOwner, SocketGroup and SocketMode.
+	Owner string `toml:"owner"`
+	Group string `toml:"group"`
+	Mode  Mode   `toml:"mode"`
 }
 
 // Config is everything vhostd can be told.
@@ -43,6 +56,17 @@ type Config struct {
 	EAL string `toml:"eal"`
 	// UplinkMTU is the uplink's MTU; 0 means DefaultUplinkMTU.
 	UplinkMTU int `toml:"uplink_mtu"`
+	// MaxMACsDefault is how many addresses each VM port may make the
+	// switch learn, unless the port says otherwise; 0 means
+	// DefaultMaxMACs, or fdb_size if smaller. The uplink may fill the
+	// table.
+	MaxMACsDefault int `toml:"max_macs"`
+	// SocketOwner, SocketGroup (names or numeric ids) and SocketMode
+	// (octal, "0660") are given to every vhost-user socket whose port
+	// does not say otherwise; empty leaves what the process creates.
+	SocketOwner string `toml:"socket_owner"`
+	SocketGroup string `toml:"socket_group"`
+	SocketMode  Mode   `toml:"socket_mode"`
 }
 
 // Duration is a time.Duration written as "300s" in the config file.
@@ -76,12 +100,14 @@ func Load(path string) (Config, error) {
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, uplink, eal, uplink_mtu, [[port]] name, socket, disable_features, queue_pairs)", path, strings.Join(keys, ", "))
+		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, max_macs, socket_owner, socket_group, socket_mode, uplink, eal, uplink_mtu, [[port]] name, socket, disable_features, queue_pairs, mac, max_macs, owner, group, mode)", path, strings.Join(keys, ", "))
 	}
 	return c, nil
 }
 
-// ParseSocket parses the --socket flag: [NAME=]PATH[,disable=FEAT[+FEAT...]][,queues=N].
+// ParseSocket parses the --socket flag:
+// [NAME=]PATH[,disable=FEAT[+FEAT...]][,queues=N][,mac=MAC|learn][,max_macs=N][,owner=USER][,group=GROUP][,mode=MODE].
+// Values are checked by Validate.
 // Without NAME, the port is named after the file, less its extension.
 func ParseSocket(s string) (Port, error) {
 	var p Port
@@ -110,8 +136,22 @@ func ParseSocket(s string) (Port, error) {
 				return p, fmt.Errorf("--socket %q: queues=%q is not a number", s, v)
 			}
 			p.QueuePairs = n
+		case ok && k == "mac":
+			p.MAC = v
+		case ok && k == "max_macs":
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return p, fmt.Errorf("--socket %q: max_macs=%q is not a number", s, v)
+			}
+			p.MaxMACs = n
+		case ok && k == "owner":
+			p.Owner = v
+		case ok && k == "group":
+			p.Group = v
+		case ok && k == "mode":
+			p.Mode = Mode(v)
 		default:
-			return p, fmt.Errorf("--socket %q: unknown option %q (known: disable=FEAT+FEAT, queues=N)", s, opt)
+			return p, fmt.Errorf("--socket %q: unknown option %q (known: disable=FEAT+FEAT, queues=N, mac=MAC|learn, max_macs=N, owner=USER, group=GROUP, mode=0660)", s, opt)
 		}
 	}
 	return p, nil
@@ -160,6 +200,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("port %q: queue_pairs = %d: use 1 to 128", p.Name, p.QueuePairs))
 		}
 	}
+	errs = append(errs, c.validatePortSecurity()...)
 	errs = append(errs, c.validateUplink(names)...)
 	return errors.Join(errs...)
 }

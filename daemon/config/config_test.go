@@ -91,3 +91,121 @@ disable_features = ["mrg_rxbuf"]
 		}
 	}
 }
+
+func TestParseSocketSecurityOptions(t *testing.T) {
+	p, err := ParseSocket("vm=/s,mac=02:00:00:00:00:0a,max_macs=16,owner=nobody,group=65534,mode=0660")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.MAC != "02:00:00:00:00:0a" || p.MaxMACs != 16 || p.Owner != "nobody" || p.Group != "65534" || p.Mode != "0660" {
+		t.Fatalf("parsed %+v", p)
+	}
+	if p, err := ParseSocket("/s,mac=learn"); err != nil || p.MAC != LearnMAC {
+		t.Fatalf("mac=learn: %+v, %v", p, err)
+	}
+	if _, err := ParseSocket("/s,max_macs=many"); err == nil || !strings.Contains(err.Error(), "max_macs") {
+		t.Fatalf("bad max_macs: %v", err)
+	}
+}
+
+func TestLoadSecurity(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sec.toml")
+	os.WriteFile(path, []byte(`
+max_macs     = 64
+socket_group = "65534"
+socket_mode  = "0660"
+[[port]]
+name   = "vm1"
+socket = "/tmp/vm1.sock"
+mac    = "02:00:00:00:00:0a"
+owner  = "0"
+mode   = "0600"
+[[port]]
+name     = "vm2"
+socket   = "/tmp/vm2.sock"
+mac      = "learn"
+max_macs = 8
+[[port]]
+name   = "vm3"
+socket = "/tmp/vm3.sock"
+`), 0o644)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := []int{c.MaxMACs(c.Ports[0]), c.MaxMACs(c.Ports[1])}; got[0] != 64 || got[1] != 8 {
+		t.Fatalf("max_macs %v, want [64 8]", got)
+	}
+	p1, err := c.SocketPerm(c.Ports[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p1.Mode != 0o600 || !p1.SetUID || p1.UID != 0 || !p1.SetGID || p1.GID != 65534 {
+		t.Fatalf("port vm1 perm %+v: want its own mode and owner, the default group", p1)
+	}
+	p3, _ := c.SocketPerm(c.Ports[2])
+	if p3.Mode != 0o660 || p3.SetUID || p3.GID != 65534 {
+		t.Fatalf("port vm3 perm %+v: want the defaults", p3)
+	}
+	d := Default()
+	if got := d.MaxMACs(Port{}); got != DefaultMaxMACs {
+		t.Fatalf("default max_macs %d", got)
+	}
+	d.FDBSize = 256
+	if got := d.MaxMACs(Port{}); got != 256 {
+		t.Fatalf("default max_macs with a small table: %d, want fdb_size", got)
+	}
+
+	intMode := filepath.Join(dir, "intmode.toml")
+	os.WriteFile(intMode, []byte("socket_mode = 0o660\n"), 0o644)
+	if _, err := Load(intMode); err == nil || !strings.Contains(err.Error(), "quoted octal") {
+		t.Fatalf("integer mode: %v", err)
+	}
+}
+
+func TestValidateSecurityErrors(t *testing.T) {
+	base := func() Config {
+		c := Default()
+		c.Ports = []Port{{Name: "vm1", Socket: "/tmp/vm1.sock"}, {Name: "vm2", Socket: "/tmp/vm2.sock"}}
+		return c
+	}
+	for name, tc := range map[string]struct {
+		mutate func(*Config)
+		want   string // what the error must mention
+	}{
+		"bad mac":          {func(c *Config) { c.Ports[0].MAC = "02:00:00:00:0a" }, `port "vm1": mac = "02:00:00:00:0a"`},
+		"multicast mac":    {func(c *Config) { c.Ports[0].MAC = "01:00:5e:00:00:01" }, "multicast"},
+		"zero mac":         {func(c *Config) { c.Ports[0].MAC = "00:00:00:00:00:00" }, "zero"},
+		"dup mac":          {func(c *Config) { c.Ports[0].MAC, c.Ports[1].MAC = "02:00:00:00:00:0a", "02:00:00:00:00:0A" }, `port "vm1"'s already`},
+		"negative max":     {func(c *Config) { c.Ports[0].MaxMACs = -1 }, `port "vm1": max_macs = -1`},
+		"max over fdb":     {func(c *Config) { c.MaxMACsDefault = 9000 }, "max_macs (--max-macs) = 9000: use 1 to fdb_size (8192)"},
+		"unknown owner":    {func(c *Config) { c.Ports[1].Owner = "no-such-user-xyz" }, `port "vm2": owner "no-such-user-xyz": no such user`},
+		"unknown group":    {func(c *Config) { c.SocketGroup = "no-such-group-xyz" }, `socket_group (--socket-group) "no-such-group-xyz": no such group`},
+		"mode not octal":   {func(c *Config) { c.SocketMode = "rw-rw----" }, "not an octal mode"},
+		"mode 8":           {func(c *Config) { c.Ports[0].Mode = "0680" }, "not an octal mode"},
+		"mode setuid":      {func(c *Config) { c.Ports[0].Mode = "4660" }, "beyond 0777"},
+		"mode zero":        {func(c *Config) { c.SocketMode = "0" }, "no one but root"},
+		"negative numeric": {func(c *Config) { c.SocketOwner = "-5" }, "numeric ids"},
+	} {
+		c := base()
+		tc.mutate(&c)
+		err := c.Validate()
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %q does not say %q", name, err, tc.want)
+		}
+	}
+	c := base()
+	c.Ports[0].MAC, c.Ports[1].MAC = LearnMAC, LearnMAC // learn may repeat
+	c.SocketOwner, c.SocketGroup, c.SocketMode = "nobody", "nogroup", "0o660"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("good settings refused: %v", err)
+	}
+}

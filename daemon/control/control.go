@@ -38,9 +38,19 @@ type PortInfo struct {
 	// Pollers are the pollers that receive from the port: one per lane
 	// (a multi-queue VM port has one lane per poller, up to its queue
 	// pairs).
-	Pollers []int        `json:"pollers"`
-	Vhost   vhost.Status `json:"vhost"`
-	Uplink  *UplinkInfo  `json:"uplink,omitempty"` // the DPDK uplink only
+	Pollers []int `json:"pollers"`
+	// MAC is the port's configured source address: an address, "learn"
+	// (the first one its guest sends, per frontend connection), or empty
+	// for any. LockedMAC is the address in force: the configured one, or
+	// the one a "learn" port locked to; empty if none.
+	MAC       string `json:"mac,omitempty"`
+	LockedMAC string `json:"locked_mac,omitempty"`
+	// MaxMACs is how many addresses the port may make the switch learn;
+	// LearnedMACs how many it has (pinned addresses not counted).
+	MaxMACs     int          `json:"max_macs"`
+	LearnedMACs int          `json:"learned_macs"`
+	Vhost       vhost.Status `json:"vhost"`
+	Uplink      *UplinkInfo  `json:"uplink,omitempty"` // the DPDK uplink only
 }
 
 // PortStats is one port's counters for `vhostctl stats`.

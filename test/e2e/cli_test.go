@@ -32,6 +32,9 @@ func TestVhostdRefusesBadInput(t *testing.T) {
 		{[]string{"--socket", dir + "/a.sock", "--log-level", "loud"}, "log level \"loud\""},
 		{[]string{"--socket", notSock}, "not a socket"},
 		{[]string{"--socket", dir + "/a.sock", "stray"}, "unexpected arguments"},
+		{[]string{"--socket", dir + "/a.sock,mode=0999"}, `port "a": mode "0999" is not an octal mode`},
+		{[]string{"--socket", dir + "/a.sock", "--socket-group", "no-such-group"}, `socket_group (--socket-group) "no-such-group": no such group`},
+		{[]string{"--socket", dir + "/a.sock,mac=ff:ff:ff:ff:ff:ff"}, "multicast"},
 	}
 	for _, c := range cases {
 		out, err := exec.Command(vhostdBin, append([]string{"--control", dir + "/ctl.sock"}, c.args...)...).CombinedOutput()

@@ -22,7 +22,7 @@ const usage = `usage: vhostctl [--control PATH] [--json] COMMAND
 
 commands:
   ports   ports with state, negotiated features and queues
-  fdb     learned MAC addresses with their port and age
+  fdb     learned MAC addresses with their port and age ("static": pinned)
   stats   per-port packets, bytes and drops by reason
 ` + qemuUsage
 
@@ -96,7 +96,7 @@ func join(s []string) string {
 
 func printPorts(out io.Writer, ports []control.PortInfo) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "PORT\tKIND\tSTATE\tPOLLERS\tSOCKET\tQUEUES\tFEATURES\tPROTOCOL")
+	fmt.Fprintln(w, "PORT\tKIND\tSTATE\tPOLLERS\tSOCKET\tQUEUES\tFEATURES\tPROTOCOL\tMAC\tMACS")
 	for _, p := range ports {
 		var qs []string
 		for _, r := range p.Vhost.Rings {
@@ -120,7 +120,8 @@ func printPorts(out io.Writer, ports []control.PortInfo) {
 		for _, id := range p.Pollers {
 			pollers = append(pollers, fmt.Sprint(id))
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Kind, p.State, join(pollers), where, join(qs), join(p.Vhost.Features), join(p.Vhost.ProtocolFeatures))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\n", p.Name, p.Kind, p.State, join(pollers), where, join(qs), join(p.Vhost.Features), join(p.Vhost.ProtocolFeatures),
+			portMAC(p), p.LearnedMACs, p.MaxMACs)
 	}
 	w.Flush()
 	printUplinks(out, ports)
@@ -131,11 +132,31 @@ func printPorts(out io.Writer, ports []control.PortInfo) {
 	}
 }
 
+// portMAC says which source address a port may send from: "-" for any,
+// its address, or for a "learn" port "learn:" and the address it locked
+// to ("-" before its guest sent a frame).
+func portMAC(p control.PortInfo) string {
+	switch p.MAC {
+	case "":
+		return "-"
+	case config.LearnMAC:
+		if p.LockedMAC == "" {
+			return "learn:-"
+		}
+		return "learn:" + p.LockedMAC
+	}
+	return p.MAC
+}
+
 func printFDB(out io.Writer, fdb []control.FDBEntry) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "MAC\tPORT\tAGE")
 	for _, e := range fdb {
-		fmt.Fprintf(w, "%s\t%s\t%s\n", e.MAC, e.Port, e.Age.Truncate(time.Second))
+		age := e.Age.Truncate(time.Second).String()
+		if e.Static {
+			age = "static" // pinned by port security: never ages
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\n", e.MAC, e.Port, age)
 	}
 	w.Flush()
 }
@@ -161,6 +182,12 @@ func printStats(out io.Writer, stats []control.PortStats) {
 		sort.Strings(reasons)
 		if len(reasons) > 0 {
 			fmt.Fprintf(out, "%s drops: %s\n", s.Name, strings.Join(reasons, " "))
+		}
+	}
+	for _, s := range stats {
+		if s.FDBMovesRefused+s.FDBLearnLimited+s.FDBFull > 0 {
+			fmt.Fprintf(out, "%s source addresses not learned (frames forwarded): fdb_moves_refused=%d fdb_learn_limited=%d fdb_full=%d\n",
+				s.Name, s.FDBMovesRefused, s.FDBLearnLimited, s.FDBFull)
 		}
 	}
 	printDeviceStats(out, stats)

@@ -41,16 +41,22 @@ func main() {
 func run() error {
 	fs := flag.NewFlagSet("vhostd", flag.ContinueOnError)
 	var sockets socketFlags
-	fs.Var(&sockets, "socket", "serve a vhost-user socket: [NAME=]PATH[,disable=FEAT+FEAT][,queues=N] (repeatable); features: "+strings.Join(vhost.Maskable(), ", "))
+	fs.Var(&sockets, "socket", "serve a vhost-user socket: [NAME=]PATH[,disable=FEAT+FEAT][,queues=N][,mac=MAC|learn][,max_macs=N][,owner=USER][,group=GROUP][,mode=0660] (repeatable); features: "+strings.Join(vhost.Maskable(), ", ")+
+		"; mac= pins the port to the one source address its guest may send from (learn: the first it sends, per connection)")
 	cfgFile := fs.String("config", "", "TOML config file (flags given override it)")
 	controlPath := fs.String("control", "", "control socket path (default "+config.DefaultControl+")")
 	logLevel := fs.String("log-level", "", "log level: error, warn, info, debug (default info)")
 	pollers := fs.Int("pollers", 0, "poller threads (default 1)")
 	uplinkDev := fs.String("uplink", "", "DPDK uplink: [NAME=]DEVARGS, e.g. net_tap0,iface=vhostd0, net_af_packet0,iface=eth1 or a PCI address (see docs/uplink.md)")
 	eal := fs.String("eal", "", "extra DPDK EAL arguments for the uplink, space separated (defaults work without hugepages: --no-huge -m 256 --no-shconf --no-pci -l CPU)")
+	maxMACs := fs.Int("max-macs", 0, fmt.Sprintf("addresses each VM port may make the switch learn, unless its --socket says max_macs= (default %d, or fdb_size if smaller)", config.DefaultMaxMACs))
+	socketOwner := fs.String("socket-owner", "", "owner of every vhost-user socket, a user name or uid, unless its --socket says owner= (default: vhostd's user)")
+	socketGroup := fs.String("socket-group", "", "group of every vhost-user socket, a group name or gid, unless its --socket says group= (default: vhostd's group)")
+	socketMode := fs.String("socket-mode", "", "mode of every vhost-user socket, octal like 0660, unless its --socket says mode= (default: from the umask)")
 	uplinkMTU := fs.Int("uplink-mtu", 0, fmt.Sprintf("uplink MTU, %d to %d (default %d)", config.MinUplinkMTU, config.MaxUplinkMTU, config.DefaultUplinkMTU))
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: vhostd --socket [NAME=]PATH ... [--uplink DEVARGS [--eal ARGS]] [--control PATH] [--config FILE] [--log-level LEVEL]\n\n")
+		fmt.Fprintf(fs.Output(), "usage: vhostd --socket [NAME=]PATH[,OPTION...] ... [--uplink DEVARGS [--eal ARGS]] [--control PATH] [--config FILE] [--log-level LEVEL]\n"+
+			"              [--max-macs N] [--socket-owner USER] [--socket-group GROUP] [--socket-mode MODE]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -87,6 +93,18 @@ func run() error {
 	}
 	if *uplinkMTU != 0 {
 		cfg.UplinkMTU = *uplinkMTU
+	}
+	if *maxMACs != 0 {
+		cfg.MaxMACsDefault = *maxMACs
+	}
+	if *socketOwner != "" {
+		cfg.SocketOwner = *socketOwner
+	}
+	if *socketGroup != "" {
+		cfg.SocketGroup = *socketGroup
+	}
+	if *socketMode != "" {
+		cfg.SocketMode = config.Mode(*socketMode)
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
