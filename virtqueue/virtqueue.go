@@ -61,6 +61,19 @@ var (
 	errChainTooBig    = errors.New("chain byte total overflows 32 bits")
 )
 
+// tableSizeError breaks a queue whose driver hands over an indirect table
+// of more entries than the queue size. It lives in the Queue (see
+// Queue.tableErr) so that breaking with it, numbers included, allocates
+// nothing.
+type tableSizeError struct {
+	entries uint32
+	size    uint16
+}
+
+func (e *tableSizeError) Error() string {
+	return fmt.Sprintf("indirect table has %d entries, more than the queue size (%d)", e.entries, e.size)
+}
+
 // Config is what the frontend set up for one ring: its size and the
 // guest-physical addresses of its three parts, plus the negotiated features
 // that change how the ring is read.
@@ -129,8 +142,9 @@ type Queue struct {
 	signalled  uint16 // used index at the last call (event-idx)
 	sigValid   bool
 
-	fence uint32 // target of the atomic that acts as a full barrier
-	err   error  // sticky reason the queue broke
+	fence    uint32         // target of the atomic that acts as a full barrier
+	err      error          // sticky reason the queue broke
+	tableErr tableSizeError // err points here for an oversized indirect table
 }
 
 // New builds a queue over mem from cfg, starting at lastAvail (the
@@ -302,6 +316,15 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 				return q.breakWith(errIndirectNext)
 			case length == 0 || length%descSize != 0:
 				return q.breakWith(errIndirectLen)
+			case length/descSize > uint32(q.size):
+				// "A driver MUST NOT create a descriptor chain longer
+				// than the Queue Size of the device" (virtio 1.2,
+				// 2.7.5.3.1); DPDK and rust-vmm refuse such tables
+				// too. Without this bound the time-to-live below would
+				// be the table's own length, up to 2^28 entries: one
+				// looping table would hold a poller for seconds.
+				q.tableErr = tableSizeError{entries: length / descSize, size: q.size}
+				return q.breakWith(&q.tableErr)
 			}
 			t := mem.Chunk(addr, uint64(length))
 			if uint32(len(t)) != length {
@@ -310,7 +333,7 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 			table = t
 			inIndirect = true
 			idx = 0
-			ttl = length / descSize
+			ttl = length / descSize // at most the queue size, checked above
 			continue
 		}
 
