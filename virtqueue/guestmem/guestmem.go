@@ -48,6 +48,11 @@ type Memory struct {
 	regions []Region
 	byUser  []int   // region indices sorted by UserAddr
 	hot     *Region // the largest region, tried first
+	// spans are the host address ranges of the regions' mappings, for
+	// Contains. Set when the Memory is built and never changed, not even
+	// by Unmap or Detach: a goroutine that recovered from a fault may ask
+	// while the control path releases the Memory.
+	spans []span
 }
 
 // MaxRegions is the most regions one Memory holds. It matches the number of
@@ -185,6 +190,17 @@ func (m *Memory) index() {
 	sort.Slice(m.byUser, func(i, j int) bool {
 		return m.regions[m.byUser[i]].UserAddr < m.regions[m.byUser[j]].UserAddr
 	})
+	m.spans = make([]span, 0, len(m.regions))
+	for i := range m.regions {
+		r := &m.regions[i]
+		b := r.mapping // what was mapped, pages around the region included
+		if b == nil {
+			b = r.data
+		}
+		if len(b) > 0 {
+			m.spans = append(m.spans, span{uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b))})
+		}
+	}
 }
 
 // Unmap releases every mapping. The Memory must not be used afterwards, and
