@@ -205,6 +205,18 @@ func (q *Queue) LastAvail() uint16 { return q.lastAvail }
 // UsedIdx returns the next used index the device will write.
 func (q *Queue) UsedIdx() uint16 { return q.usedIdx }
 
+// RingContains reports whether the host address addr lies in one of the
+// queue's three ring parts, so that a fault there can be pinned on the
+// queue (one in a buffer cannot: buffers lie anywhere in guest memory).
+func (q *Queue) RingContains(addr uintptr) bool {
+	for _, b := range [3][]byte{q.desc, q.avail, q.used} {
+		if addr-uintptr(unsafe.Pointer(unsafe.SliceData(b))) < uintptr(len(b)) {
+			return true
+		}
+	}
+	return false
+}
+
 // Err returns why the queue broke, or nil.
 func (q *Queue) Err() error { return q.err }
 

@@ -18,10 +18,12 @@ import (
 type span struct{ base, len uintptr }
 
 // Contains reports whether the host address addr lies in one of m's
-// mappings. It is safe to call at any time, even while m is unmapped (it
-// then still reports m's former ranges).
+// mappings. It is safe to call at any time, even while m is being
+// unmapped; once m is unmapped it reports false, as its ranges may hold
+// other mappings by then. A Memory that gave its mappings to another with
+// Add or Remove (Detach) still reports them.
 func (m *Memory) Contains(addr uintptr) bool {
-	if m == nil {
+	if m == nil || m.gone.Load() {
 		return false
 	}
 	for _, s := range m.spans {

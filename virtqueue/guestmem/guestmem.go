@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -49,10 +50,11 @@ type Memory struct {
 	byUser  []int   // region indices sorted by UserAddr
 	hot     *Region // the largest region, tried first
 	// spans are the host address ranges of the regions' mappings, for
-	// Contains. Set when the Memory is built and never changed, not even
-	// by Unmap or Detach: a goroutine that recovered from a fault may ask
-	// while the control path releases the Memory.
+	// Contains: set when the Memory is built and never changed, and gone
+	// set by Unmap, so that a goroutine that recovered from a fault may ask
+	// at any time, even while the control path releases the Memory.
 	spans []span
+	gone  atomic.Bool
 }
 
 // MaxRegions is the most regions one Memory holds. It matches the number of
@@ -209,6 +211,7 @@ func (m *Memory) Unmap() {
 	if m == nil {
 		return
 	}
+	m.gone.Store(true) // before munmap: the range may be mapped anew at once
 	for i := range m.regions {
 		if m.regions[i].mapping != nil {
 			_ = unix.Munmap(m.regions[i].mapping)
