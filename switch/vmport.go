@@ -11,6 +11,7 @@ import (
 
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
+	"github.com/vhostd/vhostd/virtqueue/guestmem"
 	"github.com/vhostd/vhostd/virtqueue/prefetch"
 )
 
@@ -42,6 +43,19 @@ type VMPort struct {
 	rings    atomic.Pointer[vhost.Rings]
 	counters Counters // rare events, from any goroutine (atomic adds)
 
+	// OnFault, if set, is called when the port's guest memory faults on
+	// the data path (the frontend truncated or unmapped it), with a
+	// *guestmem.Fault, on a goroutine of its own; the daemon drops the
+	// connection. Set it before the port's first Publish.
+	OnFault func(error)
+	// retiring holds the rings Publish is replacing until no poller can
+	// hold them, and faultMem the guest memory that last faulted: a fault
+	// in either is still this port's (see faultOwner), and Publish never
+	// runs rings over faultMem again (it stops claiming faults once the
+	// device unmaps it).
+	retiring atomic.Pointer[vhost.Rings]
+	faultMem atomic.Pointer[guestmem.Memory]
+
 	// Fixed at Attach.
 	lanes []*vmLane
 	txqs  []*txQueue // by receive queue slot: see Transmit
@@ -72,6 +86,11 @@ type txQueue struct {
 	plan     [BurstSize]rxPlan
 	rxLogged *virtqueue.Queue
 	spin     atomic.Uint32 // read by waitBuffers' pause loop
+	// The ring transmitted into last, its memory, and the gap between its
+	// avail and used indices between two transmits (see syncTx).
+	ring *vhost.Ring
+	mem  *guestmem.Memory
+	gap  uint16
 }
 
 func newTxQueue() *txQueue {
@@ -139,6 +158,12 @@ func (v *VMPort) Running() bool { return v.rings.Load() != nil }
 
 // Publish implements vhost.Backend.
 func (v *VMPort) Publish(r *vhost.Rings) {
+	if r != nil && v.faultedMem(r.Mem) {
+		// The memory faulted and the connection is being dropped: the
+		// data path must not touch it again.
+		v.log.Warn("not running rings over guest memory that faulted")
+		r = nil
+	}
 	if r != nil {
 		// The switch looks at the guest's receive rings whenever it has a
 		// frame for them and never sleeps on their kick fds: ask the
@@ -149,9 +174,17 @@ func (v *VMPort) Publish(r *vhost.Rings) {
 			ring.Queue.DisableNotify()
 		}
 	}
-	v.rings.Store(r)
+	old := v.rings.Swap(r)
+	v.retiring.Store(old)
 	if v.ctl != nil {
 		v.ctl.Changed()
+	}
+	v.retiring.Store(nil)
+	if r == nil {
+		// No poller transmits into the port now: repair what a fault
+		// left in the old receive queues before the device reads their
+		// indices back.
+		v.settleRetired(old)
 	}
 	if r != nil {
 		v.log.WithFields(logrus.Fields{"rx_rings": len(r.RX), "tx_rings": len(r.TX), "hdr_len": r.HdrLen, "mrg_rxbuf": r.MrgRxbuf, "lanes": len(v.lanes)}).Debug("rings running")
@@ -333,6 +366,9 @@ func (v *VMPort) Transmit(q int, frames []*Frame) {
 // prefetches them for writing, then it copies.
 func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames []*Frame) {
 	q := ring.Queue
+	if ring != t.ring || q.LastAvail()-q.UsedIdx() != t.gap {
+		t.syncTx(ring, r.Mem)
+	}
 	var sent, bytes, nobuf, toobig, broken uint64
 	avail := q.Pending()
 	if q.Err() != nil {
