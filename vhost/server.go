@@ -51,6 +51,7 @@ type Server struct {
 
 	mu     sync.Mutex // guards the fields below
 	active *net.UnixConn
+	conn   *connGuard // the active connection as Drop sees it (fault.go)
 	status Status
 	closed bool
 	wg     sync.WaitGroup
@@ -150,11 +151,12 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	defer s.wg.Done()
 	log := s.log
 	log.Info("frontend connected")
-	d := newDevice(log, s.backend, s.opts)
+	g := s.track(uc)
+	d := newDevice(log, g, s.opts)
 	s.setStatus(d, true, "")
 	c := newConn(uc)
-	err := s.loop(c, d)
-	d.reset()
+	err := s.untrack(g, s.loop(c, d))
+	d.resetGuarded(log)
 	msg := ""
 	if err != nil {
 		msg = err.Error()
@@ -192,7 +194,7 @@ func (s *Server) loop(c *conn, d *device) error {
 			return err
 		}
 		s.log.WithField("request", m.Request.String()).Debug("vhost-user request")
-		reply, err := d.handle(m)
+		reply, err := d.handleGuarded(m)
 		ack := m.NeedReply() && d.hasProtocol(ProtocolReplyAck) && !requests[m.Request].replies
 		if err != nil {
 			if ack {
