@@ -174,8 +174,11 @@ func (v *VMPort) Publish(r *vhost.Rings) {
 			ring.Queue.DisableNotify()
 		}
 	}
-	old := v.rings.Swap(r)
+	// The old rings are retiring before they stop being current: a fault
+	// in their memory is this port's at every moment.
+	old := v.rings.Load()
 	v.retiring.Store(old)
+	v.rings.Store(r)
 	if v.ctl != nil {
 		v.ctl.Changed()
 	}
