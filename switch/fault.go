@@ -152,7 +152,10 @@ func (t *txQueue) syncTx(ring *vhost.Ring, mem *guestmem.Memory) {
 		t.ring, t.mem, t.gap = ring, mem, gap
 		return
 	}
-	if gap == t.gap || q.Err() != nil {
+	if gap == t.gap || gap-t.gap > q.Size() || q.Err() != nil {
+		// Nothing cut short, or a queue that is broken (a Pop that
+		// breaks it consumes its chain) or that this repair cannot
+		// explain: go on from where it is.
 		t.gap = gap
 		return
 	}
