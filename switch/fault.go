@@ -33,6 +33,12 @@ import (
 //     given back. This runs under the recover frame too: a second fault
 //     there is handled the same way.
 //
+// A shared receive queue's lock is released as the fault unwinds
+// (Transmit defers the unlock), so another poller may transmit into that
+// queue before the faulting one settles it: transmit checks for a
+// predecessor cut short itself (syncTx, two loads and a compare per call),
+// and Publish(nil) does before the device reads the indices back.
+//
 // The restarted loop acknowledges the configuration generation at once, so
 // a control path waiting in Changed (for instance the faulted port's own
 // teardown) is never held up by a poller that faulted.
