@@ -81,6 +81,9 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 		if err != nil {
 			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
 		}
+		// A guest whose memory faults on the data path loses its
+		// connection; Drop does not wait, and is called off the poller.
+		vp.OnFault = srv.Drop
 		d.ports = append(d.ports, vmPort{port: vp, server: srv})
 		go func() {
 			if err := srv.Serve(); err != nil {

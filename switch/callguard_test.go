@@ -39,7 +39,7 @@ func TestFullCallEventfdDoesNotFreezePoller(t *testing.T) {
 	b.port.Publish(&r)
 
 	failed := make(chan error, 4)
-	b.port.OnFail(func(err error) { failed <- err })
+	b.port.OnFault = func(err error) { failed <- err }
 	stop := make(chan struct{})
 	s.wg.Add(1)
 	go s.watchdog(stop)

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,6 +58,13 @@ type poller struct {
 	noDrain []int // those of fds the poller must not read (NoDrainer)
 	events  [64]unix.EpollEvent
 	drain   [8]byte
+
+	// What a guest memory fault may interrupt (see fault.go): the port
+	// table of the loop, the receiver whose burst is in progress, and
+	// whether the restarted loop has to settle what the fault left.
+	t        *portTable
+	busy     Receiver
+	settling bool
 }
 
 func newPoller(s *Switch, id int) (*poller, error) {
@@ -118,9 +127,40 @@ func (p *poller) removeOwned(idx int) (first bool) {
 func (p *poller) run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// A guest that shrinks its memory under us makes our next access to
+	// it SIGBUS: a panic with this, recovered by guarded, instead of the
+	// end of the daemon. (Per goroutine; this one owns its thread.)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	log := p.s.log.WithField("poller", p.id)
 	log.Debug("poller started")
 	defer log.Debug("poller stopped")
+	p.parked.Store(false)
+	defer p.parked.Store(true)
+	for p.guarded(log, p.loop) {
+	}
+}
+
+// guarded runs body, the poller loop, until the poller stops (false) or a
+// guest memory fault cuts it short (true, once the fault is dealt with:
+// run starts the loop again). The recover frame is set up once per start
+// of the loop, so it costs the bursts nothing.
+func (p *poller) guarded(log *logrus.Entry, body func(*logrus.Entry)) (faulted bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.onFault(r, log) // panics again unless a guest's memory faulted
+			faulted = true
+		}
+	}()
+	if p.settling {
+		p.settle()
+	}
+	body(log)
+	return false
+}
+
+// loop is the poller's life: bursts, idle spin, sleep. It starts from
+// scratch each time, re-reading the configuration first.
+func (p *poller) loop(log *logrus.Entry) {
 	seenGen := ^uint64(0)
 	idle := int64(p.s.cfg.IdleSpin)
 	// The clock is read rarely: in a VM one read costs about as much as
@@ -129,8 +169,6 @@ func (p *poller) run() {
 	now := p.s.now()
 	idleSince := int64(-1) // when polls started to come back empty; -1: busy
 	busy, empty := 0, 0    // loops with work, and empty loops in a row
-	p.parked.Store(false)
-	defer p.parked.Store(true)
 	for !p.stopping.Load() {
 		if g := p.gen.Load(); g != seenGen {
 			seenGen = g
@@ -140,11 +178,14 @@ func (p *poller) run() {
 			p.ack.Store(g)
 		}
 		t := p.s.table.Load()
+		p.t = t
 		owned := *p.owned.Load()
 		work := 0
 		for _, u := range owned {
 			if t.ports[u.idx] != nil {
+				p.busy = u.r
 				work += p.forward(t, u.idx, u.r, now)
+				p.busy = nil
 			}
 		}
 		if work > 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
+	"github.com/vhostd/vhostd/virtqueue/guestmem"
 	"github.com/vhostd/vhostd/virtqueue/prefetch"
 )
 
@@ -40,7 +41,21 @@ type VMPort struct {
 	pollers  int
 	rings    atomic.Pointer[vhost.Rings]
 	counters Counters // rare events, from any goroutine (atomic adds)
-	onFail   atomic.Pointer[func(error)]
+
+	// OnFault, if set, is called when the port's frontend must be
+	// dropped, on a goroutine of its own: its guest memory faulted on the
+	// data path (it truncated or unmapped it; err is a *guestmem.Fault),
+	// or a poller blocked writing its call eventfd (see callguard.go).
+	// The daemon drops the connection. Set it before the port's first
+	// Publish.
+	OnFault func(error)
+	// retiring holds the rings Publish is replacing until no poller can
+	// hold them, and faultMem the guest memory that last faulted: a fault
+	// in either is still this port's (see faultOwner), and Publish never
+	// runs rings over faultMem again (it stops claiming faults once the
+	// device unmaps it).
+	retiring atomic.Pointer[vhost.Rings]
+	faultMem atomic.Pointer[guestmem.Memory]
 
 	// Fixed at Attach.
 	lanes []*vmLane
@@ -74,6 +89,11 @@ type txQueue struct {
 	rxLogged *virtqueue.Queue
 	spin     atomic.Uint32 // read by waitBuffers' pause loop
 	calls    callGuard     // signals the receive ring
+	// The ring transmitted into last, its memory, and the gap between its
+	// avail and used indices between two transmits (see syncTx).
+	ring *vhost.Ring
+	mem  *guestmem.Memory
+	gap  uint16
 }
 
 func newTxQueue() *txQueue {
@@ -136,16 +156,11 @@ func (v *VMPort) Stats() Snapshot {
 	return SumCounters(cs...)
 }
 
-// OnFail sets what the port calls when its frontend must be dropped (it
-// made the data path stall or fault): the daemon drops the vhost-user
-// connection. f must not wait for the pollers.
-func (v *VMPort) OnFail(f func(error)) { v.onFail.Store(&f) }
-
 // fail logs why the port's frontend must go and asks for it.
 func (v *VMPort) fail(err error) {
 	v.log.WithError(err).Error("dropping the frontend")
-	if f := v.onFail.Load(); f != nil {
-		(*f)(err)
+	if f := v.OnFault; f != nil {
+		go f(err) // the caller may be what the teardown waits for
 	}
 }
 
@@ -154,6 +169,12 @@ func (v *VMPort) Running() bool { return v.rings.Load() != nil }
 
 // Publish implements vhost.Backend.
 func (v *VMPort) Publish(r *vhost.Rings) {
+	if r != nil && v.faultedMem(r.Mem) {
+		// The memory faulted and the connection is being dropped: the
+		// data path must not touch it again.
+		v.log.Warn("not running rings over guest memory that faulted")
+		r = nil
+	}
 	if r != nil {
 		// The switch looks at the guest's receive rings whenever it has a
 		// frame for them and never sleeps on their kick fds: ask the
@@ -164,9 +185,20 @@ func (v *VMPort) Publish(r *vhost.Rings) {
 			ring.Queue.DisableNotify()
 		}
 	}
+	// The old rings are retiring before they stop being current: a fault
+	// in their memory is this port's at every moment.
+	old := v.rings.Load()
+	v.retiring.Store(old)
 	v.rings.Store(r)
 	if v.ctl != nil {
 		v.ctl.Changed()
+	}
+	v.retiring.Store(nil)
+	if r == nil {
+		// No poller transmits into the port now: repair what a fault
+		// left in the old receive queues before the device reads their
+		// indices back.
+		v.settleRetired(old)
 	}
 	if r != nil {
 		v.log.WithFields(logrus.Fields{"rx_rings": len(r.RX), "tx_rings": len(r.TX), "hdr_len": r.HdrLen, "mrg_rxbuf": r.MrgRxbuf, "lanes": len(v.lanes)}).Debug("rings running")
@@ -365,6 +397,9 @@ func (v *VMPort) Transmit(q int, frames []*Frame) {
 // prefetches them for writing, then it copies.
 func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames []*Frame) {
 	q := ring.Queue
+	if ring != t.ring || q.LastAvail()-q.UsedIdx() != t.gap {
+		t.syncTx(ring, r.Mem)
+	}
 	var sent, bytes, nobuf, toobig, broken uint64
 	avail := q.Pending()
 	if q.Err() != nil {

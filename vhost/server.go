@@ -98,6 +98,7 @@ type Server struct {
 	// queues are the running queues by ring index as of the last
 	// setStatus: Status asks them whether the data path broke them since.
 	queues map[int]*virtqueue.Queue
+	conn   *connGuard // the active connection as Drop sees it (fault.go)
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -304,7 +305,8 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	log := s.log.WithField("peer", s.activePeer)
 	s.mu.Unlock()
 	log.Info("frontend connected")
-	d := newDevice(log, s.backend, s.opts)
+	g := s.track(uc)
+	d := newDevice(log, g, s.opts)
 	s.setStatus(d, true, "")
 	c := newConn(uc)
 	if s.opts.MessageTimeout > 0 {
@@ -313,8 +315,8 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	if s.opts.ReplyTimeout > 0 {
 		c.replyTimeout = s.opts.ReplyTimeout
 	}
-	err := s.loop(c, d)
-	d.reset()
+	err := s.untrack(g, s.loop(c, d))
+	d.resetGuarded(log)
 	if dc, ok := s.backend.(Disconnecter); ok {
 		dc.Disconnected()
 	}
@@ -372,7 +374,7 @@ func (s *Server) loop(c *conn, d *device) error {
 			return err
 		}
 		s.log.WithField("request", m.Request.String()).Debug("vhost-user request")
-		reply, err := d.handle(m)
+		reply, err := d.handleGuarded(m)
 		ack := m.NeedReply() && d.hasProtocol(ProtocolReplyAck) && !requests[m.Request].replies
 		if err != nil {
 			if ack {

@@ -32,6 +32,18 @@ func FuzzChain(f *testing.F) {
 		d.WriteDesc(virtqueuetest.DescBase, 0, 0x100000, 10, virtqueue.DescFNext, 0)
 		d.Publish(0)
 	})
+	// Indirect tables longer than the queue: a looping one of 64 MiB (not
+	// in memory) and one of size+1 entries that is, its first entries
+	// looping.
+	seed(func(d *virtqueuetest.Driver) {
+		for i := uint16(0); i < 8; i++ {
+			d.WriteDesc(0x40000, i, 0x100000, 4, virtqueue.DescFNext, (i+1)%8)
+		}
+		d.WriteDesc(virtqueuetest.DescBase, 0, 0x40000, 64<<20, virtqueue.DescFIndirect, 0)
+		d.WriteDesc(virtqueuetest.DescBase, 1, 0x40000, 9*16, virtqueue.DescFIndirect, 0)
+		d.Publish(1)
+		d.Publish(0)
+	})
 	f.Fuzz(func(t *testing.T, desc, indirect, avail []byte) {
 		d := virtqueuetest.New(8, 1<<20, 0)
 		copy(d.Mem[virtqueuetest.DescBase:virtqueuetest.DescBase+8*16], desc)

@@ -61,6 +61,19 @@ var (
 	errChainTooBig    = errors.New("chain byte total overflows 32 bits")
 )
 
+// tableSizeError breaks a queue whose driver hands over an indirect table
+// of more entries than the queue size. It lives in the Queue (see
+// Queue.tableErr) so that breaking with it, numbers included, allocates
+// nothing.
+type tableSizeError struct {
+	entries uint32
+	size    uint16
+}
+
+func (e *tableSizeError) Error() string {
+	return fmt.Sprintf("indirect table has %d entries, more than the queue size (%d)", e.entries, e.size)
+}
+
 // Config is what the frontend set up for one ring: its size and the
 // guest-physical addresses of its three parts, plus the negotiated features
 // that change how the ring is read.
@@ -129,11 +142,14 @@ type Queue struct {
 	signalled  uint16 // used index at the last call (event-idx)
 	sigValid   bool
 
-	fence uint32 // target of the atomic that acts as a full barrier
-	err   error  // sticky reason the queue broke
-	// broken is err again, for readers on other goroutines (status
-	// reports): the owner sets both once, and reads only err.
-	broken atomic.Pointer[error]
+	fence    uint32         // target of the atomic that acts as a full barrier
+	err      error          // sticky reason the queue broke
+	tableErr tableSizeError // err points here for an oversized indirect table
+	// broken points at brokenErr, a copy of err, for readers on other
+	// goroutines (status reports): the owner sets them once, and reads
+	// only err. A field, so that breaking allocates nothing.
+	broken    atomic.Pointer[error]
+	brokenErr error
 }
 
 // New builds a queue over mem from cfg, starting at lastAvail (the
@@ -194,13 +210,25 @@ func (q *Queue) LastAvail() uint16 { return q.lastAvail }
 // UsedIdx returns the next used index the device will write.
 func (q *Queue) UsedIdx() uint16 { return q.usedIdx }
 
+// RingContains reports whether the host address addr lies in one of the
+// queue's three ring parts, so that a fault there can be pinned on the
+// queue (one in a buffer cannot: buffers lie anywhere in guest memory).
+func (q *Queue) RingContains(addr uintptr) bool {
+	for _, b := range [3][]byte{q.desc, q.avail, q.used} {
+		if addr-uintptr(unsafe.Pointer(unsafe.SliceData(b))) < uintptr(len(b)) {
+			return true
+		}
+	}
+	return false
+}
+
 // Err returns why the queue broke, or nil.
 func (q *Queue) Err() error { return q.err }
 
 func (q *Queue) breakWith(reason error) error {
 	if q.err == nil {
-		q.err = reason
-		q.broken.Store(&reason)
+		q.err, q.brokenErr = reason, reason
+		q.broken.Store(&q.brokenErr)
 	}
 	return ErrBroken
 }
@@ -315,6 +343,15 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 				return q.breakWith(errIndirectNext)
 			case length == 0 || length%descSize != 0:
 				return q.breakWith(errIndirectLen)
+			case length/descSize > uint32(q.size):
+				// "A driver MUST NOT create a descriptor chain longer
+				// than the Queue Size of the device" (virtio 1.2,
+				// 2.7.5.3.1); DPDK and rust-vmm refuse such tables
+				// too. Without this bound the time-to-live below would
+				// be the table's own length, up to 2^28 entries: one
+				// looping table would hold a poller for seconds.
+				q.tableErr = tableSizeError{entries: length / descSize, size: q.size}
+				return q.breakWith(&q.tableErr)
 			}
 			t := mem.Chunk(addr, uint64(length))
 			if uint32(len(t)) != length {
@@ -323,7 +360,7 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 			table = t
 			inIndirect = true
 			idx = 0
-			ttl = length / descSize
+			ttl = length / descSize // at most the queue size, checked above
 			continue
 		}
 

@@ -403,3 +403,78 @@ func TestNoInterruptBothAlignments(t *testing.T) {
 		}
 	}
 }
+
+// TestIndirectTableBoundedByQueueSize checks virtio 1.2, 2.7.5.3.1: no
+// chain is longer than the queue size, so an indirect table of more
+// entries breaks the queue at once, before a single entry is walked. The
+// tables are mapped and would be walkable: a 64 MiB one that loops back to
+// its start (4 Mi entries: without the bound, the walk's time-to-live was
+// the table's length and the poller went round it millions of times before
+// calling it a loop) and a 65,536-entry chain that ends properly.
+func TestIndirectTableBoundedByQueueSize(t *testing.T) {
+	const (
+		size  = 256
+		table = 0x1000000 // past the mock's rings and buffers
+	)
+	d := virtqueuetest.New(size, table+64<<20, 0)
+	// One write for the whole table: every entry a 4-byte readable buffer
+	// chained to the next, the last one back to the first.
+	writeTable := func(entries int, loop bool) {
+		for i := 0; i < entries; i++ {
+			next, flags := uint16(i+1), uint16(virtqueue.DescFNext)
+			if i == entries-1 {
+				next, flags = 0, 0
+				if loop {
+					flags = virtqueue.DescFNext
+				}
+			}
+			d.WriteDesc(table, uint16(i), virtqueuetest.BufBase, 4, flags, next)
+		}
+	}
+	cases := []struct {
+		name    string
+		entries int
+		loop    bool
+		reason  string // "" for a chain that must pop
+	}{
+		{"64 MiB looping table", 64 << 20 / 16, true, "indirect table has 4194304 entries, more than the queue size (256)"},
+		{"65536-entry chain", 65536, false, "indirect table has 65536 entries, more than the queue size (256)"},
+		{"queue size plus one", size + 1, false, "indirect table has 257 entries, more than the queue size (256)"},
+		{"queue size, looping", size, true, "descriptor chain longer than its table (loop)"},
+		{"queue size", size, false, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// The 4 Mi-entry table writes uint16 indices: entries past
+			// 65535 wrap, which only adds more loops.
+			writeTable(min(tc.entries, 65536), tc.loop)
+			if tc.entries > 65536 {
+				for i := 65536; i < tc.entries; i += 65536 {
+					copy(d.Mem[table+16*i:table+16*(i+65536)], d.Mem[table:table+16*65536])
+				}
+			}
+			q := newQueue(t, d, nil)
+			d.SetAvailIdx(0)
+			d.WriteDesc(virtqueuetest.DescBase, 0, table, uint32(16*tc.entries), virtqueue.DescFIndirect, 0)
+			d.Publish(0)
+			q.Pending()
+			c := chain(8)
+			err := q.Pop(d.Memory(), c)
+			if tc.reason == "" {
+				if !errors.Is(err, virtqueue.ErrTooManySegments) || c.ReadLen != 4*size || q.Err() != nil {
+					t.Fatalf("a chain of exactly the queue size: pop %v, %d bytes, queue error %v", err, c.ReadLen, q.Err())
+				}
+				return
+			}
+			if !errors.Is(err, virtqueue.ErrBroken) {
+				t.Fatalf("pop: %v, want ErrBroken", err)
+			}
+			if q.Err() == nil || q.Err().Error() != tc.reason {
+				t.Fatalf("queue broke with %q, want %q", q.Err(), tc.reason)
+			}
+			if q.Pop(d.Memory(), c) != virtqueue.ErrBroken {
+				t.Fatal("broken queue is not sticky")
+			}
+		})
+	}
+}

@@ -235,7 +235,9 @@ func (p *Port) NewTxQueue(pool *Mempool) *TxQueue {
 // Add copies a frame of n bytes, gathered from segs, into stash mbufs
 // (chained when n exceeds one mbuf's room). It returns false, copying
 // nothing, when the burst is full (MaxBurst frames) or the stash has too
-// few mbufs left: Flush, then try again.
+// few mbufs left: Flush, then try again. The frame is committed only once
+// copied, so a fault reading segs (a guest truncated the memory they lie
+// in, recovered by the caller) leaves the queue as it was.
 func (t *TxQueue) Add(segs [][]byte, n int) bool {
 	if t.frames == MaxBurst || n <= 0 {
 		return false

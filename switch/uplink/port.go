@@ -496,8 +496,28 @@ func (p *Port) Done(*vswitch.Burst) { p.rx.Release() }
 // mbuf; the burst goes out in one tx burst; what the device does not take
 // is freed and counted as tx_uplink_full.
 func (p *Port) Transmit(_ int, frames []*vswitch.Frame) {
-	var big, nombuf uint64
+	big, nombuf, full := p.transmit(frames)
+	c := &p.counters
+	if full > 0 {
+		c.Drops[vswitch.DropTxFull].Add(uint64(full))
+	}
+	if big > 0 {
+		c.Drops[vswitch.DropTxTooBig].Add(big)
+	}
+	if nombuf > 0 {
+		c.Drops[vswitch.DropTxNoMbufs].Add(nombuf)
+	}
+}
+
+// transmit is Transmit's part under the lock. The unlock is deferred:
+// copying a frame reads the source guest's memory, which faults if that
+// guest truncated it, and the poller recovers from that and goes on; the
+// lock must not stay held. The TxQueue is left consistent by such a fault
+// (Add commits a frame only once it is copied), and the frames added
+// before it go out with the next Flush.
+func (p *Port) transmit(frames []*vswitch.Frame) (big, nombuf uint64, full int) {
 	p.txMu.Lock()
+	defer p.txMu.Unlock()
 	tx := p.tx
 	for _, f := range frames {
 		if f.Len > p.maxFrame {
@@ -516,18 +536,8 @@ func (p *Port) Transmit(_ int, frames []*vswitch.Frame) {
 	}
 	added := tx.Pending()
 	sent, bytes := tx.Flush()
-	p.txMu.Unlock()
 	p.countSent(sent, bytes)
-	c := &p.counters
-	if full := added - sent; full > 0 {
-		c.Drops[vswitch.DropTxFull].Add(uint64(full))
-	}
-	if big > 0 {
-		c.Drops[vswitch.DropTxTooBig].Add(big)
-	}
-	if nombuf > 0 {
-		c.Drops[vswitch.DropTxNoMbufs].Add(nombuf)
-	}
+	return big, nombuf, added - sent
 }
 
 func (p *Port) countSent(sent int, bytes uint64) {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -48,6 +49,12 @@ type Memory struct {
 	regions []Region
 	byUser  []int   // region indices sorted by UserAddr
 	hot     *Region // the largest region, tried first
+	// spans are the host address ranges of the regions' mappings, for
+	// Contains: set when the Memory is built and never changed, and gone
+	// set by Unmap, so that a goroutine that recovered from a fault may ask
+	// at any time, even while the control path releases the Memory.
+	spans []span
+	gone  atomic.Bool
 }
 
 // MaxRegions is the most regions one Memory holds. It matches the number of
@@ -185,6 +192,17 @@ func (m *Memory) index() {
 	sort.Slice(m.byUser, func(i, j int) bool {
 		return m.regions[m.byUser[i]].UserAddr < m.regions[m.byUser[j]].UserAddr
 	})
+	m.spans = make([]span, 0, len(m.regions))
+	for i := range m.regions {
+		r := &m.regions[i]
+		b := r.mapping // what was mapped, pages around the region included
+		if b == nil {
+			b = r.data
+		}
+		if len(b) > 0 {
+			m.spans = append(m.spans, span{uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b))})
+		}
+	}
 }
 
 // Unmap releases every mapping. The Memory must not be used afterwards, and
@@ -193,6 +211,7 @@ func (m *Memory) Unmap() {
 	if m == nil {
 		return
 	}
+	m.gone.Store(true) // before munmap: the range may be mapped anew at once
 	for i := range m.regions {
 		if m.regions[i].mapping != nil {
 			_ = unix.Munmap(m.regions[i].mapping)
