@@ -31,11 +31,11 @@ lint:
 	CGO_ENABLED=0 $(GO) vet ./vhost/... ./virtqueue/... ./switch/... ./daemon/...
 
 unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/hostile)
 
 e2e: build
 	@mkdir -p build
-	$(GO) test -race -count=1 -v -timeout 30m ./test/e2e/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS|panic)'; exit $${PIPESTATUS[0]}
+	$(GO) test -race -count=1 -v -timeout 30m ./test/e2e/ ./test/hostile/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS|panic)'; exit $${PIPESTATUS[0]}
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzChain$$' -fuzztime $(FUZZTIME) ./virtqueue/
