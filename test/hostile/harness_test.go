@@ -252,7 +252,7 @@ func (v *vhostd) stop() {
 		}
 	}
 	if t.Failed() {
-		t.Logf("vhostd log (tail):\n%s", tail(v.Log(), 6000))
+		t.Logf("vhostd log (tail):\n%s", tail(v.Log(), 3000))
 	}
 }
 
