@@ -254,6 +254,27 @@ func (v *vhostd) stop() {
 	if t.Failed() {
 		t.Logf("vhostd log (tail):\n%s", tail(v.Log(), 3000))
 	}
+	if c := crash(v.Log()); c != "" {
+		t.Logf("vhostd crashed:\n%s", c)
+	}
+}
+
+// crash returns the start of a Go crash report in log, or "".
+func crash(log string) string {
+	i := -1
+	for _, m := range []string{"unexpected fault address", "fatal error:", "\npanic: ", "WARNING: DATA RACE"} {
+		if j := strings.Index(log, m); j >= 0 && (i < 0 || j < i) {
+			i = j
+		}
+	}
+	if i < 0 {
+		return ""
+	}
+	s := log[i:]
+	if len(s) > 2500 {
+		s = s[:2500] + "..."
+	}
+	return s
 }
 
 func tail(s string, n int) string {
@@ -490,12 +511,32 @@ func (v *vhostd) alive() error {
 // note quotes. Call it deferred, so it runs after a failed assertion too;
 // it reports with Errorf only.
 func (v *vhostd) finish(t *testing.T, name, pa, pb string) {
-	t.Helper()
+	// Not a t.Helper: run deferred after a t.Fatal, its lines would be
+	// attributed to the runtime's panic.go, which make e2e filters out.
 	v.closeTracked()
 	if err := v.alive(); err != nil {
 		t.Errorf("case %s: %v\n%s", name, err, tail(v.Log(), 4000))
 		t.Logf("case %s: fd count before=%d after=-, fresh frontend got traffic in - (vhostd not running)", name, v.fdBase)
 		return
+	}
+	// Let vhostd see the hostile frontends go (immediate reconnect is case
+	// 5's business, not every case's).
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var busy []string
+		if ps, err := v.portsErr(2 * time.Second); err == nil {
+			for name, p := range ps {
+				if p.Vhost.Connected {
+					busy = append(busy, name)
+				}
+			}
+		}
+		if len(busy) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("case %s: ports %v still connected 3s after their frontends closed", name, busy)
+			break
+		}
 	}
 	elapsed, err := freshTraffic(t, v, pa, pb)
 	traffic := elapsed.Round(time.Millisecond).String()
