@@ -160,7 +160,8 @@ func startVhostd(t *testing.T, ports []port, extra ...string) *vhostd {
 			break
 		}
 		if v.hasExited() {
-			t.Fatalf("vhostd %q exited at start: %v\n%s", args, v.exitErr, v.Log())
+			first, _, _ := strings.Cut(strings.TrimSpace(v.Log()), "\n")
+			t.Fatalf("vhostd exited at start (%v): %s\nargs %q\n%s", v.exitErr, first, args, v.Log())
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("vhostd control socket did not come up\n%s", v.Log())
@@ -255,7 +256,8 @@ func (v *vhostd) stop() {
 		t.Logf("vhostd log (tail):\n%s", tail(v.Log(), 3000))
 	}
 	if c := crash(v.Log()); c != "" {
-		t.Logf("vhostd crashed:\n%s", c)
+		first, rest, _ := strings.Cut(c, "\n")
+		t.Logf("vhostd crashed: %s\n%s", first, rest)
 	}
 }
 
