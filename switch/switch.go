@@ -100,8 +100,9 @@ func (s *Switch) Start() {
 			p.run()
 		}(p)
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.ager()
+	go s.watchdog(s.stop)
 }
 
 // Stop stops the pollers and waits for them.

@@ -7,7 +7,6 @@ import (
 	"unsafe"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
@@ -41,6 +40,7 @@ type VMPort struct {
 	pollers  int
 	rings    atomic.Pointer[vhost.Rings]
 	counters Counters // rare events, from any goroutine (atomic adds)
+	onFail   atomic.Pointer[func(error)]
 
 	// Fixed at Attach.
 	lanes []*vmLane
@@ -57,6 +57,7 @@ type vmLane struct {
 	touched  uint64       // bit i: cur.TX[i] had chains popped
 	chain    virtqueue.Chain
 	txLogged [16]*virtqueue.Queue
+	calls    callGuard // signals the guest's transmit rings
 }
 
 // txQueue is the state of transmitting into one of the guest's receive
@@ -72,6 +73,7 @@ type txQueue struct {
 	plan     [BurstSize]rxPlan
 	rxLogged *virtqueue.Queue
 	spin     atomic.Uint32 // read by waitBuffers' pause loop
+	calls    callGuard     // signals the receive ring
 }
 
 func newTxQueue() *txQueue {
@@ -134,6 +136,19 @@ func (v *VMPort) Stats() Snapshot {
 	return SumCounters(cs...)
 }
 
+// OnFail sets what the port calls when its frontend must be dropped (it
+// made the data path stall or fault): the daemon drops the vhost-user
+// connection. f must not wait for the pollers.
+func (v *VMPort) OnFail(f func(error)) { v.onFail.Store(&f) }
+
+// fail logs why the port's frontend must go and asks for it.
+func (v *VMPort) fail(err error) {
+	v.log.WithError(err).Error("dropping the frontend")
+	if f := v.onFail.Load(); f != nil {
+		(*f)(err)
+	}
+}
+
 // Running reports whether a device has rings running on the port.
 func (v *VMPort) Running() bool { return v.rings.Load() != nil }
 
@@ -177,6 +192,14 @@ func (l *vmLane) WaitFDs(dst []int) []int {
 	}
 	return dst
 }
+
+// NoDrain implements NoDrainer: a lane's wait fds are the frontend's kick
+// eventfds, which it shares with us. Reading one could block the poller if
+// the frontend cleared O_NONBLOCK on it and drained it first; watched
+// edge-triggered, an eventfd wakes the poller on every write anyway, so
+// it is never read (its counter only grows, by one per kick). Arm re-reads
+// the rings after enabling kicks, which covers a kick before the sleep.
+func (l *vmLane) NoDrain(int) bool { return true }
 
 // Arm implements Receiver.
 func (l *vmLane) Arm() bool {
@@ -290,7 +313,7 @@ func (l *vmLane) Done(b *Burst) {
 		}
 		ring.Queue.Publish()
 		if ring.Call >= 0 && ring.Queue.NeedCall() {
-			unix.Write(ring.Call, one[:])
+			l.calls.call(ring.Call, ring.Index)
 		}
 	}
 	l.touched = 0
@@ -433,7 +456,7 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 	if sent > 0 {
 		q.Publish()
 		if ring.Call >= 0 && q.NeedCall() {
-			unix.Write(ring.Call, one[:])
+			t.calls.call(ring.Call, ring.Index)
 		}
 	}
 	// The queue's counters have one writer at a time: whoever transmits.

@@ -3,6 +3,7 @@ package vhost
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -43,6 +44,15 @@ type Options struct {
 	DisabledFeatures uint64
 	// QueuePairs is the number of queue pairs reported by GET_QUEUE_NUM.
 	QueuePairs int
+	// MessageTimeout bounds how long the rest of a message may take once
+	// its first byte has arrived; zero means DefaultMessageTimeout.
+	MessageTimeout time.Duration
+	// ReplyTimeout bounds how long a reply may wait for the frontend to
+	// read earlier ones; zero means DefaultMessageTimeout.
+	ReplyTimeout time.Duration
+	// HandoverWait bounds how long a new connection waits for the
+	// previous one's teardown; zero means DefaultHandoverWait.
+	HandoverWait time.Duration
 }
 
 // DefaultQueuePairs is reported by GET_QUEUE_NUM when Options leave it zero.
@@ -124,8 +134,19 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 	case SetOwner:
 		return nil, nil
 	case ResetOwner:
-		d.reset()
-		return nil, nil
+		// vhost-user.rst, RESET_OWNER: "Deprecated. This is no longer
+		// used. Used to be sent to request disabling all rings, but some
+		// back-ends interpreted it to also discard connection state (this
+		// interpretation would lead to bugs). It is recommended that
+		// back-ends either ignore this message, or use it to disable all
+		// rings." So: every ring is disabled and taken from the data
+		// path; memory, features, fds and the connection stay, and
+		// SET_VRING_ENABLE (or, without PROTOCOL_FEATURES, SET_VRING_KICK)
+		// brings a ring back.
+		for i := range d.rings {
+			d.rings[i].enabled = false
+		}
+		return nil, d.update()
 	case GetQueueNum:
 		return u64(uint64(d.pairs)), nil
 	case GetMaxMemSlots:
@@ -143,6 +164,9 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := r.stoppedFor("size"); err != nil {
+			return nil, fmt.Errorf("ring %d: %w", s.Index, err)
+		}
 		// Size 0 marks a queue the driver does not use (virtio 1.2,
 		// 4.1.4.3: queue_size 0 means unavailable); DPDK's virtio PMD
 		// announces its unused queue pairs so. Such a ring never starts.
@@ -157,6 +181,9 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 		r, err := d.ring(s.Index)
 		if err != nil {
 			return nil, err
+		}
+		if err := r.stoppedFor("base"); err != nil {
+			return nil, fmt.Errorf("ring %d: %w", s.Index, err)
 		}
 		if s.Num > 0xffff {
 			return nil, fmt.Errorf("ring %d: base %d does not fit 16 bits", s.Index, s.Num)
@@ -219,6 +246,37 @@ func (d *device) ring(index uint32) (*ring, error) {
 	return &d.rings[index], nil
 }
 
+// stoppedFor refuses a change of a started ring's size or base.
+//
+// vhost-user.rst, "Ring states": "While a ring is stopped, the back-end
+// must not process the ring at all", and the back-end must "stop a ring
+// upon receiving VHOST_USER_GET_VRING_BASE". SET_VRING_NUM and
+// SET_VRING_BASE are the vhost ioctls VHOST_SET_VRING_NUM/BASE, which
+// Linux refuses with EBUSY while a ring runs; QEMU and DPDK's virtio-user
+// send them only between GET_VRING_BASE and SET_VRING_KICK. On a started
+// ring the new size would not match the rings the driver laid out, and a
+// new base would be overwritten by the data path's own index at the next
+// stop, so vhostd refuses rather than accept a value it cannot honour.
+//
+// A refusal, not a protocol error: the ring, the device and the connection
+// are left as they were, and a frontend that asked for a REPLY_ACK gets a
+// NACK (as Linux answers the ioctl with EBUSY), so the frontend can stop
+// the ring and try again.
+func (r *ring) stoppedFor(what string) error {
+	if r.started {
+		return &refusal{fmt.Errorf("started: its %s can change only after GET_VRING_BASE stopped it", what)}
+	}
+	return nil
+}
+
+// refusal is an error from a request that vhostd declines without
+// changing any state: it is NACKed and logged, and the connection stays.
+// Every other error from a request ends the connection.
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
 func (d *device) setFeatures(v uint64) error {
 	if v&^d.offered != 0 {
 		return fmt.Errorf("%#x: %v were not offered", v, FeatureNames(v&^d.offered))
@@ -249,6 +307,12 @@ func (d *device) setVringFD(m *Message) error {
 	fd := -1
 	if len(m.FDs) == 1 {
 		fd = m.FDs[0]
+		// Checked before any poller can see it: the data path blocks in
+		// epoll on kick fds and writes call fds from its poller threads.
+		if err := checkEventfd(fd); err != nil {
+			closeFDs(m.FDs)
+			return fmt.Errorf("ring %d: %w", idx, err)
+		}
 	}
 	if m.Request == SetVringErr {
 		// vhostd reports no ring errors; keep the fd so the frontend's
@@ -313,10 +377,21 @@ func (d *device) remMemReg(spec guestmem.RegionSpec) error {
 	if err != nil {
 		return err
 	}
-	return d.replaceMemory(kept, func(old *guestmem.Memory) {
+	// vhost-user.rst, REM_MEM_REG: the payload describes "a region of
+	// guest memory which the back-end device must unmap". So the region
+	// goes even if a ring lies in it: replaceMemory takes every ring from
+	// the data path before anything is unmapped, and start leaves a ring
+	// whose parts no longer translate out, marked broken (vhostctl shows
+	// why), so it is never used after the unmap. The frontend brings it
+	// back by pointing it at mapped memory (SET_VRING_ADDR). The request
+	// itself succeeded: the connection and the other rings stay.
+	if err := d.replaceMemory(kept, func(old *guestmem.Memory) {
 		old.Detach()
 		removed.Unmap()
-	})
+	}); err != nil {
+		d.log.WithError(err).WithField("region", spec.String()).Warn("REM_MEM_REG unmapped memory holding a ring; the ring is stopped until SET_VRING_ADDR points it at mapped memory")
+	}
+	return nil
 }
 
 // replaceMemory makes mem the device's memory, restarting the running rings

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/sirupsen/logrus"
@@ -27,10 +28,141 @@ func state(i, n uint32) []byte {
 	return binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, i), n)
 }
 
-// FuzzMessages feeds a byte stream to a connection as a frontend would
-// write it and runs every message through validation and the device, the
-// way the server loop does. Nothing may panic, and the device must end up
-// releasable.
+// fdKind values of a fuzz plan: which fd the fake frontend sends.
+const (
+	fuzzMemfd0       = iota // memfd of 0 bytes
+	fuzzMemfd4K             // memfd of one page: smaller than most regions claim
+	fuzzMemfd1M             // memfd of 1 MiB
+	fuzzMemfd2M             // memfd of 2 MiB
+	fuzzEventfd             // non-blocking eventfd
+	fuzzPipeRead            // read end of a pipe
+	fuzzPipeWrite           // write end of a pipe
+	fuzzEventfdBlock        // blocking eventfd: the backend must make it non-blocking
+	fuzzKinds
+)
+
+// carriesFDs reports whether the fuzz plan supplies fds for req: every
+// request of the spec that may carry fds.
+func carriesFDs(req Request) bool {
+	switch req {
+	case SetMemTable, AddMemReg, RemMemReg, SetVringKick, SetVringCall, SetVringErr,
+		SetLogBase, SetLogFD, SetBackendReqFD, SetInflightFD, GPUSetSocket, SetDeviceStateFD:
+		return true
+	}
+	return false
+}
+
+// planFDs creates the fds the next plan entry asks for: a count byte (0 to
+// 9, more than a message may carry), then one kind byte per fd. It returns
+// the rest of the plan.
+func planFDs(plan []byte) (fds []int, rest []byte) {
+	if len(plan) == 0 {
+		return nil, plan
+	}
+	n := int(plan[0] % (maxFDs + 2))
+	plan = plan[1:]
+	for ; n > 0 && len(plan) > 0; n-- {
+		kind := plan[0] % fuzzKinds
+		plan = plan[1:]
+		fd := -1
+		switch kind {
+		case fuzzMemfd0, fuzzMemfd4K, fuzzMemfd1M, fuzzMemfd2M:
+			size := [...]int64{0, 4096, 1 << 20, 2 << 20}[kind]
+			var err error
+			if fd, err = unix.MemfdCreate("fuzz", unix.MFD_CLOEXEC); err == nil {
+				unix.Ftruncate(fd, size)
+			}
+		case fuzzEventfd:
+			fd, _ = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		case fuzzEventfdBlock:
+			fd, _ = unix.Eventfd(0, unix.EFD_CLOEXEC)
+		case fuzzPipeRead, fuzzPipeWrite:
+			var p [2]int
+			if unix.Pipe2(p[:], unix.O_CLOEXEC) == nil {
+				keep := p[0]
+				if kind == fuzzPipeWrite {
+					keep = p[1]
+				}
+				unix.Close(p[0] + p[1] - keep)
+				fd = keep
+			}
+		}
+		if fd >= 0 {
+			fds = append(fds, fd)
+		}
+	}
+	return fds, plan
+}
+
+// fuzzFrontend writes stream to fd message by message, as a frontend
+// would, each message with the fds its plan entry asks for (closed here
+// once sent: the receiver has its own references). Then it shuts down its
+// side for writing.
+func fuzzFrontend(fd int, stream, plan []byte) {
+	defer unix.Shutdown(fd, unix.SHUT_WR)
+	for len(stream) > 0 {
+		n := len(stream)
+		var fds []int
+		if n >= headerSize {
+			h := decodeHeader(stream)
+			if h.Size <= maxPayload && headerSize+int(h.Size) < n {
+				n = headerSize + int(h.Size)
+			}
+			if carriesFDs(h.Request) {
+				fds, plan = planFDs(plan)
+			}
+		}
+		var oob []byte
+		if len(fds) > 0 {
+			oob = unix.UnixRights(fds...)
+		}
+		err := unix.Sendmsg(fd, stream[:n], oob, nil, 0)
+		closeFDs(fds)
+		if err != nil {
+			return // the backend dropped the connection
+		}
+		stream = stream[n:]
+	}
+}
+
+// fuzzReplies reads what the backend sends until it closes the connection
+// and checks every message is a well-formed reply: vhostd's replies (u64
+// values, GET_VRING_BASE's state, acks) are all 8 bytes.
+func fuzzReplies(t testing.TB, fd int) {
+	var buf []byte
+	var b [4096]byte
+	for {
+		n, err := unix.Read(fd, b[:])
+		if n <= 0 || err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			break
+		}
+		buf = append(buf, b[:n]...)
+		for len(buf) >= headerSize {
+			h := decodeHeader(buf)
+			if h.Flags != flagVersion|flagReply || h.Size != 8 {
+				t.Errorf("malformed reply to %v: flags %#x, size %d", h.Request, h.Flags, h.Size)
+				return
+			}
+			if len(buf) < headerSize+8 {
+				break
+			}
+			buf = buf[headerSize+8:]
+		}
+	}
+	if len(buf) != 0 {
+		t.Errorf("%d bytes of a partial reply", len(buf))
+	}
+}
+
+// FuzzMessages plays a frontend: it sends a byte stream to a connection
+// message by message, with fds (memfds of several sizes, eventfds, pipes)
+// on the requests that may carry them, chosen by plan, and runs the server
+// loop over it. Nothing may panic, every reply must be well-formed, and
+// every fd must be closed afterwards, so that millions of runs leak
+// nothing.
 func FuzzMessages(f *testing.F) {
 	var setup []byte
 	for _, m := range [][]byte{
@@ -39,59 +171,119 @@ func FuzzMessages(f *testing.F) {
 		msg(SetProtocolFeatures, le64(OfferedProtocolFeatures)),
 		msg(SetOwner, nil),
 		msg(SetFeatures, le64(1<<FeatureVersion1|1<<FeatureProtocolFeature)),
+		msg(SetMemTable, memTable(0, 1<<20, 0)),
 		msg(SetVringNum, state(0, 256)),
 		msg(SetVringBase, state(0, 0)),
-		msg(SetVringAddr, make([]byte, 40)),
-		msg(SetVringKick, le64(vringNoFD)),
+		msg(SetVringAddr, vringAddr(0, 0, 0x2000, 0x1000)),
+		msg(SetVringKick, le64(0)),
+		msg(SetVringCall, le64(0)),
 		msg(SetVringEnable, state(0, 1)),
 		msg(GetVringBase, state(0, 0)),
 		msg(GetQueueNum, nil),
 	} {
 		setup = append(setup, m...)
 	}
-	f.Add(setup)
-	f.Add(msg(SetMemTable, make([]byte, 8+32)))
-	f.Add(msg(RemMemReg, make([]byte, 40)))
-	f.Add(msg(ResetOwner, nil))
-	f.Add([]byte{1, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
+	// Plans for the three fd-carrying messages: mem table, kick, call.
+	f.Add(setup, []byte{1, fuzzMemfd1M, 1, fuzzEventfd, 1, fuzzEventfdBlock})
+	f.Add(setup, []byte{1, fuzzMemfd4K, 1, fuzzEventfd, 1, fuzzEventfd})
+	f.Add(setup, []byte{1, fuzzMemfd0})
+	f.Add(setup, []byte{1, fuzzMemfd2M, 1, fuzzPipeRead, 1, fuzzPipeWrite})
+	f.Add(setup, []byte{9, fuzzMemfd1M, fuzzMemfd1M, fuzzMemfd1M, fuzzMemfd1M, fuzzMemfd1M, fuzzMemfd1M, fuzzMemfd1M, fuzzMemfd1M, fuzzMemfd1M})
+	var slots []byte
+	for _, m := range [][]byte{
+		msg(SetProtocolFeatures, le64(OfferedProtocolFeatures)),
+		msg(AddMemReg, memReg(0, 1<<20, 0)),
+		msg(AddMemReg, memReg(1<<30, 4096, 1<<30)),
+		msg(RemMemReg, memReg(0, 1<<20, 0)),
+		msg(ResetOwner, nil),
+	} {
+		slots = append(slots, m...)
+	}
+	f.Add(slots, []byte{1, fuzzMemfd1M, 1, fuzzMemfd4K, 1, fuzzEventfd})
+	needReply := msg(SetLogBase, make([]byte, 16))
+	needReply[4] |= flagNeedReply
+	f.Add(needReply, []byte{1, fuzzMemfd4K})
+	f.Add(msg(RemMemReg, make([]byte, 40)), []byte{})
+	f.Add([]byte{1, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, []byte{})
+
 	log := logrus.New()
 	log.SetLevel(logrus.PanicLevel)
-	f.Fuzz(func(t *testing.T, stream []byte) {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wf := os.NewFile(uintptr(fds[1]), "frontend")
-		rf := os.NewFile(uintptr(fds[0]), "backend")
-		fc, err := net.FileConn(rf)
-		rf.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer fc.Close()
-		go func() {
-			wf.Write(stream)
-			wf.Close()
-		}()
-		c := newConn(fc.(*net.UnixConn))
-		d := newDevice(logrus.NewEntry(log), nopBackend{}, Options{})
-		defer d.reset()
-		for {
-			m, err := c.readMessage()
-			if err != nil {
-				return
-			}
-			if err := m.Validate(); err != nil {
-				closeFDs(m.FDs)
-				return
-			}
-			reply, err := d.handle(m)
-			if err != nil {
-				return
-			}
-			if requests[m.Request].replies && reply == nil {
-				t.Fatalf("%v: no reply payload", m.Request)
-			}
+	entry := logrus.NewEntry(log)
+	// The runtime's network poller opens its fds on first use: use it once
+	// before the first count.
+	fuzzConn(f, entry, nil, nil)
+	f.Fuzz(func(t *testing.T, stream, plan []byte) {
+		before := countFDs(t)
+		fuzzConn(t, entry, stream, plan)
+		if after := countFDs(t); after != before {
+			t.Fatalf("%d fds open after the connection, %d before: leaked", after, before)
 		}
 	})
+}
+
+// fuzzConn runs one connection: the server loop on one end of a socket
+// pair, a fake frontend sending stream and plan on the other.
+func fuzzConn(t testing.TB, log *logrus.Entry, stream, plan []byte) error {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := fds[1]
+	rf := os.NewFile(uintptr(fds[0]), "backend")
+	fc, err := net.FileConn(rf)
+	rf.Close()
+	if err != nil {
+		unix.Close(front)
+		t.Fatal(err)
+	}
+	defer unix.Close(front)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		fuzzFrontend(front, stream, plan)
+	}()
+	go func() {
+		defer wg.Done()
+		fuzzReplies(t, front)
+	}()
+	s := &Server{path: "fuzz", log: log, done: make(chan struct{})}
+	d := newDevice(log, nopBackend{}, Options{})
+	err = s.loop(newConn(fc.(*net.UnixConn)), d)
+	d.reset()
+	fc.Close()
+	wg.Wait()
+	return err
+}
+
+func countFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func memRegion(gpa, size, uaddr uint64) []byte {
+	b := binary.LittleEndian.AppendUint64(nil, gpa)
+	b = binary.LittleEndian.AppendUint64(b, size)
+	b = binary.LittleEndian.AppendUint64(b, uaddr)
+	return binary.LittleEndian.AppendUint64(b, 0)
+}
+
+func memTable(gpa, size, uaddr uint64) []byte {
+	return append(binary.LittleEndian.AppendUint32(make([]byte, 0, 40), 1), append(make([]byte, 4), memRegion(gpa, size, uaddr)...)...)
+}
+
+func memReg(gpa, size, uaddr uint64) []byte {
+	return append(make([]byte, 8), memRegion(gpa, size, uaddr)...)
+}
+
+func vringAddr(index uint32, desc, used, avail uint64) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, index)
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	b = binary.LittleEndian.AppendUint64(b, desc)
+	b = binary.LittleEndian.AppendUint64(b, used)
+	b = binary.LittleEndian.AppendUint64(b, avail)
+	return binary.LittleEndian.AppendUint64(b, 0)
 }

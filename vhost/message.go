@@ -11,7 +11,8 @@ import (
 // types").
 type Request uint32
 
-// Request codes vhostd knows.
+// Request codes of the specification (vhost-user.rst, "Front-end message
+// types"). The requests table says which of them vhostd implements.
 const (
 	GetFeatures         Request = 1
 	SetFeatures         Request = 2
@@ -38,8 +39,14 @@ const (
 	SetVringEndian      Request = 23
 	GetConfig           Request = 24
 	SetConfig           Request = 25
+	CreateCryptoSession Request = 26
+	CloseCryptoSession  Request = 27
+	PostcopyAdvise      Request = 28
+	PostcopyListen      Request = 29
+	PostcopyEnd         Request = 30
 	GetInflightFD       Request = 31
 	SetInflightFD       Request = 32
+	GPUSetSocket        Request = 33
 	ResetDevice         Request = 34
 	VringKick           Request = 35
 	GetMaxMemSlots      Request = 36
@@ -47,7 +54,31 @@ const (
 	RemMemReg           Request = 38
 	SetStatus           Request = 39
 	GetStatus           Request = 40
+	GetSharedObject     Request = 41
+	SetDeviceStateFD    Request = 42
+	CheckDeviceState    Request = 43
 )
+
+// requestNames names every request code of the specification, implemented
+// or not, so that logs say SET_LOG_BASE rather than "request 6".
+var requestNames = map[Request]string{
+	GetFeatures: "GET_FEATURES", SetFeatures: "SET_FEATURES", SetOwner: "SET_OWNER",
+	ResetOwner: "RESET_OWNER", SetMemTable: "SET_MEM_TABLE", SetLogBase: "SET_LOG_BASE",
+	SetLogFD: "SET_LOG_FD", SetVringNum: "SET_VRING_NUM", SetVringAddr: "SET_VRING_ADDR",
+	SetVringBase: "SET_VRING_BASE", GetVringBase: "GET_VRING_BASE", SetVringKick: "SET_VRING_KICK",
+	SetVringCall: "SET_VRING_CALL", SetVringErr: "SET_VRING_ERR",
+	GetProtocolFeatures: "GET_PROTOCOL_FEATURES", SetProtocolFeatures: "SET_PROTOCOL_FEATURES",
+	GetQueueNum: "GET_QUEUE_NUM", SetVringEnable: "SET_VRING_ENABLE", SendRARP: "SEND_RARP",
+	NetSetMTU: "NET_SET_MTU", SetBackendReqFD: "SET_BACKEND_REQ_FD", IOTLBMsg: "IOTLB_MSG",
+	SetVringEndian: "SET_VRING_ENDIAN", GetConfig: "GET_CONFIG", SetConfig: "SET_CONFIG",
+	CreateCryptoSession: "CREATE_CRYPTO_SESSION", CloseCryptoSession: "CLOSE_CRYPTO_SESSION",
+	PostcopyAdvise: "POSTCOPY_ADVISE", PostcopyListen: "POSTCOPY_LISTEN", PostcopyEnd: "POSTCOPY_END",
+	GetInflightFD: "GET_INFLIGHT_FD", SetInflightFD: "SET_INFLIGHT_FD", GPUSetSocket: "GPU_SET_SOCKET",
+	ResetDevice: "RESET_DEVICE", VringKick: "VRING_KICK", GetMaxMemSlots: "GET_MAX_MEM_SLOTS",
+	AddMemReg: "ADD_MEM_REG", RemMemReg: "REM_MEM_REG", SetStatus: "SET_STATUS", GetStatus: "GET_STATUS",
+	GetSharedObject: "GET_SHARED_OBJECT", SetDeviceStateFD: "SET_DEVICE_STATE_FD",
+	CheckDeviceState: "CHECK_DEVICE_STATE",
+}
 
 // Header flags.
 const (
@@ -93,7 +124,6 @@ const (
 // requestSpec is one row of the request table: what a well-formed request
 // looks like. Requests not in the table are refused.
 type requestSpec struct {
-	name     string
 	size     int
 	sizeRule sizeRule
 	fds      fdRule
@@ -102,32 +132,38 @@ type requestSpec struct {
 }
 
 var requests = map[Request]requestSpec{
-	GetFeatures:         {"GET_FEATURES", 0, sizeExact, fdsNone, -1, true},
-	SetFeatures:         {"SET_FEATURES", 8, sizeExact, fdsNone, -1, false},
-	SetOwner:            {"SET_OWNER", 0, sizeExact, fdsNone, -1, false},
-	ResetOwner:          {"RESET_OWNER", 0, sizeExact, fdsNone, -1, false},
-	SetMemTable:         {"SET_MEM_TABLE", 8, sizeAtLeast, fdsRegions, -1, false},
-	SetVringNum:         {"SET_VRING_NUM", 8, sizeExact, fdsNone, -1, false},
-	SetVringAddr:        {"SET_VRING_ADDR", 40, sizeExact, fdsNone, -1, false},
-	SetVringBase:        {"SET_VRING_BASE", 8, sizeExact, fdsNone, -1, false},
-	GetVringBase:        {"GET_VRING_BASE", 8, sizeExact, fdsNone, -1, true},
-	SetVringKick:        {"SET_VRING_KICK", 8, sizeExact, fdsOptional, -1, false},
-	SetVringCall:        {"SET_VRING_CALL", 8, sizeExact, fdsOptional, -1, false},
-	SetVringErr:         {"SET_VRING_ERR", 8, sizeExact, fdsOptional, -1, false},
-	GetProtocolFeatures: {"GET_PROTOCOL_FEATURES", 0, sizeExact, fdsNone, -1, true},
-	SetProtocolFeatures: {"SET_PROTOCOL_FEATURES", 8, sizeExact, fdsNone, -1, false},
-	GetQueueNum:         {"GET_QUEUE_NUM", 0, sizeExact, fdsNone, ProtocolMQ, true},
-	SetVringEnable:      {"SET_VRING_ENABLE", 8, sizeExact, fdsNone, -1, false},
-	GetMaxMemSlots:      {"GET_MAX_MEM_SLOTS", 0, sizeExact, fdsNone, ProtocolConfigureMemSlots, true},
-	AddMemReg:           {"ADD_MEM_REG", 40, sizeExact, fdsOne, ProtocolConfigureMemSlots, false},
-	RemMemReg:           {"REM_MEM_REG", 40, sizeExact, fdsAny, ProtocolConfigureMemSlots, false},
+	GetFeatures:         {0, sizeExact, fdsNone, -1, true},
+	SetFeatures:         {8, sizeExact, fdsNone, -1, false},
+	SetOwner:            {0, sizeExact, fdsNone, -1, false},
+	ResetOwner:          {0, sizeExact, fdsNone, -1, false},
+	SetMemTable:         {8, sizeAtLeast, fdsRegions, -1, false},
+	SetVringNum:         {8, sizeExact, fdsNone, -1, false},
+	SetVringAddr:        {40, sizeExact, fdsNone, -1, false},
+	SetVringBase:        {8, sizeExact, fdsNone, -1, false},
+	GetVringBase:        {8, sizeExact, fdsNone, -1, true},
+	SetVringKick:        {8, sizeExact, fdsOptional, -1, false},
+	SetVringCall:        {8, sizeExact, fdsOptional, -1, false},
+	SetVringErr:         {8, sizeExact, fdsOptional, -1, false},
+	GetProtocolFeatures: {0, sizeExact, fdsNone, -1, true},
+	SetProtocolFeatures: {8, sizeExact, fdsNone, -1, false},
+	GetQueueNum:         {0, sizeExact, fdsNone, ProtocolMQ, true},
+	SetVringEnable:      {8, sizeExact, fdsNone, -1, false},
+	GetMaxMemSlots:      {0, sizeExact, fdsNone, ProtocolConfigureMemSlots, true},
+	AddMemReg:           {40, sizeExact, fdsOne, ProtocolConfigureMemSlots, false},
+	RemMemReg:           {40, sizeExact, fdsAny, ProtocolConfigureMemSlots, false},
 }
 
 func (r Request) String() string {
-	if s, ok := requests[r]; ok {
-		return s.name
+	if n, ok := requestNames[r]; ok {
+		return n
 	}
 	return fmt.Sprintf("request %d", uint32(r))
+}
+
+// implemented reports whether vhostd serves r.
+func (r Request) implemented() bool {
+	_, ok := requests[r]
+	return ok
 }
 
 // Header is the fixed part of every message.
@@ -187,22 +223,22 @@ func (m *Message) Validate() error {
 	switch spec.sizeRule {
 	case sizeExact:
 		if n != spec.size {
-			return fmt.Errorf("%s: payload is %d bytes, want %d", spec.name, n, spec.size)
+			return fmt.Errorf("%s: payload is %d bytes, want %d", m.Request, n, spec.size)
 		}
 	case sizeAtLeast:
 		if n < spec.size {
-			return fmt.Errorf("%s: payload is %d bytes, want at least %d", spec.name, n, spec.size)
+			return fmt.Errorf("%s: payload is %d bytes, want at least %d", m.Request, n, spec.size)
 		}
 	}
 	nfd := len(m.FDs)
 	switch spec.fds {
 	case fdsNone:
 		if nfd != 0 {
-			return fmt.Errorf("%s: carries %d fds, want none", spec.name, nfd)
+			return fmt.Errorf("%s: carries %d fds, want none", m.Request, nfd)
 		}
 	case fdsOne:
 		if nfd != 1 {
-			return fmt.Errorf("%s: carries %d fds, want 1", spec.name, nfd)
+			return fmt.Errorf("%s: carries %d fds, want 1", m.Request, nfd)
 		}
 	case fdsOptional:
 		v := binary.LittleEndian.Uint64(m.Payload)
@@ -211,7 +247,7 @@ func (m *Message) Validate() error {
 			want = 0
 		}
 		if nfd != want {
-			return fmt.Errorf("%s: carries %d fds, want %d (payload %#x)", spec.name, nfd, want, v)
+			return fmt.Errorf("%s: carries %d fds, want %d (payload %#x)", m.Request, nfd, want, v)
 		}
 	case fdsRegions:
 		// checked by decodeMemTable, which knows the region count

@@ -10,10 +10,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // RingStatus describes one configured ring.
@@ -41,7 +43,40 @@ type Status struct {
 	LastError        string       `json:"last_error,omitempty"`
 }
 
+// DefaultHandoverWait is how long a new frontend connection waits for the
+// previous one's teardown when Options leave it zero. QEMU with
+// reconnect, or a restarted testpmd, connects again within milliseconds
+// of dropping the old connection, while vhostd may still be releasing it.
+const DefaultHandoverWait = 3 * time.Second
+
+// maxWaiting bounds the connections waiting for the port at once: each
+// holds an fd and a goroutine, and a local process could otherwise pile
+// them up.
+const maxWaiting = 4
+
+// Disconnecter is implemented by a Backend that keeps state per frontend
+// connection (a MAC address locked on first sight, counters of one
+// session).
+type Disconnecter interface {
+	// Disconnected is called once after each frontend connection is torn
+	// down: Publish(nil) has returned, the guest memory is unmapped and the
+	// ring fds are closed. It is called before the next frontend on the
+	// same socket is served, so state cleared here cannot leak into the
+	// next session.
+	Disconnected()
+}
+
 // Server serves one vhost-user socket: one frontend connection at a time.
+//
+// A frontend that connects while another is being served waits, up to
+// Options.HandoverWait, for that connection's teardown, and is served as
+// soon as it completes: a frontend that reconnects at once (QEMU with
+// reconnect, a restarted testpmd) must not find the port still taken.
+// If the old connection is still active when the wait ends, the newcomer
+// is refused and the log names the frontend holding the port and since
+// when; the active frontend is never dropped for a newcomer, so a stray
+// local process cannot disconnect a running guest. At most four
+// newcomers wait at once; more are refused at once.
 type Server struct {
 	path    string
 	opts    Options
@@ -49,11 +84,16 @@ type Server struct {
 	log     *logrus.Entry
 	ln      *net.UnixListener
 
-	mu     sync.Mutex // guards the fields below
-	active *net.UnixConn
-	status Status
-	closed bool
-	wg     sync.WaitGroup
+	mu          sync.Mutex // guards the fields below
+	active      *net.UnixConn
+	activePeer  string        // who holds the port, for the log of a refused newcomer
+	activeSince time.Time     // when active was admitted
+	freed       chan struct{} // closed once active is torn down
+	waiting     int           // newcomers waiting for the port
+	done        chan struct{} // closed by Close: waiters give up
+	status      Status
+	closed      bool
+	wg          sync.WaitGroup
 }
 
 // Listen creates the socket at path. A socket file left behind by a process
@@ -67,7 +107,7 @@ func Listen(path string, opts Options, b Backend, log *logrus.Entry) (*Server, e
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	ln.SetUnlinkOnClose(true)
-	s := &Server{path: path, opts: opts, backend: b, log: log, ln: ln}
+	s := &Server{path: path, opts: opts, backend: b, log: log, ln: ln, done: make(chan struct{})}
 	s.status = Status{Path: path, Since: time.Now(), Offered: FeatureNames(OfferedFeatures &^ opts.DisabledFeatures)}
 	return s, nil
 }
@@ -109,25 +149,122 @@ func (s *Server) Serve() error {
 			}
 			return fmt.Errorf("accept on %s: %w", s.path, err)
 		}
+		// Named before taking the lock: it reads /proc.
+		peer := peerOf(uc)
 		s.mu.Lock()
-		if s.closed || s.active != nil {
+		switch {
+		case s.closed:
 			s.mu.Unlock()
-			s.log.Warn("refusing a second frontend connection: one is already active")
 			uc.Close()
-			continue
+		case s.active == nil:
+			s.admit(uc, peer)
+			s.wg.Add(1)
+			s.mu.Unlock()
+			go func() {
+				defer s.wg.Done()
+				s.serveConn(uc)
+			}()
+		case s.waiting >= maxWaiting:
+			holder, since := s.activePeer, s.activeSince
+			s.mu.Unlock()
+			s.log.WithFields(logrus.Fields{"peer": peer, "holder": holder, "holder_since": since.Format(time.RFC3339),
+				"waiting": maxWaiting}).Warn("refusing frontend connection at once: the port is taken and enough connections already wait for it")
+			uc.Close()
+		default:
+			// Wait off the accept loop: another newcomer, or the
+			// frontend reconnecting, must be seen meanwhile.
+			s.waiting++
+			s.wg.Add(1)
+			s.mu.Unlock()
+			go func() {
+				defer s.wg.Done()
+				s.waitTurn(uc, peer)
+			}()
 		}
-		s.active = uc
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serveConn(uc)
 	}
 }
 
+// admit makes uc, whose frontend is peer, the active connection. s.mu
+// must be held.
+func (s *Server) admit(uc *net.UnixConn, peer string) {
+	s.active = uc
+	s.activePeer = peer
+	s.activeSince = time.Now()
+	s.freed = make(chan struct{})
+}
+
+// waitTurn waits for the active connection's teardown and then serves uc,
+// or refuses uc once the handover wait is over.
+func (s *Server) waitTurn(uc *net.UnixConn, peer string) {
+	wait := s.opts.HandoverWait
+	if wait <= 0 {
+		wait = DefaultHandoverWait
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.waiting--
+			s.mu.Unlock()
+			uc.Close()
+			return
+		}
+		if s.active == nil {
+			s.waiting--
+			s.admit(uc, peer)
+			s.mu.Unlock()
+			s.serveConn(uc)
+			return
+		}
+		freed, holder, since := s.freed, s.activePeer, s.activeSince
+		s.mu.Unlock()
+		select {
+		case <-freed: // several may wait: the first to take the lock wins
+		case <-s.done:
+		case <-timer.C:
+			s.mu.Lock()
+			s.waiting--
+			s.mu.Unlock()
+			s.log.WithFields(logrus.Fields{"peer": peer, "holder": holder, "holder_since": since.Format(time.RFC3339),
+				"waited": wait}).Warn("refusing frontend connection: another frontend holds the port")
+			uc.Close()
+			return
+		}
+	}
+}
+
+// peerOf names the process at the other end of uc ("qemu-system-x86 pid
+// 4242 uid 107") from SO_PEERCRED, for log lines about who holds a port.
+func peerOf(uc *net.UnixConn) string {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return "unknown"
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return "unknown"
+	}
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cred.Pid))
+	name := strings.TrimSpace(string(comm))
+	if name == "" {
+		name = "process"
+	}
+	return fmt.Sprintf("%s pid %d uid %d", name, cred.Pid, cred.Uid)
+}
+
 // Close stops accepting, drops the active frontend (releasing its memory
-// and fds), waits for it to be torn down, and removes the socket file.
+// and fds) and any waiting ones, waits for them to be torn down, and
+// removes the socket file.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	s.closed = true
+	if !s.closed {
+		s.closed = true
+		close(s.done)
+	}
 	if s.active != nil {
 		s.active.Close()
 	}
@@ -146,15 +283,27 @@ func (s *Server) Status() Status {
 	return st
 }
 
+// serveConn serves the active connection uc until it ends, then tears it
+// down and frees the port.
 func (s *Server) serveConn(uc *net.UnixConn) {
-	defer s.wg.Done()
-	log := s.log
+	s.mu.Lock()
+	log := s.log.WithField("peer", s.activePeer)
+	s.mu.Unlock()
 	log.Info("frontend connected")
 	d := newDevice(log, s.backend, s.opts)
 	s.setStatus(d, true, "")
 	c := newConn(uc)
+	if s.opts.MessageTimeout > 0 {
+		c.msgTimeout = s.opts.MessageTimeout
+	}
+	if s.opts.ReplyTimeout > 0 {
+		c.replyTimeout = s.opts.ReplyTimeout
+	}
 	err := s.loop(c, d)
 	d.reset()
+	if dc, ok := s.backend.(Disconnecter); ok {
+		dc.Disconnected()
+	}
 	msg := ""
 	if err != nil {
 		msg = err.Error()
@@ -168,6 +317,7 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	s.setStatus(d, false, msg)
 	s.mu.Lock()
 	s.active = nil
+	close(s.freed)
 	s.mu.Unlock()
 	uc.Close()
 }
@@ -187,6 +337,22 @@ func (s *Server) loop(c *conn, d *device) error {
 			}
 			return err
 		}
+		if !m.Request.implemented() {
+			// A request vhostd does not implement ends the connection, as
+			// its effect (logging, inflight tracking, ...) cannot be
+			// delivered. A frontend that asked for a reply gets a NACK
+			// first, even without REPLY_ACK negotiated: it asked, the
+			// connection ends right after, so the extra message cannot
+			// desynchronise anything, and it learns why. vhost-user.rst,
+			// REPLY_ACK: "the back-end MUST respond with a Payload
+			// VhostUserMsg indicating success or failure. The payload
+			// should be set to zero on success or non-zero on failure".
+			closeFDs(m.FDs)
+			if m.NeedReply() {
+				_ = c.replyU64(m.Request, 1)
+			}
+			return fmt.Errorf("%v (%d): not implemented by vhostd", m.Request, uint32(m.Request))
+		}
 		if err := m.Validate(); err != nil {
 			closeFDs(m.FDs)
 			return err
@@ -198,7 +364,14 @@ func (s *Server) loop(c *conn, d *device) error {
 			if ack {
 				_ = c.replyU64(m.Request, 1)
 			}
-			return fmt.Errorf("%v: %w", m.Request, err)
+			var r *refusal
+			if !errors.As(err, &r) {
+				return fmt.Errorf("%v: %w", m.Request, err)
+			}
+			// Refused, with nothing changed: the connection stays.
+			s.log.WithError(err).WithField("request", m.Request.String()).Warn("refused a request; the connection stays")
+			s.setStatus(d, true, "")
+			continue
 		}
 		// Status first: a frontend that reads the reply and then asks
 		// vhostctl must see the request's effect.

@@ -29,10 +29,12 @@ const (
 	GetVringBase        = 11
 	SetVringKick        = 12
 	SetVringCall        = 13
+	SetVringErr         = 14
 	GetProtocolFeatures = 15
 	SetProtocolFeatures = 16
 	GetQueueNum         = 17
 	SetVringEnable      = 18
+	ResetDevice         = 34
 	GetMaxMemSlots      = 36
 	AddMemReg           = 37
 	RemMemReg           = 38
@@ -310,13 +312,7 @@ func (f *Frontend) SetupRing(index int, size uint16, off uint64) (*Ring, error) 
 	if r.Call, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		return nil, err
 	}
-	cfg := d.Config()
-	toU := func(gpa uint64) uint64 { return gpa - f.GPA + f.UAddr }
-	addr := make([]byte, 40)
-	binary.LittleEndian.PutUint32(addr, uint32(index))
-	binary.LittleEndian.PutUint64(addr[8:], toU(cfg.Desc))
-	binary.LittleEndian.PutUint64(addr[16:], toU(cfg.Used))
-	binary.LittleEndian.PutUint64(addr[24:], toU(cfg.Avail))
+	addr := f.AddrPayload(r)
 	steps := []func() error{
 		func() error { return f.Send(SetVringNum, FlagVersion, state(uint32(index), uint32(size))) },
 		func() error { return f.Send(SetVringBase, FlagVersion, state(uint32(index), 0)) },
@@ -337,6 +333,19 @@ func (f *Frontend) SetupRing(index int, size uint16, off uint64) (*Ring, error) 
 		}
 	}
 	return r, nil
+}
+
+// AddrPayload encodes SET_VRING_ADDR for r: its parts as frontend
+// addresses of f's memory.
+func (f *Frontend) AddrPayload(r *Ring) []byte {
+	cfg := r.Driver.Config()
+	toU := func(gpa uint64) uint64 { return gpa - f.GPA + f.UAddr }
+	addr := make([]byte, 40)
+	binary.LittleEndian.PutUint32(addr, uint32(r.Index))
+	binary.LittleEndian.PutUint64(addr[8:], toU(cfg.Desc))
+	binary.LittleEndian.PutUint64(addr[16:], toU(cfg.Used))
+	binary.LittleEndian.PutUint64(addr[24:], toU(cfg.Avail))
+	return addr
 }
 
 // GetVringBase stops ring index and returns the backend's next avail index.
