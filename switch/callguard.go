@@ -30,8 +30,10 @@ type callGuard struct {
 	// seq<<32 otherwise. Written by the writer with release stores, read
 	// by the watchdog.
 	state uint64
+	// queue is the virtqueue index of the ring being signalled, for the
+	// log; written like state.
+	queue uint64
 	seq   uint32 // the writer's; incremented per write
-	queue int    // virtqueue index of the ring being signalled (for the log)
 
 	// The watchdog's own: the state it saw last, and how often in a row.
 	seen   uint64
@@ -43,7 +45,9 @@ type callGuard struct {
 // so the error is ignored.
 func (g *callGuard) call(fd, queue int) {
 	g.seq++
-	g.queue = queue
+	if uint64(queue) != g.queue {
+		release.Store64(&g.queue, uint64(queue))
+	}
 	release.Store64(&g.state, uint64(g.seq)<<32|uint64(uint32(fd+1)))
 	unix.Write(fd, one[:])
 	release.Store64(&g.state, uint64(g.seq)<<32)
@@ -122,5 +126,5 @@ func (v *VMPort) checkGuard(g *callGuard) {
 	}
 	g.stalls = 0
 	go freeWriter(fd)
-	v.fail(fmt.Errorf("queue %d: a write of its call eventfd blocked for %v: the frontend made the eventfd blocking and filled its counter; dropping the connection", g.queue, stuckChecks*watchdogEvery))
+	v.fail(fmt.Errorf("queue %d: a write of its call eventfd blocked for %v: the frontend made the eventfd blocking and filled its counter; dropping the connection", atomic.LoadUint64(&g.queue), stuckChecks*watchdogEvery))
 }
