@@ -33,12 +33,12 @@ lint:
 # The race detector swaps out virtqueue's amd64 assembly (release stores),
 # so the data-path packages run a second time without it.
 unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/hostile)
 	$(GO) test -count=1 ./virtqueue/... ./vhost/... ./switch/...
 
 e2e: build
 	@mkdir -p build
-	$(GO) test -race -count=1 -v -timeout 30m ./test/e2e/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS|panic)'; exit $${PIPESTATUS[0]}
+	$(GO) test -race -count=1 -v -timeout 30m ./test/e2e/ ./test/hostile/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS|panic)'; exit $${PIPESTATUS[0]}
 
 # Each fuzz target for FUZZTIME; fuzz-long gives each two hours.
 fuzz:
