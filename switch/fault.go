@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue/guestmem"
@@ -168,7 +167,7 @@ func (t *txQueue) syncTx(ring *vhost.Ring, mem *guestmem.Memory) {
 	q.Unpop(int(gap - t.gap))
 	q.Publish()
 	if ring.Call >= 0 && q.NeedCall() {
-		unix.Write(ring.Call, one[:])
+		t.calls.call(ring.Call, ring.Index)
 	}
 }
 
@@ -224,8 +223,17 @@ func (p *poller) onFault(r any, log *logrus.Entry) {
 		panic(r)
 	}
 	v.fault(addr, mem, p.id)
+	// The frames still listed for a destination had not been handed
+	// over (forward clears a list once its Transmit returns; the one
+	// the fault hit may have copied a few before it): they are lost with
+	// the burst, and counted on the port that caused it.
+	var lost uint64
 	for _, d := range p.touched {
+		lost += uint64(p.counts[d])
 		p.counts[d] = 0
+	}
+	if lost > 0 {
+		v.counters.Drops[DropGuestFault].Add(lost)
 	}
 	p.touched = p.touched[:0]
 	p.settling = true

@@ -156,6 +156,7 @@ const (
 	DropTxFull             // the uplink device's transmit queue took no more
 	DropTxNoMbufs          // the uplink's mbuf pool was empty
 	DropRxSpoofed          // source address not the one the port is pinned to
+	DropGuestFault         // in a burst a guest memory fault cut short (counted on the port that faulted)
 	NumDropReasons
 )
 
@@ -163,7 +164,7 @@ const (
 var DropNames = [NumDropReasons]string{
 	"rx_runt", "rx_too_many_segments", "rx_queue_broken", "same_port",
 	"tx_not_ready", "tx_no_buffers", "tx_too_big", "tx_queue_broken",
-	"tx_uplink_full", "tx_no_mbufs", "rx_spoofed",
+	"tx_uplink_full", "tx_no_mbufs", "rx_spoofed", "guest_memory_fault",
 }
 
 // Counter is one statistic: read at any time by anyone, written once per
