@@ -42,8 +42,8 @@ e2e: build
 
 # Each fuzz target for FUZZTIME; fuzz-long gives each two hours.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzChain$$' -fuzztime $(FUZZTIME) ./virtqueue/
-	$(GO) test -run '^$$' -fuzz '^FuzzMessages$$' -fuzztime $(FUZZTIME) ./vhost/
+	bash .ci/fuzz-one FuzzChain ./virtqueue $(FUZZTIME)
+	bash .ci/fuzz-one FuzzMessages ./vhost $(FUZZTIME)
 
 fuzz-long:
 	$(MAKE) fuzz FUZZTIME=2h

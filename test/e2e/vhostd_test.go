@@ -16,31 +16,20 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/daemon/control"
-	"github.com/vhostd/vhostd/test/guestimage"
+	"github.com/vhostd/vhostd/test/binaries"
 	"github.com/vhostd/vhostd/test/testpmd"
 )
 
 var vhostdBin, vhostctlBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "vhostd-e2e-bin")
+	dir, err := binaries.Build("./daemon/cmd/vhostd", "./daemon/cmd/vhostctl")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	vhostdBin = filepath.Join(dir, "vhostd")
 	vhostctlBin = filepath.Join(dir, "vhostctl")
-	root, err := guestimage.ModuleRoot()
-	if err == nil {
-		cmd := exec.Command("go", "build", "-race", "-o", dir+"/", "./daemon/cmd/vhostd", "./daemon/cmd/vhostctl")
-		cmd.Dir = root
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		err = cmd.Run()
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "build vhostd:", err)
-		os.Exit(1)
-	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

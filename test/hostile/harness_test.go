@@ -24,30 +24,19 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/daemon/control"
-	"github.com/vhostd/vhostd/test/guestimage"
+	"github.com/vhostd/vhostd/test/binaries"
 	vt "github.com/vhostd/vhostd/vhost/vhosttest"
 )
 
 var vhostdBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "vhostd-hostile-bin")
+	dir, err := binaries.Build("./daemon/cmd/vhostd")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	vhostdBin = filepath.Join(dir, "vhostd")
-	root, err := guestimage.ModuleRoot()
-	if err == nil {
-		cmd := exec.Command("go", "build", "-race", "-o", vhostdBin, "./daemon/cmd/vhostd")
-		cmd.Dir = root
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		err = cmd.Run()
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "build vhostd:", err)
-		os.Exit(1)
-	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
