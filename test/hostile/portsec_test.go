@@ -127,3 +127,56 @@ func TestPortSecurity(t *testing.T) {
 	b.PostRX(64, 2048) // at most 64 of the first ones are still posted
 	checkPasses(t, v, a, b, "a", "b", "a (legitimate) to b")
 }
+
+// TestLearnedMACReleasedOnDisconnect is case 6 for mac=learn: the port
+// locks onto the first source address its guest sends, drops any other as
+// rx_spoofed, and lets go of it when the frontend disconnects, so that the
+// next frontend (a guest rebooted with another MAC) locks onto its own.
+func TestLearnedMACReleasedOnDisconnect(t *testing.T) {
+	macX := [6]byte{0x02, 0, 0, 0, 0, 0x1a}
+	macY := [6]byte{0x02, 0, 0, 0, 0, 0x1b}
+	v := startVhostd(t, []port{{Name: "a", Opts: ",mac=learn"}, {Name: "b", MAC: macB}})
+	defer v.finish(t, "6-learn", "a", "b")
+	b := v.guest(t, "b", guestMem, stdFeatures, stdProtocol)
+	b.PostRX(64, 2048)
+
+	a1 := v.guest(t, "a", guestMem, stdFeatures, stdProtocol)
+	sendAll(t, a1, [][]byte{vt.Frame(macB, macX, 0, 64)})
+	sendAll(t, a1, [][]byte{vt.Frame(macB, macY, 1, 64)})
+	time.Sleep(100 * time.Millisecond)
+	if n := v.stats(t)["a"].Drops["rx_spoofed"]; n != 1 {
+		t.Fatalf("first frontend on a, locked to %s, sent one frame from %s: rx_spoofed = %d, want 1", macString(macX), macString(macY), n)
+	}
+	if got := v.ports(t)["a"].LockedMAC; got != macString(macX) {
+		t.Fatalf("a's locked MAC is %q, want %s", got, macString(macX))
+	}
+	a1.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for v.ports(t)["a"].Vhost.Connected || v.ports(t)["a"].LockedMAC != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("a still connected or locked to %q 5s after its frontend left", v.ports(t)["a"].LockedMAC)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	a2 := v.guest(t, "a", guestMem, stdFeatures, stdProtocol)
+	defer a2.Close()
+	b.Received()
+	sendAll(t, a2, [][]byte{vt.Frame(macB, macY, 2, 64)})
+	time.Sleep(100 * time.Millisecond)
+	if n := v.stats(t)["a"].Drops["rx_spoofed"]; n != 1 {
+		t.Errorf("second frontend on a sent from %s: rx_spoofed = %d, want still 1 (the lock was released)", macString(macY), n)
+	}
+	if got := v.ports(t)["a"].LockedMAC; got != macString(macY) {
+		t.Errorf("a's locked MAC after the new frontend's first frame is %q, want %s", got, macString(macY))
+	}
+	got := false
+	for _, fr := range b.Received() {
+		if bytes.Equal(fr[6:12], macY[:]) {
+			got = true
+		}
+	}
+	if !got {
+		t.Error("b did not receive the new frontend's frame")
+	}
+}
