@@ -1,0 +1,280 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vhostd/vhostd/daemon/config"
+	"github.com/vhostd/vhostd/daemon/control"
+	"github.com/vhostd/vhostd/test/testpmd"
+)
+
+const macC = "02:00:00:00:00:0c"
+
+// procCounts returns how many fds vhostd holds and how many of its
+// mappings are memfds (guest memory).
+func (v *vhostd) procCounts(t *testing.T) (fds, memfds int) {
+	t.Helper()
+	pid := v.cmd.Process.Pid
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents), strings.Count(string(maps), "/memfd:")
+}
+
+// waitCounts polls procCounts until it gives fds and memfds (a control
+// connection may still be closing), and returns the last counts.
+func (v *vhostd) waitCounts(t *testing.T, fds, memfds int) (int, int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f, m := v.procCounts(t)
+		if (f == fds && m == memfds) || time.Now().After(deadline) {
+			return f, m
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRuntimePorts adds a port with vhostctl add-port while testpmd sends
+// a fixed count of frames between ports a and b (none may be lost: the
+// switch's pollers take the new port between bursts), gives the new port
+// a frontend that exchanges frames with a, and deletes it with vhostctl
+// del-port while attached: the frontend sees its link go down, the socket
+// file goes, the port's addresses leave the FDB, and vhostd is back to the
+// fds and guest memory mappings it had before the port was added. The
+// state file follows each change.
+func TestRuntimePorts(t *testing.T) {
+	requirePeer(t, testpmd.DefaultBinary)
+	const perPort = 40000
+	dir := sockDir(t)
+	state := filepath.Join(dir, "state", "state.toml")
+	v := startVhostd(t, dir, "--socket", "a="+filepath.Join(dir, "a.sock"), "--socket", "b="+filepath.Join(dir, "b.sock"), "--state-file", state)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tp := v.startTestpmd(t, ctx, testpmd.Config{
+		Ports: []testpmd.Port{
+			{Socket: filepath.Join(dir, "a.sock"), MAC: macA},
+			{Socket: filepath.Join(dir, "b.sock"), MAC: macB},
+		},
+		PeerMACs: []string{macB, macA},
+		TxPkts:   60,
+	})
+
+	type result struct {
+		st  []testpmd.PortStats
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := tp.SendExact(ctx, perPort, testpmd.SendOptions{})
+		done <- result{st, err}
+	}()
+	// Add c once a and b are well under way.
+	for deadline := time.Now().Add(30 * time.Second); v.stats(t)["a"].RxPackets < 2000; {
+		if time.Now().After(deadline) {
+			t.Fatalf("a and b traffic did not start: %+v", v.stats(t))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	fds0, mem0 := v.procCounts(t)
+	cSock := filepath.Join(dir, "c.sock")
+	out := vhostctl(t, v, "add-port", "c", "--socket", cSock, "--mac", macC)
+	if sent := v.stats(t)["a"].RxPackets; sent >= perPort {
+		t.Errorf("a had sent all its %d frames before add-port returned: the test did not add a port under traffic (raise perPort)", sent)
+	}
+	if !strings.Contains(out, "port c added; state saved to "+state) {
+		t.Errorf("vhostctl add-port printed %q", out)
+	}
+	fds1, _ := v.procCounts(t)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("a<->b while adding c: %v\nvhostd log:\n%s", r.err, tail(v.Log(), 3000))
+	}
+	for i, s := range r.st {
+		if s.TxPackets != perPort || s.RxPackets != perPort {
+			t.Errorf("testpmd port %d: tx %d rx %d, want %d each way (frames lost while c was added)", i, s.TxPackets, s.RxPackets, perPort)
+		}
+	}
+	v.matchTestpmd(t, []string{"a", "b"}, r.st)
+	if st, err := config.Load(state); err != nil || len(st.Ports) != 3 || !reflect.DeepEqual(st.Ports[2], config.Port{Name: "c", Socket: cSock, MAC: macC}) {
+		t.Errorf("state file after add-port: %+v, %v", st.Ports, err)
+	}
+
+	// A frontend on c: 1000 frames c -> a, then 1000 a -> c.
+	tpc := v.startTestpmd(t, ctx, testpmd.Config{
+		Ports:    []testpmd.Port{{Socket: cSock, MAC: macC}},
+		PeerMACs: []string{macA},
+		TxPkts:   60,
+	})
+	fds2, mem2 := v.procCounts(t)
+	if p := v.ports(t)["c"]; p.State != "running" {
+		t.Fatalf("port c with testpmd attached: %s", p.State)
+	}
+	// SendExact leaves a testpmd stopped: a receives (rxonly) only once
+	// started again.
+	if err := tp.ClearStats(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.StartFwd(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stc, err := tpc.SendExact(ctx, 1000, testpmd.SendOptions{Settle: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := tp.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); st[0].RxPackets < 1000 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if st, err = tp.Stats(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if stc[0].TxPackets != 1000 || st[0].RxPackets != 1000 {
+		t.Errorf("c sent %d frames to a, a received %d; want 1000", stc[0].TxPackets, st[0].RxPackets)
+	}
+	if _, err := tp.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.SetEthPeer(ctx, 0, macC); err != nil {
+		t.Fatal(err)
+	}
+	if err := tpc.ClearStats(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tpc.StartFwd(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err = tp.SendExact(ctx, 1000, testpmd.SendOptions{Settle: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Frames delivered to c are counted once its testpmd polls them.
+	var cRx uint64
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		sc, err := tpc.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cRx = sc[0].RxPackets; cRx >= 1000 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st[0].TxPackets != 1000 || cRx != 1000 {
+		t.Errorf("a sent %d frames to c, c received %d; want 1000", st[0].TxPackets, cRx)
+	}
+	if s := v.stats(t)["c"]; s.RxPackets != 1000 || s.TxPackets != 1000 {
+		t.Errorf("vhostd port c: rx %d tx %d, want 1000 each way", s.RxPackets, s.TxPackets)
+	}
+	if fdb := vhostctl(t, v, "fdb"); !strings.Contains(fdb, macC+"  c") {
+		t.Errorf("c's address not in the FDB:\n%s", fdb)
+	}
+
+	// Delete c with its frontend attached.
+	out = vhostctl(t, v, "del-port", "c")
+	if !strings.Contains(out, "port c deleted") {
+		t.Errorf("vhostctl del-port printed %q", out)
+	}
+	fds3, mem3 := v.waitCounts(t, fds0, mem0)
+	t.Logf("vhostd fds / guest memory mappings: %d/%d before add-port c, %d after, %d/%d with c's frontend attached, %d/%d after del-port c",
+		fds0, mem0, fds1, fds2, mem2, fds3, mem3)
+	if fds3 != fds0 || mem3 != mem0 {
+		t.Errorf("after del-port c vhostd holds %d fds and %d memfd mappings; %d and %d before c was added", fds3, mem3, fds0, mem0)
+	}
+	if fds2 <= fds1 || mem2 <= mem0 {
+		t.Errorf("c's frontend added no fds (%d -> %d) or mappings (%d -> %d): the counts prove nothing", fds1, fds2, mem0, mem2)
+	}
+	if _, err := os.Lstat(cSock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("c's socket after del-port: %v", err)
+	}
+	if _, ok := v.ports(t)["c"]; ok {
+		t.Error("port c still listed after del-port")
+	}
+	if fdb := vhostctl(t, v, "fdb"); strings.Contains(fdb, macC) {
+		t.Errorf("c's address still in the FDB after del-port:\n%s", fdb)
+	}
+	down := false
+	for deadline := time.Now().Add(10 * time.Second); !down && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		ls, err := tpc.Links(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		down = len(ls) == 1 && !ls[0].Up
+	}
+	if !down {
+		t.Error("c's frontend (testpmd) did not see its link go down after del-port")
+	}
+	if st, err := config.Load(state); err != nil || len(st.Ports) != 2 {
+		t.Errorf("state file after del-port: %+v, %v", st.Ports, err)
+	}
+	// a and b carry on.
+	if err := tp.SetEthPeer(ctx, 0, macB); err != nil {
+		t.Fatal(err)
+	}
+	st, err = tp.SendExact(ctx, 1000, testpmd.SendOptions{})
+	if err != nil || st[0].RxPackets != 1000 || st[1].RxPackets != 1000 {
+		t.Errorf("a<->b after del-port c: %+v, %v", st, err)
+	}
+}
+
+// TestStateFileRestart: a port added at runtime is there after a restart
+// with the same command line (the state file wins over --socket), one
+// deleted stays deleted, and dump-config prints what the state file holds.
+func TestStateFileRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs vhostd")
+	}
+	dir := sockDir(t)
+	state := filepath.Join(dir, "state.toml")
+	args := []string{"--socket", "a=" + filepath.Join(dir, "a.sock"), "--socket", "b=" + filepath.Join(dir, "b.sock"), "--state-file", state}
+	v := startVhostd(t, dir, args...)
+	vhostctl(t, v, "add-port", "c", "--socket", filepath.Join(dir, "c.sock"), "--queues", "2", "--disable", "mrg_rxbuf", "--mac", "learn", "--max-macs", "4", "--mode", "0600")
+	vhostctl(t, v, "del-port", "a")
+	dump := vhostctl(t, v, "dump-config")
+	v.stop()
+
+	v = startVhostd(t, dir, args...)
+	names := []string{}
+	var ports []control.PortInfo
+	if err := control.Call(context.Background(), v.Control, "ports", &ports); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ports {
+		names = append(names, p.Name)
+	}
+	if strings.Join(names, ",") != "b,c" {
+		t.Errorf("after restart, ports %v; want b,c", names)
+	}
+	if p := v.ports(t)["c"]; p.MAC != "learn" || p.MaxMACs != 4 || strings.Contains(strings.Join(p.Vhost.Offered, ","), "mrg_rxbuf") {
+		t.Errorf("port c after restart: %+v", p)
+	}
+	if again := vhostctl(t, v, "dump-config"); again != dump {
+		t.Errorf("dump-config before restart:\n%s\nafter:\n%s", dump, again)
+	}
+	if !strings.Contains(v.Log(), "loaded the state file") {
+		t.Errorf("vhostd did not say it loaded the state file:\n%s", v.Log())
+	}
+	// A broken state file stops vhostd with a word on what to do.
+	v.stop()
+	os.WriteFile(state, []byte("pollerz = 1\n"), 0o644)
+	b, err := exec.Command(vhostdBin, append([]string{"--control", v.Control}, args...)...).CombinedOutput()
+	if out := string(b); err == nil || !strings.Contains(out, "remove it to start from --config and --socket") {
+		t.Errorf("vhostd with a broken state file: %v\n%s", err, b)
+	}
+}
