@@ -104,8 +104,9 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 func (d *Daemon) addPort(pc config.Port) (err error) {
 	next := d.cfg
 	next.Ports = append(append([]config.Port(nil), d.cfg.Ports...), pc)
+	// Validate's errors name the port already.
 	if err := next.Validate(); err != nil {
-		return fmt.Errorf("port %s: %w", pc.Name, err)
+		return err
 	}
 	mask, _ := vhost.ParseFeatureMask(pc.DisableFeatures) // checked by Validate
 	plog := d.log.WithField("port", pc.Name)

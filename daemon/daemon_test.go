@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -118,7 +119,7 @@ func TestAddDelPort(t *testing.T) {
 		{config.Port{Name: "x", Socket: filepath.Join(dir, "x.sock"), Mode: "0999"}, "not an octal mode"},
 	} {
 		err := d.AddPort(bad.p)
-		if err == nil || !strings.Contains(err.Error(), bad.want) || !strings.HasPrefix(err.Error(), "port "+bad.p.Name+": ") {
+		if err == nil || !strings.Contains(err.Error(), bad.want) || !strings.Contains(err.Error(), fmt.Sprintf("%q", bad.p.Name)) {
 			t.Errorf("add-port %+v: %v, want an error about %q", bad.p, err, bad.want)
 		}
 	}

@@ -203,7 +203,7 @@ func (c *Config) Validate() error {
 		if p.Socket == "" {
 			errs = append(errs, fmt.Errorf("port %q has no socket path", p.Name))
 		} else if paths[p.Socket] {
-			errs = append(errs, fmt.Errorf("socket path %q used twice", p.Socket))
+			errs = append(errs, fmt.Errorf("port %q: socket path %q used twice", p.Name, p.Socket))
 		}
 		paths[p.Socket] = true
 		if _, err := vhost.ParseFeatureMask(p.DisableFeatures); err != nil {
