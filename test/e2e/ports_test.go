@@ -14,6 +14,8 @@ import (
 
 	"github.com/vhostd/vhostd/daemon/config"
 	"github.com/vhostd/vhostd/daemon/control"
+	"github.com/vhostd/vhostd/qemu"
+	"github.com/vhostd/vhostd/test/guestimage"
 	"github.com/vhostd/vhostd/test/testpmd"
 )
 
@@ -277,4 +279,57 @@ func TestStateFileRestart(t *testing.T) {
 	if out := string(b); err == nil || !strings.Contains(out, "remove it to start from --config and --socket") {
 		t.Errorf("vhostd with a broken state file: %v\n%s", err, b)
 	}
+}
+
+// TestQEMURuntimePorts starts vhostd with no ports (a state file allows
+// it), adds two with vhostctl add-port, and boots a QEMU guest on each:
+// they ping each other. vm2's port is then deleted under its guest, which
+// loses vm1 (its pings go unanswered), and added again: QEMU (reconnect=1)
+// reconnects and the pings come back.
+func TestQEMURuntimePorts(t *testing.T) {
+	requirePeer(t, qemu.DefaultBinary)
+	kernel, initrd := guestimage.ForTest(t)
+	dir := sockDir(t)
+	v := startVhostd(t, dir, "--state-file", filepath.Join(dir, "state.toml"))
+	if n := len(v.ports(t)); n != 0 {
+		t.Fatalf("vhostd started with %d ports, want none", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	vms := []vm{
+		{"vm1", "10.9.0.1", "52:54:00:00:00:01", filepath.Join(dir, "vm1.sock")},
+		{"vm2", "10.9.0.2", "52:54:00:00:00:02", filepath.Join(dir, "vm2.sock")},
+	}
+	for _, g := range vms {
+		vhostctl(t, v, "add-port", g.name, "--socket", g.sock, "--mac", g.mac)
+	}
+	cfgs := []qemu.GuestConfig{vms[0].config(t, kernel, initrd), vms[1].config(t, kernel, initrd)}
+	cfgs[1].NICs[0].Reconnect = 1
+	guests := startGuests(t, ctx, cfgs...)
+	g1, g2 := guests[0], guests[1]
+	warmUp(t, ctx, g1, vms[1].ip)
+	for _, size := range []int{56, 1400} {
+		ping(t, ctx, g1, "vm1", vms[1].ip, size, 5)
+		ping(t, ctx, g2, "vm2", vms[0].ip, size, 5)
+	}
+
+	vhostctl(t, v, "del-port", "vm2")
+	if _, err := os.Lstat(vms[1].sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("vm2's socket after del-port: %v", err)
+	}
+	if out, code, err := g1.Run(ctx, "ping -c 2 -W 1 "+vms[1].ip); err != nil || code == 0 {
+		t.Errorf("vm1 reached vm2 after vm2's port was deleted: %v %d\n%s", err, code, out)
+	}
+
+	vhostctl(t, v, "add-port", "vm2", "--socket", vms[1].sock, "--mac", vms[1].mac)
+	deadline := time.Now().Add(30 * time.Second)
+	for v.ports(t)["vm2"].State != "running" {
+		if time.Now().After(deadline) {
+			t.Fatalf("vm2's QEMU did not reconnect to the port added again: %+v\n%s", v.ports(t)["vm2"], tail(v.Log(), 3000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	warmUp(t, ctx, g1, vms[1].ip)
+	ping(t, ctx, g1, "vm1", vms[1].ip, 56, 5)
+	ping(t, ctx, g2, "vm2", vms[0].ip, 56, 5)
 }
