@@ -114,8 +114,8 @@ func (d *Daemon) addPort(pc config.Port) (err error) {
 	if err != nil {
 		return fmt.Errorf("port %s: %w", pc.Name, err)
 	}
-	// Checked by Validate, but user and group names are looked up
-	// again: the system's may have changed since.
+	// Validate resolved the user and group names too; this gives
+	// their ids.
 	perm, err := next.SocketPerm(pc)
 	if err != nil {
 		return fmt.Errorf("port %s: %w", pc.Name, err)
