@@ -293,12 +293,15 @@ func (d *Daemon) Stop() {
 func (d *Daemon) Ports() []control.PortInfo {
 	var out []control.PortInfo
 	byName := map[string]*vhost.Server{}
+	// Under d.mu, the switch's ports are the VM ports of d.ports (and the
+	// uplink): a port being added or deleted shows whole or not at all.
 	d.mu.Lock()
 	for _, p := range d.ports {
 		byName[p.port.Name()] = p.server
 	}
+	swPorts := d.sw.Ports()
 	d.mu.Unlock()
-	for _, pi := range d.sw.Ports() {
+	for _, pi := range swPorts {
 		info := control.PortInfo{Name: pi.Port.Name(), Kind: "vhost-user", Pollers: pi.Pollers, State: "listening",
 			MaxMACs: d.sw.FDBSize(), LearnedMACs: pi.LearnedMACs}
 		if n := pi.Security.MaxMACs; n > 0 && n < info.MaxMACs {

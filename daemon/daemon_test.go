@@ -232,3 +232,62 @@ func TestStartRefusesLikeAddPort(t *testing.T) {
 		t.Errorf("failed Start left a.sock: %v", err)
 	}
 }
+
+// TestPortChangesWhileRead: ports come and go while the control socket's
+// reads run (under -race: no data race), and each read sees a port whole:
+// a VM port that is listed has its socket's status.
+func TestPortChangesWhileRead(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.Control = filepath.Join(dir, "control.sock")
+	cfg.Ports = []config.Port{{Name: "base", Socket: filepath.Join(dir, "base.sock")}}
+	d, err := Start(cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	stop := make(chan struct{})
+	errs := make(chan string, 1)
+	go func() {
+		defer close(errs)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, p := range d.Ports() {
+				if p.Vhost.Path == "" {
+					select {
+					case errs <- fmt.Sprintf("port %s listed without its socket's status", p.Name):
+					default:
+					}
+				}
+			}
+			d.Stats()
+			d.FDB()
+			d.Config()
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		name := fmt.Sprintf("p%d", i)
+		if err := d.AddPort(config.Port{Name: name, Socket: filepath.Join(dir, name+".sock"), MAC: fmt.Sprintf("02:00:00:00:01:%02x", i)}); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			if err := d.DelPort(fmt.Sprintf("p%d", i-1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	if e, ok := <-errs; ok {
+		t.Error(e)
+	}
+	if n := len(d.Config().Ports); n != 11 {
+		t.Errorf("%d ports configured, want base and 10", n)
+	}
+	if n := len(d.FDB()); n != 10 {
+		t.Errorf("%d pinned addresses, want the 10 ports' left", n)
+	}
+}
