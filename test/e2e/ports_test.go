@@ -55,10 +55,11 @@ func (v *vhostd) waitCounts(t *testing.T, fds, memfds int) (int, int) {
 // a fixed count of frames between ports a and b (none may be lost: the
 // switch's pollers take the new port between bursts), gives the new port
 // a frontend that exchanges frames with a, and deletes it with vhostctl
-// del-port while attached: the frontend sees its link go down, the socket
-// file goes, the port's addresses leave the FDB, and vhostd is back to the
-// fds and guest memory mappings it had before the port was added. The
-// state file follows each change.
+// del-port while attached, under a and b's traffic again (none lost): the
+// frontend sees its link go down, the socket file goes, the port's
+// addresses leave the FDB, and vhostd is back to the fds and guest memory
+// mappings it had before the port was added. The state file follows each
+// change.
 func TestRuntimePorts(t *testing.T) {
 	requirePeer(t, testpmd.DefaultBinary)
 	const perPort = 40000
@@ -188,10 +189,43 @@ func TestRuntimePorts(t *testing.T) {
 		t.Errorf("c's address not in the FDB:\n%s", fdb)
 	}
 
-	// Delete c with its frontend attached.
+	// Delete c with its frontend attached, while a and b exchange a
+	// fixed count again: none of theirs may be lost.
+	if err := tp.SetEthPeer(ctx, 0, macB); err != nil {
+		t.Fatal(err)
+	}
+	before := v.stats(t)
+	go func() {
+		st, err := tp.SendExact(ctx, perPort, testpmd.SendOptions{})
+		done <- result{st, err}
+	}()
+	for deadline := time.Now().Add(30 * time.Second); v.stats(t)["a"].RxPackets < before["a"].RxPackets+2000; {
+		if time.Now().After(deadline) {
+			t.Fatalf("a and b traffic did not start again: %+v", v.stats(t))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	out = vhostctl(t, v, "del-port", "c")
+	if sent := v.stats(t)["a"].RxPackets - before["a"].RxPackets; sent >= perPort {
+		t.Errorf("a had sent all its %d frames before del-port returned: the test did not delete a port under traffic (raise perPort)", sent)
+	}
 	if !strings.Contains(out, "port c deleted") {
 		t.Errorf("vhostctl del-port printed %q", out)
+	}
+	r = <-done
+	if r.err != nil {
+		t.Fatalf("a<->b while deleting c: %v\nvhostd log:\n%s", r.err, tail(v.Log(), 3000))
+	}
+	after := v.stats(t)
+	for i, name := range []string{"a", "b"} {
+		s, b := after[name], before[name]
+		if r.st[i].TxPackets != perPort || r.st[i].RxPackets != perPort {
+			t.Errorf("testpmd port %d: tx %d rx %d, want %d each way (frames lost while c was deleted)", i, r.st[i].TxPackets, r.st[i].RxPackets, perPort)
+		}
+		if s.RxPackets-b.RxPackets != r.st[i].TxPackets || s.TxPackets-b.TxPackets != r.st[i].RxPackets || totalDrops(s) != totalDrops(b) {
+			t.Errorf("vhostd port %s while c was deleted: rx %d tx %d, %d new drops; testpmd port %d sent %d received %d",
+				name, s.RxPackets-b.RxPackets, s.TxPackets-b.TxPackets, totalDrops(s)-totalDrops(b), i, r.st[i].TxPackets, r.st[i].RxPackets)
+		}
 	}
 	fds3, mem3 := v.waitCounts(t, fds0, mem0)
 	t.Logf("vhostd fds / guest memory mappings: %d/%d before add-port c, %d after, %d/%d with c's frontend attached, %d/%d after del-port c",
@@ -224,14 +258,6 @@ func TestRuntimePorts(t *testing.T) {
 	}
 	if st, err := config.Load(state); err != nil || len(st.Ports) != 2 {
 		t.Errorf("state file after del-port: %+v, %v", st.Ports, err)
-	}
-	// a and b carry on.
-	if err := tp.SetEthPeer(ctx, 0, macB); err != nil {
-		t.Fatal(err)
-	}
-	st, err = tp.SendExact(ctx, 1000, testpmd.SendOptions{})
-	if err != nil || st[0].RxPackets != 1000 || st[1].RxPackets != 1000 {
-		t.Errorf("a<->b after del-port c: %+v, %v", st, err)
 	}
 }
 
