@@ -37,6 +37,22 @@ func (v *vhostd) procCounts(t *testing.T) (fds, memfds int) {
 	return len(ents), strings.Count(string(maps), "/memfd:")
 }
 
+// stableCounts returns procCounts once two reads 50 ms apart agree: the
+// server side of a control request just answered may not be closed yet.
+func (v *vhostd) stableCounts(t *testing.T) (fds, memfds int) {
+	t.Helper()
+	fds, memfds = v.procCounts(t)
+	for i := 0; i < 100; i++ {
+		time.Sleep(50 * time.Millisecond)
+		f, m := v.procCounts(t)
+		if f == fds && m == memfds {
+			break
+		}
+		fds, memfds = f, m
+	}
+	return fds, memfds
+}
+
 // waitCounts polls procCounts until it gives fds and memfds (a control
 // connection may still be closing), and returns the last counts.
 func (v *vhostd) waitCounts(t *testing.T, fds, memfds int) (int, int) {
@@ -93,7 +109,7 @@ func TestRuntimePorts(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	fds0, mem0 := v.procCounts(t)
+	fds0, mem0 := v.stableCounts(t)
 	cSock := filepath.Join(dir, "c.sock")
 	out := vhostctl(t, v, "add-port", "c", "--socket", cSock, "--mac", macC)
 	if sent := v.stats(t)["a"].RxPackets; sent >= perPort {
