@@ -375,3 +375,73 @@ func TestQEMURuntimePorts(t *testing.T) {
 	ping(t, ctx, g1, "vm1", vms[1].ip, 56, 5)
 	ping(t, ctx, g2, "vm2", vms[0].ip, 56, 5)
 }
+
+// TestAddClientPort adds a client-mode port at runtime (vhostctl add-port
+// --client) to a socket testpmd serves (server=1): exact counts between it
+// and a server-mode port, dump-config says client = true, and del-port
+// leaves the frontend's socket alone. Skipped in a build without client
+// mode (config.Port has no Client).
+func TestAddClientPort(t *testing.T) {
+	if _, ok := reflect.TypeOf(config.Port{}).FieldByName("Client"); !ok {
+		t.Skip("this build has no client mode (config.Port.Client)")
+	}
+	requirePeer(t, testpmd.DefaultBinary)
+	dir := sockDir(t)
+	v := startVhostd(t, dir, "--socket", "a="+filepath.Join(dir, "a.sock"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cs := filepath.Join(dir, "c-frontend.sock")
+	type started struct {
+		tp  *testpmd.TestPMD
+		err error
+	}
+	ch := make(chan started, 1)
+	// testpmd blocks in the probe of a server port until a backend has
+	// connected: start it aside, add the port once its socket exists.
+	go func() {
+		tp, err := testpmd.Start(ctx, testpmd.Config{
+			Ports:    []testpmd.Port{{Socket: filepath.Join(dir, "a.sock"), MAC: macA}, {Socket: cs, MAC: macC, Server: true}},
+			PeerMACs: []string{macC, macA},
+			TxPkts:   60,
+			LogFile:  filepath.Join(t.TempDir(), "testpmd.log"),
+		})
+		ch <- started{tp, err}
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(cs); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testpmd did not create its server socket %s", cs)
+		}
+	}
+	vhostctl(t, v, "add-port", "c", "--socket", cs, "--client")
+	s := <-ch
+	if s.err != nil {
+		t.Fatalf("testpmd: %v\nvhostd log:\n%s", s.err, tail(v.Log(), 3000))
+	}
+	t.Cleanup(func() { s.tp.Close() })
+	if err := s.tp.WaitLinksUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.tp.SendExact(ctx, 1000, testpmd.SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range st {
+		if p.TxPackets != 1000 || p.RxPackets != 1000 {
+			t.Errorf("testpmd port %d: tx %d rx %d, want 1000 each way", i, p.TxPackets, p.RxPackets)
+		}
+	}
+	v.matchTestpmd(t, []string{"a", "c"}, st)
+	if dump := vhostctl(t, v, "dump-config"); !strings.Contains(dump, "client = true") {
+		t.Errorf("dump-config does not say c is a client port:\n%s", dump)
+	}
+	vhostctl(t, v, "del-port", "c")
+	if _, err := os.Stat(cs); err != nil {
+		t.Errorf("the frontend's socket after del-port of a client port: %v", err)
+	}
+	if _, ok := v.ports(t)["c"]; ok {
+		t.Error("port c still listed after del-port")
+	}
+}
