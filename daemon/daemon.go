@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 
 	"github.com/sirupsen/logrus"
 
@@ -19,15 +21,24 @@ import (
 type vmPort struct {
 	port   *vswitch.VMPort
 	server *vhost.Server
+	idx    int // in the switch
 }
 
 // Daemon is a running vhostd.
 type Daemon struct {
 	log     *logrus.Entry
 	sw      *vswitch.Switch
-	ports   []vmPort
 	uplink  *uplinkPort // nil without --uplink
 	control *control.Server
+
+	// mu serializes changes (addPort, removePort, Stop) and guards what
+	// they change.
+	mu sync.Mutex
+	// cfg is the running configuration: cfg.Ports are the VM ports in
+	// the order they were added, one per ports entry.
+	cfg      config.Config
+	ports    []vmPort
+	stopping bool // no more changes
 }
 
 // Start builds and starts everything cfg describes. On error, whatever was
@@ -40,7 +51,9 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("switch: %w", err)
 	}
-	d := &Daemon{log: log, sw: sw}
+	// The ports are added one by one below, each as add-port would.
+	d := &Daemon{log: log, sw: sw, cfg: cfg}
+	d.cfg.Ports = nil
 	started := false
 	defer func() {
 		if !started {
@@ -57,41 +70,14 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 			return nil, fmt.Errorf("uplink: %w", err)
 		}
 	}
+	d.mu.Lock()
 	for _, pc := range cfg.Ports {
-		mask, _ := vhost.ParseFeatureMask(pc.DisableFeatures) // checked by Validate
-		plog := log.WithField("port", pc.Name)
-		sec, err := portSecurity(cfg, pc)
-		if err != nil {
-			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
+		if err := d.addPort(pc); err != nil {
+			d.mu.Unlock()
+			return nil, err
 		}
-		// Checked by Validate, but user and group names are looked up
-		// again: the system's may have changed since.
-		perm, err := cfg.SocketPerm(pc)
-		if err != nil {
-			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
-		}
-		vp := vswitch.NewVMPort(pc.Name, pc.QueuePairs, log)
-		if _, err := sw.AddSecuredPort(vp, sec); err != nil {
-			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
-		}
-		if err := config.EnsureDir(pc.Socket); err != nil {
-			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
-		}
-		srv, err := vhost.Listen(pc.Socket, vhost.Options{DisabledFeatures: mask, QueuePairs: pc.QueuePairs, Perm: perm}, vp, plog)
-		if err != nil {
-			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
-		}
-		// A guest whose memory faults on the data path loses its
-		// connection; Drop does not wait, and is called off the poller.
-		vp.OnFault = srv.Drop
-		d.ports = append(d.ports, vmPort{port: vp, server: srv})
-		go func() {
-			if err := srv.Serve(); err != nil {
-				plog.WithError(err).Error("vhost-user socket stopped accepting")
-			}
-		}()
-		plog.WithFields(logrus.Fields{"socket": pc.Socket, "disabled": vhost.FeatureNames(mask), "mac": pc.MAC, "max_macs": sec.MaxMACs}).Info("serving vhost-user socket")
 	}
+	d.mu.Unlock()
 	if err := config.EnsureDir(cfg.Control); err != nil {
 		return nil, err
 	}
@@ -99,9 +85,145 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 		return nil, err
 	}
 	sw.Start()
+	// Written once at start too: the file then says what runs, flags
+	// included, from the first moment.
+	if cfg.StateFile != "" {
+		if err := config.WriteState(cfg.StateFile, d.Config()); err != nil {
+			return nil, err
+		}
+	}
 	started = true
-	log.WithFields(logrus.Fields{"control": cfg.Control, "ports": len(cfg.Ports), "pollers": cfg.Pollers, "uplink": cfg.Uplink}).Info("vhostd running")
+	log.WithFields(logrus.Fields{"control": cfg.Control, "ports": len(cfg.Ports), "pollers": cfg.Pollers, "uplink": cfg.Uplink, "state_file": cfg.StateFile}).Info("vhostd running")
 	return d, nil
+}
+
+// addPort validates pc against the running configuration, by the config
+// file's rules, and serves it: a switch port and its vhost-user socket.
+// Start adds the configured ports with it, add-port the others. d.mu must
+// be held. On error nothing of pc is left.
+func (d *Daemon) addPort(pc config.Port) (err error) {
+	next := d.cfg
+	next.Ports = append(append([]config.Port(nil), d.cfg.Ports...), pc)
+	// Validate's errors name the port already.
+	if err := next.Validate(); err != nil {
+		return err
+	}
+	mask, _ := vhost.ParseFeatureMask(pc.DisableFeatures) // checked by Validate
+	plog := d.log.WithField("port", pc.Name)
+	sec, err := portSecurity(next, pc)
+	if err != nil {
+		return fmt.Errorf("port %s: %w", pc.Name, err)
+	}
+	// Validate resolved the user and group names too; this gives
+	// their ids.
+	perm, err := next.SocketPerm(pc)
+	if err != nil {
+		return fmt.Errorf("port %s: %w", pc.Name, err)
+	}
+	vp := vswitch.NewVMPort(pc.Name, pc.QueuePairs, d.log)
+	idx, err := d.sw.AddSecuredPort(vp, sec)
+	if err != nil {
+		return fmt.Errorf("port %s: %w", pc.Name, err)
+	}
+	defer func() {
+		if err != nil {
+			d.sw.RemovePort(idx)
+		}
+	}()
+	if err := config.EnsureDir(pc.Socket); err != nil {
+		return fmt.Errorf("port %s: %w", pc.Name, err)
+	}
+	srv, err := vhost.Listen(pc.Socket, vhost.Options{DisabledFeatures: mask, QueuePairs: pc.QueuePairs, Perm: perm}, vp, plog)
+	if err != nil {
+		return fmt.Errorf("port %s: %w", pc.Name, err)
+	}
+	// A guest whose memory faults on the data path loses its
+	// connection; Drop does not wait, and is called off the poller.
+	vp.OnFault = srv.Drop
+	d.ports = append(d.ports, vmPort{port: vp, server: srv, idx: idx})
+	d.cfg = next
+	go func() {
+		if err := srv.Serve(); err != nil {
+			plog.WithError(err).Error("vhost-user socket stopped accepting")
+		}
+	}()
+	plog.WithFields(logrus.Fields{"socket": pc.Socket, "disabled": vhost.FeatureNames(mask), "mac": pc.MAC, "max_macs": sec.MaxMACs}).Info("serving vhost-user socket")
+	return nil
+}
+
+// removePort deletes the VM port name: its frontend is dropped and torn
+// down (its memory unmapped, its fds closed), its socket removed, and the
+// switch forgets it and its addresses. d.mu must be held.
+func (d *Daemon) removePort(name string) error {
+	i := slices.IndexFunc(d.ports, func(p vmPort) bool { return p.port.Name() == name })
+	if i < 0 {
+		return fmt.Errorf("no VM port named %q (see vhostctl ports)", name)
+	}
+	p := d.ports[i]
+	// Close returns once the frontend's teardown is over: the rings are
+	// unpublished, so the switch can let go of the port.
+	err := p.server.Close()
+	d.sw.RemovePort(p.idx)
+	d.ports = slices.Delete(d.ports, i, i+1)
+	d.cfg.Ports = slices.Delete(slices.Clone(d.cfg.Ports), i, i+1)
+	d.log.WithField("port", name).Info("port deleted")
+	if err != nil {
+		return fmt.Errorf("port %s deleted, but closing its socket: %w", name, err)
+	}
+	return nil
+}
+
+// AddPort implements control.Handler: add-port.
+func (d *Daemon) AddPort(pc config.Port) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopping {
+		return errors.New("vhostd is stopping")
+	}
+	if err := d.addPort(pc); err != nil {
+		return err
+	}
+	return d.saveState("added", pc.Name)
+}
+
+// DelPort implements control.Handler: del-port.
+func (d *Daemon) DelPort(name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopping {
+		return errors.New("vhostd is stopping")
+	}
+	if d.uplink != nil && name == d.uplink.switchPort().Name() {
+		return fmt.Errorf("%q is the DPDK uplink; only VM ports can be deleted", name)
+	}
+	if err := d.removePort(name); err != nil {
+		return err
+	}
+	return d.saveState("deleted", name)
+}
+
+// saveState writes the running configuration to the state file, if there
+// is one. The change (port name, what happened) stays made if it fails:
+// the error says so.
+func (d *Daemon) saveState(what, name string) error {
+	if d.cfg.StateFile == "" {
+		return nil
+	}
+	if err := config.WriteState(d.cfg.StateFile, d.cfg); err != nil {
+		d.log.WithError(err).WithField("port", name).Error("state file not written")
+		return fmt.Errorf("port %s %s, but the state file was not written, so a restart from it would not have the change: %w", name, what, err)
+	}
+	return nil
+}
+
+// Config implements control.Handler: the running configuration, ports
+// added and deleted at runtime included.
+func (d *Daemon) Config() config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := d.cfg
+	c.Ports = slices.Clone(d.cfg.Ports)
+	return c
 }
 
 // portSecurity is the switch's policy for the VM port pc.
@@ -136,10 +258,17 @@ func Run(ctx context.Context, cfg config.Config, log *logrus.Entry) error {
 // Stop drops every frontend, removes the sockets, stops the switch, and
 // closes the uplink and DPDK.
 func (d *Daemon) Stop() {
+	d.mu.Lock()
+	d.stopping = true
+	d.mu.Unlock()
+	// The control socket without d.mu: a request in flight may wait for
+	// it, and Close waits for requests.
 	if d.control != nil {
 		d.control.Close()
 		d.control = nil
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	var errs []error
 	for _, p := range d.ports {
 		if err := p.server.Close(); err != nil {
@@ -164,10 +293,15 @@ func (d *Daemon) Stop() {
 func (d *Daemon) Ports() []control.PortInfo {
 	var out []control.PortInfo
 	byName := map[string]*vhost.Server{}
+	// Under d.mu, the switch's ports are the VM ports of d.ports (and the
+	// uplink): a port being added or deleted shows whole or not at all.
+	d.mu.Lock()
 	for _, p := range d.ports {
 		byName[p.port.Name()] = p.server
 	}
-	for _, pi := range d.sw.Ports() {
+	swPorts := d.sw.Ports()
+	d.mu.Unlock()
+	for _, pi := range swPorts {
 		info := control.PortInfo{Name: pi.Port.Name(), Kind: "vhost-user", Pollers: pi.Pollers, State: "listening",
 			MaxMACs: d.sw.FDBSize(), LearnedMACs: pi.LearnedMACs}
 		if n := pi.Security.MaxMACs; n > 0 && n < info.MaxMACs {

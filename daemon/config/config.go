@@ -22,51 +22,56 @@ const DefaultControl = "/run/vhostd/control.sock"
 
 // Port is one vhost-user socket served as a switch port.
 type Port struct {
-	Name            string   `toml:"name"`
-	Socket          string   `toml:"socket"`
-	DisableFeatures []string `toml:"disable_features"`
-	QueuePairs      int      `toml:"queue_pairs"`
+	Name            string   `toml:"name" json:"name"`
+	Socket          string   `toml:"socket" json:"socket"`
+	DisableFeatures []string `toml:"disable_features,omitempty" json:"disable_features,omitempty"`
+	QueuePairs      int      `toml:"queue_pairs,omitzero" json:"queue_pairs,omitempty"`
 	// MAC is the only source address the port's guest may send from:
 	// an address, LearnMAC ("learn": the first unicast address it sends,
 	// until its frontend disconnects), or empty for any. The address is
 	// pinned to the port in the FDB.
-	MAC string `toml:"mac"`
+	MAC string `toml:"mac,omitempty" json:"mac,omitempty"`
 	// MaxMACs is how many addresses the port may make the switch learn;
 	// 0 means Config.MaxMACsDefault.
-	MaxMACs int `toml:"max_macs"`
+	MaxMACs int `toml:"max_macs,omitzero" json:"max_macs,omitempty"`
 	// Owner, Group and Mode are the socket file's; empty means
 	// Config.SocketOwner, SocketGroup and SocketMode.
-	Owner string `toml:"owner"`
-	Group string `toml:"group"`
-	Mode  Mode   `toml:"mode"`
+	Owner string `toml:"owner,omitempty" json:"owner,omitempty"`
+	Group string `toml:"group,omitempty" json:"group,omitempty"`
+	Mode  Mode   `toml:"mode,omitempty" json:"mode,omitempty"`
 }
 
 // Config is everything vhostd can be told.
 type Config struct {
-	Control  string   `toml:"control"`
-	LogLevel string   `toml:"log_level"`
-	Pollers  int      `toml:"pollers"`
-	FDBSize  int      `toml:"fdb_size"`
-	FDBAge   Duration `toml:"fdb_age"`
-	Ports    []Port   `toml:"port"`
+	Control  string   `toml:"control" json:"control"`
+	LogLevel string   `toml:"log_level" json:"log_level"`
+	Pollers  int      `toml:"pollers" json:"pollers"`
+	FDBSize  int      `toml:"fdb_size" json:"fdb_size"`
+	FDBAge   Duration `toml:"fdb_age" json:"fdb_age"`
+	Ports    []Port   `toml:"port" json:"port"`
+	// StateFile is where vhostd keeps its running configuration, ports
+	// added and deleted at runtime included (see WriteState); empty for
+	// none. A state file that exists when vhostd starts is loaded in
+	// place of the config file and the --socket flags.
+	StateFile string `toml:"state_file,omitempty" json:"state_file,omitempty"`
 	// Uplink is the DPDK uplink as [NAME=]DEVARGS (see ParseUplink);
 	// empty for none.
-	Uplink string `toml:"uplink"`
+	Uplink string `toml:"uplink,omitempty" json:"uplink,omitempty"`
 	// EAL holds extra DPDK EAL arguments, separated by spaces.
-	EAL string `toml:"eal"`
+	EAL string `toml:"eal,omitempty" json:"eal,omitempty"`
 	// UplinkMTU is the uplink's MTU; 0 means DefaultUplinkMTU.
-	UplinkMTU int `toml:"uplink_mtu"`
+	UplinkMTU int `toml:"uplink_mtu,omitzero" json:"uplink_mtu,omitempty"`
 	// MaxMACsDefault is how many addresses each VM port may make the
 	// switch learn, unless the port says otherwise; 0 means
 	// DefaultMaxMACs, or fdb_size if smaller. The uplink may fill the
 	// table.
-	MaxMACsDefault int `toml:"max_macs"`
+	MaxMACsDefault int `toml:"max_macs,omitzero" json:"max_macs,omitempty"`
 	// SocketOwner, SocketGroup (names or numeric ids) and SocketMode
 	// (octal, "0660") are given to every vhost-user socket whose port
 	// does not say otherwise; empty leaves what the process creates.
-	SocketOwner string `toml:"socket_owner"`
-	SocketGroup string `toml:"socket_group"`
-	SocketMode  Mode   `toml:"socket_mode"`
+	SocketOwner string `toml:"socket_owner,omitempty" json:"socket_owner,omitempty"`
+	SocketGroup string `toml:"socket_group,omitempty" json:"socket_group,omitempty"`
+	SocketMode  Mode   `toml:"socket_mode,omitempty" json:"socket_mode,omitempty"`
 }
 
 // Duration is a time.Duration written as "300s" in the config file.
@@ -81,6 +86,9 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	d.Duration = v
 	return nil
 }
+
+// MarshalText implements encoding.TextMarshaler: "5m0s".
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
 
 // Default returns the settings used when nothing is said.
 func Default() Config {
@@ -100,7 +108,7 @@ func Load(path string) (Config, error) {
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, max_macs, socket_owner, socket_group, socket_mode, uplink, eal, uplink_mtu, [[port]] name, socket, disable_features, queue_pairs, mac, max_macs, owner, group, mode)", path, strings.Join(keys, ", "))
+		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, state_file, max_macs, socket_owner, socket_group, socket_mode, uplink, eal, uplink_mtu, [[port]] name, socket, disable_features, queue_pairs, mac, max_macs, owner, group, mode)", path, strings.Join(keys, ", "))
 	}
 	return c, nil
 }
@@ -175,8 +183,13 @@ func (c *Config) Validate() error {
 	if c.Control == "" {
 		errs = append(errs, errors.New("control socket path is empty"))
 	}
-	if len(c.Ports) == 0 {
-		errs = append(errs, errors.New("no ports: give --socket [NAME=]PATH (repeatable) or [[port]] entries in the config file"))
+	// With a state file, ports may all be added at runtime (vhostctl
+	// add-port) and all deleted again.
+	if len(c.Ports) == 0 && c.StateFile == "" {
+		errs = append(errs, errors.New("no ports: give --socket [NAME=]PATH (repeatable) or [[port]] entries in the config file (or --state-file PATH, to start without ports and add them with vhostctl add-port)"))
+	}
+	if c.StateFile != "" && c.StateFile == c.Control {
+		errs = append(errs, fmt.Errorf("state_file %q is the control socket's path; give the state file its own", c.StateFile))
 	}
 	names, paths := map[string]bool{}, map[string]bool{c.Control: true}
 	for _, p := range c.Ports {
@@ -190,7 +203,7 @@ func (c *Config) Validate() error {
 		if p.Socket == "" {
 			errs = append(errs, fmt.Errorf("port %q has no socket path", p.Name))
 		} else if paths[p.Socket] {
-			errs = append(errs, fmt.Errorf("socket path %q used twice", p.Socket))
+			errs = append(errs, fmt.Errorf("port %q: socket path %q used twice", p.Name, p.Socket))
 		}
 		paths[p.Socket] = true
 		if _, err := vhost.ParseFeatureMask(p.DisableFeatures); err != nil {

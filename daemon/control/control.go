@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -15,13 +16,90 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vhostd/vhostd/daemon/config"
 	vswitch "github.com/vhostd/vhostd/switch"
 	"github.com/vhostd/vhostd/vhost"
 )
 
-// Request is what a client sends.
+// Request is what a client sends: a command and, for the commands that
+// change state, its argument. {"command": "ports"} is a whole request;
+// {"command": "add-port", "port": {"name": "vm1", "socket": "/run/vm1.sock"}}
+// and {"command": "del-port", "name": "vm1"} carry one. Fields a command
+// does not take, and unknown fields, are errors (see Validate).
 type Request struct {
-	Command string `json:"command"` // ports, fdb or stats
+	Command string `json:"command"`
+	// Port is add-port's port, with the keys of a [[port]] table in the
+	// config file.
+	Port *config.Port `json:"port,omitempty"`
+	// Name is del-port's port name.
+	Name string `json:"name,omitempty"`
+}
+
+// The commands.
+const (
+	CmdPorts      = "ports"
+	CmdStats      = "stats"
+	CmdFDB        = "fdb"
+	CmdAddPort    = "add-port"
+	CmdDelPort    = "del-port"
+	CmdDumpConfig = "dump-config"
+)
+
+// commandArgs says which argument each command takes: "" for none.
+var commandArgs = map[string]string{
+	CmdPorts: "", CmdStats: "", CmdFDB: "", CmdDumpConfig: "",
+	CmdAddPort: "port", CmdDelPort: "name",
+}
+
+// commandList is the known commands, for errors.
+const commandList = "ports, stats, fdb, add-port, del-port, dump-config"
+
+// Validate checks a request's shape: a known command with the argument it
+// takes and no other. What the argument says (is the port's name free,
+// are its features known) is checked by the daemon, by the rules of the
+// config file.
+func (r *Request) Validate() error {
+	arg, ok := commandArgs[r.Command]
+	if !ok {
+		return fmt.Errorf("unknown command %q (known: %s)", r.Command, commandList)
+	}
+	if r.Port != nil && arg != "port" {
+		return fmt.Errorf("%s takes no \"port\"", r.Command)
+	}
+	if r.Name != "" && arg != "name" {
+		return fmt.Errorf("%s takes no \"name\"", r.Command)
+	}
+	switch arg {
+	case "port":
+		switch {
+		case r.Port == nil:
+			return fmt.Errorf(`%s needs "port": {"name": NAME, "socket": PATH, ...} (the keys of a [[port]] in the config file)`, r.Command)
+		case r.Port.Name == "":
+			return fmt.Errorf(`%s: the port has no "name"`, r.Command)
+		case r.Port.Socket == "":
+			return fmt.Errorf(`%s: port %q has no "socket" path`, r.Command, r.Port.Name)
+		}
+	case "name":
+		if r.Name == "" {
+			return fmt.Errorf(`%s needs "name": the port's name`, r.Command)
+		}
+	}
+	return nil
+}
+
+// DecodeRequest reads one request and validates it. Unknown fields are
+// errors, so that a misspelt setting is not silently left at its default.
+func DecodeRequest(r io.Reader) (Request, error) {
+	var req Request
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf("bad request: %w", err)
+	}
+	if err := req.Validate(); err != nil {
+		return req, fmt.Errorf("bad request: %w", err)
+	}
+	return req, nil
 }
 
 // Response is what the daemon answers.
@@ -68,6 +146,19 @@ type Handler interface {
 	Ports() []PortInfo
 	Stats() []PortStats
 	FDB() []FDBEntry
+	// AddPort adds a VM port, as a [[port]] of the config file at start.
+	AddPort(config.Port) error
+	// DelPort deletes the named VM port, dropping its frontend.
+	DelPort(name string) error
+	// Config returns the running configuration.
+	Config() config.Config
+}
+
+// PortChange is add-port's and del-port's result.
+type PortChange struct {
+	Port string `json:"port"`
+	// StateFile is the state file the change was written to, if any.
+	StateFile string `json:"state_file,omitempty"`
 }
 
 // Server serves the control socket.
@@ -127,29 +218,18 @@ func (s *Server) serve() {
 
 func (s *Server) handle(c *net.UnixConn) {
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	var req Request
+	c.SetDeadline(time.Now().Add(requestTimeout))
 	var resp Response
-	if err := json.NewDecoder(c).Decode(&req); err != nil {
-		resp.Error = fmt.Sprintf("bad request: %v", err)
+	req, err := DecodeRequest(c)
+	if err != nil {
+		resp.Error = err.Error()
 	} else {
-		var v any
-		switch req.Command {
-		case "ports":
-			v = s.h.Ports()
-		case "stats":
-			v = s.h.Stats()
-		case "fdb":
-			v = s.h.FDB()
-		default:
-			resp.Error = fmt.Sprintf("unknown command %q (known: ports, stats, fdb)", req.Command)
+		v, err := s.do(req)
+		if err == nil {
+			resp.Result, err = json.Marshal(v)
 		}
-		if v != nil {
-			b, err := json.Marshal(v)
-			if err != nil {
-				resp.Error = err.Error()
-			}
-			resp.Result = b
+		if err != nil {
+			resp.Error = err.Error()
 		}
 	}
 	if err := json.NewEncoder(c).Encode(&resp); err != nil {
@@ -157,9 +237,55 @@ func (s *Server) handle(c *net.UnixConn) {
 	}
 }
 
-// Call sends one command to the daemon at path and decodes its result into
-// out.
+// requestTimeout bounds one request, answer included. Deleting a port
+// waits for its frontend's teardown, well within it.
+const requestTimeout = 10 * time.Second
+
+// do carries out a valid request.
+func (s *Server) do(req Request) (any, error) {
+	switch req.Command {
+	case CmdPorts:
+		return s.h.Ports(), nil
+	case CmdStats:
+		return s.h.Stats(), nil
+	case CmdFDB:
+		return s.h.FDB(), nil
+	case CmdDumpConfig:
+		return s.h.Config(), nil
+	case CmdAddPort:
+		if err := s.h.AddPort(*req.Port); err != nil {
+			return nil, err
+		}
+		return PortChange{Port: req.Port.Name, StateFile: s.h.Config().StateFile}, nil
+	case CmdDelPort:
+		if err := s.h.DelPort(req.Name); err != nil {
+			return nil, err
+		}
+		return PortChange{Port: req.Name, StateFile: s.h.Config().StateFile}, nil
+	}
+	return nil, fmt.Errorf("unknown command %q (known: %s)", req.Command, commandList)
+}
+
+// Call sends one command without argument to the daemon at path and
+// decodes its result into out.
 func Call(ctx context.Context, path, command string, out any) error {
+	return Do(ctx, path, Request{Command: command}, out)
+}
+
+// Do sends req to the daemon at path and decodes its result into out
+// (nil: the result is not wanted). req is validated first, as the daemon
+// will.
+func Do(ctx context.Context, path string, req Request, out any) error {
+	return DoRaw(ctx, path, req, req, out)
+}
+
+// DoRaw is Do that sends wire, req's JSON form, in place of req: a client
+// may add to a request what its own Request cannot say (a setting the
+// daemon knows and it does not). req is validated.
+func DoRaw(ctx context.Context, path string, req Request, wire any, out any) error {
+	if err := req.Validate(); err != nil {
+		return err
+	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -169,15 +295,21 @@ func Call(ctx context.Context, path, command string, out any) error {
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	if err := json.NewEncoder(c).Encode(Request{Command: command}); err != nil {
-		return fmt.Errorf("send %s: %w", command, err)
+	if err := json.NewEncoder(c).Encode(wire); err != nil {
+		return fmt.Errorf("send %s: %w", req.Command, err)
 	}
 	var resp Response
 	if err := json.NewDecoder(c).Decode(&resp); err != nil {
-		return fmt.Errorf("read reply to %s: %w", command, err)
+		return fmt.Errorf("read reply to %s: %w", req.Command, err)
 	}
 	if resp.Error != "" {
 		return errors.New(resp.Error)
 	}
-	return json.Unmarshal(resp.Result, out)
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(resp.Result, out); err != nil {
+		return fmt.Errorf("reply to %s: %w", req.Command, err)
+	}
+	return nil
 }

@@ -24,7 +24,7 @@ commands:
   ports   ports with state, negotiated features and queues
   fdb     learned MAC addresses with their port and age ("static": pinned)
   stats   per-port packets, bytes and drops by reason
-` + qemuUsage
+` + portUsage + qemuUsage
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -44,6 +44,9 @@ func run(args []string, out io.Writer) error {
 	// Commands that talk to QEMU have flags of their own.
 	if rest := fs.Args(); len(rest) > 0 && qemuCommands[rest[0]] != nil {
 		return qemuCommands[rest[0]](rest[1:], *path, out)
+	}
+	if rest := fs.Args(); len(rest) > 0 && portCommands[rest[0]] != nil {
+		return portCommands[rest[0]](rest[1:], *path, *asJSON, out)
 	}
 	// Accept flags after the command too: vhostctl stats --json.
 	rest := fs.Args()

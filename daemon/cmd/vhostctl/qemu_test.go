@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vhostd/vhostd/daemon/config"
 	"github.com/vhostd/vhostd/daemon/control"
 	"github.com/vhostd/vhostd/qemu"
 	"github.com/vhostd/vhostd/qemu/qmptest"
@@ -33,6 +35,9 @@ func (d *fakeDaemon) Ports() []control.PortInfo {
 }
 func (d *fakeDaemon) Stats() []control.PortStats { return nil }
 func (d *fakeDaemon) FDB() []vswitch.LearnedMAC  { return nil }
+func (d *fakeDaemon) AddPort(config.Port) error  { return errors.New("fake: no add-port") }
+func (d *fakeDaemon) DelPort(string) error       { return errors.New("fake: no del-port") }
+func (d *fakeDaemon) Config() config.Config      { return config.Config{} }
 
 func startFakes(t *testing.T, mem qmptest.Memdev) (ctl string, s *qmptest.Server, m *qmptest.Machine) {
 	t.Helper()

@@ -5,8 +5,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	iofs "io/fs"
 	"os"
 	"os/signal"
 	"strings"
@@ -53,10 +55,11 @@ func run() error {
 	socketOwner := fs.String("socket-owner", "", "owner of every vhost-user socket, a user name or uid, unless its --socket says owner= (default: vhostd's user)")
 	socketGroup := fs.String("socket-group", "", "group of every vhost-user socket, a group name or gid, unless its --socket says group= (default: vhostd's group)")
 	socketMode := fs.String("socket-mode", "", "mode of every vhost-user socket, octal like 0660, unless its --socket says mode= (default: from the umask)")
+	stateFile := fs.String("state-file", "", "keep the running configuration here, rewritten at every add-port and del-port; if the file exists at start, it is loaded in place of --config and the --socket flags (the other flags still apply)")
 	uplinkMTU := fs.Int("uplink-mtu", 0, fmt.Sprintf("uplink MTU, %d to %d (default %d)", config.MinUplinkMTU, config.MaxUplinkMTU, config.DefaultUplinkMTU))
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: vhostd --socket [NAME=]PATH[,OPTION...] ... [--uplink DEVARGS [--eal ARGS]] [--control PATH] [--config FILE] [--log-level LEVEL]\n"+
-			"              [--max-macs N] [--socket-owner USER] [--socket-group GROUP] [--socket-mode MODE]\n\n")
+			"              [--state-file FILE] [--max-macs N] [--socket-owner USER] [--socket-group GROUP] [--socket-mode MODE]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -76,6 +79,24 @@ func run() error {
 		}
 	}
 	cfg.Ports = append(cfg.Ports, sockets...)
+	if *stateFile != "" {
+		cfg.StateFile = *stateFile
+	}
+	// A state file that exists is the configuration vhostd last ran
+	// with, ports added and deleted at runtime included: it wins over
+	// the config file and --socket, whose ports may since have been
+	// deleted. The flags below still apply.
+	var loadedState string
+	if cfg.StateFile != "" {
+		state, err := config.Load(cfg.StateFile)
+		switch {
+		case err == nil:
+			state.StateFile, loadedState = cfg.StateFile, cfg.StateFile
+			cfg = state
+		case !errors.Is(err, iofs.ErrNotExist):
+			return fmt.Errorf("%w (the state file is vhostd's running configuration, written at every change; fix it, or remove it to start from --config and --socket)", err)
+		}
+	}
 	if *controlPath != "" {
 		cfg.Control = *controlPath
 	}
@@ -112,6 +133,9 @@ func run() error {
 	logger := logrus.New()
 	lvl, _ := logrus.ParseLevel(cfg.LogLevel)
 	logger.SetLevel(lvl)
+	if loadedState != "" {
+		logger.WithFields(logrus.Fields{"state_file": loadedState, "ports": len(cfg.Ports)}).Info("loaded the state file in place of --config and --socket")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return daemon.Run(ctx, cfg, logrus.NewEntry(logger))
