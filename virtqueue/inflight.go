@@ -71,9 +71,13 @@ type inflight struct {
 // chains again, oldest first. It returns how many chains will be
 // resubmitted.
 //
+// A region whose used_idx lies more than the queue size away from the
+// used ring's index tracked an earlier life of the ring (the driver reset
+// it since) and is started afresh.
+//
 // The region is written by the frontend too, so everything in it is
-// checked: a bad version, size, head or batch link is an error and the
-// queue must not run.
+// checked: a bad version, size, state, head or batch link is an error and
+// the queue must not run.
 func (q *Queue) AttachInflight(region []byte) (int, error) {
 	if q.err != nil {
 		return 0, q.err
@@ -89,15 +93,18 @@ func (q *Queue) AttachInflight(region []byte) (int, error) {
 	in := &inflight{region: region, desc: unsafe.Pointer(&region[inflightHeader])}
 	version := binary.LittleEndian.Uint16(region[8:])
 	used := uint16(q.usedIdx)
-	switch version {
-	case 0:
-		// Fresh: nothing was ever tracked here.
+	fresh := func() (int, error) {
 		clear(region)
 		binary.LittleEndian.PutUint16(region[10:], q.size)
 		binary.LittleEndian.PutUint16(region[14:], used)
 		binary.LittleEndian.PutUint16(region[8:], InflightVersion)
 		q.infl = in
 		return 0, nil
+	}
+	switch version {
+	case 0:
+		// Fresh: nothing was ever tracked here.
+		return fresh()
 	case InflightVersion:
 	default:
 		return 0, fmt.Errorf("inflight region version %d, want %d", version, InflightVersion)
@@ -110,7 +117,10 @@ func (q *Queue) AttachInflight(region []byte) (int, error) {
 	if old := binary.LittleEndian.Uint16(region[14:]); old != used {
 		n := used - old
 		if n > q.size {
-			return 0, fmt.Errorf("inflight region used_idx %d is %d behind the used ring's %d, more than the queue size", old, n, used)
+			// No batch is larger than the queue: the region speaks of
+			// another life of the ring (the driver reset it, and its
+			// used index started again). Nothing in it applies.
+			return fresh()
 		}
 		head := binary.LittleEndian.Uint16(region[12:])
 		for i := uint16(0); i < n; i++ {
