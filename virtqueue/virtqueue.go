@@ -553,3 +553,14 @@ func (q *Queue) EnableNotify() bool {
 	q.fullFence()
 	return q.Pending() > 0
 }
+
+// Backlog returns how many chains the driver has made available that the
+// device has not yet returned in a published used index: the guest's
+// avail index minus the published used index, both read atomically from
+// the rings. Unlike Pending, any goroutine may call it while the owner
+// runs the queue, as long as the ring memory stays mapped (see
+// daemon's shutdown drain); the caller must bound what it makes of the
+// result (a driver can write anything there).
+func (q *Queue) Backlog() (avail, used uint16) {
+	return q.loadAvailIdx(), uint16(atomic.LoadUint32(q.usedWord) >> 16)
+}
