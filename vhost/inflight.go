@@ -15,7 +15,7 @@ import (
 // backend connection after it (SET_INFLIGHT_FD). vhostd records in it the
 // chains of the guest's transmit queues it has taken but not yet returned,
 // so that a vhostd that restarts mid-burst sends them again instead of
-// losing them. The layout per queue is in virqueue/inflight.go.
+// losing them. The layout per queue is in virtqueue/inflight.go.
 //
 // Receive queues are not tracked: the device gives a receive chain back
 // (Unpop) or fills it within one call, and a frame in flight to a guest

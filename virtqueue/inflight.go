@@ -164,16 +164,7 @@ func (q *Queue) AttachInflight(region []byte) (int, error) {
 	return len(es), nil
 }
 
-// Resubmitting returns how many inflight chains Pop has still to hand out
-// again.
-func (q *Queue) Resubmitting() int {
-	if q.infl == nil {
-		return 0
-	}
-	return len(q.infl.resubmit) - q.infl.resubNext
-}
-
-// markInflight records head as taken. head < q.size.
+// mark records head as taken. head < q.size.
 func (in *inflight) mark(head uint16) {
 	in.counter++
 	d := unsafe.Add(in.desc, uintptr(head)*inflightDescSize)
@@ -186,7 +177,7 @@ func (in *inflight) unmark(head uint16) {
 	*(*uint8)(unsafe.Add(in.desc, uintptr(head)*inflightDescSize)) = 0
 }
 
-// publishInflight links the batch of used entries [q.published, q.usedIdx)
+// inflightBatch links the batch of used entries [q.published, q.usedIdx)
 // and records its head: the part of a publish that comes before the used
 // index is stored. The heads are read back from the used ring, which the
 // driver could overwrite; an out-of-range one is left out (the driver then
