@@ -439,7 +439,7 @@ func (d *device) stop() {
 		if r.q == nil {
 			continue
 		}
-		r.base = r.q.LastAvail()
+		r.base = r.q.ResumeIndex()
 		if err := r.q.Err(); err != nil && r.brokenBy == nil {
 			r.brokenBy = err
 		}

@@ -215,3 +215,16 @@ func (q *Queue) inflightDone(from uint16) {
 	}
 	*(*uint16)(unsafe.Add(unsafe.Pointer(&in.region[0]), 14)) = q.usedIdx
 }
+
+// ResumeIndex is the avail index a device taking over the queue resumes
+// from, the value GET_VRING_BASE reports: LastAvail, less the inflight
+// chains not yet handed out again. Those follow the used index in the
+// available ring (this device returns chains in the order it takes them,
+// and hands them out again in that order), so a frontend that resumes
+// without the inflight region still gets them processed.
+func (q *Queue) ResumeIndex() uint16 {
+	if in := q.infl; in != nil {
+		return q.lastAvail - uint16(len(in.resubmit)-in.resubNext)
+	}
+	return q.lastAvail
+}

@@ -90,6 +90,11 @@ func TestInflightResubmitAfterCrash(t *testing.T) {
 	if p := q2.Pending(); p != 4 {
 		t.Fatalf("pending %d, want 3 resubmitted + 1 new", p)
 	}
+	// Stopped before anything was resubmitted, the queue would resume
+	// at the first inflight chain.
+	if r := q2.ResumeIndex(); r != 2 {
+		t.Fatalf("resume index %d before resubmitting, want 2", r)
+	}
 	want := append(heads[2:], more...)
 	for i, h := range want {
 		if err := q2.Pop(mem, c); err != nil || c.Head != h {
@@ -99,6 +104,9 @@ func TestInflightResubmitAfterCrash(t *testing.T) {
 			t.Fatalf("resubmitted chain has %d bytes", c.ReadLen)
 		}
 		q2.PushUsed(c.Head, 0)
+	}
+	if r := q2.ResumeIndex(); r != 6 {
+		t.Fatalf("resume index %d after resubmitting, want 6", r)
 	}
 	if err := q2.Pop(mem, c); !errors.Is(err, virtqueue.ErrEmpty) {
 		t.Fatalf("extra pop: %v", err)
