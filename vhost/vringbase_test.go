@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/vhostd/vhostd/virtqueue"
 	"github.com/vhostd/vhostd/virtqueue/virtqueuetest"
 )
 
@@ -17,10 +20,37 @@ import (
 // from A's transmit ring was returned, every chain taken from B's receive
 // ring was filled or given back), and across all the cycles every frame A
 // sent reaches B exactly once.
-func TestVringBaseResumesExactly(t *testing.T) {
+func TestVringBaseResumesExactly(t *testing.T) { vringBaseCycles(t, false) }
+
+// TestVringBaseResumesExactlyInflight is the same with A's transmit ring
+// tracked in an inflight region, through the real switch: afterwards
+// nothing is left marked inflight and the region's used_idx follows the
+// used ring.
+func TestVringBaseResumesExactlyInflight(t *testing.T) { vringBaseCycles(t, true) }
+
+func vringBaseCycles(t *testing.T, inflight bool) {
 	sa, pathA, pathB := twoServers(t)
 	feats := uint64(fVersion1 | fProtocol | fEventIdx)
-	a := connectGuest(t, pathA, feats)
+	var a *guest
+	var region []byte
+	if inflight {
+		f := inflightGuest(t, pathA)
+		in, fd, err := f.GetInflightFD(2, 256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if err := f.SetInflightFD(in, fd, true); err != nil {
+			t.Fatal(err)
+		}
+		if region, err = unix.Mmap(fd, 0, int(in.MmapSize), unix.PROT_READ, unix.MAP_SHARED); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Munmap(region)
+		a = setupRings(t, f)
+	} else {
+		a = connectGuest(t, pathA, feats)
+	}
 	b := connectGuest(t, pathB, feats)
 	const rxBufs = 200
 	for i := 0; i < rxBufs; i++ {
@@ -120,6 +150,17 @@ func TestVringBaseResumesExactly(t *testing.T) {
 	}
 	if received != int(sent) {
 		t.Fatalf("received %d frames, sent %d", received, sent)
+	}
+	if inflight {
+		q1 := region[virtqueue.InflightQueueBytes(256):]
+		for h := 0; h < 256; h++ {
+			if q1[16+16*h] != 0 {
+				t.Fatalf("head %d of the transmit ring left inflight", h)
+			}
+		}
+		if v, used := binary.LittleEndian.Uint16(q1[8:]), binary.LittleEndian.Uint16(q1[14:]); v != 1 || used != a.tx.Driver.UsedIdx() {
+			t.Fatalf("inflight region version %d used_idx %d, used ring %d", v, used, a.tx.Driver.UsedIdx())
+		}
 	}
 	t.Logf("%d frames across 100 stop/resume cycles, each received once", sent)
 }
