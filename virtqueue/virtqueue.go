@@ -439,10 +439,15 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 func (q *Queue) Unpop(n int) {
 	q.lastAvail -= uint16(n)
 	if q.infl != nil {
-		for i := 0; i < n; i++ {
-			if h := *(*uint16)(unsafe.Add(q.availBase, 4+2*uintptr((q.lastAvail+uint16(i))&q.mask))); h < q.size {
-				q.infl.unmark(h)
-			}
+		q.unpopTracked(n)
+	}
+}
+
+// unpopTracked clears the inflight marks of the n chains just given back.
+func (q *Queue) unpopTracked(n int) {
+	for i := 0; i < n; i++ {
+		if h := *(*uint16)(unsafe.Add(q.availBase, 4+2*uintptr((q.lastAvail+uint16(i))&q.mask))); h < q.size {
+			q.infl.unmark(h)
 		}
 	}
 }
