@@ -194,3 +194,29 @@ func TestInflightStaleRegion(t *testing.T) {
 		t.Fatalf("attach stale: %d, %v, last avail %d, mark %d, used_idx %d", n, err, q.LastAvail(), b[16+16*2], b[14])
 	}
 }
+
+// A chain given back (Unpop) is no longer inflight; one still held is.
+func TestInflightUnpop(t *testing.T) {
+	d := virtqueuetest.New(8, 1<<21, 0)
+	mem := d.Memory()
+	region := inflightRegion(8)
+	q := newQueue(t, d, nil)
+	if _, err := q.AttachInflight(region); err != nil {
+		t.Fatal(err)
+	}
+	heads := addFrames(d, 2)
+	q.Pending()
+	c := chain(4)
+	for range heads {
+		if err := q.Pop(mem, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.Unpop(1)
+	if region[16+16*int(heads[0])] != 1 || region[16+16*int(heads[1])] != 0 {
+		t.Fatalf("marks %d %d after giving back the second chain, want 1 0", region[16+16*int(heads[0])], region[16+16*int(heads[1])])
+	}
+	if err := q.Pop(mem, c); err != nil || c.Head != heads[1] || region[16+16*int(heads[1])] != 1 {
+		t.Fatalf("pop again: head %d (%v), mark %d", c.Head, err, region[16+16*int(heads[1])])
+	}
+}
