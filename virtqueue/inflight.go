@@ -71,9 +71,10 @@ type inflight struct {
 // chains again, oldest first. It returns how many chains will be
 // resubmitted.
 //
-// A region whose used_idx lies more than the queue size away from the
-// used ring's index tracked an earlier life of the ring (the driver reset
-// it since) and is started afresh.
+// A region written for a ring of another size, or whose used_idx lies
+// more than the queue size away from the used ring's index, tracked an
+// earlier life of the ring (the driver reset it since) and is started
+// afresh.
 //
 // The region is written by the frontend too, so everything in it is
 // checked: a bad version, size, state, head or batch link is an error and
@@ -110,7 +111,9 @@ func (q *Queue) AttachInflight(region []byte) (int, error) {
 		return 0, fmt.Errorf("inflight region version %d, want %d", version, InflightVersion)
 	}
 	if n := binary.LittleEndian.Uint16(region[10:]); n != q.size {
-		return 0, fmt.Errorf("inflight region tracks %d descriptors, the queue has %d", n, q.size)
+		// Written for a ring of another size: the driver laid the ring
+		// out anew since, and nothing in the region applies.
+		return fresh()
 	}
 	// Finish a batch whose used index was published but not cleared
 	// (vhost-user.rst, split queue recovery, step 1).

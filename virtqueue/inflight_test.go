@@ -168,7 +168,6 @@ func TestInflightHostileRegion(t *testing.T) {
 	}{
 		{"short", func(b []byte) []byte { return b[:100] }, "needs"},
 		{"version", func(b []byte) []byte { b[8] = 7; return b }, "version 7"},
-		{"desc_num", func(b []byte) []byte { b[8], b[10] = 1, 16; return b }, "tracks 16"},
 		{"state", func(b []byte) []byte { b[8], b[10], b[16+16*3] = 1, 8, 9; return b }, "want 0 or 1"},
 		{"batch head", func(b []byte) []byte { b[8], b[10], b[14], b[15], b[12] = 1, 8, 0xff, 0xff, 9; return b }, "out of range"},
 	} {
@@ -186,12 +185,17 @@ func TestInflightHostileRegion(t *testing.T) {
 // the ring's) is started afresh: nothing is resubmitted.
 func TestInflightStaleRegion(t *testing.T) {
 	d := virtqueuetest.New(8, 1<<21, 0)
-	b := inflightRegion(8)
-	b[8], b[10], b[14], b[16+16*2] = 1, 8, 100, 1
-	q := newQueue(t, d, nil)
-	n, err := q.AttachInflight(b)
-	if err != nil || n != 0 || q.LastAvail() != 0 || b[16+16*2] != 0 || b[14] != 0 {
-		t.Fatalf("attach stale: %d, %v, last avail %d, mark %d, used_idx %d", n, err, q.LastAvail(), b[16+16*2], b[14])
+	for _, c := range []struct {
+		name          string
+		descNum, used byte
+	}{{"used_idx far away", 8, 100}, {"another ring size", 4, 0}} {
+		b := inflightRegion(8)
+		b[8], b[10], b[14], b[16+16*2] = 1, c.descNum, c.used, 1
+		q := newQueue(t, d, nil)
+		n, err := q.AttachInflight(b)
+		if err != nil || n != 0 || q.LastAvail() != 0 || b[16+16*2] != 0 || b[14] != 0 || b[10] != 8 {
+			t.Fatalf("%s: attach: %d, %v, last avail %d, mark %d, used_idx %d, desc_num %d", c.name, n, err, q.LastAvail(), b[16+16*2], b[14], b[10])
+		}
 	}
 }
 
