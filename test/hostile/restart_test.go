@@ -143,6 +143,9 @@ func TestKilledMidTrafficLosesNothing(t *testing.T) {
 	}
 	send(total/2, 100)
 	v1.kill() // mid-stream: the last kick has just gone out
+	if c := crash(v1.Log()); c != "" {
+		t.Fatalf("the first vhostd crashed or raced before the kill:\n%s", c)
+	}
 	atStop := len(got)
 	send(total/2+100, 250) // queued while no vhostd runs
 
