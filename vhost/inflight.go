@@ -58,7 +58,7 @@ func (i inflightMsg) encode() []byte {
 // and returns the region size they need.
 func (i inflightMsg) check(rings int) (uint64, error) {
 	if i.NumQueues == 0 || int(i.NumQueues) > rings {
-		return 0, fmt.Errorf("inflight region for %d queues, this port has 1 to %d", i.NumQueues, rings)
+		return 0, fmt.Errorf("inflight region for %d queues: this port takes 1 to %d", i.NumQueues, rings)
 	}
 	if i.QueueSize == 0 || i.QueueSize&(i.QueueSize-1) != 0 || uint32(i.QueueSize) > virtqueue.MaxSize {
 		return 0, fmt.Errorf("inflight queue size %d is not a power of two up to %d", i.QueueSize, virtqueue.MaxSize)
