@@ -255,8 +255,9 @@ func Run(ctx context.Context, cfg config.Config, log *logrus.Entry) error {
 	return nil
 }
 
-// Stop drops every frontend, removes the sockets, stops the switch, and
-// closes the uplink and DPDK.
+// Stop forwards what the guests had queued in their transmit rings (up to
+// DrainTimeout), then drops every frontend, removes the sockets, stops the
+// switch, and closes the uplink and DPDK.
 func (d *Daemon) Stop() {
 	d.mu.Lock()
 	d.stopping = true
@@ -269,6 +270,12 @@ func (d *Daemon) Stop() {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// Forward what the guests had queued before the frontends go.
+	vms := make([]*vswitch.VMPort, 0, len(d.ports))
+	for _, p := range d.ports {
+		vms = append(vms, p.port)
+	}
+	d.drain(vms, DrainTimeout)
 	var errs []error
 	for _, p := range d.ports {
 		if err := p.server.Close(); err != nil {

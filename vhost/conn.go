@@ -127,7 +127,16 @@ func parseRights(oob []byte) ([]int, error) {
 }
 
 // reply sends a reply to req carrying payload.
-func (c *conn) reply(req Request, payload []byte) error {
+func (c *conn) reply(req Request, payload []byte) error { return c.replyFD(req, payload, -1) }
+
+// replyFD sends a reply to req carrying payload and, if fd >= 0, fd,
+// which it closes.
+func (c *conn) replyFD(req Request, payload []byte, fd int) error {
+	var oob []byte
+	if fd >= 0 {
+		defer unixClose(fd)
+		oob = unix.UnixRights(fd)
+	}
 	buf := make([]byte, headerSize+len(payload))
 	Header{Request: req, Flags: flagVersion | flagReply, Size: uint32(len(payload))}.encode(buf)
 	copy(buf[headerSize:], payload)
@@ -138,7 +147,7 @@ func (c *conn) reply(req Request, payload []byte) error {
 		return fmt.Errorf("reply to %v: set write deadline: %w", req, err)
 	}
 	defer c.uc.SetWriteDeadline(time.Time{})
-	if _, err := c.uc.Write(buf); err != nil {
+	if _, _, err := c.uc.WriteMsgUnix(buf, oob, nil); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("reply to %v: frontend has not read its replies for %v", req, c.replyTimeout)
 		}

@@ -11,6 +11,14 @@ import (
 	"github.com/vhostd/vhostd/virtqueue/guestmem"
 )
 
+// takeReplyFD returns the fd to send with the current reply, if any, and
+// forgets it.
+func (d *device) takeReplyFD() int {
+	fd := d.replyFD
+	d.replyFD = -1
+	return fd
+}
+
 // Ring is a running virtqueue as the data path sees it.
 type Ring struct {
 	Index int              // virtqueue index: even = guest receive, odd = guest transmit
@@ -87,6 +95,10 @@ type device struct {
 	mem         *guestmem.Memory
 	rings       []ring
 	running     *Rings
+	inflight    *inflightRegion // SET_INFLIGHT_FD's region, or nil
+	// replyFD is an fd to send with the reply of the request being
+	// handled (GET_INFLIGHT_FD), or -1; the server sends and closes it.
+	replyFD int
 }
 
 func newDevice(log *logrus.Entry, b Backend, o Options) *device {
@@ -94,7 +106,7 @@ func newDevice(log *logrus.Entry, b Backend, o Options) *device {
 	if pairs <= 0 {
 		pairs = DefaultQueuePairs
 	}
-	d := &device{log: log, backend: b, offered: OfferedFeatures &^ o.DisabledFeatures, pairs: pairs}
+	d := &device{log: log, backend: b, offered: OfferedFeatures &^ o.DisabledFeatures, pairs: pairs, replyFD: -1}
 	d.rings = make([]ring, 2*pairs)
 	for i := range d.rings {
 		d.rings[i] = ring{kick: -1, call: -1, errFD: -1}
@@ -220,6 +232,12 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 		return b[:], nil
 	case SetVringKick, SetVringCall, SetVringErr:
 		return nil, d.setVringFD(m)
+	case GetInflightFD:
+		reply, fd, err := d.getInflightFD(m)
+		d.replyFD = fd
+		return reply, err
+	case SetInflightFD:
+		return nil, d.setInflightFD(m)
 	case SetVringEnable:
 		s := m.vringState()
 		r, err := d.ring(s.Index)
@@ -421,7 +439,7 @@ func (d *device) stop() {
 		if r.q == nil {
 			continue
 		}
-		r.base = r.q.LastAvail()
+		r.base = r.q.ResumeIndex()
 		if err := r.q.Err(); err != nil && r.brokenBy == nil {
 			r.brokenBy = err
 		}
@@ -451,7 +469,11 @@ func (d *device) start() error {
 		if err == nil {
 			r.q, err = virtqueue.New(d.mem, cfg, r.base)
 		}
+		if err == nil {
+			err = d.attachInflight(i, r)
+		}
 		if err != nil {
+			r.q = nil
 			err = fmt.Errorf("ring %d: %w", i, err)
 			r.brokenBy = err
 			if firstErr == nil {
@@ -511,6 +533,8 @@ func (d *device) reset() {
 	}
 	d.mem.Unmap()
 	d.mem = nil
+	d.inflight.unmap()
+	d.inflight = nil
 	d.features, d.featuresSet, d.protocol = 0, false, 0
 }
 

@@ -85,7 +85,7 @@ const OfferedFeatures = 1<<FeatureVersion1 | 1<<FeatureIndirectDesc | 1<<Feature
 	1<<FeatureNetMrgRxbuf | 1<<FeatureAnyLayout | 1<<FeatureProtocolFeature | 1<<FeatureInOrder
 
 // OfferedProtocolFeatures are the protocol features vhostd offers.
-const OfferedProtocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfigureMemSlots
+const OfferedProtocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfigureMemSlots | 1<<ProtocolInflightShmfd
 
 // Maskable lists the feature names a port option may turn off.
 func Maskable() []string {

@@ -38,6 +38,7 @@ const (
 	fuzzPipeRead            // read end of a pipe
 	fuzzPipeWrite           // write end of a pipe
 	fuzzEventfdBlock        // blocking eventfd: the backend must make it non-blocking
+	fuzzMemfdSealed         // memfd of 1 MiB sealed against shrinking (an inflight region)
 	fuzzKinds
 )
 
@@ -71,6 +72,12 @@ func planFDs(plan []byte) (fds []int, rest []byte) {
 			var err error
 			if fd, err = unix.MemfdCreate("fuzz", unix.MFD_CLOEXEC); err == nil {
 				unix.Ftruncate(fd, size)
+			}
+		case fuzzMemfdSealed:
+			var err error
+			if fd, err = unix.MemfdCreate("fuzz", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING); err == nil {
+				unix.Ftruncate(fd, 1<<20)
+				unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK)
 			}
 		case fuzzEventfd:
 			fd, _ = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
@@ -127,7 +134,9 @@ func fuzzFrontend(fd int, stream, plan []byte) {
 
 // fuzzReplies reads what the backend sends until it closes the connection
 // and checks every message is a well-formed reply: vhostd's replies (u64
-// values, GET_VRING_BASE's state, acks) are all 8 bytes.
+// values, GET_VRING_BASE's state, acks) are all 8 bytes, but for
+// GET_INFLIGHT_FD's (24 bytes and an fd, which reading without a control
+// buffer discards).
 func fuzzReplies(t testing.TB, fd int) {
 	var buf []byte
 	var b [4096]byte
@@ -142,14 +151,18 @@ func fuzzReplies(t testing.TB, fd int) {
 		buf = append(buf, b[:n]...)
 		for len(buf) >= headerSize {
 			h := decodeHeader(buf)
-			if h.Flags != flagVersion|flagReply || h.Size != 8 {
+			want := uint32(8)
+			if h.Request == GetInflightFD {
+				want = inflightPayloadSize
+			}
+			if h.Flags != flagVersion|flagReply || h.Size != want {
 				t.Errorf("malformed reply to %v: flags %#x, size %d", h.Request, h.Flags, h.Size)
 				return
 			}
-			if len(buf) < headerSize+8 {
+			if len(buf) < headerSize+int(want) {
 				break
 			}
-			buf = buf[headerSize+8:]
+			buf = buf[headerSize+int(want):]
 		}
 	}
 	if len(buf) != 0 {
@@ -200,6 +213,33 @@ func FuzzMessages(f *testing.F) {
 		slots = append(slots, m...)
 	}
 	f.Add(slots, []byte{1, fuzzMemfd1M, 1, fuzzMemfd4K, 1, fuzzEventfd})
+	// Inflight tracking: a region asked for, then one handed over (for 2
+	// queues of 256) before the transmit ring starts, then a bad one.
+	inflight := func(size, off uint64, n, qs uint16) []byte {
+		b := binary.LittleEndian.AppendUint64(nil, size)
+		b = binary.LittleEndian.AppendUint64(b, off)
+		b = binary.LittleEndian.AppendUint16(b, n)
+		b = binary.LittleEndian.AppendUint16(b, qs)
+		return append(b, 0, 0, 0, 0)
+	}
+	var infl []byte
+	for _, m := range [][]byte{
+		msg(SetProtocolFeatures, le64(OfferedProtocolFeatures)),
+		msg(SetFeatures, le64(1<<FeatureVersion1|1<<FeatureProtocolFeature)),
+		msg(GetInflightFD, inflight(0, 0, 2, 256)),
+		msg(SetMemTable, memTable(0, 1<<20, 0)),
+		msg(SetInflightFD, inflight(8320, 0, 2, 256)),
+		msg(SetVringNum, state(1, 256)),
+		msg(SetVringBase, state(1, 0)),
+		msg(SetVringAddr, vringAddr(1, 0, 0x2000, 0x1000)),
+		msg(SetVringKick, le64(1)),
+		msg(SetVringEnable, state(1, 1)),
+		msg(GetVringBase, state(1, 0)),
+		msg(SetInflightFD, inflight(1<<40, 4096, 9, 3)),
+	} {
+		infl = append(infl, m...)
+	}
+	f.Add(infl, []byte{1, fuzzMemfd1M, 1, fuzzMemfdSealed, 1, fuzzEventfd, 1, fuzzMemfdSealed})
 	needReply := msg(SetLogBase, make([]byte, 16))
 	needReply[4] |= flagNeedReply
 	f.Add(needReply, []byte{1, fuzzMemfd4K})

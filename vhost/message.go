@@ -151,6 +151,8 @@ var requests = map[Request]requestSpec{
 	GetMaxMemSlots:      {0, sizeExact, fdsNone, ProtocolConfigureMemSlots, true},
 	AddMemReg:           {40, sizeExact, fdsOne, ProtocolConfigureMemSlots, false},
 	RemMemReg:           {40, sizeExact, fdsAny, ProtocolConfigureMemSlots, false},
+	GetInflightFD:       {inflightPayloadSize, sizeExact, fdsNone, ProtocolInflightShmfd, true},
+	SetInflightFD:       {inflightPayloadSize, sizeExact, fdsOne, ProtocolInflightShmfd, false},
 }
 
 func (r Request) String() string {

@@ -375,8 +375,10 @@ func (s *Server) loop(c *conn, d *device) error {
 		}
 		s.log.WithField("request", m.Request.String()).Debug("vhost-user request")
 		reply, err := d.handleGuarded(m)
+		replyFD := d.takeReplyFD()
 		ack := m.NeedReply() && d.hasProtocol(ProtocolReplyAck) && !requests[m.Request].replies
 		if err != nil {
+			unixClose(replyFD)
 			if ack {
 				_ = c.replyU64(m.Request, 1)
 			}
@@ -394,7 +396,7 @@ func (s *Server) loop(c *conn, d *device) error {
 		s.setStatus(d, true, "")
 		switch {
 		case requests[m.Request].replies:
-			err = c.reply(m.Request, reply)
+			err = c.replyFD(m.Request, reply, replyFD)
 		case ack:
 			err = c.replyU64(m.Request, 0)
 		}

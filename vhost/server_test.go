@@ -89,7 +89,7 @@ func TestNegotiation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if po != pMQ|pReplyAck|pMemSlots {
+	if po != pMQ|pReplyAck|pMemSlots|pInflight {
 		t.Fatalf("protocol features %#x", po)
 	}
 	if err := f.SetU64(vt.SetProtocolFeatures, po, false); err != nil {
@@ -109,7 +109,7 @@ func TestNegotiation(t *testing.T) {
 	if !st.Connected || !st.Negotiated || !equal(st.Features, []string{"event_idx", "protocol_features", "version_1"}) {
 		t.Fatalf("status %+v", st)
 	}
-	if !equal(st.ProtocolFeatures, []string{"mq", "reply_ack", "configure_mem_slots"}) {
+	if !equal(st.ProtocolFeatures, []string{"mq", "reply_ack", "inflight_shmfd", "configure_mem_slots"}) {
 		t.Fatalf("protocol status %v", st.ProtocolFeatures)
 	}
 }

@@ -134,6 +134,10 @@ type Queue struct {
 	eventIdx bool
 	indirect bool
 
+	// infl, when set, records the chains taken and not yet returned in
+	// the frontend's inflight region (see inflight.go).
+	infl *inflight
+
 	lastAvail  uint16 // next available-ring slot to read
 	availCache uint16 // avail->idx as last read
 	usedIdx    uint16 // next used-ring slot to write
@@ -258,6 +262,9 @@ func (q *Queue) Pending() int {
 		q.breakWith(errAvailJump)
 		return 0
 	}
+	if q.infl != nil && q.infl.resubNext < len(q.infl.resubmit) {
+		return int(n) + len(q.infl.resubmit) - q.infl.resubNext
+	}
 	return int(n)
 }
 
@@ -282,15 +289,26 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 	if q.err != nil {
 		return ErrBroken
 	}
-	if q.lastAvail == q.availCache {
-		return ErrEmpty
+	var head uint16
+	if in := q.infl; in != nil && in.resubNext < len(in.resubmit) {
+		// Chains a previous backend took and never returned come
+		// first (checked < size at attach).
+		head = in.resubmit[in.resubNext]
+		in.resubNext++
+	} else {
+		if q.lastAvail == q.availCache {
+			return ErrEmpty
+		}
+		// avail->ring[lastAvail % size]: 4 + 2*(size-1) + 2 <= len(avail).
+		head = *(*uint16)(unsafe.Add(q.availBase, 4+2*uintptr(q.lastAvail&q.mask)))
+		if head >= q.size {
+			return q.breakWith(errHeadRange)
+		}
+		q.lastAvail++
 	}
-	// avail->ring[lastAvail % size]: 4 + 2*(size-1) + 2 <= len(avail).
-	head := *(*uint16)(unsafe.Add(q.availBase, 4+2*uintptr(q.lastAvail&q.mask)))
-	if head >= q.size {
-		return q.breakWith(errHeadRange)
+	if q.infl != nil {
+		q.infl.mark(head)
 	}
-	q.lastAvail++
 	c.Head = head
 	c.Segs = c.Segs[:0]
 	c.NRead = 0
@@ -415,7 +433,24 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 
 // Unpop gives back the last n chains taken with Pop, which have not been
 // pushed to the used ring; the next Pop returns them again.
-func (q *Queue) Unpop(n int) { q.lastAvail -= uint16(n) }
+//
+// A queue tracking inflight chains must not give back resubmitted ones
+// (only receive queues give chains back, and they are not tracked).
+func (q *Queue) Unpop(n int) {
+	q.lastAvail -= uint16(n)
+	if q.infl != nil {
+		q.unpopTracked(n)
+	}
+}
+
+// unpopTracked clears the inflight marks of the n chains just given back.
+func (q *Queue) unpopTracked(n int) {
+	for i := 0; i < n; i++ {
+		if h := *(*uint16)(unsafe.Add(q.availBase, 4+2*uintptr((q.lastAvail+uint16(i))&q.mask))); h < q.size {
+			q.infl.unmark(h)
+		}
+	}
+}
 
 // PushUsed records chain head as used with length bytes written into it.
 // The entry becomes visible to the driver at the next Publish.
@@ -434,8 +469,23 @@ func (q *Queue) Publish() {
 	if q.published == q.usedIdx {
 		return
 	}
+	if q.infl != nil {
+		q.publishTracked()
+		return
+	}
 	atomic.StoreUint32(q.usedWord, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
 	q.published = q.usedIdx
+}
+
+// publishTracked is Publish with inflight tracking, in the order the
+// specification's recovery relies on: link the batch, publish the used
+// index, clear the batch, record the used index it was cleared for.
+func (q *Queue) publishTracked() {
+	from := q.published
+	q.inflightBatch()
+	atomic.StoreUint32(q.usedWord, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
+	q.published = q.usedIdx
+	q.inflightDone(from)
 }
 
 // fullFence orders the preceding stores before the following loads, which a
@@ -507,4 +557,15 @@ func (q *Queue) EnableNotify() bool {
 	}
 	q.fullFence()
 	return q.Pending() > 0
+}
+
+// Backlog returns how many chains the driver has made available that the
+// device has not yet returned in a published used index: the guest's
+// avail index minus the published used index, both read atomically from
+// the rings. Unlike Pending, any goroutine may call it while the owner
+// runs the queue, as long as the ring memory stays mapped (see
+// daemon's shutdown drain); the caller must bound what it makes of the
+// result (a driver can write anything there).
+func (q *Queue) Backlog() (avail, used uint16) {
+	return q.loadAvailIdx(), uint16(atomic.LoadUint32(q.usedWord) >> 16)
 }

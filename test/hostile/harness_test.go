@@ -61,6 +61,7 @@ type vhostd struct {
 	done    chan error
 	exited  bool
 	exitErr error
+	killed  bool // killed on purpose (SIGKILL): stop checks nothing
 	// Ports are the port names in the order given; Socks their paths.
 	Ports []string
 	Socks map[string]string
@@ -213,6 +214,9 @@ func (v *vhostd) waitLog(n int, timeout time.Duration, ok func(string) bool) (st
 // sockets and reported no data race.
 func (v *vhostd) stop() {
 	t := v.t
+	if v.killed {
+		return
+	}
 	if !v.hasExited() {
 		v.cmd.Process.Signal(syscall.SIGTERM)
 		select {

@@ -386,3 +386,107 @@ func (f *Frontend) Negotiate(want, wantProtocol uint64) (uint64, error) {
 	feat := offered & want
 	return feat, f.SetU64(SetFeatures, feat, false)
 }
+
+// Inflight is the payload of GET_INFLIGHT_FD and SET_INFLIGHT_FD.
+type Inflight struct {
+	MmapSize, MmapOffset uint64
+	NumQueues, QueueSize uint16
+}
+
+// Request codes of inflight tracking.
+const (
+	GetInflightFD = 31
+	SetInflightFD = 32
+)
+
+func (i Inflight) payload() []byte {
+	b := make([]byte, 24)
+	binary.LittleEndian.PutUint64(b, i.MmapSize)
+	binary.LittleEndian.PutUint64(b[8:], i.MmapOffset)
+	binary.LittleEndian.PutUint16(b[16:], i.NumQueues)
+	binary.LittleEndian.PutUint16(b[18:], i.QueueSize)
+	return b
+}
+
+// GetInflightFD asks the backend for an inflight region for numQueues
+// queues of queueSize and returns its reply and fd.
+func (f *Frontend) GetInflightFD(numQueues, queueSize uint16) (Inflight, int, error) {
+	if err := f.Send(GetInflightFD, FlagVersion, Inflight{NumQueues: numQueues, QueueSize: queueSize}.payload()); err != nil {
+		return Inflight{}, -1, err
+	}
+	f.C.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer f.C.SetReadDeadline(time.Time{})
+	b := make([]byte, 12+24)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	n, oobn, _, _, err := f.C.ReadMsgUnix(b, oob)
+	if err != nil {
+		return Inflight{}, -1, fmt.Errorf("GET_INFLIGHT_FD reply: %w", err)
+	}
+	fd := -1
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for i := range msgs {
+			if fds, err := unix.ParseUnixRights(&msgs[i]); err == nil {
+				for _, x := range fds {
+					if fd < 0 {
+						fd = x
+					} else {
+						unix.Close(x)
+					}
+				}
+			}
+		}
+	}
+	if n != len(b) || binary.LittleEndian.Uint32(b) != GetInflightFD || binary.LittleEndian.Uint32(b[8:]) != 24 {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return Inflight{}, -1, fmt.Errorf("GET_INFLIGHT_FD reply of %d bytes: %x", n, b[:n])
+	}
+	if fd < 0 {
+		return Inflight{}, -1, fmt.Errorf("GET_INFLIGHT_FD reply carries no fd")
+	}
+	p := b[12:]
+	return Inflight{
+		MmapSize:   binary.LittleEndian.Uint64(p),
+		MmapOffset: binary.LittleEndian.Uint64(p[8:]),
+		NumQueues:  binary.LittleEndian.Uint16(p[16:]),
+		QueueSize:  binary.LittleEndian.Uint16(p[18:]),
+	}, fd, nil
+}
+
+// SetInflightFD hands the backend an inflight region; with ack it asks
+// for and checks a REPLY_ACK.
+func (f *Frontend) SetInflightFD(in Inflight, fd int, ack bool) error {
+	flags := uint32(FlagVersion)
+	if ack {
+		flags |= FlagNeedReply
+	}
+	if err := f.Send(SetInflightFD, flags, in.payload(), fd); err != nil {
+		return err
+	}
+	if ack {
+		return f.Ack(SetInflightFD)
+	}
+	return nil
+}
+
+// ResumeRing sets up r again on this connection as a frontend does after
+// a backend reconnects: the same ring layout and driver state, the given
+// base, r's kick and call eventfds.
+func (f *Frontend) ResumeRing(r *Ring, base uint16) error {
+	index := uint32(r.Index)
+	steps := []func() error{
+		func() error { return f.Send(SetVringNum, FlagVersion, state(index, uint32(r.Driver.Size))) },
+		func() error { return f.Send(SetVringBase, FlagVersion, state(index, uint32(base))) },
+		func() error { return f.Send(SetVringAddr, FlagVersion, f.AddrPayload(r)) },
+		func() error { return f.Send(SetVringKick, FlagVersion, u64(uint64(index)), r.Kick) },
+		func() error { return f.Send(SetVringCall, FlagVersion, u64(uint64(index)), r.Call) },
+		func() error { return f.Send(SetVringEnable, FlagVersion, state(index, 1)) },
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

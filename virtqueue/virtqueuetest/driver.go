@@ -260,3 +260,7 @@ func (d *Driver) Recycle() int {
 	idx[0], idx[1] = byte(d.avail), byte(d.avail>>8)
 	return n
 }
+
+// Outstanding returns how many chains the driver has made available and
+// not yet collected back from the used ring.
+func (d *Driver) Outstanding() int { return int(d.avail - d.usedSeen) }
