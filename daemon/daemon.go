@@ -64,20 +64,11 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 		if err != nil {
 			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
 		}
-		// Checked by Validate, but user and group names are looked up
-		// again: the system's may have changed since.
-		perm, err := cfg.SocketPerm(pc)
-		if err != nil {
-			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
-		}
 		vp := vswitch.NewVMPort(pc.Name, pc.QueuePairs, log)
 		if _, err := sw.AddSecuredPort(vp, sec); err != nil {
 			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
 		}
-		if err := config.EnsureDir(pc.Socket); err != nil {
-			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
-		}
-		srv, err := vhost.Listen(pc.Socket, vhost.Options{DisabledFeatures: mask, QueuePairs: pc.QueuePairs, Perm: perm}, vp, plog)
+		srv, err := openSocket(cfg, pc, vhost.Options{DisabledFeatures: mask, QueuePairs: pc.QueuePairs}, vp, plog)
 		if err != nil {
 			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
 		}
@@ -90,7 +81,7 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 				plog.WithError(err).Error("vhost-user socket stopped accepting")
 			}
 		}()
-		plog.WithFields(logrus.Fields{"socket": pc.Socket, "disabled": vhost.FeatureNames(mask), "mac": pc.MAC, "max_macs": sec.MaxMACs}).Info("serving vhost-user socket")
+		plog.WithFields(logrus.Fields{"socket": pc.Socket, "client": pc.Client, "disabled": vhost.FeatureNames(mask), "mac": pc.MAC, "max_macs": sec.MaxMACs}).Info("serving vhost-user socket")
 	}
 	if err := config.EnsureDir(cfg.Control); err != nil {
 		return nil, err
@@ -102,6 +93,26 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 	started = true
 	log.WithFields(logrus.Fields{"control": cfg.Control, "ports": len(cfg.Ports), "pollers": cfg.Pollers, "uplink": cfg.Uplink}).Info("vhostd running")
 	return d, nil
+}
+
+// openSocket makes the vhost-user side of port pc: a socket vhostd creates
+// (server mode), or in client mode one the frontend serves, which Serve
+// connects to and reconnects to until Close.
+func openSocket(cfg config.Config, pc config.Port, opts vhost.Options, b vhost.Backend, log *logrus.Entry) (*vhost.Server, error) {
+	if pc.Client {
+		return vhost.Dial(pc.Socket, opts, b, log)
+	}
+	// Checked by Validate, but user and group names are looked up
+	// again: the system's may have changed since.
+	perm, err := cfg.SocketPerm(pc)
+	if err != nil {
+		return nil, err
+	}
+	if err := config.EnsureDir(pc.Socket); err != nil {
+		return nil, err
+	}
+	opts.Perm = perm
+	return vhost.Listen(pc.Socket, opts, b, log)
 }
 
 // portSecurity is the switch's policy for the VM port pc.
@@ -184,8 +195,11 @@ func (d *Daemon) Ports() []control.PortInfo {
 		}
 		if srv := byName[info.Name]; srv != nil {
 			info.Vhost = srv.Status()
-			if info.Vhost.Connected {
+			switch {
+			case info.Vhost.Connected:
 				info.State = "connected"
+			case info.Vhost.Mode == vhost.ModeClient:
+				info.State = "connecting"
 			}
 		}
 		if vp, ok := pi.Port.(*vswitch.VMPort); ok && vp.Running() {
