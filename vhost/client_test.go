@@ -104,6 +104,7 @@ func TestClientMode(t *testing.T) {
 		t.Fatal("Drop did not close the connection")
 	}
 	f3 := accept(t, ln, 2*vhost.ReconnectMax)
+	waitStatus(t, s, "connected again", func(st vhost.Status) bool { return st.Connected })
 
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: %v", err)

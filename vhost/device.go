@@ -451,6 +451,9 @@ func (d *device) start() error {
 		if err == nil {
 			r.q, err = virtqueue.New(d.mem, cfg, r.base)
 		}
+		if err == nil {
+			d.resumeAtUsed(i, r) // resume.go
+		}
 		if err != nil {
 			err = fmt.Errorf("ring %d: %w", i, err)
 			r.brokenBy = err
