@@ -2,12 +2,18 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vhostd/vhostd/daemon/control"
+	"github.com/vhostd/vhostd/qemu"
+	"github.com/vhostd/vhostd/test/guestimage"
 	"github.com/vhostd/vhostd/test/testpmd"
 )
 
@@ -198,4 +204,139 @@ func TestClientModeRestartTestpmd(t *testing.T) {
 	if t.Failed() {
 		t.Logf("vhostd log:\n%s", tail(v.Log(), 4000))
 	}
+}
+
+var pingReply = regexp.MustCompile(`(?m)^\d+ bytes from [0-9.]+: seq=(\d+) ttl=\d+ time=([0-9.]+) ms`)
+
+// guestUptime reads the guest's /proc/uptime.
+func guestUptime(t *testing.T, ctx context.Context, g *qemu.Guest) float64 {
+	t.Helper()
+	out := guestRun(t, ctx, g, "cat /proc/uptime")
+	var up float64
+	if _, err := fmt.Sscanf(out, "%f", &up); err != nil {
+		t.Fatalf("guest /proc/uptime %q: %v", out, err)
+	}
+	return up
+}
+
+// TestClientModeRestartQEMU runs two QEMU guests that serve their
+// vhost-user sockets (-chardev socket,server=on,wait=off) and vhostd in
+// client mode. While vm1 pings vm2 five times a second, vhostd is killed
+// with SIGKILL and started again three times: the guests keep running (no
+// reboot: their uptime grows by the time that passed), QEMU sets the
+// device up again on each new connection, and pings resume within 1 s of
+// the new vhostd's start.
+func TestClientModeRestartQEMU(t *testing.T) {
+	requirePeer(t, qemu.DefaultBinary)
+	kernel, initrd := guestimage.ForTest(t)
+	dir := sockDir(t)
+	fe := sockDir(t) // QEMU's sockets, apart from vhostd's directory
+	vms := []vm{
+		{"vm1", "10.9.0.1", "52:54:00:00:00:01", filepath.Join(fe, "vm1.sock")},
+		{"vm2", "10.9.0.2", "52:54:00:00:00:02", filepath.Join(fe, "vm2.sock")},
+	}
+	args := []string{"--socket", "vm1=" + vms[0].sock + ",client", "--socket", "vm2=" + vms[1].sock + ",client"}
+	v := startVhostd(t, dir, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cfgs := make([]qemu.GuestConfig, len(vms))
+	for i, g := range vms {
+		cfgs[i] = g.config(t, kernel, initrd)
+		cfgs[i].NICs[0].Server = true
+	}
+	guests := startGuests(t, ctx, cfgs...)
+	g1, g2 := guests[0], guests[1]
+	warmUp(t, ctx, g1, vms[1].ip)
+	ping(t, ctx, g2, "vm2", vms[0].ip, 56, 5)
+	for name, p := range v.ports(t) {
+		if p.State != "running" || p.Vhost.Mode != "client" {
+			t.Errorf("port %s: state %s mode %s", name, p.State, p.Vhost.Mode)
+		}
+	}
+
+	up1, up2 := guestUptime(t, ctx, g1), guestUptime(t, ctx, g2)
+	upAt := time.Now()
+	const (
+		restarts = 3
+		interval = 200 * time.Millisecond
+		count    = 75 // 15 s
+	)
+	type pingResult struct {
+		out string
+		err error
+	}
+	pinged := make(chan pingResult, 1)
+	pingStart := time.Now()
+	go func() {
+		out, _, err := g1.Run(ctx, fmt.Sprintf("ping -i 0.2 -c %d -W 2 %s", count, vms[1].ip))
+		pinged <- pingResult{out, err}
+	}()
+	var starts []time.Time
+	var firstFrame []time.Duration
+	for n := 1; n <= restarts; n++ {
+		time.Sleep(3 * time.Second)
+		v.kill(t)
+		time.Sleep(500 * time.Millisecond)
+		v = startVhostd(t, dir, args...)
+		starts = append(starts, v.Started)
+		d := waitForwarding(t, v, 10*time.Second)
+		firstFrame = append(firstFrame, d)
+		t.Logf("restart %d: first frame forwarded %d ms after vhostd's start", n, d.Milliseconds())
+	}
+	res := <-pinged
+	if res.err != nil {
+		t.Fatalf("ping: %v\n%s", res.err, res.out)
+	}
+	m := pingStats.FindStringSubmatch(res.out)
+	if m == nil {
+		t.Fatalf("no ping summary:\n%s", res.out)
+	}
+	// Ping n is sent about pingStart + n*interval (the console adds a few
+	// milliseconds) and its reply arrives its round-trip time later. A
+	// ping sent while vhostd is down waits in the guest's transmit ring
+	// and is answered once the new vhostd runs: the first reply to
+	// arrive after a restart's start says when pings came back.
+	answered := map[int]time.Time{}
+	for _, r := range pingReply.FindAllStringSubmatch(res.out, -1) {
+		seq, _ := strconv.Atoi(r[1])
+		rtt, _ := strconv.ParseFloat(r[2], 64)
+		answered[seq] = pingStart.Add(time.Duration(seq)*interval + time.Duration(rtt*float64(time.Millisecond)))
+	}
+	var resumed []time.Duration
+	for n, st := range starts {
+		first, at := -1, time.Time{}
+		for seq := 0; seq < count; seq++ {
+			if a, ok := answered[seq]; ok && a.After(st) && (first < 0 || a.Before(at)) {
+				first, at = seq, a
+			}
+		}
+		if first < 0 {
+			t.Errorf("restart %d: no ping answered after vhostd started again", n+1)
+			continue
+		}
+		d := at.Sub(st)
+		resumed = append(resumed, d)
+		t.Logf("restart %d: first ping reply %d ms after vhostd's start (ping seq %d)", n+1, d.Milliseconds(), first)
+		if d > time.Second {
+			t.Errorf("restart %d: pings resumed %v after vhostd's start, want within 1s", n+1, d)
+		}
+	}
+	t.Logf("vm1 -> vm2 every 200 ms over %d restarts: %s (%d lost); first frame after %v, pings resumed after %v of vhostd's start",
+		restarts, m[0], count-len(answered), firstFrame, resumed)
+
+	// No reboot: each guest's uptime grew by the time that passed.
+	elapsed := time.Since(upAt).Seconds()
+	for i, g := range []*qemu.Guest{g1, g2} {
+		before := []float64{up1, up2}[i]
+		after := guestUptime(t, ctx, g)
+		if after < before+elapsed-2 || after > before+elapsed+2 {
+			t.Errorf("vm%d: uptime %.1f s before, %.1f s after %.1f s: the guest rebooted or stalled", i+1, before, after, elapsed)
+		}
+		if n := strings.Count(g.Console(), qemu.ReadyMarker); n != 1 {
+			t.Errorf("vm%d booted %d times", i+1, n)
+		}
+	}
+	// And both ways, every ping, on the last vhostd.
+	ping(t, ctx, g1, "vm1", vms[1].ip, 1400, 5)
+	ping(t, ctx, g2, "vm2", vms[0].ip, 1400, 5)
 }
