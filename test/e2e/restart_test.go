@@ -18,19 +18,27 @@ import (
 )
 
 // waitForwarding polls vhostd's counters until it has delivered a frame
-// to a port, and returns how long after the process started that was
-// seen (an upper bound: the poll's resolution is about a millisecond plus
-// the control socket's round trip).
-func waitForwarding(t *testing.T, v *vhostd, within time.Duration) time.Duration {
+// to a port (to each of ports, if given), and returns how long after the
+// process started that was seen (an upper bound: the poll's resolution is
+// about a millisecond plus the control socket's round trip).
+func waitForwarding(t *testing.T, v *vhostd, within time.Duration, ports ...string) time.Duration {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		var st []control.PortStats
 		if err := control.Call(context.Background(), v.Control, "stats", &st); err == nil {
+			delivered := map[string]bool{}
 			for _, s := range st {
 				if s.TxPackets > 0 {
-					return time.Since(v.Started)
+					delivered[s.Name] = true
 				}
+			}
+			all := len(delivered) > 0
+			for _, p := range ports {
+				all = all && delivered[p]
+			}
+			if all {
+				return time.Since(v.Started)
 			}
 		}
 		if time.Now().After(deadline) {
@@ -49,6 +57,17 @@ func flowing(t *testing.T, v *vhostd, window time.Duration) bool {
 	time.Sleep(window)
 	b := v.stats(t)
 	return b["a"].TxPackets > a["a"].TxPackets && b["b"].TxPackets > a["b"].TxPackets
+}
+
+// withoutDebug returns log without its debug lines.
+func withoutDebug(log string) string {
+	var keep []string
+	for _, l := range strings.Split(log, "\n") {
+		if !strings.Contains(l, "level=debug") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -219,15 +238,26 @@ func guestUptime(t *testing.T, ctx context.Context, g *qemu.Guest) float64 {
 	return up
 }
 
-// TestClientModeRestartQEMU runs two QEMU guests that serve their
-// vhost-user sockets (-chardev socket,server=on,wait=off) and vhostd in
-// client mode. While vm1 pings vm2 five times a second, vhostd is killed
-// with SIGKILL and started again three times: the guests keep running (no
-// reboot: their uptime grows by the time that passed), QEMU sets the
-// device up again on each new connection, and pings resume within 1 s of
-// the new vhostd's start.
-func TestClientModeRestartQEMU(t *testing.T) {
+// TestRestartQEMU restarts vhostd under two QEMU guests, in each mode.
+// While vm1 pings vm2 five times a second, vhostd is killed with SIGKILL
+// and started again three times: the guests keep running (no reboot:
+// their uptime grows by the time that passed), QEMU sets the device up
+// again on each new connection, and pings resume:
+//   - client: the guests serve their sockets (-chardev
+//     socket,server=on,wait=off) and vhostd connects at once: within 1 s
+//     of the new vhostd's start.
+//   - server: vhostd replaces the socket the killed one left, and QEMU
+//     (reconnect=1) connects again on one of its retries, a second apart:
+//     within 3 s (seen: 0.5-0.7 s mostly, as vhostd starts 0.5 s after
+//     the kill; 1.3 and 2.6 s when a TCG-busy QEMU missed a retry).
+func TestRestartQEMU(t *testing.T) {
 	requirePeer(t, qemu.DefaultBinary)
+	for _, mode := range []string{"client", "server"} {
+		t.Run(mode, func(t *testing.T) { testRestartQEMU(t, mode == "client") })
+	}
+}
+
+func testRestartQEMU(t *testing.T, client bool) {
 	kernel, initrd := guestimage.ForTest(t)
 	dir := sockDir(t)
 	fe := sockDir(t) // QEMU's sockets, apart from vhostd's directory
@@ -235,21 +265,30 @@ func TestClientModeRestartQEMU(t *testing.T) {
 		{"vm1", "10.9.0.1", "52:54:00:00:00:01", filepath.Join(fe, "vm1.sock")},
 		{"vm2", "10.9.0.2", "52:54:00:00:00:02", filepath.Join(fe, "vm2.sock")},
 	}
-	args := []string{"--socket", "vm1=" + vms[0].sock + ",client", "--socket", "vm2=" + vms[1].sock + ",client"}
+	args := []string{"--socket", "vm1=" + vms[0].sock, "--socket", "vm2=" + vms[1].sock}
+	mode, within := "server", 3*time.Second
+	if client {
+		args[1] += ",client"
+		args[3] += ",client"
+		mode, within = "client", time.Second
+	}
 	v := startVhostd(t, dir, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cfgs := make([]qemu.GuestConfig, len(vms))
 	for i, g := range vms {
 		cfgs[i] = g.config(t, kernel, initrd)
-		cfgs[i].NICs[0].Server = true
+		cfgs[i].NICs[0].Server = client
+		if !client {
+			cfgs[i].NICs[0].Reconnect = 1
+		}
 	}
 	guests := startGuests(t, ctx, cfgs...)
 	g1, g2 := guests[0], guests[1]
 	warmUp(t, ctx, g1, vms[1].ip)
 	ping(t, ctx, g2, "vm2", vms[0].ip, 56, 5)
 	for name, p := range v.ports(t) {
-		if p.State != "running" || p.Vhost.Mode != "client" {
+		if p.State != "running" || p.Vhost.Mode != mode {
 			t.Errorf("port %s: state %s mode %s", name, p.State, p.Vhost.Mode)
 		}
 	}
@@ -279,9 +318,15 @@ func TestClientModeRestartQEMU(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		v = startVhostd(t, dir, args...)
 		starts = append(starts, v.Started)
-		d := waitForwarding(t, v, 10*time.Second)
+		// A frame delivered to each guest: vm1's ping reached vm2 and
+		// vm2's reply came back (or ARP both ways).
+		d := waitForwarding(t, v, 10*time.Second, "vm1", "vm2")
 		firstFrame = append(firstFrame, d)
-		t.Logf("restart %d: first frame forwarded %d ms after vhostd's start", n, d.Milliseconds())
+		t.Logf("restart %d: frames delivered both ways %d ms after vhostd's start", n, d.Milliseconds())
+		if d > within {
+			t.Errorf("restart %d: traffic back both ways %v after vhostd's start, want within %v\nvhostd's log less debug lines:\n%s",
+				n, d, within, withoutDebug(v.Log()))
+		}
 	}
 	res := <-pinged
 	if res.err != nil {
@@ -291,11 +336,13 @@ func TestClientModeRestartQEMU(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no ping summary:\n%s", res.out)
 	}
-	// Ping n is sent about pingStart + n*interval (the console adds a few
-	// milliseconds) and its reply arrives its round-trip time later. A
-	// ping sent while vhostd is down waits in the guest's transmit ring
-	// and is answered once the new vhostd runs: the first reply to
-	// arrive after a restart's start says when pings came back.
+	// Ping n is sent about pingStart + n*interval and its reply arrives
+	// its round-trip time later. A ping sent while vhostd is down waits in
+	// the guest's transmit ring and is answered once the new vhostd runs:
+	// the first reply to arrive after a restart's start says when pings
+	// came back, as the guest saw it. The estimate runs early by the time
+	// the guest took to start ping (console and fork under TCG), so the
+	// bound is checked on vhostd's counters above; this is logged.
 	answered := map[int]time.Time{}
 	for _, r := range pingReply.FindAllStringSubmatch(res.out, -1) {
 		seq, _ := strconv.Atoi(r[1])
@@ -316,13 +363,10 @@ func TestClientModeRestartQEMU(t *testing.T) {
 		}
 		d := at.Sub(st)
 		resumed = append(resumed, d)
-		t.Logf("restart %d: first ping reply %d ms after vhostd's start (ping seq %d)", n+1, d.Milliseconds(), first)
-		if d > time.Second {
-			t.Errorf("restart %d: pings resumed %v after vhostd's start, want within 1s", n+1, d)
-		}
+		t.Logf("restart %d: first ping reply about %d ms after vhostd's start (ping seq %d)", n+1, d.Milliseconds(), first)
 	}
-	t.Logf("vm1 -> vm2 every 200 ms over %d restarts: %s (%d lost); first frame after %v, pings resumed after %v of vhostd's start",
-		restarts, m[0], count-len(answered), firstFrame, resumed)
+	t.Logf("%s mode: vm1 -> vm2 every 200 ms over %d restarts: %s (%d lost); traffic back both ways after %v (median %d ms), first ping reply about %v after vhostd's start",
+		mode, restarts, m[0], count-len(answered), firstFrame, median(firstFrame).Milliseconds(), resumed)
 
 	// No reboot: each guest's uptime grew by the time that passed.
 	elapsed := time.Since(upAt).Seconds()
