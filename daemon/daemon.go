@@ -114,12 +114,6 @@ func (d *Daemon) addPort(pc config.Port) (err error) {
 	if err != nil {
 		return fmt.Errorf("port %s: %w", pc.Name, err)
 	}
-	// Validate resolved the user and group names too; this gives
-	// their ids.
-	perm, err := next.SocketPerm(pc)
-	if err != nil {
-		return fmt.Errorf("port %s: %w", pc.Name, err)
-	}
 	vp := vswitch.NewVMPort(pc.Name, pc.QueuePairs, d.log)
 	idx, err := d.sw.AddSecuredPort(vp, sec)
 	if err != nil {
@@ -130,10 +124,7 @@ func (d *Daemon) addPort(pc config.Port) (err error) {
 			d.sw.RemovePort(idx)
 		}
 	}()
-	if err := config.EnsureDir(pc.Socket); err != nil {
-		return fmt.Errorf("port %s: %w", pc.Name, err)
-	}
-	srv, err := vhost.Listen(pc.Socket, vhost.Options{DisabledFeatures: mask, QueuePairs: pc.QueuePairs, Perm: perm}, vp, plog)
+	srv, err := openSocket(next, pc, vhost.Options{DisabledFeatures: mask, QueuePairs: pc.QueuePairs}, vp, plog)
 	if err != nil {
 		return fmt.Errorf("port %s: %w", pc.Name, err)
 	}
@@ -147,7 +138,7 @@ func (d *Daemon) addPort(pc config.Port) (err error) {
 			plog.WithError(err).Error("vhost-user socket stopped accepting")
 		}
 	}()
-	plog.WithFields(logrus.Fields{"socket": pc.Socket, "disabled": vhost.FeatureNames(mask), "mac": pc.MAC, "max_macs": sec.MaxMACs}).Info("serving vhost-user socket")
+	plog.WithFields(logrus.Fields{"socket": pc.Socket, "client": pc.Client, "disabled": vhost.FeatureNames(mask), "mac": pc.MAC, "max_macs": sec.MaxMACs}).Info("serving vhost-user socket")
 	return nil
 }
 
@@ -224,6 +215,26 @@ func (d *Daemon) Config() config.Config {
 	c := d.cfg
 	c.Ports = slices.Clone(d.cfg.Ports)
 	return c
+}
+
+// openSocket makes the vhost-user side of port pc: a socket vhostd creates
+// (server mode), or in client mode one the frontend serves, which Serve
+// connects to and reconnects to until Close.
+func openSocket(cfg config.Config, pc config.Port, opts vhost.Options, b vhost.Backend, log *logrus.Entry) (*vhost.Server, error) {
+	if pc.Client {
+		return vhost.Dial(pc.Socket, opts, b, log)
+	}
+	// Checked by Validate, but user and group names are looked up
+	// again: the system's may have changed since.
+	perm, err := cfg.SocketPerm(pc)
+	if err != nil {
+		return nil, err
+	}
+	if err := config.EnsureDir(pc.Socket); err != nil {
+		return nil, err
+	}
+	opts.Perm = perm
+	return vhost.Listen(pc.Socket, opts, b, log)
 }
 
 // portSecurity is the switch's policy for the VM port pc.
@@ -325,8 +336,11 @@ func (d *Daemon) Ports() []control.PortInfo {
 		}
 		if srv := byName[info.Name]; srv != nil {
 			info.Vhost = srv.Status()
-			if info.Vhost.Connected {
+			switch {
+			case info.Vhost.Connected:
 				info.State = "connected"
+			case info.Vhost.Mode == vhost.ModeClient:
+				info.State = "connecting"
 			}
 		}
 		if vp, ok := pi.Port.(*vswitch.VMPort); ok && vp.Running() {

@@ -470,6 +470,11 @@ func (d *device) start() error {
 			r.q, err = virtqueue.New(d.mem, cfg, r.base)
 		}
 		if err == nil {
+			// A ring tracked in an inflight region resumes where the
+			// region says; any other at the used index (resume.go).
+			if d.inflight == nil || i%2 == 0 {
+				d.resumeAtUsed(i, r)
+			}
 			err = d.attachInflight(i, r)
 		}
 		if err != nil {

@@ -5,6 +5,7 @@
 package vhost
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -33,7 +34,10 @@ type RingStatus struct {
 
 // Status is a point-in-time view of a socket and its frontend.
 type Status struct {
-	Path             string       `json:"path"`
+	Path string `json:"path"`
+	// Mode is ModeServer (vhostd created the socket) or ModeClient
+	// (vhostd connects to the frontend's socket).
+	Mode             string       `json:"mode"`
 	Connected        bool         `json:"connected"`
 	Since            time.Time    `json:"since"`
 	Negotiated       bool         `json:"negotiated"`
@@ -43,6 +47,11 @@ type Status struct {
 	MemRegions       int          `json:"mem_regions"`
 	Rings            []RingStatus `json:"rings"`
 	LastError        string       `json:"last_error,omitempty"`
+	// Attempts is, in client mode, how many times vhostd tried to connect
+	// since the last connection was made (0 while connected), and
+	// LastAttempt when it last tried.
+	Attempts    int       `json:"attempts,omitempty"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
 }
 
 // DefaultHandoverWait is how long a new frontend connection waits for the
@@ -69,6 +78,9 @@ type Disconnecter interface {
 }
 
 // Server serves one vhost-user socket: one frontend connection at a time.
+// Listen makes one that creates the socket and accepts frontends on it
+// (server mode); Dial one that connects to a socket the frontend serves
+// (client mode, client.go).
 //
 // A frontend that connects while another is being served waits, up to
 // Options.HandoverWait, for that connection's teardown, and is served as
@@ -101,6 +113,12 @@ type Server struct {
 	conn   *connGuard // the active connection as Drop sees it (fault.go)
 	closed bool
 	wg     sync.WaitGroup
+
+	// Client mode (Dial): no listener; Serve connects instead.
+	client             bool
+	dialCtx            context.Context // cancelled by Close
+	dialCancel         context.CancelFunc
+	retryMin, retryMax time.Duration
 }
 
 // Listen creates the socket at path. A socket file left behind by a process
@@ -114,7 +132,7 @@ func Listen(path string, opts Options, b Backend, log *logrus.Entry) (*Server, e
 		return nil, err
 	}
 	s := &Server{path: path, opts: opts, backend: b, log: log, ln: ln, sock: sock, done: make(chan struct{})}
-	s.status = Status{Path: path, Since: time.Now(), Offered: FeatureNames(OfferedFeatures &^ opts.DisabledFeatures)}
+	s.status = Status{Path: path, Mode: ModeServer, Since: time.Now(), Offered: FeatureNames(OfferedFeatures &^ opts.DisabledFeatures)}
 	return s, nil
 }
 
@@ -142,8 +160,12 @@ func removeStale(path string) error {
 // Path returns the socket path.
 func (s *Server) Path() string { return s.path }
 
-// Serve accepts frontends until Close. It returns nil after Close.
+// Serve accepts frontends until Close, or in client mode connects to the
+// frontend and reconnects until Close. It returns nil after Close.
 func (s *Server) Serve() error {
+	if s.client {
+		return s.serveClient()
+	}
 	for {
 		uc, err := s.ln.AcceptUnix()
 		if err != nil {
@@ -262,9 +284,10 @@ func peerOf(uc *net.UnixConn) string {
 	return fmt.Sprintf("%s pid %d uid %d", name, cred.Pid, cred.Uid)
 }
 
-// Close stops accepting, drops the active frontend (releasing its memory
-// and fds) and any waiting ones, waits for them to be torn down, and
-// removes the socket file.
+// Close stops accepting (or, in client mode, connecting), drops the active
+// frontend (releasing its memory and fds) and any waiting ones, waits for
+// them to be torn down, and removes the socket file it created (none in
+// client mode: the socket is the frontend's).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if !s.closed {
@@ -275,7 +298,12 @@ func (s *Server) Close() error {
 		s.active.Close()
 	}
 	s.mu.Unlock()
-	err := errors.Join(s.ln.Close(), s.sock.remove())
+	var err error
+	if s.client {
+		s.dialCancel()
+	} else {
+		err = errors.Join(s.ln.Close(), s.sock.remove())
+	}
 	s.wg.Wait()
 	return err
 }
@@ -439,6 +467,7 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.queues = queues
+	st.Mode, st.Attempts, st.LastAttempt = s.status.Mode, s.status.Attempts, s.status.LastAttempt
 	st.Since = s.status.Since
 	if connected != s.status.Connected {
 		st.Since = time.Now()

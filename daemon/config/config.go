@@ -35,10 +35,15 @@ type Port struct {
 	// 0 means Config.MaxMACsDefault.
 	MaxMACs int `toml:"max_macs,omitzero" json:"max_macs,omitempty"`
 	// Owner, Group and Mode are the socket file's; empty means
-	// Config.SocketOwner, SocketGroup and SocketMode.
+	// Config.SocketOwner, SocketGroup and SocketMode. Not with Client.
 	Owner string `toml:"owner,omitempty" json:"owner,omitempty"`
 	Group string `toml:"group,omitempty" json:"group,omitempty"`
 	Mode  Mode   `toml:"mode,omitempty" json:"mode,omitempty"`
+	// Client makes vhostd connect to Socket, which the frontend serves
+	// (QEMU server=on, libvirt mode='server', DPDK virtio_user server=1),
+	// and reconnect whenever the connection ends; by default vhostd
+	// creates the socket and the frontend connects.
+	Client bool `toml:"client,omitempty" json:"client,omitempty"`
 }
 
 // Config is everything vhostd can be told.
@@ -108,13 +113,13 @@ func Load(path string) (Config, error) {
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, state_file, max_macs, socket_owner, socket_group, socket_mode, uplink, eal, uplink_mtu, [[port]] name, socket, disable_features, queue_pairs, mac, max_macs, owner, group, mode)", path, strings.Join(keys, ", "))
+		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, state_file, max_macs, socket_owner, socket_group, socket_mode, uplink, eal, uplink_mtu, [[port]] name, socket, client, disable_features, queue_pairs, mac, max_macs, owner, group, mode)", path, strings.Join(keys, ", "))
 	}
 	return c, nil
 }
 
 // ParseSocket parses the --socket flag:
-// [NAME=]PATH[,disable=FEAT[+FEAT...]][,queues=N][,mac=MAC|learn][,max_macs=N][,owner=USER][,group=GROUP][,mode=MODE].
+// [NAME=]PATH[,client][,disable=FEAT[+FEAT...]][,queues=N][,mac=MAC|learn][,max_macs=N][,owner=USER][,group=GROUP][,mode=MODE].
 // Values are checked by Validate.
 // Without NAME, the port is named after the file, less its extension.
 func ParseSocket(s string) (Port, error) {
@@ -136,6 +141,8 @@ func ParseSocket(s string) (Port, error) {
 	for _, opt := range parts[1:] {
 		k, v, ok := strings.Cut(opt, "=")
 		switch {
+		case !ok && k == "client":
+			p.Client = true
 		case ok && k == "disable":
 			p.DisableFeatures = append(p.DisableFeatures, strings.Split(v, "+")...)
 		case ok && k == "queues":
@@ -159,7 +166,7 @@ func ParseSocket(s string) (Port, error) {
 		case ok && k == "mode":
 			p.Mode = Mode(v)
 		default:
-			return p, fmt.Errorf("--socket %q: unknown option %q (known: disable=FEAT+FEAT, queues=N, mac=MAC|learn, max_macs=N, owner=USER, group=GROUP, mode=0660)", s, opt)
+			return p, fmt.Errorf("--socket %q: unknown option %q (known: client, disable=FEAT+FEAT, queues=N, mac=MAC|learn, max_macs=N, owner=USER, group=GROUP, mode=0660)", s, opt)
 		}
 	}
 	return p, nil
@@ -208,6 +215,9 @@ func (c *Config) Validate() error {
 		paths[p.Socket] = true
 		if _, err := vhost.ParseFeatureMask(p.DisableFeatures); err != nil {
 			errs = append(errs, fmt.Errorf("port %q: %w", p.Name, err))
+		}
+		if p.Client && (p.Owner != "" || p.Group != "" || p.Mode != "") {
+			errs = append(errs, fmt.Errorf("port %q: owner, group and mode set the permissions of a socket vhostd creates; a client port connects to the frontend's socket (the frontend sets its permissions): remove them, or drop client", p.Name))
 		}
 		if p.QueuePairs < 0 || p.QueuePairs > 128 {
 			errs = append(errs, fmt.Errorf("port %q: queue_pairs = %d: use 1 to 128", p.Name, p.QueuePairs))

@@ -209,3 +209,53 @@ func TestValidateSecurityErrors(t *testing.T) {
 		t.Fatalf("good settings refused: %v", err)
 	}
 }
+
+// TestClientPort: "client" on --socket and client = true in the file make
+// a client port; owner, group and mode are refused with it, by name.
+func TestClientPort(t *testing.T) {
+	p, err := ParseSocket("vm=/run/qemu/vm.sock,client,queues=2")
+	if err != nil || !p.Client || p.Name != "vm" || p.Socket != "/run/qemu/vm.sock" || p.QueuePairs != 2 {
+		t.Fatalf("ParseSocket = %+v, %v", p, err)
+	}
+	if p, err := ParseSocket("/s"); err != nil || p.Client {
+		t.Fatalf("a port without client: %+v, %v", p, err)
+	}
+	if _, err := ParseSocket("/s,client=yes"); err == nil {
+		t.Error("client=yes accepted: client takes no value")
+	}
+	path := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(path, []byte(`
+control = "/tmp/c.sock"
+socket_mode = "0660"
+[[port]]
+name = "vm1"
+socket = "/tmp/vm1.sock"
+client = true
+[[port]]
+name = "vm2"
+socket = "/tmp/vm2.sock"
+`), 0o644)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The defaults for all sockets apply to the server ports only.
+	if err := c.Validate(); err != nil {
+		t.Fatalf("client port with a default socket_mode: %v", err)
+	}
+	if !c.Ports[0].Client || c.Ports[1].Client {
+		t.Fatalf("loaded %+v", c.Ports)
+	}
+	for _, set := range []func(*Port){
+		func(p *Port) { p.Owner = "root" },
+		func(p *Port) { p.Group = "0" },
+		func(p *Port) { p.Mode = "0600" },
+	} {
+		c, _ := Load(path)
+		set(&c.Ports[0])
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), `port "vm1"`) || !strings.Contains(err.Error(), "client") {
+			t.Errorf("client port with a permission setting: %v", err)
+		}
+	}
+}

@@ -112,7 +112,7 @@ type Response struct {
 type PortInfo struct {
 	Name  string `json:"name"`
 	Kind  string `json:"kind"`
-	State string `json:"state"` // listening, connected, running; up, down or unknown for the uplink
+	State string `json:"state"` // listening (server mode) or connecting (client mode), connected, running; up, down or unknown for the uplink
 	// Pollers are the pollers that receive from the port: one per lane
 	// (a multi-queue VM port has one lane per poller, up to its queue
 	// pairs).

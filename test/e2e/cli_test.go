@@ -35,6 +35,8 @@ func TestVhostdRefusesBadInput(t *testing.T) {
 		{[]string{"--socket", dir + "/a.sock,mode=0999"}, `port "a": mode "0999" is not an octal mode`},
 		{[]string{"--socket", dir + "/a.sock", "--socket-group", "no-such-group"}, `socket_group (--socket-group) "no-such-group": no such group`},
 		{[]string{"--socket", dir + "/a.sock,mac=ff:ff:ff:ff:ff:ff"}, "multicast"},
+		{[]string{"--socket", dir + "/a.sock,client,owner=root"}, `port "a": owner, group and mode set the permissions of a socket vhostd creates; a client port connects`},
+		{[]string{"--socket", dir + "/a.sock,client=yes"}, `unknown option "client=yes"`},
 	}
 	for _, c := range cases {
 		out, err := exec.Command(vhostdBin, append([]string{"--control", dir + "/ctl.sock"}, c.args...)...).CombinedOutput()

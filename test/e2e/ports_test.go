@@ -379,12 +379,8 @@ func TestQEMURuntimePorts(t *testing.T) {
 // TestAddClientPort adds a client-mode port at runtime (vhostctl add-port
 // --client) to a socket testpmd serves (server=1): exact counts between it
 // and a server-mode port, dump-config says client = true, and del-port
-// leaves the frontend's socket alone. Skipped in a build without client
-// mode (config.Port has no Client).
+// leaves the frontend's socket alone.
 func TestAddClientPort(t *testing.T) {
-	if _, ok := reflect.TypeOf(config.Port{}).FieldByName("Client"); !ok {
-		t.Skip("this build has no client mode (config.Port.Client)")
-	}
 	requirePeer(t, testpmd.DefaultBinary)
 	dir := sockDir(t)
 	v := startVhostd(t, dir, "--socket", "a="+filepath.Join(dir, "a.sock"))

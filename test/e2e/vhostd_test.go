@@ -59,6 +59,8 @@ type vhostd struct {
 	Control string
 	log     *os.File
 	done    chan error
+	// Started is when the process was started.
+	Started time.Time
 }
 
 // sockDir returns a short directory for sockets (sun_path is 108 bytes).
@@ -84,6 +86,7 @@ func startVhostd(t *testing.T, dir string, args ...string) *vhostd {
 	v.log = logf
 	v.cmd = exec.Command(vhostdBin, append([]string{"--control", v.Control, "--log-level", "debug"}, args...)...)
 	v.cmd.Stdout, v.cmd.Stderr = logf, logf
+	v.Started = time.Now()
 	if err := v.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -103,8 +106,23 @@ func startVhostd(t *testing.T, dir string, args ...string) *vhostd {
 		if time.Now().After(deadline) {
 			t.Fatalf("vhostd control socket did not come up\n%s", v.Log())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// kill kills vhostd with SIGKILL, as a crash would, and waits for it to
+// be gone; it leaves its sockets behind. Its log is checked for data
+// races.
+func (v *vhostd) kill(t *testing.T) {
+	t.Helper()
+	if err := v.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("kill vhostd: %v", err)
+	}
+	<-v.done
+	if strings.Contains(v.Log(), "DATA RACE") {
+		t.Errorf("vhostd reported a data race:\n%s", v.Log())
+	}
+	v.log.Close()
 }
 
 // Log returns vhostd's output so far.

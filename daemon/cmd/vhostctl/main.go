@@ -16,6 +16,7 @@ import (
 	"github.com/vhostd/vhostd/daemon/config"
 	"github.com/vhostd/vhostd/daemon/control"
 	vswitch "github.com/vhostd/vhostd/switch"
+	"github.com/vhostd/vhostd/vhost"
 )
 
 const usage = `usage: vhostctl [--control PATH] [--json] COMMAND
@@ -116,6 +117,9 @@ func printPorts(out io.Writer, ports []control.PortInfo) {
 			qs = append(qs, s)
 		}
 		where := p.Vhost.Path
+		if p.Vhost.Mode == vhost.ModeClient {
+			where += " (client)" // vhostd connects to the frontend's socket
+		}
 		if p.Uplink != nil {
 			where = p.Uplink.Devargs
 		}
@@ -129,10 +133,21 @@ func printPorts(out io.Writer, ports []control.PortInfo) {
 	w.Flush()
 	printUplinks(out, ports)
 	for _, p := range ports {
-		if p.Vhost.LastError != "" {
+		switch {
+		case p.State == "connecting" && p.Vhost.Attempts > 0:
+			fmt.Fprintf(out, "%s: connecting to %s: %d attempts, the last %s ago: %s\n", p.Name, p.Vhost.Path, p.Vhost.Attempts,
+				time.Since(p.Vhost.LastAttempt).Truncate(time.Millisecond), orNone(p.Vhost.LastError))
+		case p.Vhost.LastError != "":
 			fmt.Fprintf(out, "%s: last connection error: %s\n", p.Name, p.Vhost.LastError)
 		}
 	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no error yet"
+	}
+	return s
 }
 
 // portMAC says which source address a port may send from: "-" for any,

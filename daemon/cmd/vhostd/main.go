@@ -43,7 +43,8 @@ func main() {
 func run() error {
 	fs := flag.NewFlagSet("vhostd", flag.ContinueOnError)
 	var sockets socketFlags
-	fs.Var(&sockets, "socket", "serve a vhost-user socket: [NAME=]PATH[,disable=FEAT+FEAT][,queues=N][,mac=MAC|learn][,max_macs=N][,owner=USER][,group=GROUP][,mode=0660] (repeatable); features: "+strings.Join(vhost.Maskable(), ", ")+
+	fs.Var(&sockets, "socket", "serve a vhost-user socket: [NAME=]PATH[,client][,disable=FEAT+FEAT][,queues=N][,mac=MAC|learn][,max_macs=N][,owner=USER][,group=GROUP][,mode=0660] (repeatable); features: "+strings.Join(vhost.Maskable(), ", ")+
+		"; client: connect to a socket the frontend serves (QEMU server=on), reconnecting until it answers, instead of creating it"+
 		"; mac= pins the port to the one source address its guest may send from (learn: the first it sends, per connection)")
 	cfgFile := fs.String("config", "", "TOML config file (flags given override it)")
 	controlPath := fs.String("control", "", "control socket path (default "+config.DefaultControl+")")
