@@ -24,8 +24,7 @@ const usage = `usage: vhostctl [--control PATH] [--json] COMMAND
 commands:
   ports   ports with state, negotiated features and queues
   fdb     learned MAC addresses with their port and age ("static": pinned)
-  stats   per-port packets, bytes and drops by reason
-` + portUsage + qemuUsage
+` + statsUsage + portUsage + qemuUsage
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -49,7 +48,10 @@ func run(args []string, out io.Writer) error {
 	if rest := fs.Args(); len(rest) > 0 && portCommands[rest[0]] != nil {
 		return portCommands[rest[0]](rest[1:], *path, *asJSON, out)
 	}
-	// Accept flags after the command too: vhostctl stats --json.
+	if rest := fs.Args(); len(rest) > 0 && rest[0] == "stats" {
+		return runStats(rest[1:], *path, *asJSON, out)
+	}
+	// Accept flags after the command too: vhostctl ports --json.
 	rest := fs.Args()
 	if len(rest) > 1 {
 		if err := fs.Parse(rest[1:]); err != nil {
@@ -70,9 +72,6 @@ func run(args []string, out io.Writer) error {
 	case "fdb":
 		var v []control.FDBEntry
 		return show(ctx, *path, "fdb", &v, *asJSON, out, func() { printFDB(out, v) })
-	case "stats":
-		var v []control.PortStats
-		return show(ctx, *path, "stats", &v, *asJSON, out, func() { printStats(out, v) })
 	}
 	fs.Usage()
 	return fmt.Errorf("unknown command %q", rest[0])
