@@ -40,6 +40,8 @@ type watchOptions struct {
 	json     bool
 	terminal bool             // redraw in place with ANSI escapes
 	now      func() time.Time // the clock; time.Now but in tests
+	// call asks the daemon; control.Call when nil.
+	call func(ctx context.Context, path, command string, out any) error
 }
 
 // runStats is `vhostctl stats`. controlPath and asJSON are what was given
@@ -145,8 +147,12 @@ func pollStats(ctx context.Context, o watchOptions) ([]control.PortStats, time.T
 	ctx, cancel := context.WithTimeout(ctx, pollTimeout)
 	defer cancel()
 	before := o.now()
+	call := o.call
+	if call == nil {
+		call = control.Call
+	}
 	var v []control.PortStats
-	err := control.Call(ctx, o.control, control.CmdStats, &v)
+	err := call(ctx, o.control, control.CmdStats, &v)
 	after := o.now()
 	return v, before.Add(after.Sub(before) / 2), err
 }

@@ -177,9 +177,51 @@ func TestWatchStatsTerminal(t *testing.T) {
 	}
 }
 
+// TestWatchStatsPollError: a poll that fails mid-watch (vhostd
+// restarting) is reported and the watch goes on, from a new baseline.
+func TestWatchStatsPollError(t *testing.T) {
+	d := watchScript()
+	d.answers = d.answers[:2]
+	ctl := startStatsDaemon(t, d)
+	calls := 0
+	call := func(ctx context.Context, path, cmd string, out any) error {
+		calls++
+		if calls == 3 {
+			d.Stats() // the clock moves on
+			return errors.New("connect to vhostd: gone")
+		}
+		return control.Call(ctx, path, cmd, out)
+	}
+	for _, asJSON := range []bool{false, true} {
+		calls, d.calls, d.clock = 0, 0, watchScript().clock
+		var out bytes.Buffer
+		if err := watchStats(context.Background(), watchOptions{control: ctl, interval: minWatchInterval, count: 4, json: asJSON, now: d.now, call: call}, &out); err != nil {
+			t.Fatal(err)
+		}
+		got := out.String()
+		if asJSON {
+			if want := `{"time":"2026-12-04T17:00:01.25Z","interval_sec":0.1,"elapsed_sec":0,"ports":null,"error":"connect to vhostd: gone"}` + "\n"; !strings.Contains(got, want) {
+				t.Errorf("--json: no %s in\n%s", want, got)
+			}
+			if n := strings.Count(got, "\n"); n != 4 {
+				t.Errorf("--json: %d lines, want 4:\n%s", n, got)
+			}
+			continue
+		}
+		for _, want := range []string{
+			"2026-12-04T17:00:01.250Z  every 100ms\nconnect to vhostd: gone\n\n",
+			"a             -          -            -            -        -  (new port: rates from the next refresh)\n",
+			"2026-12-04T17:00:02.250Z  every 100ms, measured over 500ms\n",
+		} {
+			if !strings.Contains(got, want) {
+				t.Errorf("no %q in\n%s", want, got)
+			}
+		}
+	}
+}
+
 // TestWatchStatsStops: a cancelled context (Ctrl-C) ends the watch
-// without error; a daemon that goes away mid-watch is reported and the
-// watch goes on; none at the start is an error.
+// without error; no daemon at the start is an error.
 func TestWatchStatsStops(t *testing.T) {
 	d := watchScript()
 	ctl := startStatsDaemon(t, d)
