@@ -6,8 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vhostd/vhostd/daemon/control"
 )
@@ -128,5 +131,65 @@ func checkVhostctl(t *testing.T, v *vhostd) {
 	}
 	if text := vhostctl(t, v, "stats"); !strings.Contains(text, "RX-PKTS") {
 		t.Errorf("vhostctl stats:\n%s", text)
+	}
+}
+
+// TestVhostctlStatsWatch runs `vhostctl stats --watch` against a real
+// vhostd with output that is not a terminal: one timestamped block per
+// refresh, rates over the measured time, no escape codes; with --json one
+// object a line.
+func TestVhostctlStatsWatch(t *testing.T) {
+	dir := sockDir(t)
+	v := startVhostd(t, dir, "--socket", "a="+filepath.Join(dir, "a.sock"), "--socket", "b="+filepath.Join(dir, "b.sock"))
+	start := time.Now()
+	out := vhostctl(t, v, "stats", "--watch", "--interval", "200ms", "--count", "2")
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Errorf("2 refreshes 200ms apart took %s", took)
+	}
+	if strings.Contains(out, "\x1b") {
+		t.Errorf("escape codes in output that is not a terminal: %q", out)
+	}
+	header := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)  every 200ms, measured over (\d+)ms$`)
+	blocks := strings.Split(strings.TrimSuffix(out, "\n\n"), "\n\n")
+	if len(blocks) != 2 {
+		t.Fatalf("%d blocks, want 2:\n%s", len(blocks), out)
+	}
+	for _, b := range blocks {
+		lines := strings.Split(b, "\n")
+		m := header.FindStringSubmatch(lines[0])
+		if m == nil {
+			t.Errorf("header %q", lines[0])
+		} else if ms, _ := strconv.Atoi(m[2]); ms < 150 || ms > 2000 {
+			t.Errorf("measured over %sms, polls 200ms apart", m[2])
+		}
+		want := []string{
+			"PORT  RX-PKTS/S  TX-PKTS/S    RX-BITS/S    TX-BITS/S  DROPS/S  TOP-DROP",
+			"a             0          0        0 b/s        0 b/s        0  -",
+			"b             0          0        0 b/s        0 b/s        0  -",
+		}
+		if len(lines) != 4 || strings.Join(lines[1:], "\n") != strings.Join(want, "\n") {
+			t.Errorf("block\n%s\nwant a header line then\n%s", b, strings.Join(want, "\n"))
+		}
+	}
+
+	out = vhostctl(t, v, "stats", "--watch", "--json", "--interval", "100ms", "--count", "1")
+	var rec struct {
+		Time    time.Time `json:"time"`
+		Elapsed float64   `json:"elapsed_sec"`
+		Ports   []struct {
+			Name   string  `json:"name"`
+			Status string  `json:"status"`
+			RxPPS  float64 `json:"rx_packets_per_sec"`
+		} `json:"ports"`
+	}
+	if err := json.Unmarshal([]byte(out), &rec); err != nil || strings.Count(out, "\n") != 1 {
+		t.Fatalf("stats --watch --json: %v\n%s", err, out)
+	}
+	if len(rec.Ports) != 2 || rec.Ports[0].Name != "a" || rec.Ports[0].Status != "ok" || rec.Elapsed <= 0 || time.Since(rec.Time) > time.Minute {
+		t.Errorf("stats --watch --json: %+v", rec)
+	}
+
+	if out, err := exec.Command(vhostctlBin, "--control", v.Control, "stats", "--watch", "--interval", "10ms").CombinedOutput(); err == nil || !strings.Contains(string(out), "too short") {
+		t.Errorf("--interval 10ms: %v %s", err, out)
 	}
 }
