@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/daemon/control"
+	"github.com/vhostd/vhostd/test/testpmd"
 )
 
 // TestVhostdRefusesBadInput checks that bad flags and configs give a
@@ -192,4 +194,62 @@ func TestVhostctlStatsWatch(t *testing.T) {
 	if out, err := exec.Command(vhostctlBin, "--control", v.Control, "stats", "--watch", "--interval", "10ms").CombinedOutput(); err == nil || !strings.Contains(string(out), "too short") {
 		t.Errorf("--interval 10ms: %v %s", err, out)
 	}
+}
+
+// TestVhostctlStatsWatchTraffic watches the rates of a closed loop of
+// dpdk-testpmd traffic through a and b: both ways, on both ports, with
+// bits per second that fit the frames' size.
+func TestVhostctlStatsWatchTraffic(t *testing.T) {
+	requirePeer(t, testpmd.DefaultBinary)
+	dir := sockDir(t)
+	v := startVhostd(t, dir, "--socket", "a="+filepath.Join(dir, "a.sock"), "--socket", "b="+filepath.Join(dir, "b.sock"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tp, err := testpmd.Start(ctx, testpmd.Config{
+		Ports: []testpmd.Port{
+			{Socket: filepath.Join(dir, "a.sock"), MAC: macA},
+			{Socket: filepath.Join(dir, "b.sock"), MAC: macB},
+		},
+		PeerMACs: []string{macB, macA},
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, tail(v.Log(), 3000))
+	}
+	defer tp.Close()
+	if err := tp.WaitLinksUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.StartClosedLoop(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	out := vhostctl(t, v, "stats", "--watch", "--json", "--interval", "200ms", "--count", "2")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2:\n%s", len(lines), out)
+	}
+	for _, l := range lines {
+		var rec struct {
+			Ports []struct {
+				Name   string  `json:"name"`
+				Status string  `json:"status"`
+				RxPPS  float64 `json:"rx_packets_per_sec"`
+				TxPPS  float64 `json:"tx_packets_per_sec"`
+				RxBPS  float64 `json:"rx_bits_per_sec"`
+				TxBPS  float64 `json:"tx_bits_per_sec"`
+			} `json:"ports"`
+		}
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || len(rec.Ports) != 2 {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		for _, p := range rec.Ports {
+			if p.Status != "ok" || p.RxPPS < 1000 || p.TxPPS < 1000 || p.RxBPS < 8*60*p.RxPPS || p.RxBPS > 8*1600*p.RxPPS || p.TxBPS < 8*60*p.TxPPS {
+				t.Errorf("port %s under a closed loop: %+v", p.Name, p)
+			}
+		}
+	}
+	text := vhostctl(t, v, "stats", "--watch", "--interval", "200ms", "--count", "1")
+	if !regexp.MustCompile(`(?m)^a +\d+ +\d+ +[\d.]+ [KMG]b/s +[\d.]+ [KMG]b/s +`).MatchString(text) {
+		t.Errorf("stats --watch under a closed loop:\n%s", text)
+	}
+	t.Logf("stats --watch under a closed loop:\n%s", text)
 }
