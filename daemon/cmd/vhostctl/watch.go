@@ -157,8 +157,21 @@ func pollStats(ctx context.Context, o watchOptions) ([]control.PortStats, time.T
 	return v, before.Add(after.Sub(before) / 2), err
 }
 
-// ANSI escapes: cursor home and clear the screen.
-const clearScreen = "\x1b[H\x1b[2J"
+// ANSI escapes: clear the screen, cursor home, clear to the end of the
+// line, clear from the cursor down.
+const (
+	clearScreen = "\x1b[H\x1b[2J"
+	cursorHome  = "\x1b[H"
+	clearEOL    = "\x1b[K"
+	clearBelow  = "\x1b[J"
+)
+
+// redraw is text that draws block over the previous one: from the top
+// left, each line cleared past its end, the rest of the screen cleared;
+// not the whole screen first, which flickers.
+func redraw(block string) string {
+	return cursorHome + strings.ReplaceAll(block, "\n", clearEOL+"\n") + clearBelow
+}
 
 const timeFormat = "2006-01-02T15:04:05.000Z07:00"
 
@@ -190,7 +203,7 @@ func printWatchError(out io.Writer, o watchOptions, at time.Time, err error) {
 		b, _ := json.Marshal(watchRecord{Time: at, IntervalS: o.interval.Seconds(), Error: err.Error()})
 		fmt.Fprintf(out, "%s\n", b)
 	case o.terminal:
-		fmt.Fprintf(out, "%s%s\n\n%v\n", clearScreen, watchHeader(o, at, 0), err)
+		io.WriteString(out, redraw(fmt.Sprintf("%s\n\n%v\n", watchHeader(o, at, 0), err)))
 	default:
 		fmt.Fprintf(out, "%s\n%v\n\n", watchHeader(o, at, 0), err)
 	}
@@ -209,9 +222,6 @@ func printRates(out io.Writer, o watchOptions, at time.Time, elapsed time.Durati
 			return err
 		}
 	} else {
-		if o.terminal {
-			b.WriteString(clearScreen)
-		}
 		b.WriteString(watchHeader(o, at, elapsed) + "\n")
 		if o.terminal {
 			b.WriteString("\n")
@@ -220,6 +230,10 @@ func printRates(out io.Writer, o watchOptions, at time.Time, elapsed time.Durati
 		if !o.terminal {
 			b.WriteString("\n")
 		}
+	}
+	if o.terminal {
+		_, err := io.WriteString(out, redraw(b.String()))
+		return err
 	}
 	_, err := out.Write(b.Bytes())
 	return err
