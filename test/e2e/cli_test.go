@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -252,4 +254,59 @@ func TestVhostctlStatsWatchTraffic(t *testing.T) {
 		t.Errorf("stats --watch under a closed loop:\n%s", text)
 	}
 	t.Logf("stats --watch under a closed loop:\n%s", text)
+}
+
+// TestVhostctlStatsWatchPortChanges watches a vhostd while a port is
+// deleted and added again: the port is reported gone, then new; Ctrl-C
+// (SIGINT) ends the watch with status 0.
+func TestVhostctlStatsWatchPortChanges(t *testing.T) {
+	dir := sockDir(t)
+	v := startVhostd(t, dir, "--socket", "a="+filepath.Join(dir, "a.sock"), "--socket", "b="+filepath.Join(dir, "b.sock"))
+	cmd := exec.Command(vhostctlBin, "--control", v.Control, "stats", "--watch", "--interval", "200ms")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	watchdog := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
+	defer watchdog.Stop()
+	r := bufio.NewReader(stdout)
+	// until reads refreshes until one contains want.
+	until := func(want string) string {
+		t.Helper()
+		var seen []string
+		for range 10 {
+			var block strings.Builder
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					t.Fatalf("watch output ended (%v) waiting for %q:\n%s%s", err, want, strings.Join(seen, ""), block.String())
+				}
+				block.WriteString(line)
+				if line == "\n" {
+					break
+				}
+			}
+			if strings.Contains(block.String(), want) {
+				return block.String()
+			}
+			seen = append(seen, block.String())
+		}
+		t.Fatalf("no refresh with %q in:\n%s", want, strings.Join(seen, ""))
+		return ""
+	}
+	until("\nb             0")
+	vhostctl(t, v, "del-port", "b")
+	if b := until("b: gone since the previous refresh"); strings.Contains(b, "\nb ") {
+		t.Errorf("port b deleted, still in the table:\n%s", b)
+	}
+	vhostctl(t, v, "add-port", "b", "--socket", filepath.Join(dir, "b2.sock"))
+	until("\nb             -          -            -            -        -  (new port: rates from the next refresh)")
+	until("\nb             0          0        0 b/s        0 b/s        0  -")
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("vhostctl stats --watch after SIGINT: %v", err)
+	}
 }
