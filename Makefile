@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 FUZZTIME ?= 60s
 
-.PHONY: all build deps demo test unit e2e fuzz fuzz-long lint bench clean
+.PHONY: all build deps demo test unit e2e fuzz fuzz-long lint bench clean install
 
 all: build
 
@@ -13,6 +13,27 @@ deps:
 
 build:
 	$(GO) build -o bin/ ./daemon/cmd/vhostd ./daemon/cmd/vhostctl
+
+# Installs vhostd as a systemd service (README.md, "Installing as a
+# service"): the binaries to $(PREFIX)/bin, the unit (its ExecStart pointed
+# at $(PREFIX)/bin/vhostd) to $(SYSTEMDUNITDIR) (systemd reads
+# /usr/local/lib/systemd/system and /usr/lib/systemd/system), and the
+# example config to $(SYSCONFDIR)/vhostd/vhostd.toml.example; an existing
+# vhostd.toml is never touched. All under $(DESTDIR) for packaging.
+PREFIX ?= /usr/local
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSCONFDIR)/vhostd
+	install -m 0755 bin/vhostd bin/vhostctl $(DESTDIR)$(PREFIX)/bin/
+	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' daemon/systemd/vhostd.service > $(DESTDIR)$(SYSTEMDUNITDIR)/vhostd.service.tmp
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/vhostd.service.tmp
+	mv $(DESTDIR)$(SYSTEMDUNITDIR)/vhostd.service.tmp $(DESTDIR)$(SYSTEMDUNITDIR)/vhostd.service
+	install -m 0644 daemon/systemd/vhostd.toml $(DESTDIR)$(SYSCONFDIR)/vhostd/vhostd.toml.example
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/vhostd/vhostd.toml ]; then \
+		echo "Next: cp $(SYSCONFDIR)/vhostd/vhostd.toml.example $(SYSCONFDIR)/vhostd/vhostd.toml, edit it, then systemctl enable --now vhostd"; fi
 
 # The main job: two QEMU guests ping each other through vhostd.
 demo: deps build

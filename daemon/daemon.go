@@ -14,6 +14,7 @@ import (
 
 	"github.com/vhostd/vhostd/daemon/config"
 	"github.com/vhostd/vhostd/daemon/control"
+	"github.com/vhostd/vhostd/daemon/sdnotify"
 	vswitch "github.com/vhostd/vhostd/switch"
 	"github.com/vhostd/vhostd/vhost"
 )
@@ -260,8 +261,16 @@ func Run(ctx context.Context, cfg config.Config, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
+	// Every socket listens and the control socket is up: tell systemd
+	// (Type=notify), if it started us.
+	if _, err := sdnotify.Ready(fmt.Sprintf("serving %d ports, control socket %s", len(cfg.Ports), cfg.Control)); err != nil {
+		log.WithError(err).Warn("telling systemd vhostd is ready")
+	}
 	<-ctx.Done()
 	log.Info("shutting down")
+	if _, err := sdnotify.Stopping("shutting down"); err != nil {
+		log.WithError(err).Warn("telling systemd vhostd is stopping")
+	}
 	d.Stop()
 	return nil
 }
