@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 
+	"github.com/vhostd/vhostd/daemon/config"
 	"github.com/vhostd/vhostd/daemon/control"
 	vswitch "github.com/vhostd/vhostd/switch"
 )
@@ -160,34 +160,8 @@ func boolf(b bool) float64 {
 	return 0
 }
 
-// CheckAddr checks a --metrics address: HOST:PORT, with a numeric port
-// (0 for any free one) and a host that is empty (every address), an IP
-// address or a name.
-func CheckAddr(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("metrics address %q: %w; use HOST:PORT, e.g. 127.0.0.1:9480", addr, err)
-	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("metrics address %q: port %q is not a number from 0 to 65535; use HOST:PORT, e.g. 127.0.0.1:9480", addr, port)
-	}
-	if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
-		return fmt.Errorf("metrics address %q: %q is neither an IP address nor a host name", addr, host)
-	}
-	return nil
-}
-
-func validHostname(h string) bool {
-	if len(h) > 253 {
-		return false
-	}
-	for _, r := range h {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
-			return false
-		}
-	}
-	return true
-}
+// CheckAddr checks a metrics address (see config.CheckMetricsAddr).
+func CheckAddr(addr string) error { return config.CheckMetricsAddr(addr) }
 
 // Server serves /metrics and /healthz over HTTP.
 type Server struct {
