@@ -80,21 +80,22 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 		}
 	}
 	d.mu.Unlock()
-	if err := config.EnsureDir(cfg.Control); err != nil {
-		return nil, err
-	}
-	if d.control, err = control.Listen(cfg.Control, d, log); err != nil {
-		return nil, err
-	}
-	// Bound before vhostd reports running: a scraper or health check
-	// started after that finds it. It reads the views the control
-	// socket answers from.
+	// Bound before the control socket, and so before vhostd reports
+	// running: a scraper or health check started once the control
+	// socket answers finds it. It reads the views the control socket
+	// answers from.
 	metricsAddr := ""
 	if cfg.Metrics != "" {
 		if d.metrics, err = metrics.Listen(cfg.Metrics, d, log); err != nil {
 			return nil, err
 		}
 		metricsAddr = d.metrics.Addr().String()
+	}
+	if err := config.EnsureDir(cfg.Control); err != nil {
+		return nil, err
+	}
+	if d.control, err = control.Listen(cfg.Control, d, log); err != nil {
+		return nil, err
 	}
 	sw.Start()
 	// Written once at start too: the file then says what runs, flags
