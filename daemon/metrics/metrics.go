@@ -163,6 +163,10 @@ func boolf(b bool) float64 {
 // CheckAddr checks a metrics address (see config.CheckMetricsAddr).
 func CheckAddr(addr string) error { return config.CheckMetricsAddr(addr) }
 
+// maxScrapes bounds the scrapes served at once; more get 503. A scrape
+// takes the daemon's lock briefly and walks the FDB.
+const maxScrapes = 4
+
 // Server serves /metrics and /healthz over HTTP.
 type Server struct {
 	ln   net.Listener
@@ -184,13 +188,13 @@ func Listen(addr string, src Source, log *logrus.Entry) (*Server, error) {
 		return nil, fmt.Errorf("metrics address %q: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: errorLog{log}}))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: errorLog{log}, MaxRequestsInFlight: maxScrapes}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
 	s := &Server{ln: ln, done: make(chan struct{}),
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
+		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}}
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
