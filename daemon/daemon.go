@@ -14,6 +14,7 @@ import (
 
 	"github.com/vhostd/vhostd/daemon/config"
 	"github.com/vhostd/vhostd/daemon/control"
+	"github.com/vhostd/vhostd/daemon/metrics"
 	"github.com/vhostd/vhostd/daemon/sdnotify"
 	vswitch "github.com/vhostd/vhostd/switch"
 	"github.com/vhostd/vhostd/vhost"
@@ -31,6 +32,7 @@ type Daemon struct {
 	sw      *vswitch.Switch
 	uplink  *uplinkPort // nil without --uplink
 	control *control.Server
+	metrics *metrics.Server // nil without --metrics
 
 	// mu serializes changes (addPort, removePort, Stop) and guards what
 	// they change.
@@ -79,6 +81,17 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 		}
 	}
 	d.mu.Unlock()
+	// Bound before the control socket, and so before vhostd reports
+	// running: a scraper or health check started once the control
+	// socket answers finds it. It reads the views the control socket
+	// answers from.
+	metricsAddr := ""
+	if cfg.Metrics != "" {
+		if d.metrics, err = metrics.Listen(cfg.Metrics, d, log); err != nil {
+			return nil, err
+		}
+		metricsAddr = d.metrics.Addr().String()
+	}
 	if err := config.EnsureDir(cfg.Control); err != nil {
 		return nil, err
 	}
@@ -94,7 +107,7 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 		}
 	}
 	started = true
-	log.WithFields(logrus.Fields{"control": cfg.Control, "ports": len(cfg.Ports), "pollers": cfg.Pollers, "uplink": cfg.Uplink, "state_file": cfg.StateFile}).Info("vhostd running")
+	log.WithFields(logrus.Fields{"control": cfg.Control, "ports": len(cfg.Ports), "pollers": cfg.Pollers, "uplink": cfg.Uplink, "state_file": cfg.StateFile, "metrics": metricsAddr}).Info("vhostd running")
 	return d, nil
 }
 
@@ -282,8 +295,14 @@ func (d *Daemon) Stop() {
 	d.mu.Lock()
 	d.stopping = true
 	d.mu.Unlock()
-	// The control socket without d.mu: a request in flight may wait for
-	// it, and Close waits for requests.
+	// The metrics and control sockets without d.mu: a request in flight
+	// may wait for it, and Close waits for requests.
+	if d.metrics != nil {
+		if err := d.metrics.Close(); err != nil {
+			d.log.WithError(err).Warn("closing the metrics listener")
+		}
+		d.metrics = nil
+	}
 	if d.control != nil {
 		d.control.Close()
 		d.control = nil

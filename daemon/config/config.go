@@ -5,6 +5,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -77,6 +78,9 @@ type Config struct {
 	SocketOwner string `toml:"socket_owner,omitempty" json:"socket_owner,omitempty"`
 	SocketGroup string `toml:"socket_group,omitempty" json:"socket_group,omitempty"`
 	SocketMode  Mode   `toml:"socket_mode,omitempty" json:"socket_mode,omitempty"`
+	// Metrics is the HOST:PORT vhostd serves Prometheus metrics
+	// (/metrics) and its health check (/healthz) on; empty for none.
+	Metrics string `toml:"metrics,omitempty" json:"metrics,omitempty"`
 }
 
 // Duration is a time.Duration written as "300s" in the config file.
@@ -113,7 +117,7 @@ func Load(path string) (Config, error) {
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, state_file, max_macs, socket_owner, socket_group, socket_mode, uplink, eal, uplink_mtu, [[port]] name, socket, client, disable_features, queue_pairs, mac, max_macs, owner, group, mode)", path, strings.Join(keys, ", "))
+		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, state_file, max_macs, socket_owner, socket_group, socket_mode, metrics, uplink, eal, uplink_mtu, [[port]] name, socket, client, disable_features, queue_pairs, mac, max_macs, owner, group, mode)", path, strings.Join(keys, ", "))
 	}
 	return c, nil
 }
@@ -223,9 +227,44 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("port %q: queue_pairs = %d: use 1 to 128", p.Name, p.QueuePairs))
 		}
 	}
+	if c.Metrics != "" {
+		if err := CheckMetricsAddr(c.Metrics); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	errs = append(errs, c.validatePortSecurity()...)
 	errs = append(errs, c.validateUplink(names)...)
 	return errors.Join(errs...)
+}
+
+// CheckMetricsAddr checks a metrics address: HOST:PORT, with a numeric
+// port (0 for any free one) and a host that is empty (every address), an
+// IP address or a host name.
+func CheckMetricsAddr(addr string) error {
+	const use = "use HOST:PORT, e.g. 127.0.0.1:9480"
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("metrics address %q: %w; %s", addr, err, use)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("metrics address %q: port %q is not a number from 0 to 65535; %s", addr, port, use)
+	}
+	if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
+		return fmt.Errorf("metrics address %q: %q is neither an IP address nor a host name; %s", addr, host, use)
+	}
+	return nil
+}
+
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // EnsureDir creates the directory that will hold path, if missing.

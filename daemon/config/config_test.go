@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -256,6 +257,33 @@ socket = "/tmp/vm2.sock"
 		err := c.Validate()
 		if err == nil || !strings.Contains(err.Error(), `port "vm1"`) || !strings.Contains(err.Error(), "client") {
 			t.Errorf("client port with a permission setting: %v", err)
+		}
+	}
+}
+
+func TestMetricsConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vhostd.toml")
+	if err := os.WriteFile(path, []byte("metrics = \"127.0.0.1:9480\"\n[[port]]\nname = \"a\"\nsocket = \"/run/a.sock\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Metrics != "127.0.0.1:9480" {
+		t.Fatalf("metrics %q", c.Metrics)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if Default().Metrics != "" {
+		t.Error("metrics on by default")
+	}
+	for _, bad := range []string{":x", "127.0.0.1", "127.0.0.1:65536", "bad host:1"} {
+		c.Metrics = bad
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), "metrics address "+strconv.Quote(bad)) {
+			t.Errorf("metrics = %q: %v", bad, err)
 		}
 	}
 }

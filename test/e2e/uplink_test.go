@@ -216,7 +216,8 @@ func uplinkTestpmd(t *testing.T, frameLen, mtu, perPort int) {
 	requirePeer(t, testpmd.DefaultBinary)
 	dir := sockDir(t)
 	upSock := filepath.Join(dir, "up.sock")
-	args := []string{"--socket", "a=" + filepath.Join(dir, "a.sock"), "--uplink", "wan=net_vhost0,iface=" + upSock}
+	metricsAddr := freeLoopbackAddr(t)
+	args := []string{"--socket", "a=" + filepath.Join(dir, "a.sock"), "--uplink", "wan=net_vhost0,iface=" + upSock, "--metrics", metricsAddr}
 	// testpmd checks --txpkts against the mbuf size parsed before it.
 	tpArgs := []string{fmt.Sprintf("--txpkts=%d", frameLen)}
 	if mtu > 0 {
@@ -256,6 +257,7 @@ func uplinkTestpmd(t *testing.T, frameLen, mtu, perPort int) {
 		t.Errorf("uplink device counters %+v; testpmd port 1 sent %d (%d bytes) received %d (%d bytes)",
 			d, st[1].TxPackets, st[1].TxBytes, st[1].RxPackets, st[1].RxBytes)
 	}
+	checkUplinkMetrics(t, metricsAddr, "wan", vs["wan"], st[1])
 	fdb := vhostctl(t, v, "fdb")
 	if !strings.Contains(fdb, macA+"  a") || !strings.Contains(fdb, macB+"  wan") {
 		t.Errorf("vhostctl fdb:\n%s", fdb)
@@ -361,4 +363,43 @@ func moduleRoot(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return root
+}
+
+// checkUplinkMetrics checks the uplink's series in vhostd's /metrics
+// against vhostctl stats (s) and the testpmd port on the uplink's other
+// side (tp); the uplink's link is up.
+func checkUplinkMetrics(t *testing.T, addr, name string, s control.PortStats, tp testpmd.PortStats) {
+	t.Helper()
+	if s.DPDK == nil {
+		t.Fatal("no DPDK counters in vhostctl stats")
+	}
+	fams := scrapeMetrics(t, addr)
+	port := map[string]string{"port": name}
+	for _, c := range []struct {
+		metric string
+		labels map[string]string
+		want   uint64
+	}{
+		{"vhostd_port_rx_packets_total", port, tp.TxPackets},
+		{"vhostd_port_tx_packets_total", port, tp.RxPackets},
+		{"vhostd_uplink_rx_packets_total", port, s.DPDK.RxPackets},
+		{"vhostd_uplink_tx_packets_total", port, s.DPDK.TxPackets},
+		{"vhostd_uplink_rx_bytes_total", port, tp.TxBytes},
+		{"vhostd_uplink_tx_bytes_total", port, tp.RxBytes},
+		{"vhostd_uplink_rx_missed_total", port, s.DPDK.RxMissed},
+		{"vhostd_uplink_rx_errors_total", port, s.DPDK.RxErrors},
+		{"vhostd_uplink_tx_errors_total", port, s.DPDK.TxErrors},
+		{"vhostd_uplink_rx_nombuf_total", port, s.DPDK.RxNoMbuf},
+		{"vhostd_uplink_link_up", port, 1},
+		{"vhostd_uplink_stats_error", port, 0},
+		{"vhostd_port_state", map[string]string{"port": name, "state": "up"}, 1},
+		{"vhostd_port_state", map[string]string{"port": name, "state": "down"}, 0},
+	} {
+		if got, ok := metricValue(fams, c.metric, c.labels); !ok || got != float64(c.want) {
+			t.Errorf("%s%v = %v (%v), want %d", c.metric, c.labels, got, ok, c.want)
+		}
+	}
+	if _, ok := metricValue(fams, "vhostd_port_connected", port); ok {
+		t.Error("vhostd_port_connected for the uplink")
+	}
 }

@@ -57,10 +57,11 @@ func run() error {
 	socketGroup := fs.String("socket-group", "", "group of every vhost-user socket, a group name or gid, unless its --socket says group= (default: vhostd's group)")
 	socketMode := fs.String("socket-mode", "", "mode of every vhost-user socket, octal like 0660, unless its --socket says mode= (default: from the umask)")
 	stateFile := fs.String("state-file", "", "keep the running configuration here, rewritten at every add-port and del-port; if the file exists at start, it is loaded in place of --config and the --socket flags (the other flags still apply)")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on http://ADDR/metrics and a health check on /healthz, ADDR as HOST:PORT, e.g. 127.0.0.1:9480 (default: off)")
 	uplinkMTU := fs.Int("uplink-mtu", 0, fmt.Sprintf("uplink MTU, %d to %d (default %d)", config.MinUplinkMTU, config.MaxUplinkMTU, config.DefaultUplinkMTU))
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: vhostd --socket [NAME=]PATH[,OPTION...] ... [--uplink DEVARGS [--eal ARGS]] [--control PATH] [--config FILE] [--log-level LEVEL]\n"+
-			"              [--state-file FILE] [--max-macs N] [--socket-owner USER] [--socket-group GROUP] [--socket-mode MODE]\n\n")
+			"              [--state-file FILE] [--metrics HOST:PORT] [--max-macs N] [--socket-owner USER] [--socket-group GROUP] [--socket-mode MODE]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -112,6 +113,9 @@ func run() error {
 	}
 	if *eal != "" {
 		cfg.EAL = *eal
+	}
+	if *metricsAddr != "" {
+		cfg.Metrics = *metricsAddr
 	}
 	if *uplinkMTU != 0 {
 		cfg.UplinkMTU = *uplinkMTU
