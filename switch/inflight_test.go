@@ -31,19 +31,7 @@ func TestForwardInflightTracked(t *testing.T) {
 	a := newVMEnd(t, s, "a", 0, 12, true)
 	b := newVMEnd(t, s, "b", 0x100000000, 12, true)
 	region := trackInflight(t, a)
-	b.send(ethFrame(0xa, 0xb, 60), 14)
-	a.post(1, 2048)
-	pump(s, b)
-	const runs = 3
-	for i := 0; i < (runs+1)*BurstSize; i++ {
-		a.send(ethFrame(0xb, 0xa, 60), 14)
-	}
-	b.post((runs+1)*BurstSize, 2048)
-	allocs := testing.AllocsPerRun(runs, func() {
-		if n := pump(s, a); n != BurstSize {
-			t.Fatalf("forwarded %d frames, want a full burst", n)
-		}
-	})
+	allocs := forwardBurstsAllocs(t, s, a, b)
 	if allocs != 0 {
 		t.Fatalf("forwarding with inflight tracking allocates %.2f times per burst", allocs)
 	}
@@ -52,10 +40,10 @@ func TestForwardInflightTracked(t *testing.T) {
 			t.Fatalf("head %d left inflight after the bursts", h)
 		}
 	}
-	if used := uint16(region[14]) | uint16(region[15])<<8; used != a.tx.UsedIdx() || used != (runs+1)*BurstSize {
-		t.Fatalf("region used_idx %d, used ring %d, want %d", used, a.tx.UsedIdx(), (runs+1)*BurstSize)
+	if used := uint16(region[14]) | uint16(region[15])<<8; used != a.tx.UsedIdx() || used != (allocRuns+1)*BurstSize {
+		t.Fatalf("region used_idx %d, used ring %d, want %d", used, a.tx.UsedIdx(), (allocRuns+1)*BurstSize)
 	}
-	if got := len(b.rx.CollectUsed()); got != (runs+1)*BurstSize {
+	if got := len(b.rx.CollectUsed()); got != (allocRuns+1)*BurstSize {
 		t.Fatalf("b received %d frames", got)
 	}
 }

@@ -226,25 +226,34 @@ func TestForwardAllocatesNothing(t *testing.T) {
 	s := newTestSwitch(t)
 	a := newVMEnd(t, s, "a", 0, 12, true)
 	b := newVMEnd(t, s, "b", 0x100000000, 12, true)
-	// Learn both, then prepare more work than AllocsPerRun will use, so
-	// the mock driver (which allocates) stays out of the measurement.
+	if allocs := forwardBurstsAllocs(t, s, a, b); allocs != 0 {
+		t.Fatalf("forwarding allocates %.2f times per burst", allocs)
+	}
+}
+
+// allocRuns is how many bursts forwardBurstsAllocs measures;
+// AllocsPerRun makes one extra run, so (allocRuns+1)*BurstSize frames go
+// from a to b in all.
+const allocRuns = 3
+
+// forwardBurstsAllocs has the switch learn a and b, then forwards full
+// bursts from a to b and returns the allocations per burst. The frames
+// and buffers are prepared first, so the mock driver (which allocates)
+// stays out of the measurement.
+func forwardBurstsAllocs(t *testing.T, s *Switch, a, b *vmEnd) float64 {
+	t.Helper()
 	b.send(ethFrame(0xa, 0xb, 60), 14)
 	a.post(1, 2048)
 	pump(s, b)
-	// Each run forwards a full burst; AllocsPerRun makes one extra run.
-	const runs = 3
-	for i := 0; i < (runs+1)*BurstSize; i++ {
+	for i := 0; i < (allocRuns+1)*BurstSize; i++ {
 		a.send(ethFrame(0xb, 0xa, 60), 14)
 	}
-	b.post((runs+1)*BurstSize, 2048)
-	allocs := testing.AllocsPerRun(runs, func() {
+	b.post((allocRuns+1)*BurstSize, 2048)
+	return testing.AllocsPerRun(allocRuns, func() {
 		if n := pump(s, a); n != BurstSize {
 			t.Fatalf("forwarded %d frames, want a full burst", n)
 		}
 	})
-	if allocs != 0 {
-		t.Fatalf("forwarding allocates %.2f times per burst", allocs)
-	}
 }
 
 // benchForward measures steady-state VM-to-VM forwarding of size-byte
