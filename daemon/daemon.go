@@ -17,6 +17,7 @@ import (
 	"github.com/vhostd/vhostd/daemon/metrics"
 	"github.com/vhostd/vhostd/daemon/sdnotify"
 	vswitch "github.com/vhostd/vhostd/switch"
+	"github.com/vhostd/vhostd/switch/tsc"
 	"github.com/vhostd/vhostd/vhost"
 )
 
@@ -397,6 +398,24 @@ func (d *Daemon) Stats() []control.PortStats {
 		ps := control.PortStats{Name: pi.Port.Name(), Snapshot: pi.Counters}
 		if d.uplink != nil && pi.Port == d.uplink.switchPort() {
 			ps.DPDK = d.uplink.stats()
+		}
+		out = append(out, ps)
+	}
+	return out
+}
+
+// Pollers implements control.Handler.
+func (d *Daemon) Pollers() []control.PollerStats {
+	hz := tsc.Hz()
+	var out []control.PollerStats
+	for _, l := range d.sw.PollerLoads() {
+		ps := control.PollerStats{Poller: l.Poller, Ports: l.Ports, BusyCycles: l.BusyCycles, IdleCycles: l.IdleCycles,
+			Frames: l.Frames, Bursts: l.Bursts, TSCHz: hz}
+		if ps.Ports == nil {
+			ps.Ports = []string{}
+		}
+		if hz > 0 {
+			ps.BusySeconds, ps.IdleSeconds = float64(l.BusyCycles)/hz, float64(l.IdleCycles)/hz
 		}
 		out = append(out, ps)
 	}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/vhostd/vhostd/switch/tsc"
 )
 
 // poller is one goroutine, locked to an OS thread, that runs the receivers
@@ -65,6 +67,9 @@ type poller struct {
 	t        *portTable
 	busy     Receiver
 	settling bool
+
+	// load is how the poller spent its time (see load.go).
+	load pollerLoad
 }
 
 func newPoller(s *Switch, id int) (*poller, error) {
@@ -169,6 +174,10 @@ func (p *poller) loop(log *logrus.Entry) {
 	now := p.s.now()
 	idleSince := int64(-1) // when polls started to come back empty; -1: busy
 	busy, empty := 0, 0    // loops with work, and empty loops in a row
+	// Each pass of the loop is timed with the TSC, once, at the end of
+	// its polls: a pass that moved frames is busy time, any other (empty
+	// polls, the idle spin, sleep) idle time.
+	mark := tsc.Now()
 	for !p.stopping.Load() {
 		if g := p.gen.Load(); g != seenGen {
 			seenGen = g
@@ -188,6 +197,7 @@ func (p *poller) loop(log *logrus.Entry) {
 				p.busy = nil
 			}
 		}
+		mark = p.load.account(mark, work)
 		if work > 0 {
 			empty, idleSince = 0, -1
 			if busy++; busy%clockEvery == 0 {
@@ -217,9 +227,11 @@ func (p *poller) loop(log *logrus.Entry) {
 		if pending || p.gen.Load() != seenGen {
 			continue
 		}
+		mark = p.load.sleep(mark)
 		p.parked.Store(true) // asleep: holds nothing
 		fired := p.sleep()
 		p.parked.Store(false)
+		mark = p.load.wake(mark)
 		now, empty = p.s.now(), 0
 		if fired {
 			idleSince = -1

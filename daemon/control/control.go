@@ -43,16 +43,17 @@ const (
 	CmdAddPort    = "add-port"
 	CmdDelPort    = "del-port"
 	CmdDumpConfig = "dump-config"
+	CmdPollers    = "pollers"
 )
 
 // commandArgs says which argument each command takes: "" for none.
 var commandArgs = map[string]string{
-	CmdPorts: "", CmdStats: "", CmdFDB: "", CmdDumpConfig: "",
+	CmdPorts: "", CmdStats: "", CmdFDB: "", CmdDumpConfig: "", CmdPollers: "",
 	CmdAddPort: "port", CmdDelPort: "name",
 }
 
 // commandList is the known commands, for errors.
-const commandList = "ports, stats, fdb, add-port, del-port, dump-config"
+const commandList = "ports, stats, pollers, fdb, add-port, del-port, dump-config"
 
 // Validate checks a request's shape: a known command with the argument it
 // takes and no other. What the argument says (is the port's name free,
@@ -138,6 +139,27 @@ type PortStats struct {
 	DPDK *DPDKStats `json:"dpdk,omitempty"` // the DPDK uplink's device counters
 }
 
+// PollerStats is one poller's load for `vhostctl pollers`: where its
+// thread's time went since it started, and what it moved. Times are TSC
+// cycles (see switch/tsc), also given in seconds at TSCHz.
+type PollerStats struct {
+	Poller int      `json:"poller"`
+	Ports  []string `json:"ports"` // ports with a receiver on the poller
+	// BusyCycles is spent in passes of the poller's loop that moved
+	// frames, IdleCycles in the others (empty polls, idle spin, sleep).
+	BusyCycles  uint64  `json:"busy_cycles"`
+	IdleCycles  uint64  `json:"idle_cycles"`
+	BusySeconds float64 `json:"busy_seconds"`
+	IdleSeconds float64 `json:"idle_seconds"`
+	// Frames were taken from the poller's receivers in Bursts busy
+	// passes; BusyCycles/Frames is the poller's cost per frame.
+	Frames uint64 `json:"frames"`
+	Bursts uint64 `json:"bursts"`
+	// TSCHz is the rate the cycles were converted at: the TSC measured
+	// against the monotonic clock since vhostd started.
+	TSCHz float64 `json:"tsc_hz"`
+}
+
 // FDBEntry is one learned address for `vhostctl fdb`.
 type FDBEntry = vswitch.LearnedMAC
 
@@ -145,6 +167,7 @@ type FDBEntry = vswitch.LearnedMAC
 type Handler interface {
 	Ports() []PortInfo
 	Stats() []PortStats
+	Pollers() []PollerStats
 	FDB() []FDBEntry
 	// AddPort adds a VM port, as a [[port]] of the config file at start.
 	AddPort(config.Port) error
@@ -248,6 +271,8 @@ func (s *Server) do(req Request) (any, error) {
 		return s.h.Ports(), nil
 	case CmdStats:
 		return s.h.Stats(), nil
+	case CmdPollers:
+		return s.h.Pollers(), nil
 	case CmdFDB:
 		return s.h.FDB(), nil
 	case CmdDumpConfig:

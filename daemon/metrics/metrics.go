@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 // socket's stats, ports and fdb commands return them.
 type Source interface {
 	Stats() []control.PortStats
+	Pollers() []control.PollerStats
 	Ports() []control.PortInfo
 	FDB() []control.FDBEntry
 }
@@ -72,6 +74,14 @@ var (
 	descUpRxNoMbuf  = desc("uplink_rx_nombuf_total", "Receive mbuf allocation failures of the DPDK uplink device.", "port")
 	descUpLinkUp    = desc("uplink_link_up", "1 while the DPDK uplink's link is up, else 0.", "port")
 	descUpStatsErr  = desc("uplink_stats_error", "1 if the DPDK uplink device's counters could not be read at this scrape, else 0.", "port")
+
+	descPollerBusy       = desc("poller_busy_seconds_total", "Time the poller spent in passes of its loop that moved frames (its core's load: rate(busy) / (rate(busy) + rate(idle))).", "poller")
+	descPollerIdle       = desc("poller_idle_seconds_total", "Time the poller spent in empty polls, its idle spin and asleep.", "poller")
+	descPollerBusyCycles = desc("poller_busy_cycles_total", "TSC cycles of poller_busy_seconds_total (divide by poller_frames_total for the cost per frame).", "poller")
+	descPollerFrames     = desc("poller_frames_total", "Frames the poller took from its receivers.", "poller")
+	descPollerBursts     = desc("poller_bursts_total", "Passes of the poller's loop that moved frames.", "poller")
+	descPollerPorts      = desc("poller_ports", "1 for each port with a receiver on the poller.", "poller", "port")
+	descTSCHz            = desc("tsc_hz", "Rate of the TSC the poller times are measured with, in cycles per second (measured against the monotonic clock since start).")
 )
 
 // Collector is a prometheus.Collector over a Source.
@@ -87,6 +97,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descConnected, descState, descRings, descLearned, descMaxMACs, descFDBEntries, descPortEntries,
 		descUpRxPackets, descUpTxPackets, descUpRxBytes, descUpTxBytes, descUpRxMissed, descUpRxErrors,
 		descUpTxErrors, descUpRxNoMbuf, descUpLinkUp, descUpStatsErr,
+		descPollerBusy, descPollerIdle, descPollerBusyCycles, descPollerFrames, descPollerBursts, descPollerPorts, descTSCHz,
 	} {
 		ch <- d
 	}
@@ -122,6 +133,24 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descUpRxNoMbuf, u.RxNoMbuf, s.Name)
 			gauge(descUpStatsErr, boolf(u.Error != ""), s.Name)
 		}
+	}
+	seconds := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	pollers := c.src.Pollers()
+	for _, p := range pollers {
+		id := strconv.Itoa(p.Poller)
+		seconds(descPollerBusy, p.BusySeconds, id)
+		seconds(descPollerIdle, p.IdleSeconds, id)
+		counter(descPollerBusyCycles, p.BusyCycles, id)
+		counter(descPollerFrames, p.Frames, id)
+		counter(descPollerBursts, p.Bursts, id)
+		for _, port := range p.Ports {
+			gauge(descPollerPorts, 1, id, port)
+		}
+	}
+	if len(pollers) > 0 {
+		gauge(descTSCHz, pollers[0].TSCHz)
 	}
 	fdb := c.src.FDB()
 	gauge(descFDBEntries, float64(len(fdb)))

@@ -48,6 +48,13 @@ func (fakeSource) Ports() []control.PortInfo {
 	}
 }
 
+func (fakeSource) Pollers() []control.PollerStats {
+	return []control.PollerStats{
+		{Poller: 0, Ports: []string{"a", "up0"}, BusyCycles: 3e9, IdleCycles: 1e9, BusySeconds: 1.5, IdleSeconds: 0.5, Frames: 1e6, Bursts: 4e4, TSCHz: 2e9},
+		{Poller: 1, Ports: []string{}, IdleCycles: 4e9, IdleSeconds: 2, TSCHz: 2e9},
+	}
+}
+
 func (fakeSource) FDB() []control.FDBEntry {
 	return []control.FDBEntry{
 		{MAC: "02:00:00:00:00:0a", Port: "a"},
@@ -152,6 +159,15 @@ func TestCollector(t *testing.T) {
 		{"vhostd_uplink_tx_errors_total", []string{"port", "up0"}, 17},
 		{"vhostd_uplink_rx_nombuf_total", []string{"port", "up0"}, 18},
 		{"vhostd_uplink_stats_error", []string{"port", "up0"}, 0},
+		{"vhostd_poller_busy_seconds_total", []string{"poller", "0"}, 1.5},
+		{"vhostd_poller_idle_seconds_total", []string{"poller", "0"}, 0.5},
+		{"vhostd_poller_idle_seconds_total", []string{"poller", "1"}, 2},
+		{"vhostd_poller_busy_cycles_total", []string{"poller", "0"}, 3e9},
+		{"vhostd_poller_frames_total", []string{"poller", "0"}, 1e6},
+		{"vhostd_poller_bursts_total", []string{"poller", "0"}, 4e4},
+		{"vhostd_poller_ports", []string{"poller", "0", "port", "a"}, 1},
+		{"vhostd_poller_ports", []string{"poller", "0", "port", "up0"}, 1},
+		{"vhostd_tsc_hz", nil, 2e9},
 	} {
 		got, ok := value(fams, c.name, c.labels...)
 		if !ok {

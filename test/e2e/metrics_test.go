@@ -174,6 +174,7 @@ func TestMetrics(t *testing.T) {
 	if got, _ := metricValue(fams, "vhostd_fdb_entries", nil); got != 2 {
 		t.Errorf("vhostd_fdb_entries = %v, want 2 (testpmd's two addresses)", got)
 	}
+	checkPollerMetrics(t, fams, 2*perPort, time.Since(v.Started), "a", "b")
 	if t.Failed() {
 		var b strings.Builder
 		for name, f := range fams {
@@ -188,4 +189,55 @@ func TestMetrics(t *testing.T) {
 	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
 		t.Error("/healthz answers after vhostd stopped")
 	}
+}
+
+// checkPollerMetrics checks the pollers' series of a scrape: together they
+// took frames frames; each one's busy plus idle time is at most how long
+// vhostd has run; some were busy; every port is on a poller.
+func checkPollerMetrics(t *testing.T, fams map[string]*dto.MetricFamily, frames uint64, ran time.Duration, ports ...string) {
+	t.Helper()
+	sum := func(name string) (total float64, per map[string]float64) {
+		per = map[string]float64{}
+		for _, m := range fams[name].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "poller" {
+					per[l.GetValue()] = m.GetCounter().GetValue()
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+		return total, per
+	}
+	took, _ := sum("vhostd_poller_frames_total")
+	busy, busyPer := sum("vhostd_poller_busy_seconds_total")
+	_, idlePer := sum("vhostd_poller_idle_seconds_total")
+	cycles, _ := sum("vhostd_poller_busy_cycles_total")
+	if took != float64(frames) {
+		t.Errorf("vhostd_poller_frames_total sums to %v, want %d (every frame received)", took, frames)
+	}
+	if busy <= 0 || cycles <= 0 || len(busyPer) == 0 {
+		t.Errorf("pollers busy %vs, %v cycles, over %d pollers: no work seen", busy, cycles, len(busyPer))
+	}
+	for id, b := range busyPer {
+		if life := b + idlePer[id]; life > ran.Seconds()*1.05 || life <= 0 {
+			t.Errorf("poller %s: busy %.3fs + idle %.3fs, vhostd has run %.3fs", id, b, idlePer[id], ran.Seconds())
+		}
+	}
+	if hz, ok := metricValue(fams, "vhostd_tsc_hz", nil); !ok || hz < 1e8 {
+		t.Errorf("vhostd_tsc_hz = %v (%v)", hz, ok)
+	}
+	on := map[string]bool{}
+	for _, m := range fams["vhostd_poller_ports"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "port" && m.GetGauge().GetValue() == 1 {
+				on[l.GetValue()] = true
+			}
+		}
+	}
+	for _, p := range ports {
+		if !on[p] {
+			t.Errorf("port %s on no poller in vhostd_poller_ports", p)
+		}
+	}
+	t.Logf("pollers: %.0f frames, busy %.4fs, %.0f cycles/frame", took, busy, cycles/took)
 }

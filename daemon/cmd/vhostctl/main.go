@@ -24,7 +24,7 @@ const usage = `usage: vhostctl [--control PATH] [--json] COMMAND
 commands:
   ports   ports with state, negotiated features and queues
   fdb     learned MAC addresses with their port and age ("static": pinned)
-` + statsUsage + portUsage + qemuUsage
+` + statsUsage + pollerUsage + portUsage + qemuUsage
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -69,6 +69,9 @@ func run(args []string, out io.Writer) error {
 	case "ports":
 		var v []control.PortInfo
 		return show(ctx, *path, "ports", &v, *asJSON, out, func() { printPorts(out, v) })
+	case "pollers":
+		var v []control.PollerStats
+		return show(ctx, *path, control.CmdPollers, &v, *asJSON, out, func() { printPollers(out, v) })
 	case "fdb":
 		var v []control.FDBEntry
 		return show(ctx, *path, "fdb", &v, *asJSON, out, func() { printFDB(out, v) })

@@ -41,6 +41,7 @@ type PortRate struct {
 type rateReport struct {
 	Ports   []PortRate
 	Removed []string
+	Pollers []PollerRate
 }
 
 // computeRates turns the counters of two polls elapsed apart (the time

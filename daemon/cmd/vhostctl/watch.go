@@ -25,7 +25,8 @@ const statsUsage = `  stats [--watch [--interval 1s] [--count N]]
           every interval (at least 100ms): packets/s, bits/s, drops/s and the
           top drop reason, redrawn in place on a terminal, appended as
           timestamped blocks otherwise, one JSON object a line with --json.
-          --count N stops after N refreshes (0: until Ctrl-C)
+          --count N stops after N refreshes (0: until Ctrl-C). Below the
+          ports, each poller's busy share, frames/s and cycles per frame
 `
 
 // minWatchInterval is the shortest --interval: shorter, and the rates are
@@ -119,16 +120,17 @@ func watchStats(ctx context.Context, o watchOptions, out io.Writer) error {
 		}
 		if err != nil {
 			printWatchError(out, o, at, err)
-			prev = nil
+			prev = poll{}
 			continue
 		}
 		var rep rateReport
 		var elapsed time.Duration
-		if prev != nil {
+		if prev.ports != nil {
 			elapsed = at.Sub(prevAt)
-			rep = computeRates(prev, cur, elapsed)
+			rep = computeRates(prev.ports, cur.ports, elapsed)
+			rep.Pollers = computePollerRates(prev.pollers, cur.pollers, elapsed.Seconds())
 		} else {
-			rep = computeRates(nil, cur, 0)
+			rep = computeRates(nil, cur.ports, 0)
 		}
 		if err := printRates(out, o, at, elapsed, rep); err != nil {
 			return err
@@ -143,7 +145,11 @@ const pollTimeout = 5 * time.Second
 
 // pollStats asks for the counters. Their time is halfway between asking
 // and the answer: the daemon read them somewhere in between.
-func pollStats(ctx context.Context, o watchOptions) ([]control.PortStats, time.Time, error) {
+//
+// The pollers' load comes with them, asked for just after; a daemon that
+// does not know the command (an older vhostd) gives none, which is no
+// error.
+func pollStats(ctx context.Context, o watchOptions) (poll, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, pollTimeout)
 	defer cancel()
 	before := o.now()
@@ -151,10 +157,19 @@ func pollStats(ctx context.Context, o watchOptions) ([]control.PortStats, time.T
 	if call == nil {
 		call = control.Call
 	}
-	var v []control.PortStats
-	err := call(ctx, o.control, control.CmdStats, &v)
+	var v poll
+	err := call(ctx, o.control, control.CmdStats, &v.ports)
 	after := o.now()
+	if err == nil && call(ctx, o.control, control.CmdPollers, &v.pollers) != nil {
+		v.pollers = nil
+	}
 	return v, before.Add(after.Sub(before) / 2), err
+}
+
+// poll is one answer of the daemon to `stats --watch`.
+type poll struct {
+	ports   []control.PortStats
+	pollers []control.PollerStats
 }
 
 // ANSI escapes: clear the screen, cursor home, clear to the end of the
@@ -194,7 +209,10 @@ type watchRecord struct {
 	ElapsedS  float64    `json:"elapsed_sec"` // measured between the polls; 0 when there was no earlier one
 	Ports     []PortRate `json:"ports"`
 	Removed   []string   `json:"removed,omitempty"` // ports gone since the previous poll
-	Error     string     `json:"error,omitempty"`   // the poll failed: no ports
+	// Pollers is each poller's load over the interval (none from a
+	// vhostd without the pollers command).
+	Pollers []PollerRate `json:"pollers,omitempty"`
+	Error   string       `json:"error,omitempty"` // the poll failed: no ports
 }
 
 func printWatchError(out io.Writer, o watchOptions, at time.Time, err error) {
@@ -214,7 +232,7 @@ func printWatchError(out io.Writer, o watchOptions, at time.Time, err error) {
 func printRates(out io.Writer, o watchOptions, at time.Time, elapsed time.Duration, rep rateReport) error {
 	var b bytes.Buffer
 	if o.json {
-		rec := watchRecord{Time: at, IntervalS: o.interval.Seconds(), ElapsedS: elapsed.Seconds(), Ports: rep.Ports, Removed: rep.Removed}
+		rec := watchRecord{Time: at, IntervalS: o.interval.Seconds(), ElapsedS: elapsed.Seconds(), Ports: rep.Ports, Removed: rep.Removed, Pollers: rep.Pollers}
 		if rec.Ports == nil {
 			rec.Ports = []PortRate{}
 		}
@@ -261,23 +279,39 @@ func printRateTable(out io.Writer, rep rateReport) {
 	// Bit rates take a steady width, so that blocks line up.
 	width := make([]int, len(rows[0]))
 	width[3], width[4] = len("999.99 Mb/s"), len("999.99 Mb/s")
+	printColumns(out, rows, width)
+	for _, name := range rep.Removed {
+		fmt.Fprintf(out, "%s: gone since the previous refresh\n", name)
+	}
+	if len(rep.Pollers) > 0 {
+		io.WriteString(out, "\n")
+		printPollerRates(out, rep.Pollers)
+	}
+}
+
+// printColumns prints rows as a table: the first column aligned left, the
+// last one unaligned (free text), the others aligned right, each at least
+// as wide as width says (width may be nil).
+func printColumns(out io.Writer, rows [][]string, width []int) {
+	if len(rows) == 0 {
+		return
+	}
+	w := make([]int, len(rows[0]))
+	copy(w, width)
 	for _, r := range rows {
 		for i, c := range r {
-			width[i] = max(width[i], len(c))
+			w[i] = max(w[i], len(c))
 		}
 	}
 	var b strings.Builder
 	for _, r := range rows {
 		b.Reset()
 		last := len(r) - 1
-		fmt.Fprintf(&b, "%-*s", width[0], r[0])
+		fmt.Fprintf(&b, "%-*s", w[0], r[0])
 		for i := 1; i < last; i++ {
-			fmt.Fprintf(&b, "  %*s", width[i], r[i])
+			fmt.Fprintf(&b, "  %*s", w[i], r[i])
 		}
 		fmt.Fprintf(&b, "  %s\n", r[last])
 		io.WriteString(out, b.String())
-	}
-	for _, name := range rep.Removed {
-		fmt.Fprintf(out, "%s: gone since the previous refresh\n", name)
 	}
 }

@@ -25,6 +25,7 @@ import (
 type statsDaemon struct {
 	mu      sync.Mutex
 	answers [][]control.PortStats
+	pollers [][]control.PollerStats // answers to pollers, one per stats call; none if nil
 	calls   int
 	clock   time.Time
 }
@@ -42,6 +43,14 @@ func (d *statsDaemon) Stats() []control.PortStats {
 	a := d.answers[min(d.calls, len(d.answers)-1)]
 	d.calls++
 	return a
+}
+func (d *statsDaemon) Pollers() []control.PollerStats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pollers == nil {
+		return nil
+	}
+	return d.pollers[min(d.calls-1, len(d.pollers)-1)]
 }
 func (d *statsDaemon) Ports() []control.PortInfo { return nil }
 func (d *statsDaemon) FDB() []vswitch.LearnedMAC { return nil }
@@ -188,6 +197,9 @@ func TestWatchStatsPollError(t *testing.T) {
 	ctl := startStatsDaemon(t, d)
 	calls := 0
 	call := func(ctx context.Context, path, cmd string, out any) error {
+		if cmd != control.CmdStats {
+			return control.Call(ctx, path, cmd, out)
+		}
 		calls++
 		if calls == 3 {
 			d.Stats() // the clock moves on
