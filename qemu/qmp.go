@@ -189,9 +189,9 @@ func (q *QMP) ExecuteWithFiles(ctx context.Context, command string, args, result
 }
 
 // GetFD passes f to QEMU under name (QMP getfd), for commands that take an
-// fd name, e.g. a netdev's fd=name.
+// fd name, e.g. a netdev's fd=name or a socket chardev's fd address.
 func (q *QMP) GetFD(ctx context.Context, name string, f *os.File) error {
-	return q.ExecuteWithFiles(ctx, "getfd", map[string]string{"fdname": name}, nil, f)
+	return getFD(q.Monitor(ctx, 0), name, f)
 }
 
 func (q *QMP) execute(ctx context.Context, command string, args, result any, fds []int) error {
