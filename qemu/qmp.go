@@ -34,6 +34,9 @@ func (v QMPVersion) String() string {
 
 // QMP is a client connection to a QEMU monitor speaking QMP. Commands may be
 // issued from several goroutines at once; replies are matched to them by id.
+// [QMP.Monitor] presents it as go-qemu's qmp.Monitor; the transport is
+// this package's own because go-qemu's SocketMonitor has no deadlines and
+// can block replies behind unread events (see [Monitor]).
 type QMP struct {
 	conn    *net.UnixConn
 	version QMPVersion
