@@ -2,8 +2,10 @@
 
 // Package qemu starts small QEMU guests whose virtio-net NICs are backed by
 // vhost-user sockets, and drives them over their serial console. It also
-// holds a QMP client ([DialQMP]) and, on top of it, the hotplug of
-// vhost-user NICs into running guests ([AttachNIC], [DetachNIC]).
+// holds a QMP client ([DialQMP]), which is also a go-qemu qmp.Monitor
+// ([QMP.Monitor]) for go-qemu's generated commands, and, on top of it, the
+// hotplug of vhost-user NICs into running guests ([AttachNIC],
+// [DetachNIC]).
 //
 // The guests are software-emulated (TCG) and boot the test image built by
 // test/guest/build.sh: a Debian cloud kernel with an initramfs holding

@@ -34,6 +34,9 @@ func (v QMPVersion) String() string {
 
 // QMP is a client connection to a QEMU monitor speaking QMP. Commands may be
 // issued from several goroutines at once; replies are matched to them by id.
+// [QMP.Monitor] presents it as go-qemu's qmp.Monitor; the transport is
+// this package's own because go-qemu's SocketMonitor has no deadlines and
+// can block replies behind unread events (see [Monitor]).
 type QMP struct {
 	conn    *net.UnixConn
 	version QMPVersion
@@ -189,9 +192,9 @@ func (q *QMP) ExecuteWithFiles(ctx context.Context, command string, args, result
 }
 
 // GetFD passes f to QEMU under name (QMP getfd), for commands that take an
-// fd name, e.g. a netdev's fd=name.
+// fd name, e.g. a netdev's fd=name or a socket chardev's fd address.
 func (q *QMP) GetFD(ctx context.Context, name string, f *os.File) error {
-	return q.ExecuteWithFiles(ctx, "getfd", map[string]string{"fdname": name}, nil, f)
+	return getFD(q.Monitor(ctx, 0), name, f)
 }
 
 func (q *QMP) execute(ctx context.Context, command string, args, result any, fds []int) error {

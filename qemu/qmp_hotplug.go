@@ -11,6 +11,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/digitalocean/go-qemu/qmp/raw"
 )
 
 // ErrMemoryNotShared is returned (wrapped) when a guest's RAM cannot be
@@ -62,7 +64,8 @@ func PortMAC(port string) string {
 	return mac.String()
 }
 
-// Memdev is a QEMU memory backend as query-memdev reports it.
+// Memdev is a QEMU memory backend as query-memdev reports it. (go-qemu's
+// raw.Memdev is generated from a schema older than the share member.)
 type Memdev struct {
 	ID    string `json:"id"`
 	Size  uint64 `json:"size"`
@@ -74,6 +77,7 @@ type Memdev struct {
 // a vhost-user backend needs to map guest RAM.
 func CheckSharedMemory(ctx context.Context, q *QMP) error {
 	var mds []Memdev
+	// Not raw.QueryMemdev: its Memdev has no share member.
 	if err := q.Execute(ctx, "query-memdev", nil, &mds); err != nil {
 		return fmt.Errorf("check guest memory: %w", err)
 	}
@@ -86,10 +90,15 @@ func CheckSharedMemory(ctx context.Context, q *QMP) error {
 		share := md.Share
 		if share == nil {
 			// An older QEMU: ask the object itself.
-			share = new(bool)
-			if err := q.Execute(ctx, "qom-get", map[string]string{"path": "/objects/" + md.ID, "property": "share"}, share); err != nil {
+			v, err := commands(ctx, q).QomGet("/objects/"+md.ID, "share")
+			if err != nil {
 				return fmt.Errorf("check guest memory: backend %s: %w", md.ID, err)
 			}
+			b, ok := v.(bool)
+			if !ok {
+				return fmt.Errorf("check guest memory: backend %s: share is %v, not a boolean", md.ID, v)
+			}
+			share = &b
 		}
 		if !*share {
 			private = append(private, md.ID)
@@ -122,6 +131,7 @@ func AttachNIC(ctx context.Context, q *QMP, n NIC) (err error) {
 		return fmt.Errorf("attach NIC %s: %w", n.ID, err)
 	}
 	chr, netdev := chardevID(n.ID), netdevID(n.ID)
+	mon := commands(ctx, q)
 	var undo []func(context.Context) error
 	defer func() {
 		if err == nil {
@@ -136,21 +146,23 @@ func AttachNIC(ctx context.Context, q *QMP, n NIC) (err error) {
 		}
 	}()
 
-	sock := map[string]any{
-		"addr":   map[string]any{"type": "unix", "data": map[string]string{"path": n.SocketPath}},
-		"server": false,
+	server := false
+	sock := raw.ChardevBackendSocket{
+		Addr:   raw.SocketAddressLegacyUnix{Path: n.SocketPath},
+		Server: &server,
 	}
 	if n.Reconnect > 0 {
-		sock["reconnect"] = n.Reconnect
+		r := int64(n.Reconnect)
+		sock.Reconnect = &r
 	}
-	if err := q.Execute(ctx, "chardev-add", map[string]any{
-		"id":      chr,
-		"backend": map[string]any{"type": "socket", "data": sock},
-	}, nil); err != nil {
+	if _, err := mon.ChardevAdd(chr, sock); err != nil {
 		return fmt.Errorf("attach NIC %s: %w", n.ID, err)
 	}
 	undo = append(undo, func(ctx context.Context) error { return removeChardev(ctx, q, chr) })
 
+	// Not raw.NetdevAdd or raw.DeviceAdd: the schema go-qemu generated them
+	// from gives netdev_add no chardev (the vhost-user member) and
+	// device_add no device properties (netdev, mac, vectors).
 	if err := q.Execute(ctx, "netdev_add", map[string]any{
 		"type": "vhost-user", "id": netdev, "chardev": chr,
 	}, nil); err != nil {
@@ -186,12 +198,13 @@ func DetachNIC(ctx context.Context, q *QMP, id string, unplugTimeout time.Durati
 		unplugTimeout = DefaultUnplugTimeout
 	}
 	chr, netdev := chardevID(id), netdevID(id)
+	mon := commands(ctx, q)
 	found := false
 
 	// Subscribe first: the event may come before device_del's reply is read.
 	sub := q.Subscribe("DEVICE_DELETED")
 	defer sub.Close()
-	err := q.Execute(ctx, "device_del", map[string]string{"id": id}, nil)
+	err := mon.DeviceDel(id)
 	switch {
 	case err == nil:
 	case IsQMPErrorClass(err, QMPDeviceNotFound):
@@ -208,7 +221,7 @@ func DetachNIC(ctx context.Context, q *QMP, id string, unplugTimeout time.Durati
 		}
 	}
 
-	switch err := q.Execute(ctx, "netdev_del", map[string]string{"id": netdev}, nil); {
+	switch err := mon.NetdevDel(netdev); {
 	case err == nil:
 		found = true
 	case !IsQMPErrorClass(err, QMPDeviceNotFound):
@@ -221,7 +234,7 @@ func DetachNIC(ctx context.Context, q *QMP, id string, unplugTimeout time.Durati
 	}
 	if has {
 		found = true
-		if err := q.Execute(ctx, "chardev-remove", map[string]string{"id": chr}, nil); err != nil {
+		if err := mon.ChardevRemove(chr); err != nil {
 			return fmt.Errorf("detach NIC %s: %w", id, err)
 		}
 	}
@@ -261,10 +274,8 @@ func waitDeviceDeleted(ctx context.Context, q *QMP, sub *Subscription, id string
 
 // hasDevice reports whether /machine/peripheral has a device with id id.
 func hasDevice(ctx context.Context, q *QMP, id string) (bool, error) {
-	var props []struct {
-		Name string `json:"name"`
-	}
-	if err := q.Execute(ctx, "qom-list", map[string]string{"path": "/machine/peripheral"}, &props); err != nil {
+	props, err := commands(ctx, q).QomList("/machine/peripheral")
+	if err != nil {
 		return false, err
 	}
 	for _, p := range props {
@@ -277,10 +288,8 @@ func hasDevice(ctx context.Context, q *QMP, id string) (bool, error) {
 
 // hasChardev reports whether QEMU has a chardev labelled id.
 func hasChardev(ctx context.Context, q *QMP, id string) (bool, error) {
-	var chardevs []struct {
-		Label string `json:"label"`
-	}
-	if err := q.Execute(ctx, "query-chardev", nil, &chardevs); err != nil {
+	chardevs, err := commands(ctx, q).QueryChardev()
+	if err != nil {
 		return false, err
 	}
 	for _, c := range chardevs {
@@ -297,12 +306,12 @@ func removeChardev(ctx context.Context, q *QMP, id string) error {
 	if err != nil || !has {
 		return err
 	}
-	return q.Execute(ctx, "chardev-remove", map[string]string{"id": id}, nil)
+	return commands(ctx, q).ChardevRemove(id)
 }
 
 // deleteNetdev deletes netdev id if it is still there.
 func deleteNetdev(ctx context.Context, q *QMP, id string) error {
-	err := q.Execute(ctx, "netdev_del", map[string]string{"id": id}, nil)
+	err := commands(ctx, q).NetdevDel(id)
 	if IsQMPErrorClass(err, QMPDeviceNotFound) {
 		return nil
 	}
