@@ -96,6 +96,10 @@ type GuestConfig struct {
 	// vhost-user backend cannot map such memory; set it only to test that
 	// failure. By default guest RAM is a shared memfd.
 	PrivateMemory bool
+	// HugePages, when set, is a hugetlbfs mount: guest RAM is then a
+	// shared file there (memory-backend-file), as in most production
+	// setups, instead of a memfd.
+	HugePages string
 	// NoReboot makes QEMU exit instead of resetting when the guest reboots.
 	NoReboot bool
 	// ConsoleLog, when set, is a file that receives everything the guest
@@ -146,6 +150,18 @@ func SharedMemoryArgs(sizeMB int) []string {
 	}
 }
 
+// HugePageMemoryArgs returns the QEMU arguments that give a guest sizeMB
+// MiB of RAM as a shared file on the hugetlbfs mounted at dir, including
+// -m. QEMU creates the file and unlinks it at once; the backend maps it
+// from the fd QEMU sends.
+func HugePageMemoryArgs(sizeMB int, dir string) []string {
+	return []string{
+		"-m", fmt.Sprintf("%dM", sizeMB),
+		"-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=on", sizeMB, optEscape(dir)),
+		"-numa", "node,memdev=mem",
+	}
+}
+
 func (c *GuestConfig) binary() string {
 	if c.Binary == "" {
 		return DefaultBinary
@@ -182,9 +198,12 @@ func (c *GuestConfig) Args() []string {
 		"-no-user-config", "-nodefaults",
 		"-serial", "stdio",
 	}
-	if c.PrivateMemory {
+	switch {
+	case c.PrivateMemory:
 		args = append(args, "-m", fmt.Sprintf("%dM", c.memoryMB()))
-	} else {
+	case c.HugePages != "":
+		args = append(args, HugePageMemoryArgs(c.memoryMB(), c.HugePages)...)
+	default:
 		args = append(args, SharedMemoryArgs(c.memoryMB())...)
 	}
 	args = append(args, "-kernel", c.Kernel)

@@ -10,7 +10,6 @@ package guestmem
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"sync/atomic"
 	"unsafe"
@@ -140,16 +139,14 @@ func mapRegion(s RegionSpec, fd int) (Region, error) {
 	if st.Mode&unix.S_IFMT == unix.S_IFREG && uint64(st.Size) < s.MmapOffset+s.Size {
 		return Region{}, fmt.Errorf("region ends at offset %#x but its fd holds only %#x bytes", s.MmapOffset+s.Size, st.Size)
 	}
-	page := uint64(os.Getpagesize())
-	start := s.MmapOffset &^ (page - 1)
-	skip := s.MmapOffset - start
-	length := skip + s.Size
-	if length > uint64(^uint(0)>>1) {
+	page := pageSize(fd)
+	start, skip, length := alignMapping(s.MmapOffset, s.Size, page)
+	if length > uint64(^uint(0)>>1) || length < s.Size {
 		return Region{}, fmt.Errorf("region too large to map")
 	}
 	mapping, err := unix.Mmap(fd, int64(start), int(length), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		return Region{}, fmt.Errorf("mmap %#x bytes at offset %#x: %w", length, start, err)
+		return Region{}, fmt.Errorf("mmap %#x bytes at offset %#x (page size %#x): %w", length, start, page, err)
 	}
 	return Region{RegionSpec: s, data: mapping[skip : skip+s.Size : skip+s.Size], mapping: mapping}, nil
 }

@@ -148,3 +148,24 @@ func TestMapMemfd(t *testing.T) {
 	removed.Unmap()
 	kept.Unmap()
 }
+
+func TestAlignMapping(t *testing.T) {
+	const huge = 2 << 20
+	for _, c := range []struct {
+		offset, size, page  uint64
+		start, skip, length uint64
+	}{
+		{0, 256 << 20, 4096, 0, 0, 256 << 20},
+		{0x1234, 100, 4096, 0x1000, 0x234, 4096},
+		{0x1000, 0x1001, 4096, 0x1000, 0, 0x2000},
+		{0, 256 << 20, huge, 0, 0, 256 << 20},
+		{0, 1 << 20, huge, 0, 0, huge},
+		{huge + 4096, huge, huge, huge, 4096, 2 * huge},
+	} {
+		start, skip, length := guestmem.AlignMapping(c.offset, c.size, c.page)
+		if start != c.start || skip != c.skip || length != c.length {
+			t.Errorf("alignMapping(%#x, %#x, %#x) = %#x, %#x, %#x; want %#x, %#x, %#x",
+				c.offset, c.size, c.page, start, skip, length, c.start, c.skip, c.length)
+		}
+	}
+}

@@ -1,0 +1,4 @@
+package guestmem
+
+// AlignMapping exports alignMapping to the tests.
+var AlignMapping = alignMapping
