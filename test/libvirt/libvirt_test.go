@@ -17,11 +17,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vhostd/vhostd/test/binaries"
+	"github.com/vhostd/vhostd/test/guestimage"
 )
 
 const qemuBinary = "qemu-system-x86_64"
@@ -154,14 +157,14 @@ func testAttachDevice(t *testing.T, lv *libvirt) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	lv.mustVirsh(t, ctx, "attach-device", "vm3", nicFile, "--live")
-	t.Logf("virsh attach-device took %v", time.Since(start).Round(time.Millisecond))
+	out := lv.mustVirsh(t, ctx, "attach-device", "vm3", nicFile, "--live")
+	t.Logf("virsh attach-device took %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
 	// QEMU negotiates with vhostd at netdev_add.
 	v.waitPortState(t, "vm3", "connected", 30*time.Second)
 
 	// ACPI PCI hotplug: the guest's virtio_net makes eth0; netup waits 10 s
 	// for it, allow more on a busy machine.
-	out := d3.run(t, ctx, "i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; "+
+	out = d3.run(t, ctx, "i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; "+
 		"netup eth0 10.9.0.3/24 && cat /sys/class/net/eth0/address")
 	if !strings.Contains(out, mac) {
 		t.Fatalf("hot-plugged eth0 has address %q, want %s", out, mac)
@@ -183,7 +186,8 @@ func testAttachDevice(t *testing.T, lv *libvirt) {
 
 	// The guest releases the device through ACPI; virsh may return before.
 	start = time.Now()
-	lv.mustVirsh(t, ctx, "detach-device", "vm3", nicFile, "--live")
+	out = lv.mustVirsh(t, ctx, "detach-device", "vm3", nicFile, "--live")
+	t.Logf("virsh detach-device returned after %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
 	v.waitPortState(t, "vm3", "listening", time.Minute)
 	deadline := time.Now().Add(time.Minute)
 	for strings.Contains(lv.mustVirsh(t, ctx, "domiflist", "vm3"), mac) {
@@ -197,3 +201,47 @@ func testAttachDevice(t *testing.T, lv *libvirt) {
 		t.Errorf("eth0 still in vm3 after detach-device: %s", out)
 	}
 }
+
+// TestDocsXML checks that every XML snippet in README.md and docs/*.md is
+// part of a file in docs/libvirt, the XML TestLibvirt runs: what the docs
+// show has been tested. It needs neither libvirt nor root.
+func TestDocsXML(t *testing.T) {
+	root, err := guestimage.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tested, err := filepath.Glob(filepath.Join(root, "docs", "libvirt", "*.xml"))
+	if err != nil || len(tested) == 0 {
+		t.Fatalf("no docs/libvirt/*.xml: %v", err)
+	}
+	var files []string
+	for _, f := range tested {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, string(b))
+	}
+	docs, _ := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	blocks := 0
+	for _, doc := range append([]string{filepath.Join(root, "README.md")}, docs...) {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range xmlBlock.FindAllStringSubmatch(string(b), -1) {
+			blocks++
+			if !slices.ContainsFunc(files, func(f string) bool { return strings.Contains(f, m[1]) }) {
+				rel, _ := filepath.Rel(root, doc)
+				t.Errorf("%s: this XML is in no docs/libvirt/*.xml file (the tested XML); copy it from there:\n%s", rel, m[1])
+			}
+		}
+	}
+	if blocks == 0 {
+		t.Error("no XML in README.md or docs/*.md")
+	}
+}
+
+// xmlBlock matches a fenced XML block in Markdown; the submatch is its
+// text, from the start of its first line to the end of its last.
+var xmlBlock = regexp.MustCompile("(?s)```xml\n(.*?)\n```")
