@@ -65,6 +65,9 @@ func testClientMode(t *testing.T, lv *libvirt) {
 		domainSpec{name: "vm1", ip: "10.9.0.1", nic: clientNIC(t, "52:54:00:00:00:01", sock1)},
 		domainSpec{name: "vm2", ip: "10.9.0.2", nic: clientNIC(t, "52:54:00:00:00:02", sock2)})
 	pingBetween(t, ctx, v, doms[0], doms[1], "10.9.0.1", "10.9.0.2")
+	// <reconnect>: QEMU connects to a new vhostd within a second or so.
+	v = v.restart(t)
+	afterRestart(t, ctx, v, doms[0], doms[1], "10.9.0.2")
 	if out := lv.mustVirsh(t, ctx, "domiflist", "vm1"); !strings.Contains(out, "vhostuser") || !strings.Contains(out, "52:54:00:00:00:01") {
 		t.Errorf("virsh domiflist vm1:\n%s", out)
 	}
@@ -87,6 +90,9 @@ func testServerMode(t *testing.T, lv *libvirt) {
 		domainSpec{name: "vm1", ip: "10.9.0.1", nic: serverNIC(t, "52:54:00:00:00:01", sock1)},
 		domainSpec{name: "vm2", ip: "10.9.0.2", nic: serverNIC(t, "52:54:00:00:00:02", sock2)})
 	pingBetween(t, ctx, v, doms[0], doms[1], "10.9.0.1", "10.9.0.2")
+	// vhostd connects to QEMU's sockets again at once.
+	v = v.restart(t)
+	afterRestart(t, ctx, v, doms[0], doms[1], "10.9.0.2")
 	for name, p := range v.ports(t) {
 		if p.Vhost.Mode != "client" {
 			t.Errorf("port %s: vhost mode %q, want client", name, p.Vhost.Mode)
@@ -127,6 +133,18 @@ func pingBetween(t *testing.T, ctx context.Context, v *vhostd, d1, d2 *domain, i
 	if out := v.vhostctl(t, "ports"); !regexpLine(out, `^vm1\s+vhost-user\s+running\s`) || !regexpLine(out, `^vm2\s+vhost-user\s+running\s`) {
 		t.Errorf("vhostctl ports does not show vm1 and vm2 running:\n%s", out)
 	}
+}
+
+// afterRestart checks that the guests of a restarted vhostd reconnect and
+// ping each other again without being restarted themselves.
+func afterRestart(t *testing.T, ctx context.Context, v *vhostd, d1, d2 *domain, ip2 string) {
+	t.Helper()
+	for _, d := range []*domain{d1, d2} {
+		v.waitPortState(t, d.name, "running", 30*time.Second)
+	}
+	d1.warmUp(t, ctx, ip2)
+	t.Logf("vhostd restarted: ports running and a ping answered %v after the new vhostd started", time.Since(v.started).Round(time.Millisecond))
+	d1.ping(t, ctx, ip2, 1400, 3)
 }
 
 // testAttachDevice: a domain booted without a NIC gets one with virsh

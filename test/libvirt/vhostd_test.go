@@ -16,6 +16,7 @@ import (
 type vhostd struct {
 	control string
 	d       *daemon
+	started time.Time
 }
 
 // startVhostd runs vhostd with its control socket in dir and the given
@@ -23,7 +24,7 @@ type vhostd struct {
 // of the test.
 func startVhostd(t *testing.T, dir string, args ...string) *vhostd {
 	t.Helper()
-	v := &vhostd{control: filepath.Join(dir, "ctl.sock")}
+	v := &vhostd{control: filepath.Join(dir, "ctl.sock"), started: time.Now()}
 	v.d = startDaemon(t, "vhostd", filepath.Join(t.TempDir(), "vhostd.log"),
 		append([]string{vhostdBin, "--control", v.control, "--log-level", "debug"}, args...)...)
 	t.Cleanup(func() {
@@ -50,6 +51,17 @@ func startVhostd(t *testing.T, dir string, args ...string) *vhostd {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// restart stops v (SIGTERM, a clean exit) and starts a new vhostd with
+// the same arguments, as an upgrade would; it returns the new one.
+func (v *vhostd) restart(t *testing.T) *vhostd {
+	t.Helper()
+	if !v.d.stop(15*time.Second) || v.d.err != nil {
+		t.Fatalf("vhostd did not exit cleanly on SIGTERM: %v\n%s", v.d.err, tail(v.d.output(), 3000))
+	}
+	args := v.d.cmd.Args[5:] // after vhostd --control PATH --log-level debug
+	return startVhostd(t, filepath.Dir(v.control), args...)
 }
 
 func (v *vhostd) ports(t *testing.T) map[string]control.PortInfo {
