@@ -59,7 +59,7 @@ unit:
 
 e2e: build
 	@mkdir -p build
-	$(GO) test -race -count=1 -v -timeout 30m ./test/e2e/ ./test/hostile/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS|panic)'; exit $${PIPESTATUS[0]}
+	$(GO) test -race -count=1 -v -timeout 30m ./test/e2e/ ./test/hostile/ ./test/libvirt/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS|panic)'; exit $${PIPESTATUS[0]}
 
 # Each fuzz target for FUZZTIME; fuzz-long gives each two hours.
 fuzz:
