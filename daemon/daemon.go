@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/sirupsen/logrus"
@@ -206,6 +207,31 @@ func (d *Daemon) DelPort(name string) error {
 		return err
 	}
 	return d.saveState("deleted", name)
+}
+
+// Trace implements control.Handler: trace.
+func (d *Daemon) Trace(name string) ([]control.PortTrace, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []control.PortTrace
+	var known []string
+	for _, p := range d.ports {
+		pn := p.port.Name()
+		known = append(known, pn)
+		if name == "" || name == pn {
+			out = append(out, control.PortTrace{Port: pn, Sub: p.server.Trace()})
+		}
+	}
+	if len(out) == 0 {
+		switch {
+		case d.uplink != nil && name == d.uplink.switchPort().Name():
+			return nil, fmt.Errorf("%q is the DPDK uplink: it has no vhost-user connection to trace", name)
+		case name == "":
+			return nil, errors.New("no VM ports to trace")
+		}
+		return nil, fmt.Errorf("no VM port %q (ports: %s)", name, strings.Join(known, ", "))
+	}
+	return out, nil
 }
 
 // saveState writes the running configuration to the state file, if there

@@ -111,6 +111,7 @@ type Server struct {
 	// setStatus: Status asks them whether the data path broke them since.
 	queues map[int]*virtqueue.Queue
 	conn   *connGuard // the active connection as Drop sees it (fault.go)
+	trace  tracer     // subscribers to the connections' events (trace.go)
 	closed bool
 	wg     sync.WaitGroup
 
@@ -335,6 +336,12 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	log.Info("frontend connected")
 	g := s.track(uc)
 	d := newDevice(log, g, s.opts)
+	if s.trace.on() {
+		s.mu.Lock()
+		peer := s.activePeer
+		s.mu.Unlock()
+		s.trace.emit(TraceEvent{Kind: TraceConnect, Peer: peer})
+	}
 	s.setStatus(d, true, "")
 	c := newConn(uc)
 	if s.opts.MessageTimeout > 0 {
@@ -359,6 +366,9 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	// close: a frontend that reconnects at once (QEMU with reconnect, a
 	// restarted testpmd) must not find the port still taken.
 	s.setStatus(d, false, msg)
+	if s.trace.on() {
+		s.trace.emit(TraceEvent{Kind: TraceDisconnect, Error: msg})
+	}
 	s.mu.Lock()
 	s.active = nil
 	close(s.freed)
@@ -379,7 +389,12 @@ func (s *Server) loop(c *conn, d *device) error {
 			if closed {
 				return nil
 			}
+			s.traceError(nil, err)
 			return err
+		}
+		if s.trace.on() {
+			s.trace.emit(TraceEvent{Kind: TraceRequest, Request: m.Request.String(), Code: uint32(m.Request),
+				Flags: headerFlags(m.Flags), Size: len(m.Payload), Fields: decodeRequest(m, d.mem), FDs: fdKinds(m.FDs)})
 		}
 		if !m.Request.implemented() {
 			// A request vhostd does not implement ends the connection, as
@@ -394,11 +409,15 @@ func (s *Server) loop(c *conn, d *device) error {
 			closeFDs(m.FDs)
 			if m.NeedReply() {
 				_ = c.replyU64(m.Request, 1)
+				s.traceAck(m, 1)
 			}
-			return fmt.Errorf("%v (%d): not implemented by vhostd", m.Request, uint32(m.Request))
+			err := fmt.Errorf("%v (%d): not implemented by vhostd", m.Request, uint32(m.Request))
+			s.traceError(m, err)
+			return err
 		}
 		if err := m.Validate(); err != nil {
 			closeFDs(m.FDs)
+			s.traceError(m, err)
 			return err
 		}
 		s.log.WithField("request", m.Request.String()).Debug("vhost-user request")
@@ -409,13 +428,19 @@ func (s *Server) loop(c *conn, d *device) error {
 			unixClose(replyFD)
 			if ack {
 				_ = c.replyU64(m.Request, 1)
+				s.traceAck(m, 1)
 			}
 			var r *refusal
 			if !errors.As(err, &r) {
-				return fmt.Errorf("%v: %w", m.Request, err)
+				err = fmt.Errorf("%v: %w", m.Request, err)
+				s.traceError(m, err)
+				return err
 			}
 			// Refused, with nothing changed: the connection stays.
 			s.log.WithError(err).WithField("request", m.Request.String()).Warn("refused a request; the connection stays")
+			if s.trace.on() {
+				s.trace.emit(TraceEvent{Kind: TraceRefused, Request: m.Request.String(), Code: uint32(m.Request), Error: err.Error()})
+			}
 			s.setStatus(d, true, "")
 			continue
 		}
@@ -424,8 +449,17 @@ func (s *Server) loop(c *conn, d *device) error {
 		s.setStatus(d, true, "")
 		switch {
 		case requests[m.Request].replies:
+			if s.trace.on() {
+				var fds []string
+				if replyFD >= 0 {
+					fds = fdKinds([]int{replyFD})
+				}
+				s.trace.emit(TraceEvent{Kind: TraceReply, Request: m.Request.String(), Code: uint32(m.Request),
+					Flags: []string{"REPLY"}, Size: len(reply), Fields: decodeReply(m.Request, reply, false), FDs: fds})
+			}
 			err = c.replyFD(m.Request, reply, replyFD)
 		case ack:
+			s.traceAck(m, 0)
 			err = c.replyU64(m.Request, 0)
 		}
 		if err != nil {
@@ -464,8 +498,17 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 		}
 		st.Rings = append(st.Rings, rs)
 	}
+	var changes []TraceEvent
+	defer func() {
+		for _, e := range changes {
+			s.trace.emit(e)
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.trace.on() {
+		changes = ringChanges(s.status.Rings, st.Rings)
+	}
 	s.queues = queues
 	st.Mode, st.Attempts, st.LastAttempt = s.status.Mode, s.status.Attempts, s.status.LastAttempt
 	st.Since = s.status.Since

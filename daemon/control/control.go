@@ -31,7 +31,8 @@ type Request struct {
 	// Port is add-port's port, with the keys of a [[port]] table in the
 	// config file.
 	Port *config.Port `json:"port,omitempty"`
-	// Name is del-port's port name.
+	// Name is del-port's port name, and trace's (optional: all ports
+	// if empty).
 	Name string `json:"name,omitempty"`
 }
 
@@ -44,16 +45,18 @@ const (
 	CmdDelPort    = "del-port"
 	CmdDumpConfig = "dump-config"
 	CmdPollers    = "pollers"
+	CmdTrace      = "trace"
 )
 
 // commandArgs says which argument each command takes: "" for none.
 var commandArgs = map[string]string{
 	CmdPorts: "", CmdStats: "", CmdFDB: "", CmdDumpConfig: "", CmdPollers: "",
+	CmdTrace:   "name?",
 	CmdAddPort: "port", CmdDelPort: "name",
 }
 
 // commandList is the known commands, for errors.
-const commandList = "ports, stats, pollers, fdb, add-port, del-port, dump-config"
+const commandList = "ports, stats, pollers, fdb, trace, add-port, del-port, dump-config"
 
 // Validate checks a request's shape: a known command with the argument it
 // takes and no other. What the argument says (is the port's name free,
@@ -67,7 +70,7 @@ func (r *Request) Validate() error {
 	if r.Port != nil && arg != "port" {
 		return fmt.Errorf("%s takes no \"port\"", r.Command)
 	}
-	if r.Name != "" && arg != "name" {
+	if r.Name != "" && arg != "name" && arg != "name?" {
 		return fmt.Errorf("%s takes no \"name\"", r.Command)
 	}
 	switch arg {
@@ -175,6 +178,22 @@ type Handler interface {
 	DelPort(name string) error
 	// Config returns the running configuration.
 	Config() config.Config
+	// Trace subscribes to the vhost-user trace of the named VM port, or
+	// of every VM port if name is empty (see vhost.Server.Trace).
+	Trace(name string) ([]PortTrace, error)
+}
+
+// PortTrace is one port's trace subscription.
+type PortTrace struct {
+	Port string
+	Sub  *vhost.TraceSub
+}
+
+// TraceStart is the first line of trace's answer: the ports traced.
+// Events follow, one vhost.TraceEvent (with its port) per line, until
+// the client closes the connection.
+type TraceStart struct {
+	Ports []string `json:"ports"`
 }
 
 // PortChange is add-port's and del-port's result.
@@ -190,6 +209,10 @@ type Server struct {
 	h   Handler
 	log *logrus.Entry
 	wg  sync.WaitGroup
+
+	streamMu sync.Mutex
+	streams  map[*net.UnixConn]bool // trace connections, ended by Close
+	closing  bool
 }
 
 // Listen creates the control socket at path (replacing a stale one) with
@@ -220,6 +243,7 @@ func Listen(path string, h Handler, log *logrus.Entry) (*Server, error) {
 // Close stops serving and removes the socket.
 func (s *Server) Close() error {
 	err := s.ln.Close()
+	s.closeStreams()
 	s.wg.Wait()
 	return err
 }
@@ -244,6 +268,10 @@ func (s *Server) handle(c *net.UnixConn) {
 	c.SetDeadline(time.Now().Add(requestTimeout))
 	var resp Response
 	req, err := DecodeRequest(c)
+	if err == nil && req.Command == CmdTrace {
+		s.streamTrace(c, req.Name)
+		return
+	}
 	if err != nil {
 		resp.Error = err.Error()
 	} else {

@@ -44,7 +44,7 @@ func TestDecodeRequest(t *testing.T) {
 		{``, "bad request: EOF"},
 		{`{"command":`, "bad request"},
 		{`["ports"]`, "bad request"},
-		{`{"command":"frobnicate"}`, `unknown command "frobnicate" (known: ports, stats, pollers, fdb, add-port, del-port, dump-config)`},
+		{`{"command":"frobnicate"}`, `unknown command "frobnicate" (known: ports, stats, pollers, fdb, trace, add-port, del-port, dump-config)`},
 		{`{}`, `unknown command ""`},
 		{`{"command":"ports","verbose":true}`, `unknown field "verbose"`},
 		{`{"command":"ports","name":"vm1"}`, `ports takes no "name"`},
@@ -74,11 +74,12 @@ type recorder struct {
 	cfg     config.Config
 }
 
-func (r *recorder) Ports() []PortInfo      { return nil }
-func (r *recorder) Stats() []PortStats     { return nil }
-func (r *recorder) FDB() []FDBEntry        { return nil }
-func (r *recorder) Pollers() []PollerStats { return nil }
-func (r *recorder) Config() config.Config  { return r.cfg }
+func (r *recorder) Ports() []PortInfo                 { return nil }
+func (r *recorder) Stats() []PortStats                { return nil }
+func (r *recorder) FDB() []FDBEntry                   { return nil }
+func (r *recorder) Pollers() []PollerStats            { return nil }
+func (r *recorder) Trace(string) ([]PortTrace, error) { return nil, errors.New("fake: no trace") }
+func (r *recorder) Config() config.Config             { return r.cfg }
 func (r *recorder) AddPort(p config.Port) error {
 	if p.Name == "refused" {
 		return errors.New("port refused: no")

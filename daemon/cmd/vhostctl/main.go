@@ -24,7 +24,7 @@ const usage = `usage: vhostctl [--control PATH] [--json] COMMAND
 commands:
   ports   ports with state, negotiated features and queues
   fdb     learned MAC addresses with their port and age ("static": pinned)
-` + statsUsage + pollerUsage + portUsage + qemuUsage
+` + statsUsage + pollerUsage + traceUsage + portUsage + qemuUsage
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -50,6 +50,9 @@ func run(args []string, out io.Writer) error {
 	}
 	if rest := fs.Args(); len(rest) > 0 && rest[0] == "stats" {
 		return runStats(rest[1:], *path, *asJSON, out)
+	}
+	if rest := fs.Args(); len(rest) > 0 && rest[0] == "trace" {
+		return runTrace(rest[1:], *path, *asJSON, out)
 	}
 	// Accept flags after the command too: vhostctl ports --json.
 	rest := fs.Args()

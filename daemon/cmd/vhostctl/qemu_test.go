@@ -36,9 +36,12 @@ func (d *fakeDaemon) Ports() []control.PortInfo {
 func (d *fakeDaemon) Stats() []control.PortStats     { return nil }
 func (d *fakeDaemon) FDB() []vswitch.LearnedMAC      { return nil }
 func (d *fakeDaemon) Pollers() []control.PollerStats { return nil }
-func (d *fakeDaemon) AddPort(config.Port) error      { return errors.New("fake: no add-port") }
-func (d *fakeDaemon) DelPort(string) error           { return errors.New("fake: no del-port") }
-func (d *fakeDaemon) Config() config.Config          { return config.Config{} }
+func (d *fakeDaemon) Trace(string) ([]control.PortTrace, error) {
+	return nil, errors.New("fake: no trace")
+}
+func (d *fakeDaemon) AddPort(config.Port) error { return errors.New("fake: no add-port") }
+func (d *fakeDaemon) DelPort(string) error      { return errors.New("fake: no del-port") }
+func (d *fakeDaemon) Config() config.Config     { return config.Config{} }
 
 func startFakes(t *testing.T, mem qmptest.Memdev) (ctl string, s *qmptest.Server, m *qmptest.Machine) {
 	t.Helper()

@@ -53,6 +53,9 @@ func (d *statsDaemon) Pollers() []control.PollerStats {
 	return d.pollers[min(d.calls-1, len(d.pollers)-1)]
 }
 func (d *statsDaemon) Ports() []control.PortInfo { return nil }
+func (d *statsDaemon) Trace(string) ([]control.PortTrace, error) {
+	return nil, errors.New("fake: no trace")
+}
 func (d *statsDaemon) FDB() []vswitch.LearnedMAC { return nil }
 func (d *statsDaemon) AddPort(config.Port) error { return errors.New("fake: no add-port") }
 func (d *statsDaemon) DelPort(string) error      { return errors.New("fake: no del-port") }
