@@ -171,8 +171,10 @@ func TestVhostctlStatsWatch(t *testing.T) {
 			"a             0          0        0 b/s        0 b/s        0  -",
 			"b             0          0        0 b/s        0 b/s        0  -",
 		}
-		if len(lines) != 4 || strings.Join(lines[1:], "\n") != strings.Join(want, "\n") {
-			t.Errorf("block\n%s\nwant a header line then\n%s", b, strings.Join(want, "\n"))
+		// Then the pollers' load: a header and one line for the poller.
+		if len(lines) != 6 || strings.Join(lines[1:4], "\n") != strings.Join(want, "\n") ||
+			!strings.HasPrefix(lines[4], "POLLER  BUSY%  FRAMES/S  CYCLES/FRAME  PORTS") || !strings.HasSuffix(lines[5], "  a,b") {
+			t.Errorf("block\n%s\nwant a header line then\n%s\nthen the pollers", b, strings.Join(want, "\n"))
 		}
 	}
 

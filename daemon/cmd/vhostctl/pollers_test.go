@@ -42,7 +42,7 @@ func TestWatchStatsPollers(t *testing.T) {
 	if err := watchStats(context.Background(), watchOptions{control: ctl, interval: minWatchInterval, count: 1, now: d.now}, &out); err != nil {
 		t.Fatal(err)
 	}
-	want := `
+	want := `b             0          0        0 b/s        0 b/s        0  -
 POLLER  BUSY%  FRAMES/S  CYCLES/FRAME  PORTS
 0       60.0%      1000             1  a,b
 1        0.0%         0             -  -

@@ -283,10 +283,8 @@ func printRateTable(out io.Writer, rep rateReport) {
 	for _, name := range rep.Removed {
 		fmt.Fprintf(out, "%s: gone since the previous refresh\n", name)
 	}
-	if len(rep.Pollers) > 0 {
-		io.WriteString(out, "\n")
-		printPollerRates(out, rep.Pollers)
-	}
+	// No blank line before the pollers: a blank line ends a refresh.
+	printPollerRates(out, rep.Pollers)
 }
 
 // printColumns prints rows as a table: the first column aligned left, the
