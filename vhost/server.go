@@ -52,6 +52,10 @@ type Status struct {
 	// LastAttempt when it last tried.
 	Attempts    int       `json:"attempts,omitempty"`
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	// DeviceStatus is the virtio device status the frontend last set
+	// (SET_STATUS), and MTU the one in force on the port (0: none).
+	DeviceStatus uint64 `json:"device_status,omitempty"`
+	MTU          int    `json:"mtu,omitempty"`
 }
 
 // DefaultHandoverWait is how long a new frontend connection waits for the
@@ -448,6 +452,7 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 	if d.mem != nil {
 		st.MemRegions = len(d.mem.Regions())
 	}
+	st.DeviceStatus, st.MTU = d.net.status, d.net.mtu
 	queues := map[int]*virtqueue.Queue{}
 	for i := range d.rings {
 		r := &d.rings[i]
