@@ -48,6 +48,12 @@ func BuildRARP(b []byte, mac MAC) {
 	copy(a[18:], m[:]) // target hardware address; target IP 0
 }
 
+// Bytes returns the address in wire order.
+func (m MAC) Bytes() (b [6]byte) {
+	putMAC(b[:], m)
+	return b
+}
+
 func putMAC(b []byte, m MAC) {
 	for i := 0; i < 6; i++ {
 		b[i] = byte(m >> (8 * (5 - i)))

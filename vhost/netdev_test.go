@@ -6,9 +6,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vhostd/vhostd/vhost"
 	vt "github.com/vhostd/vhostd/vhost/vhosttest"
+	"github.com/vhostd/vhostd/virtqueue/virtqueuetest"
 )
 
 const (
@@ -461,4 +463,40 @@ func TestSendRARPBadRequests(t *testing.T) {
 			t.Fatal("connection lost")
 		}
 	})
+}
+
+// TestSendRARPThroughSwitch: SEND_RARP on A's socket, with A's guest
+// silent and the pollers asleep, puts a valid RARP from the given MAC in
+// B's receive ring.
+func TestSendRARPThroughSwitch(t *testing.T) {
+	_, pathA, pathB := twoServers(t)
+	b := connectGuest(t, pathB, fVersion1|fProtocol)
+	fa := dial(t, pathA)
+	if err := fa.MapMemory(64<<20, 0x40000000, 0x7f1200000000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fa.Negotiate(fVersion1|fProtocol, pAllNet); err != nil {
+		t.Fatal(err)
+	}
+	if err := fa.SetMemTable(true); err != nil {
+		t.Fatal(err)
+	}
+	setupRings(t, fa)
+	b.rx.Driver.AddChain([]virtqueuetest.Buf{{Write: true, WriteLen: 2048}})
+	time.Sleep(20 * time.Millisecond) // the pollers go to sleep
+	mac := [6]byte{0x52, 0x54, 0, 0xab, 0xcd, 0xef}
+	if err := fa.SendRARP(mac, true); err != nil {
+		t.Fatal(err)
+	}
+	waitEventfd(t, b.rx.Call)
+	used := b.rx.Driver.CollectUsed()
+	if len(used) != 1 {
+		t.Fatalf("B got %d buffers", len(used))
+	}
+	f := b.rx.Driver.Read(b.rx.Driver.DescAddr(used[0].ID), int(used[0].Len))[12:]
+	if len(f) != 60 || !bytes.Equal(f[:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) || !bytes.Equal(f[6:12], mac[:]) ||
+		binary.BigEndian.Uint16(f[12:]) != 0x8035 || binary.BigEndian.Uint16(f[20:]) != 3 ||
+		!bytes.Equal(f[22:28], mac[:]) || !bytes.Equal(f[32:38], mac[:]) {
+		t.Fatalf("B got %x, want a RARP from %x", f, mac)
+	}
 }
