@@ -53,7 +53,8 @@ type Status struct {
 	Attempts    int       `json:"attempts,omitempty"`
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
 	// DeviceStatus is the virtio device status the frontend last set
-	// (SET_STATUS), and MTU the one in force on the port (0: none).
+	// (SET_STATUS), and MTU the one in force on the port (0: none): the
+	// port's, or the one the frontend set (NET_SET_MTU).
 	DeviceStatus uint64 `json:"device_status,omitempty"`
 	MTU          int    `json:"mtu,omitempty"`
 }
@@ -136,7 +137,7 @@ func Listen(path string, opts Options, b Backend, log *logrus.Entry) (*Server, e
 		return nil, err
 	}
 	s := &Server{path: path, opts: opts, backend: b, log: log, ln: ln, sock: sock, done: make(chan struct{})}
-	s.status = Status{Path: path, Mode: ModeServer, Since: time.Now(), Offered: FeatureNames(OfferedFeatures &^ opts.DisabledFeatures)}
+	s.status = Status{Path: path, Mode: ModeServer, Since: time.Now(), Offered: FeatureNames(OfferedFeatures &^ opts.DisabledFeatures), MTU: max(opts.MTU, 0)}
 	return s, nil
 }
 
