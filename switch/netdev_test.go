@@ -187,3 +187,20 @@ func TestMTUDrops(t *testing.T) {
 		t.Fatalf("b: %d received, drops %+v", st.RxPackets, st.Drops)
 	}
 }
+
+// TestRARPForgottenAtDisconnect: an announcement the port had no burst to
+// send before its frontend went away is not sent for the next one.
+func TestRARPForgottenAtDisconnect(t *testing.T) {
+	s := newTestSwitch(t)
+	l := newSecuredVMEnd(t, s, "l", 0, 12, false, PortSecurity{Mode: LearnMAC})
+	if err := l.port.AnnounceRARP(macBytes(macN(0xa))); err != nil {
+		t.Fatal(err)
+	}
+	l.port.Disconnected()
+	if n := pump(s, l); n != 0 {
+		t.Fatalf("%d frames sent after the disconnect", n)
+	}
+	if _, locked := s.security(l.idx); locked != 0 {
+		t.Fatalf("learn port locked to %v by the old connection's announcement", locked)
+	}
+}

@@ -213,6 +213,9 @@ func (v *VMPort) Publish(r *vhost.Rings) {
 // connection closes (vhost.Disconnecter): a port with mac=learn forgets
 // the address it locked to, for the lifetime of that connection only.
 func (v *VMPort) Disconnected() {
+	// An announcement not sent yet was the old connection's: sent now, it
+	// could lock a learn port to the old guest's address.
+	v.rarp.Store(0)
 	if v.ctl != nil {
 		v.ctl.Disconnected()
 	}
