@@ -140,7 +140,11 @@ func (d *Daemon) addPort(pc config.Port) (err error) {
 			d.sw.RemovePort(idx)
 		}
 	}()
-	srv, err := openSocket(next, pc, vhost.Options{DisabledFeatures: mask, QueuePairs: pc.QueuePairs}, vp, plog)
+	opts := vhost.Options{DisabledFeatures: mask, QueuePairs: pc.QueuePairs, MTU: next.MTU(pc)}
+	if sec.Mode == vswitch.FixedMAC {
+		opts.MAC = sec.MAC.Bytes()
+	}
+	srv, err := openSocket(next, pc, opts, vp, plog)
 	if err != nil {
 		return fmt.Errorf("port %s: %w", pc.Name, err)
 	}
@@ -154,7 +158,7 @@ func (d *Daemon) addPort(pc config.Port) (err error) {
 			plog.WithError(err).Error("vhost-user socket stopped accepting")
 		}
 	}()
-	plog.WithFields(logrus.Fields{"socket": pc.Socket, "client": pc.Client, "disabled": vhost.FeatureNames(mask), "mac": pc.MAC, "max_macs": sec.MaxMACs}).Info("serving vhost-user socket")
+	plog.WithFields(logrus.Fields{"socket": pc.Socket, "client": pc.Client, "disabled": vhost.FeatureNames(mask), "mac": pc.MAC, "max_macs": sec.MaxMACs, "mtu": opts.MTU}).Info("serving vhost-user socket")
 	return nil
 }
 

@@ -72,6 +72,10 @@ type NIC struct {
 	// Bus, when set, is the PCI bus to plug the device into (e.g. a PCIe
 	// root port on a q35 machine); by default QEMU picks one.
 	Bus string
+	// HostMTU, when positive, is the MTU QEMU tells the driver
+	// (host_mtu=): QEMU then asks the backend for it (NET_SET_MTU) and
+	// does not start the device if the backend refuses.
+	HostMTU int
 }
 
 // GuestConfig describes a guest to start.
@@ -127,6 +131,9 @@ func NICArgs(n NIC, index int) []string {
 		device += ",mac=" + n.MAC
 	}
 	device += ",vectors=0"
+	if n.HostMTU > 0 {
+		device += ",host_mtu=" + strconv.Itoa(n.HostMTU)
+	}
 	if n.Bus != "" {
 		device += ",bus=" + optEscape(n.Bus)
 	}

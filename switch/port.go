@@ -52,6 +52,12 @@ type Control interface {
 	// VM port's frontend): a LearnMAC port forgets the address it locked
 	// to, so that the next peer may use another.
 	Disconnected()
+	// MaySend reports whether the port's address policy lets it send
+	// from src now (inject.go).
+	MaySend(src MAC) bool
+	// Wake wakes the pollers of the port's receivers without waiting:
+	// the port has input of its own for them (inject.go).
+	Wake()
 }
 
 // Receiver is the receive side of a port, or one lane of it: what one
@@ -157,6 +163,7 @@ const (
 	DropTxNoMbufs          // the uplink's mbuf pool was empty
 	DropRxSpoofed          // source address not the one the port is pinned to
 	DropGuestFault         // in a burst a guest memory fault cut short (counted on the port that faulted)
+	DropMTUExceeded        // frame longer than the VM port's MTU allows, either way (mtu.go)
 	NumDropReasons
 )
 
@@ -165,6 +172,7 @@ var DropNames = [NumDropReasons]string{
 	"rx_runt", "rx_too_many_segments", "rx_queue_broken", "same_port",
 	"tx_not_ready", "tx_no_buffers", "tx_too_big", "tx_queue_broken",
 	"tx_uplink_full", "tx_no_mbufs", "rx_spoofed", "guest_memory_fault",
+	"mtu_exceeded",
 }
 
 // Counter is one statistic: read at any time by anyone, written once per

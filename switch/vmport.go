@@ -41,6 +41,8 @@ type VMPort struct {
 	pollers  int
 	rings    atomic.Pointer[vhost.Rings]
 	counters Counters // rare events, from any goroutine (atomic adds)
+	// rarp is an announcement to send: rarpPending|MAC, or 0 (rarp.go).
+	rarp atomic.Uint64
 
 	// OnFault, if set, is called when the port's frontend must be
 	// dropped, on a goroutine of its own: its guest memory faulted on the
@@ -73,6 +75,8 @@ type vmLane struct {
 	chain    virtqueue.Chain
 	txLogged [16]*virtqueue.Queue
 	calls    callGuard // signals the guest's transmit rings
+	// rarpFrame holds the announcement of the burst in progress (rarp.go).
+	rarpFrame [RARPFrameLen]byte
 }
 
 // txQueue is the state of transmitting into one of the guest's receive
@@ -209,6 +213,9 @@ func (v *VMPort) Publish(r *vhost.Rings) {
 // connection closes (vhost.Disconnecter): a port with mac=learn forgets
 // the address it locked to, for the lifetime of that connection only.
 func (v *VMPort) Disconnected() {
+	// An announcement not sent yet was the old connection's: sent now, it
+	// could lock a learn port to the old guest's address.
+	v.rarp.Store(0)
 	if v.ctl != nil {
 		v.ctl.Disconnected()
 	}
@@ -244,6 +251,9 @@ func (l *vmLane) NoDrain(int) bool { return true }
 
 // Arm implements Receiver.
 func (l *vmLane) Arm() bool {
+	if l.announcing() {
+		return true
+	}
 	r := l.v.rings.Load()
 	if r == nil {
 		return false
@@ -269,11 +279,13 @@ func (l *vmLane) Receive(b *Burst) int {
 	r := v.rings.Load()
 	l.cur = r
 	b.N = 0
+	n := l.announce(b)
 	if r == nil {
-		return 0
+		b.N = n
+		return n
 	}
-	n := 0
-	var runts, segs uint64
+	limit := frameLimit(r)
+	var runts, segs, mtu uint64
 	for ti, ring := range r.TX {
 		if !l.mine(ring.Index) {
 			continue
@@ -323,6 +335,10 @@ func (l *vmLane) Receive(b *Burst) int {
 			f := &b.Frames[n]
 			f.Segs = fs
 			f.Len = int(c.ReadLen) - r.HdrLen
+			if f.Len > limit && overMTU(fs, f.Len, limit) {
+				mtu++
+				continue
+			}
 			// The switch reads the MACs next: start that cache miss
 			// now, so the misses of a burst overlap.
 			if len(fs) > 0 {
@@ -336,6 +352,9 @@ func (l *vmLane) Receive(b *Burst) int {
 	}
 	if segs > 0 {
 		l.counters.Drops[DropRxSegments].addOwned(segs)
+	}
+	if mtu > 0 {
+		l.counters.Drops[DropMTUExceeded].addOwned(mtu)
 	}
 	b.N = n
 	return n
@@ -400,7 +419,8 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 	if ring != t.ring || q.LastAvail()-q.UsedIdx() != t.gap {
 		t.syncTx(ring, r.Mem)
 	}
-	var sent, bytes, nobuf, toobig, broken uint64
+	var sent, bytes, nobuf, toobig, broken, mtu uint64
+	limit := frameLimit(r)
 	avail := q.Pending()
 	if q.Err() != nil {
 		v.broken(&t.rxLogged, q, ring.Index, DropTxBroken)
@@ -413,6 +433,11 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 		// Pass 1: reserve chains.
 		used, nf := 0, 0
 		for ; nf < len(frames); nf++ {
+			if f := frames[nf]; f.Len > limit && overMTU(f.Segs, f.Len, limit) {
+				t.plan[nf] = rxPlan{}
+				mtu++
+				continue
+			}
 			need := hdr + frames[nf].Len
 			if avail == 0 && !waited {
 				avail, waited = t.waitBuffers(q), true
@@ -517,6 +542,9 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 	}
 	if broken > 0 {
 		c.Drops[DropTxBroken].addOwned(broken)
+	}
+	if mtu > 0 {
+		c.Drops[DropMTUExceeded].addOwned(mtu)
 	}
 }
 

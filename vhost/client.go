@@ -68,7 +68,7 @@ func Dial(path string, opts Options, b Backend, log *logrus.Entry) (*Server, err
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{path: path, opts: opts, backend: b, log: log, done: make(chan struct{}),
 		client: true, dialCtx: ctx, dialCancel: cancel, retryMin: ReconnectMin, retryMax: ReconnectMax}
-	s.status = Status{Path: path, Mode: ModeClient, Since: time.Now(), Offered: FeatureNames(OfferedFeatures &^ opts.DisabledFeatures)}
+	s.status = Status{Path: path, Mode: ModeClient, Since: time.Now(), Offered: FeatureNames(OfferedFeatures &^ opts.DisabledFeatures), MTU: max(opts.MTU, 0)}
 	return s, nil
 }
 

@@ -35,6 +35,9 @@ type Rings struct {
 	TX       []*Ring // guest transmit queues: the device reads frames from them
 	HdrLen   int     // virtio-net header length: 12 with VERSION_1 or MRG_RXBUF, else 10
 	MrgRxbuf bool    // a frame may span several receive chains
+	// MTU is the largest frame payload the port takes or delivers: the
+	// frame may be MTU+14 bytes long, MTU+18 if VLAN-tagged. 0: no limit.
+	MTU int
 }
 
 // Backend is the data path of one port, driven by the device.
@@ -63,6 +66,12 @@ type Options struct {
 	HandoverWait time.Duration
 	// Perm is the socket file's owner, group and mode (see listen.go).
 	Perm SocketPerm
+	// MTU is the largest MTU the frontend may set (NET_SET_MTU) and the
+	// one the data path enforces until it does; 0 means DefaultMTU.
+	MTU int
+	// MAC is the port's own address (mac=), reported in the config
+	// space (GET_CONFIG); zero when the port has none.
+	MAC [6]byte
 }
 
 // DefaultQueuePairs is reported by GET_QUEUE_NUM when Options leave it zero.
@@ -99,6 +108,7 @@ type device struct {
 	// replyFD is an fd to send with the reply of the request being
 	// handled (GET_INFLIGHT_FD), or -1; the server sends and closes it.
 	replyFD int
+	net     netState // device status, MTU, config space (status.go, mtu.go, config.go)
 }
 
 func newDevice(log *logrus.Entry, b Backend, o Options) *device {
@@ -107,6 +117,7 @@ func newDevice(log *logrus.Entry, b Backend, o Options) *device {
 		pairs = DefaultQueuePairs
 	}
 	d := &device{log: log, backend: b, offered: OfferedFeatures &^ o.DisabledFeatures, pairs: pairs, replyFD: -1}
+	d.net = newNetState(o)
 	d.rings = make([]ring, 2*pairs)
 	for i := range d.rings {
 		d.rings[i] = ring{kick: -1, call: -1, errFD: -1}
@@ -163,6 +174,20 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 		return nil, d.update()
 	case GetQueueNum:
 		return u64(uint64(d.pairs)), nil
+	case SetStatus:
+		return nil, d.setStatus(m.U64())
+	case GetStatus:
+		return u64(d.net.status), nil
+	case ResetDevice:
+		return nil, d.resetDevice()
+	case SendRARP:
+		return nil, d.sendRARP(m.U64())
+	case NetSetMTU:
+		return nil, d.setMTU(m.U64())
+	case GetConfig:
+		return d.getConfig(m)
+	case SetConfig:
+		return nil, d.setConfig(m)
 	case GetMaxMemSlots:
 		return u64(guestmem.MaxRegions), nil
 	case SetMemTable:
@@ -459,6 +484,7 @@ func (d *device) start() error {
 	if d.features&(1<<FeatureVersion1) != 0 || rs.MrgRxbuf {
 		rs.HdrLen = 12
 	}
+	rs.MTU = d.net.mtu
 	var firstErr error
 	for i := range d.rings {
 		r := &d.rings[i]

@@ -29,6 +29,13 @@ const (
 	FeatureInOrder         = 35
 )
 
+// Virtio-net feature bits for the MTU and for announcing a guest after
+// migration (virtio 1.2, 5.1.3).
+const (
+	FeatureNetMTU           = 3
+	FeatureNetGuestAnnounce = 21
+)
+
 // Protocol feature bits (vhost-user.rst, "Protocol features").
 const (
 	ProtocolMQ                 = 0
@@ -53,7 +60,7 @@ const (
 var featureNames = map[uint]string{
 	FeatureNetCsum: "csum", FeatureNetGuestCsum: "guest_csum", FeatureNetMAC: "mac",
 	FeatureNetMrgRxbuf: "mrg_rxbuf", FeatureNetStatus: "status", FeatureNetCtrlVQ: "ctrl_vq",
-	FeatureNetMQ: "mq", FeatureNotifyOnEmpty: "notify_on_empty", FeatureLogAll: "log_all",
+	FeatureNetMQ: "mq", FeatureNetMTU: "mtu", FeatureNetGuestAnnounce: "guest_announce", FeatureNotifyOnEmpty: "notify_on_empty", FeatureLogAll: "log_all",
 	FeatureAnyLayout: "any_layout", FeatureIndirectDesc: "indirect_desc",
 	FeatureEventIdx: "event_idx", FeatureProtocolFeature: "protocol_features",
 	FeatureVersion1: "version_1", FeatureAccessPlatform: "access_platform",
@@ -81,11 +88,17 @@ var protocolNames = map[uint]string{
 // keeps it by construction: chains are popped in ring order, put on the
 // used ring in that same order, and only the last ones popped are ever
 // given back (Unpop). Any change there must keep that.
+//
+// MTU lets the frontend tell the driver the port's MTU (NET_SET_MTU,
+// mtu.go); with GUEST_ANNOUNCE a migrated guest announces itself, and
+// for a driver without it the frontend asks for a RARP (rarp.go).
 const OfferedFeatures = 1<<FeatureVersion1 | 1<<FeatureIndirectDesc | 1<<FeatureEventIdx | 1<<FeatureNetMQ |
-	1<<FeatureNetMrgRxbuf | 1<<FeatureAnyLayout | 1<<FeatureProtocolFeature | 1<<FeatureInOrder
+	1<<FeatureNetMrgRxbuf | 1<<FeatureAnyLayout | 1<<FeatureProtocolFeature | 1<<FeatureInOrder |
+	1<<FeatureNetMTU | 1<<FeatureNetGuestAnnounce
 
 // OfferedProtocolFeatures are the protocol features vhostd offers.
-const OfferedProtocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfigureMemSlots | 1<<ProtocolInflightShmfd
+const OfferedProtocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfigureMemSlots | 1<<ProtocolInflightShmfd |
+	1<<ProtocolRARP | 1<<ProtocolNetMTU | 1<<ProtocolConfig | 1<<ProtocolResetDevice | 1<<ProtocolStatus
 
 // Maskable lists the feature names a port option may turn off.
 func Maskable() []string {

@@ -152,8 +152,15 @@ func fuzzReplies(t testing.TB, fd int) {
 		for len(buf) >= headerSize {
 			h := decodeHeader(buf)
 			want := uint32(8)
-			if h.Request == GetInflightFD {
+			switch h.Request {
+			case GetInflightFD:
 				want = inflightPayloadSize
+			case GetConfig:
+				// Empty (an error), or the config header and as many
+				// bytes as it says.
+				if h.Size == 0 || h.Size > configHeaderSize && h.Size <= configHeaderSize+netConfigSize {
+					want = h.Size
+				}
 			}
 			if h.Flags != flagVersion|flagReply || h.Size != want {
 				t.Errorf("malformed reply to %v: flags %#x, size %d", h.Request, h.Flags, h.Size)
@@ -161,6 +168,12 @@ func fuzzReplies(t testing.TB, fd int) {
 			}
 			if len(buf) < headerSize+int(want) {
 				break
+			}
+			if h.Request == GetConfig && want > 0 {
+				if n := binary.LittleEndian.Uint32(buf[headerSize+4:]); n != want-configHeaderSize {
+					t.Errorf("GET_CONFIG reply of %d bytes says %d", want-configHeaderSize, n)
+					return
+				}
 			}
 			buf = buf[headerSize+int(want):]
 		}
@@ -240,6 +253,35 @@ func FuzzMessages(f *testing.F) {
 		infl = append(infl, m...)
 	}
 	f.Add(infl, []byte{1, fuzzMemfd1M, 1, fuzzMemfdSealed, 1, fuzzEventfd, 1, fuzzMemfdSealed})
+	// Status, MTU, config space and RARP, good and bad: a config read
+	// out of range, one whose offset+size wraps, a write with the
+	// migration flag.
+	cfg := func(off, size, flags uint32) []byte {
+		b := binary.LittleEndian.AppendUint32(nil, off)
+		b = binary.LittleEndian.AppendUint32(b, size)
+		b = binary.LittleEndian.AppendUint32(b, flags)
+		return append(b, make([]byte, size)...)
+	}
+	var netdev []byte
+	for _, m := range [][]byte{
+		msg(SetProtocolFeatures, le64(OfferedProtocolFeatures)),
+		msg(SetFeatures, le64(1<<FeatureVersion1|1<<FeatureProtocolFeature|1<<FeatureNetMTU)),
+		msg(SetStatus, le64(StatusFeaturesOK)),
+		msg(GetStatus, nil),
+		msg(NetSetMTU, le64(1400)),
+		msg(NetSetMTU, le64(70000)),
+		msg(GetConfig, cfg(0, 24, 0)),
+		msg(GetConfig, cfg(20, 8, 0)),
+		msg(GetConfig, cfg(0xfffffffc, 8, 0)),
+		msg(SetConfig, cfg(0, 6, configFlagMigration)),
+		msg(SetConfig, cfg(10, 2, 0)),
+		msg(SendRARP, le64(0x0302010054520000>>16)),
+		msg(ResetDevice, nil),
+		msg(SetStatus, le64(0)),
+	} {
+		netdev = append(netdev, m...)
+	}
+	f.Add(netdev, []byte{})
 	needReply := msg(SetLogBase, make([]byte, 16))
 	needReply[4] |= flagNeedReply
 	f.Add(needReply, []byte{1, fuzzMemfd4K})

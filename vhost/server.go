@@ -52,6 +52,11 @@ type Status struct {
 	// LastAttempt when it last tried.
 	Attempts    int       `json:"attempts,omitempty"`
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	// DeviceStatus is the virtio device status the frontend last set
+	// (SET_STATUS), and MTU the one in force on the port (0: none): the
+	// port's, or the one the frontend set (NET_SET_MTU).
+	DeviceStatus uint64 `json:"device_status,omitempty"`
+	MTU          int    `json:"mtu,omitempty"`
 }
 
 // DefaultHandoverWait is how long a new frontend connection waits for the
@@ -133,7 +138,7 @@ func Listen(path string, opts Options, b Backend, log *logrus.Entry) (*Server, e
 		return nil, err
 	}
 	s := &Server{path: path, opts: opts, backend: b, log: log, ln: ln, sock: sock, done: make(chan struct{})}
-	s.status = Status{Path: path, Mode: ModeServer, Since: time.Now(), Offered: FeatureNames(OfferedFeatures &^ opts.DisabledFeatures)}
+	s.status = Status{Path: path, Mode: ModeServer, Since: time.Now(), Offered: FeatureNames(OfferedFeatures &^ opts.DisabledFeatures), MTU: max(opts.MTU, 0)}
 	return s, nil
 }
 
@@ -482,6 +487,7 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 	if d.mem != nil {
 		st.MemRegions = len(d.mem.Regions())
 	}
+	st.DeviceStatus, st.MTU = d.net.status, d.net.mtu
 	queues := map[int]*virtqueue.Queue{}
 	for i := range d.rings {
 		r := &d.rings[i]

@@ -81,7 +81,7 @@ func TestNegotiation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout | fNetMQ | fInOrder)
+	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout | fNetMQ | fInOrder | fMTU | fGuestAnnounce)
 	if offered != want {
 		t.Fatalf("offered %#x, want %#x", offered, want)
 	}
@@ -89,7 +89,7 @@ func TestNegotiation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if po != pMQ|pReplyAck|pMemSlots|pInflight {
+	if po != pMQ|pReplyAck|pMemSlots|pInflight|pRARP|pNetMTU|pConfig|pResetDevice|pStatus {
 		t.Fatalf("protocol features %#x", po)
 	}
 	if err := f.SetU64(vt.SetProtocolFeatures, po, false); err != nil {
@@ -109,7 +109,7 @@ func TestNegotiation(t *testing.T) {
 	if !st.Connected || !st.Negotiated || !equal(st.Features, []string{"event_idx", "protocol_features", "version_1"}) {
 		t.Fatalf("status %+v", st)
 	}
-	if !equal(st.ProtocolFeatures, []string{"mq", "reply_ack", "inflight_shmfd", "configure_mem_slots"}) {
+	if !equal(st.ProtocolFeatures, []string{"mq", "rarp", "reply_ack", "net_mtu", "config", "inflight_shmfd", "reset_device", "configure_mem_slots", "status"}) {
 		t.Fatalf("protocol status %v", st.ProtocolFeatures)
 	}
 }

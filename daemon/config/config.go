@@ -35,6 +35,9 @@ type Port struct {
 	// MaxMACs is how many addresses the port may make the switch learn;
 	// 0 means Config.MaxMACsDefault.
 	MaxMACs int `toml:"max_macs,omitzero" json:"max_macs,omitempty"`
+	// MTU is the port's MTU (68 to 65535): the most NET_SET_MTU may set,
+	// and what the switch enforces; 0 means Config.MTUDefault.
+	MTU int `toml:"mtu,omitzero" json:"mtu,omitempty"`
 	// Owner, Group and Mode are the socket file's; empty means
 	// Config.SocketOwner, SocketGroup and SocketMode. Not with Client.
 	Owner string `toml:"owner,omitempty" json:"owner,omitempty"`
@@ -72,6 +75,9 @@ type Config struct {
 	// DefaultMaxMACs, or fdb_size if smaller. The uplink may fill the
 	// table.
 	MaxMACsDefault int `toml:"max_macs,omitzero" json:"max_macs,omitempty"`
+	// MTUDefault is the MTU of every VM port that does not set its own;
+	// 0 means none (the frontend's NET_SET_MTU, if any, is enforced).
+	MTUDefault int `toml:"mtu,omitzero" json:"mtu,omitempty"`
 	// SocketOwner, SocketGroup (names or numeric ids) and SocketMode
 	// (octal, "0660") are given to every vhost-user socket whose port
 	// does not say otherwise; empty leaves what the process creates.
@@ -117,13 +123,13 @@ func Load(path string) (Config, error) {
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, state_file, max_macs, socket_owner, socket_group, socket_mode, metrics, uplink, eal, uplink_mtu, [[port]] name, socket, client, disable_features, queue_pairs, mac, max_macs, owner, group, mode)", path, strings.Join(keys, ", "))
+		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, state_file, max_macs, mtu, socket_owner, socket_group, socket_mode, metrics, uplink, eal, uplink_mtu, [[port]] name, socket, client, disable_features, queue_pairs, mac, max_macs, mtu, owner, group, mode)", path, strings.Join(keys, ", "))
 	}
 	return c, nil
 }
 
 // ParseSocket parses the --socket flag:
-// [NAME=]PATH[,client][,disable=FEAT[+FEAT...]][,queues=N][,mac=MAC|learn][,max_macs=N][,owner=USER][,group=GROUP][,mode=MODE].
+// [NAME=]PATH[,client][,disable=FEAT[+FEAT...]][,queues=N][,mac=MAC|learn][,max_macs=N][,mtu=N][,owner=USER][,group=GROUP][,mode=MODE].
 // Values are checked by Validate.
 // Without NAME, the port is named after the file, less its extension.
 func ParseSocket(s string) (Port, error) {
@@ -163,6 +169,12 @@ func ParseSocket(s string) (Port, error) {
 				return p, fmt.Errorf("--socket %q: max_macs=%q is not a number", s, v)
 			}
 			p.MaxMACs = n
+		case ok && k == "mtu":
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return p, fmt.Errorf("--socket %q: mtu=%q is not a number (use %d to %d)", s, v, vhost.MinMTU, vhost.MaxMTU)
+			}
+			p.MTU = n
 		case ok && k == "owner":
 			p.Owner = v
 		case ok && k == "group":
@@ -170,7 +182,7 @@ func ParseSocket(s string) (Port, error) {
 		case ok && k == "mode":
 			p.Mode = Mode(v)
 		default:
-			return p, fmt.Errorf("--socket %q: unknown option %q (known: client, disable=FEAT+FEAT, queues=N, mac=MAC|learn, max_macs=N, owner=USER, group=GROUP, mode=0660)", s, opt)
+			return p, fmt.Errorf("--socket %q: unknown option %q (known: client, disable=FEAT+FEAT, queues=N, mac=MAC|learn, max_macs=N, mtu=N, owner=USER, group=GROUP, mode=0660)", s, opt)
 		}
 	}
 	return p, nil
@@ -225,6 +237,16 @@ func (c *Config) Validate() error {
 		}
 		if p.QueuePairs < 0 || p.QueuePairs > 128 {
 			errs = append(errs, fmt.Errorf("port %q: queue_pairs = %d: use 1 to 128", p.Name, p.QueuePairs))
+		}
+		if p.MTU != 0 {
+			if err := vhost.CheckMTU(p.MTU); err != nil {
+				errs = append(errs, fmt.Errorf("port %q: %w", p.Name, err))
+			}
+		}
+	}
+	if c.MTUDefault != 0 {
+		if err := vhost.CheckMTU(c.MTUDefault); err != nil {
+			errs = append(errs, fmt.Errorf("default %w (the global mtu setting, --mtu)", err))
 		}
 	}
 	if c.Metrics != "" {

@@ -138,6 +138,15 @@ func firstSet(a, b string) string {
 	return b
 }
 
+// MTU returns port p's MTU: its own, else the default for all ports; 0
+// for none.
+func (c *Config) MTU(p Port) int {
+	if p.MTU != 0 {
+		return p.MTU
+	}
+	return c.MTUDefault
+}
+
 // MaxMACs returns how many addresses port p may make the switch learn.
 func (c *Config) MaxMACs(p Port) int {
 	switch {

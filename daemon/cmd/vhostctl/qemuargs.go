@@ -49,7 +49,7 @@ func runQEMUArgs(args []string, controlPath string, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("qemu-args: %w", err)
 		}
-		argv = append(argv, qemu.NICArgs(qemu.NIC{SocketPath: p.Vhost.Path, MAC: m, Reconnect: *reconnect}, i)...)
+		argv = append(argv, qemu.NICArgs(qemu.NIC{SocketPath: p.Vhost.Path, MAC: m, Reconnect: *reconnect, HostMTU: p.Vhost.MTU}, i)...)
 	}
 	// One option and its value per line, ready to paste into a shell.
 	var lines []string

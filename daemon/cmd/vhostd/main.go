@@ -43,9 +43,10 @@ func main() {
 func run() error {
 	fs := flag.NewFlagSet("vhostd", flag.ContinueOnError)
 	var sockets socketFlags
-	fs.Var(&sockets, "socket", "serve a vhost-user socket: [NAME=]PATH[,client][,disable=FEAT+FEAT][,queues=N][,mac=MAC|learn][,max_macs=N][,owner=USER][,group=GROUP][,mode=0660] (repeatable); features: "+strings.Join(vhost.Maskable(), ", ")+
+	fs.Var(&sockets, "socket", "serve a vhost-user socket: [NAME=]PATH[,client][,disable=FEAT+FEAT][,queues=N][,mac=MAC|learn][,max_macs=N][,mtu=N][,owner=USER][,group=GROUP][,mode=0660] (repeatable); features: "+strings.Join(vhost.Maskable(), ", ")+
 		"; client: connect to a socket the frontend serves (QEMU server=on), reconnecting until it answers, instead of creating it"+
-		"; mac= pins the port to the one source address its guest may send from (learn: the first it sends, per connection)")
+		"; mac= pins the port to the one source address its guest may send from (learn: the first it sends, per connection)"+
+		"; mtu= is the port's MTU (68 to 65535), offered to the guest and enforced")
 	cfgFile := fs.String("config", "", "TOML config file (flags given override it)")
 	controlPath := fs.String("control", "", "control socket path (default "+config.DefaultControl+")")
 	logLevel := fs.String("log-level", "", "log level: error, warn, info, debug (default info)")
@@ -53,6 +54,7 @@ func run() error {
 	uplinkDev := fs.String("uplink", "", "DPDK uplink: [NAME=]DEVARGS, e.g. net_tap0,iface=vhostd0, net_af_packet0,iface=eth1 or a PCI address (see docs/uplink.md)")
 	eal := fs.String("eal", "", "extra DPDK EAL arguments for the uplink, space separated (defaults work without hugepages: --no-huge -m 256 --no-shconf --no-pci -l CPU)")
 	maxMACs := fs.Int("max-macs", 0, fmt.Sprintf("addresses each VM port may make the switch learn, unless its --socket says max_macs= (default %d, or fdb_size if smaller)", config.DefaultMaxMACs))
+	mtu := fs.Int("mtu", 0, "MTU of every VM port, unless its --socket says mtu= (68 to 65535; default: none, frames of any size pass unless the frontend sets an MTU)")
 	socketOwner := fs.String("socket-owner", "", "owner of every vhost-user socket, a user name or uid, unless its --socket says owner= (default: vhostd's user)")
 	socketGroup := fs.String("socket-group", "", "group of every vhost-user socket, a group name or gid, unless its --socket says group= (default: vhostd's group)")
 	socketMode := fs.String("socket-mode", "", "mode of every vhost-user socket, octal like 0660, unless its --socket says mode= (default: from the umask)")
@@ -122,6 +124,9 @@ func run() error {
 	}
 	if *maxMACs != 0 {
 		cfg.MaxMACsDefault = *maxMACs
+	}
+	if *mtu != 0 {
+		cfg.MTUDefault = *mtu
 	}
 	if *socketOwner != "" {
 		cfg.SocketOwner = *socketOwner
