@@ -40,6 +40,12 @@ func (DPDKRef) Start(ctx context.Context, env RunEnv) (Instance, error) {
 		}
 	}
 	cfg.LogFile = env.Log("dpdk-io")
+	// Cycles per frame of the forwarding core (CostMeter).
+	cfg.ExtraArgs = append(cfg.ExtraArgs, "--record-core-cycles")
+	if env.HugeDir != "" {
+		cfg.Binary, cfg.MemoryMB = env.Testpmd, hugeDPDKMB
+		cfg.ExtraEALArgs = append(cfg.ExtraEALArgs, env.HugeEAL(false)...)
+	}
 	tp, err := testpmd.Start(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("dpdk-io backend: %w", err)

@@ -110,6 +110,12 @@ func (o *OVS) Start(ctx context.Context, env RunEnv) (Instance, error) {
 		return fail(fmt.Errorf("ovsdb-server: %w", err))
 	}
 	extra := "--no-huge -m 2048 --no-pci --legacy-mem --no-shconf --file-prefix=" + inst.prefix
+	if env.HugeDir != "" {
+		// On hugepages OVS runs as its users run it: dynamic memory
+		// (no --legacy-mem; OVS adds --in-memory itself), -m
+		// preallocated from the bench's hugetlbfs.
+		extra = fmt.Sprintf("-m %d --no-pci --huge-dir=%s --file-prefix=%s", hugeOVSMB, env.HugeDir, inst.prefix)
+	}
 	if err := inst.vsctl(ctx, "--no-wait", "init", "--", "set", "Open_vSwitch", ".",
 		"other_config:dpdk-init=true",
 		"other_config:dpdk-extra="+extra,

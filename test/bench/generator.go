@@ -44,6 +44,10 @@ func StartGenerator(ctx context.Context, env RunEnv, cpu int, server bool) (*Gen
 		CPUs:     strconv.Itoa(cpu),
 		LogFile:  env.Log("generator"),
 	}
+	if env.HugeDir != "" {
+		cfg.Binary, cfg.MemoryMB = env.Testpmd, hugeGenMB
+		cfg.ExtraEALArgs = env.HugeEAL(true)
+	}
 	// A server-mode generator blocks in its port probe until the backend
 	// has connected (OVS retries once a second): allow for that.
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)

@@ -13,14 +13,17 @@ type Options struct {
 	Warmup, Window, Every time.Duration
 	Frames                []int
 	Mrg                   []bool
-	Backends              []string
-	MQBackends            []string
-	GenCPU, BackendCPU    int
-	SeedBursts            int
-	RetryCollapsed        int
-	VhostdBin             string
-	OVSVswitchd           string
-	Out                   string
+	// Huge lists the memory configurations: false = no hugepages, true
+	// = DPDK's memory on 2 MiB pages (--huge off,on).
+	Huge               []bool
+	Backends           []string
+	MQBackends         []string
+	GenCPU, BackendCPU int
+	SeedBursts         int
+	RetryCollapsed     int
+	VhostdBin          string
+	OVSVswitchd        string
+	Out                string
 	// VMVM and Uplink enable the throughput cases of the two topologies
 	// (VMToVM, VMUplink).
 	VMVM, Uplink bool
@@ -36,7 +39,7 @@ type Options struct {
 func ParseOptions(args []string) (Options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var o Options
-	var frames, mrg, backends, mqBackends string
+	var frames, mrg, huge, backends, mqBackends string
 	fs.BoolVar(&o.Quick, "quick", false, "smoke test: 1 repetition, short windows, one case (64B mrg=on) per topology")
 	fs.IntVar(&o.Reps, "reps", 3, "repetitions of every measurement (median and spread are over these)")
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "time after seeding the loop before the window starts")
@@ -44,6 +47,7 @@ func ParseOptions(args []string) (Options, error) {
 	fs.DurationVar(&o.Every, "sample", 250*time.Millisecond, "sampling interval of the rate-over-time plot")
 	fs.StringVar(&frames, "frames", "64,1518", "frame sizes in bytes, FCS included")
 	fs.StringVar(&mrg, "mrg", "on,off", "mrg_rxbuf settings")
+	fs.StringVar(&huge, "huge", "off,on", "memory configurations: off = no hugepages, on = generator, dpdk-io and OVS on 2 MiB hugepages (the bench reserves and mounts them, and gives them back)")
 	fs.StringVar(&backends, "backends", "vhostd,dpdk-io,ovs-dpdk", "backends to measure")
 	fs.IntVar(&o.GenCPU, "gen-cpu", 0, "CPU of the traffic generator (and of this program)")
 	fs.IntVar(&o.BackendCPU, "backend-cpu", 1, "CPU of the backend under test")
@@ -85,6 +89,9 @@ func ParseOptions(args []string) (Options, error) {
 	}
 	if o.Mrg, err = ParseOnOff(mrg); err != nil {
 		return o, err
+	}
+	if o.Huge, err = ParseOnOff(huge); err != nil {
+		return o, fmt.Errorf("--huge: %w", err)
 	}
 	o.Backends = splitList(backends)
 	o.MQBackends = splitList(mqBackends)

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/vhostd/vhostd/test/testpmd"
 )
 
 // RepResult is one repetition of one backend on one case.
@@ -57,7 +60,41 @@ type Runner struct {
 	// startFails counts a backend's start failures in a row, per
 	// SkipKey.
 	startFails map[string]int
+	// hugeDir is the hugetlbfs mount of the hugepage cases, testpmdBin
+	// the testpmd wrapper that runs on it (UseHugepages).
+	hugeDir, testpmdBin string
 }
+
+// UseHugepages readies the hugepage cases: DPDK's --huge-dir is dir, and
+// testpmd runs through a wrapper that drops the --no-huge the testpmd
+// package always passes (HugeWrapper).
+func (r *Runner) UseHugepages(dir string) error {
+	d, err := r.tr.TempDir("vhb")
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(d, "dpdk-testpmd-huge")
+	if err := os.WriteFile(bin, []byte(HugeWrapper(testpmd.DefaultBinary)), 0o755); err != nil {
+		return fmt.Errorf("testpmd hugepage wrapper: %w", err)
+	}
+	r.hugeDir, r.testpmdBin = dir, bin
+	return nil
+}
+
+// HugeWrapper is a shell script that runs prog with its arguments but
+// without "--no-huge": the testpmd package (test/testpmd) always passes
+// it, and the hugepage cases must not. The hugepage EAL options
+// (--in-memory, --huge-dir, ...) come in through Config.ExtraEALArgs.
+func HugeWrapper(prog string) string {
+	return "#!/bin/sh\n" +
+		"# vhostd-bench: " + prog + " on hugepages; drops the --no-huge of test/testpmd.\n" +
+		"for a; do shift; [ \"$a\" = --no-huge ] || set -- \"$@\" \"$a\"; done\n" +
+		"exec " + prog + " \"$@\"\n"
+}
+
+// HugeSkipKey is the key of Runner.Skipped for backend name in the
+// hugepage cases alone.
+func HugeSkipKey(name string) string { return name + " huge" }
 
 // maxStartFails is how many times in a row a reference backend may fail to
 // start before the run goes on without it: once can be other load on the
@@ -132,7 +169,8 @@ func SkipKey(name string, t Topology) string { return name + " " + string(t) }
 func (r *Runner) skipped(b Backend, c Case) bool {
 	_, all := r.Skipped[b.Name()]
 	_, topo := r.Skipped[SkipKey(b.Name(), c.Topology)]
-	return all || topo
+	_, huge := r.Skipped[HugeSkipKey(b.Name())]
+	return all || topo || (huge && c.Huge)
 }
 
 func (r *Runner) skip(key string, err error) {
@@ -173,6 +211,13 @@ func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res Re
 	}
 	defer os.RemoveAll(dir)
 	env := RunEnv{Dir: dir, CPU: r.opt.BackendCPU, Case: c, LogDir: r.logDir, Tag: tag, Tracker: r.tr}
+	if c.Huge {
+		if r.hugeDir == "" {
+			res.Err = fmt.Errorf("hugepage case without hugepages set up")
+			return res
+		}
+		env.HugeDir, env.Testpmd = r.hugeDir, r.testpmdBin
+	}
 	inst, err := b.Start(ctx, env)
 	if err != nil {
 		res.Err = err
