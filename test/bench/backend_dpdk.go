@@ -73,6 +73,20 @@ func (d *dpdkInst) Drops(ctx context.Context) (uint64, error) {
 	return FwdDrops(fs), nil
 }
 
+// CostMark implements CostMeter: the forwarding lcore's cycles and
+// frames from --record-core-cycles, read with "show fwd stats all".
+func (d *dpdkInst) CostMark(ctx context.Context) (CostMark, error) {
+	out, err := d.tp.Cmd(ctx, "show fwd stats all")
+	if err != nil {
+		return CostMark{}, fmt.Errorf("dpdk-io: show fwd stats all: %w", err)
+	}
+	m, ok := ParseCoreCycles(out)
+	if !ok {
+		return CostMark{}, fmt.Errorf("dpdk-io: no CPU cycles/packet in show fwd stats all: %q", clip(out, 300))
+	}
+	return m, nil
+}
+
 // Stop quits testpmd; the testpmd package removes its sockets and runtime
 // directory.
 func (d *dpdkInst) Stop() error { return d.tp.Close() }

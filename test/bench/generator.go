@@ -78,6 +78,10 @@ type LoopOptions struct {
 	Warmup, Window time.Duration
 	// Every is the sampling interval of the rate-over-time series.
 	Every time.Duration
+	// Mark, when set, is called right after the sample that opens the
+	// window (end false) and right after the one that closes it (end
+	// true): the backend's cost counters are read there.
+	Mark func(end bool)
 }
 
 // RunLoop seeds the closed loop and samples the total RX counter of both
@@ -109,8 +113,14 @@ func (g *Generator) RunLoop(ctx context.Context, opt LoopOptions) ([]Sample, err
 		ss = append(ss, Sample{T: t, RxPackets: rx})
 		if winStart < 0 && t >= opt.Warmup.Seconds() {
 			winStart = t
+			if opt.Mark != nil {
+				opt.Mark(false)
+			}
 		}
 		if winStart >= 0 && t >= winStart+opt.Window.Seconds() {
+			if opt.Mark != nil {
+				opt.Mark(true)
+			}
 			return ss, nil
 		}
 		// Tick on a fixed grid from t0, so a slow answer does not shift

@@ -43,6 +43,18 @@ type Row struct {
 	// backend dropped frames; Dropped sums the drops they counted.
 	Lossy   int
 	Dropped uint64
+	// PPSVals are the successful repetitions' rates, CycVals their
+	// cycles per frame (repetitions with a cost), for the bootstrap.
+	PPSVals, CycVals []float64
+	// Cyc, Ns and Busy summarise the cost per frame: cycles, ns at the
+	// TSC rate, share of the window busy forwarding (percent of a core).
+	Cyc, Ns, Busy Summary
+	// TSCHz is the median TSC rate the backend reported (0: unknown).
+	TSCHz float64
+	// CycVsDPDK is Cyc.Median over dpdk-io's on the same case.
+	CycVsDPDK float64
+	// CostErr is why a successful repetition had no cost (the first).
+	CostErr string
 }
 
 // BuildRows groups results by case (in cases' order) and backend (in
@@ -50,10 +62,10 @@ type Row struct {
 func BuildRows(results []RepResult, cases []Case, backends []string) []Row {
 	var rows []Row
 	for _, c := range cases {
-		med := map[string]float64{}
+		med, medCyc := map[string]float64{}, map[string]float64{}
 		var caseRows []Row
 		for _, b := range backends {
-			var pps, idle, other []float64
+			var pps, idle, other, cyc, ns, busy, hz []float64
 			r := Row{Backend: b, Case: c}
 			seen := false
 			for _, res := range results {
@@ -69,6 +81,18 @@ func BuildRows(results []RepResult, cases []Case, backends []string) []Row {
 					continue
 				}
 				pps = append(pps, res.PPS)
+				if res.Cost != nil {
+					cyc = append(cyc, res.Cost.PerFrame())
+					if v := res.Cost.NsPerFrame(); !math.IsNaN(v) {
+						ns = append(ns, v)
+						hz = append(hz, res.Cost.TSCHz)
+					}
+					if v := res.Cost.BusyPct(); !math.IsNaN(v) {
+						busy = append(busy, v)
+					}
+				} else if res.CostErr != nil && r.CostErr == "" {
+					r.CostErr = firstLine(res.CostErr.Error())
+				}
 				if Collapsed(res.Samples) {
 					r.Collapsed++
 				}
@@ -88,13 +112,24 @@ func BuildRows(results []RepResult, cases []Case, backends []string) []Row {
 				continue
 			}
 			r.PPS, r.IdleCPU, r.OtherLoad = Summarize(pps), Summarize(idle), Summarize(other)
+			r.PPSVals, r.CycVals = pps, cyc
+			r.Cyc, r.Ns, r.Busy = Summarize(cyc), Summarize(ns), Summarize(busy)
+			if len(hz) > 0 {
+				r.TSCHz = median(hz)
+			}
 			if r.PPS.N > 0 {
 				med[b] = r.PPS.Median
+			}
+			if r.Cyc.N > 0 {
+				medCyc[b] = r.Cyc.Median
 			}
 			caseRows = append(caseRows, r)
 		}
 		for i := range caseRows {
-			caseRows[i].VsDPDK, caseRows[i].VsOVS, caseRows[i].Base = nan(), nan(), nan()
+			caseRows[i].VsDPDK, caseRows[i].VsOVS, caseRows[i].Base, caseRows[i].CycVsDPDK = nan(), nan(), nan(), nan()
+			if caseRows[i].Cyc.N > 0 {
+				caseRows[i].CycVsDPDK = Ratio(caseRows[i].Cyc.Median, medCyc[RefDPDK])
+			}
 			if caseRows[i].PPS.N > 0 {
 				caseRows[i].VsDPDK = Ratio(caseRows[i].PPS.Median, med[RefDPDK])
 				caseRows[i].VsOVS = Ratio(caseRows[i].PPS.Median, med[RefOVS])

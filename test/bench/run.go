@@ -37,6 +37,10 @@ type RepResult struct {
 	Retried int
 	// Seed is N of the "start tx_first N" that seeded the loop.
 	Seed int
+	// Cost is the backend's forwarding cost over the window (CostMeter);
+	// nil if not measured, with CostErr saying why.
+	Cost    *Cost
+	CostErr error
 	// GenDrops is what the generator lost from the seed to the loop's
 	// stop (FwdDrops); BackendDrops what the backend counted as dropped
 	// (DropCounter), -1 if unknown. In a closed loop every lost frame is
@@ -253,10 +257,43 @@ func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res Re
 		pids = append(pids, p)
 	}
 	noise := StartInterference([]int{r.opt.GenCPU, r.opt.BackendCPU}, pids)
-	res.Samples, err = gen.RunLoop(ctx, LoopOptions{SeedBursts: res.Seed, Warmup: r.opt.Warmup, Window: r.opt.Window, Every: r.opt.Every})
+	lo := LoopOptions{SeedBursts: res.Seed, Warmup: r.opt.Warmup, Window: r.opt.Window, Every: r.opt.Every}
+	var marks [2]CostMark
+	var markAt [2]time.Time
+	var markErr [2]error
+	cm, hasCost := inst.(CostMeter)
+	if hasCost {
+		lo.Mark = func(end bool) {
+			i := 0
+			if end {
+				i = 1
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			markAt[i] = time.Now()
+			marks[i], markErr[i] = cm.CostMark(cctx)
+		}
+	} else {
+		res.CostErr = fmt.Errorf("%s does not account its cycles", b.Name())
+	}
+	res.Samples, err = gen.RunLoop(ctx, lo)
 	if err != nil {
 		res.Err = err
 		return res
+	}
+	if hasCost {
+		if e := errors.Join(markErr[0], markErr[1]); e != nil {
+			res.CostErr = e
+		} else if markAt[0].IsZero() || markAt[1].IsZero() {
+			res.CostErr = fmt.Errorf("cost marks not taken")
+		} else if c, err := CostBetween(marks[0], marks[1], markAt[1].Sub(markAt[0]).Seconds()); err != nil {
+			res.CostErr = err
+		} else {
+			res.Cost = &c
+		}
+		if res.CostErr != nil {
+			fmt.Fprintf(r.out, "  %s %s: cost per frame: %s\n", b.Name(), c.Name(), firstLine(res.CostErr.Error()))
+		}
 	}
 	res.OtherLoad = noise.Pct()
 	pps, span, ok := WindowRate(res.Samples, r.opt.Warmup.Seconds(), r.opt.Window.Seconds())
