@@ -56,7 +56,9 @@ func (c CI) RepsFor(target float64) int {
 	if math.IsNaN(h) || h <= 0 || n < 2 {
 		return 0
 	}
-	return int(math.Ceil(float64(n) * (h / target) * (h / target)))
+	// The epsilon keeps float rounding (0.1/0.05 squared is 4.0000001)
+	// from adding a repetition.
+	return int(math.Ceil(float64(n)*(h/target)*(h/target) - 1e-9))
 }
 
 // median of a sorted copy of vs; NaN for none.

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"encoding/csv"
 	"fmt"
 	"io"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -152,4 +154,22 @@ func WriteRatioCIs(w io.Writer, cis []RatioCI) {
 			fmt.Sprintf("%d/%d", r.CI.N, r.CI.M), need}, "\t")+"\t")
 	}
 	tw.Flush()
+}
+
+// WriteRatiosCSV writes one line per ratio with its interval.
+func WriteRatiosCSV(w io.Writer, cis []RatioCI) error {
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"section", "case", "mem", "quantity", "reference", "ratio", "ci_lo", "ci_hi", "ci_level", "half_width_pct",
+		"reps_vhostd", "reps_reference", "reps_for_5pct", "resamples", "seed"})
+	for _, r := range cis {
+		need := ""
+		if n := r.CI.RepsFor(TargetHalfWidth); n > 0 {
+			need = strconv.Itoa(n)
+		}
+		cw.Write([]string{string(r.Case.Topology), r.Case.Name(), r.Case.Mem(), r.What, r.Ref, csvFloat(r.CI.Est, 4),
+			csvFloat(r.CI.Lo, 4), csvFloat(r.CI.Hi, 4), csvFloat(BootLevel, 2), csvFloat(r.CI.HalfWidthPct(), 2),
+			strconv.Itoa(r.CI.N), strconv.Itoa(r.CI.M), need, strconv.Itoa(BootResamples), strconv.Itoa(BootSeed)})
+	}
+	cw.Flush()
+	return cw.Error()
 }

@@ -124,8 +124,15 @@ func WriteOutputs(opt Options, o *Outcome, rows, mqRows []Row) ([]string, error)
 		name string
 		f    func(io.Writer) error
 	}
+	var cis []RatioCI
+	for _, sec := range sections {
+		if sec.Name != "mq" {
+			cis = append(cis, RatioCIs(sec.Rows)...)
+		}
+	}
 	outs := []output{
 		{"results.csv", func(w io.Writer) error { return WriteResultsCSV(w, sections) }},
+		{"ratios.csv", func(w io.Writer) error { return WriteRatiosCSV(w, cis) }},
 		{"reps.csv", func(w io.Writer) error { return WriteRepsCSV(w, all) }},
 		{"samples.csv", func(w io.Writer) error { return WriteSamplesCSV(w, all) }},
 		{"rate.svg", func(w io.Writer) error {

@@ -307,7 +307,9 @@ func WriteResultsCSV(w io.Writer, sections []Section) error {
 	cw.Write([]string{"section", "backend", "case", "frame_bytes", "mrg_rxbuf", "queues", "pollers",
 		"reps_ok", "reps_failed", "mpps_median", "mpps_min", "mpps_max", "spread_pct", "stdev_pct",
 		"gbps_median", "ratio_dpdk_io", "ratio_ovs_dpdk", "ratio_baseline", "idle_cpu_pct_median",
-		"other_load_pct_median", "other_load_pct_max", "reps_with_drops", "dropped", "error"})
+		"other_load_pct_median", "other_load_pct_max", "reps_with_drops", "dropped", "error",
+		"mem", "reps_with_cost", "cycles_per_frame_median", "cycles_per_frame_min", "cycles_per_frame_max", "ns_per_frame_median",
+		"busy_pct_median", "tsc_hz", "cycles_ratio_dpdk_io"})
 	for _, sect := range sections {
 		sec := sect.Name
 		for _, r := range sect.Rows {
@@ -332,6 +334,23 @@ func WriteResultsCSV(w io.Writer, sections []Section) error {
 				rec = append(rec, "", "")
 			}
 			rec = append(rec, strconv.Itoa(r.Lossy), strconv.FormatUint(r.Dropped, 10), r.Err)
+			rec = append(rec, r.Case.Mem(), strconv.Itoa(r.Cyc.N))
+			if r.Cyc.N > 0 {
+				rec = append(rec, csvFloat(r.Cyc.Median, 1), csvFloat(r.Cyc.Min, 1), csvFloat(r.Cyc.Max, 1))
+			} else {
+				rec = append(rec, "", "", "")
+			}
+			ns, busy, hz := "", "", ""
+			if r.Ns.N > 0 {
+				ns = csvFloat(r.Ns.Median, 2)
+			}
+			if r.Busy.N > 0 {
+				busy = csvFloat(r.Busy.Median, 1)
+			}
+			if r.TSCHz > 0 {
+				hz = csvFloat(r.TSCHz, 0)
+			}
+			rec = append(rec, ns, busy, hz, csvFloat(r.CycVsDPDK, 3))
 			cw.Write(rec)
 		}
 	}
@@ -343,7 +362,8 @@ func WriteResultsCSV(w io.Writer, sections []Section) error {
 func WriteRepsCSV(w io.Writer, results []RepResult) error {
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"backend", "case", "rep", "mpps", "window_s", "max_sample_gap_s", "idle_cpu_pct", "other_load_pct", "loop_collapsed", "retried",
-		"seed_bursts", "gen_dropped", "backend_dropped", "error"})
+		"seed_bursts", "gen_dropped", "backend_dropped", "error",
+		"mem", "cycles", "frames", "cycles_per_frame", "ns_per_frame", "busy_pct", "tsc_hz", "cost_error"})
 	count := func(v int64) string {
 		if v < 0 {
 			return ""
@@ -362,6 +382,17 @@ func WriteRepsCSV(w io.Writer, results []RepResult) error {
 			}
 			rec = append(rec, csvFloat(r.PPS/1e6, 4), csvFloat(r.Span, 3), csvFloat(MaxGap(r.Samples), 3), idle, csvFloat(r.OtherLoad, 1),
 				strconv.FormatBool(Collapsed(r.Samples)), strconv.Itoa(r.Retried), strconv.Itoa(r.Seed), count(r.GenDrops), count(r.BackendDrops), "")
+		}
+		rec = append(rec, r.Case.Mem())
+		if c := r.Cost; c != nil {
+			rec = append(rec, strconv.FormatUint(c.Cycles, 10), strconv.FormatUint(c.Frames, 10), csvFloat(c.PerFrame(), 1),
+				csvFloat(c.NsPerFrame(), 2), csvFloat(c.BusyPct(), 1), csvFloat(c.TSCHz, 0), "")
+		} else {
+			e := ""
+			if r.CostErr != nil {
+				e = firstLine(r.CostErr.Error())
+			}
+			rec = append(rec, "", "", "", "", "", "", e)
 		}
 		cw.Write(rec)
 	}
