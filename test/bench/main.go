@@ -55,6 +55,8 @@ type Outcome struct {
 	// HugeErr why it failed.
 	Huge    *HugeSetup
 	HugeErr error
+	// PoolNote says what --pool added (or why it could not).
+	PoolNote string
 }
 
 func run(args []string) (int, error) {
@@ -172,6 +174,16 @@ func measure(ctx context.Context, opt Options, backends []Backend, o *Outcome) {
 	fmt.Fprintf(prog, "bench: %d case(s) x %d backend(s) x %d rep(s), warm-up %v, window %v; generator on CPU %d, backend on CPU %d\n",
 		len(o.Cases), len(backends), opt.Reps, opt.Warmup, opt.Window, opt.GenCPU, opt.BackendCPU)
 	o.Results = r.Throughput(ctx, backends, o.Cases)
+	if len(opt.Pool) > 0 {
+		pooled, note, err := PoolFiles(opt.Pool, o.Cases)
+		if err != nil {
+			o.PoolNote = err.Error()
+		} else {
+			o.Results = append(o.Results, pooled...)
+			o.PoolNote = note
+		}
+		fmt.Fprintf(prog, "bench: %s\n", o.PoolNote)
+	}
 
 	var mqBackends []Backend
 	for _, n := range opt.MQBackends {

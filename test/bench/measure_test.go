@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -289,4 +290,31 @@ func normalQuantiles(n int, mu, sd float64) []float64 {
 		vs[i] = mu + sd*math.Sqrt2*math.Erfinv(2*p-1)
 	}
 	return vs
+}
+
+func TestPoolRepsCSV(t *testing.T) {
+	c := Case{Frame: 64, MrgRxbuf: true, Topology: VMToVM, Queues: 1, Huge: true}
+	res := []RepResult{
+		{Backend: "vhostd", Case: c, Rep: 1, PPS: 10e6, OtherLoad: 3, Cost: &Cost{Cycles: 2000, Frames: 10, TSCHz: 2e9}},
+		{Backend: RefDPDK, Case: c, Rep: 1, PPS: 5e6, OtherLoad: 3},
+		{Backend: RefDPDK, Case: c, Rep: 2, Err: errors.New("boom")},
+		{Backend: "vhostd", Case: Case{Frame: 1518, Topology: VMToVM, Queues: 1}, Rep: 1, PPS: 1e6},
+	}
+	var buf bytes.Buffer
+	if err := WriteRepsCSV(&buf, res); err != nil {
+		t.Fatal(err)
+	}
+	got, skipped, err := ReadRepsCSV(&buf, []Case{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || skipped != 1 || !got[0].Pooled || got[0].Case != c || got[0].PPS != 10e6 || got[1].Backend != RefDPDK {
+		t.Fatalf("pooled %+v, skipped %d", got, skipped)
+	}
+	if got[0].Cost == nil || got[0].Cost.PerFrame() != 200 || got[0].Cost.TSCHz != 2e9 || got[1].Cost != nil || got[0].OtherLoad != 3 {
+		t.Errorf("costs: %+v %+v", got[0].Cost, got[1].Cost)
+	}
+	if _, _, err := ReadRepsCSV(strings.NewReader("a,b\n1,2\n"), []Case{c}); err == nil {
+		t.Error("not a reps.csv accepted")
+	}
 }

@@ -27,6 +27,9 @@ type Options struct {
 	// VMVM and Uplink enable the throughput cases of the two topologies
 	// (VMToVM, VMUplink).
 	VMVM, Uplink bool
+	// Pool lists reps.csv files of earlier runs whose repetitions are
+	// pooled with this run's (medians, intervals).
+	Pool []string
 	// MQ enables the multi-queue section; IdleProbes the number of
 	// first-frame probes (0 skips the idle section), each after Idle.
 	MQ         bool
@@ -39,7 +42,7 @@ type Options struct {
 func ParseOptions(args []string) (Options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var o Options
-	var frames, mrg, huge, backends, mqBackends string
+	var frames, mrg, huge, backends, mqBackends, pool string
 	fs.BoolVar(&o.Quick, "quick", false, "smoke test: 1 repetition, short windows, one case (64B mrg=on) per topology")
 	fs.IntVar(&o.Reps, "reps", 3, "repetitions of every measurement (median and spread are over these)")
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "time after seeding the loop before the window starts")
@@ -58,6 +61,7 @@ func ParseOptions(args []string) (Options, error) {
 	fs.StringVar(&o.VhostdBin, "vhostd", "bin/vhostd", "vhostd binary")
 	fs.StringVar(&o.OVSVswitchd, "ovs-vswitchd", DefaultOVSVswitchd, "ovs-vswitchd built with DPDK")
 	fs.StringVar(&o.Out, "out", "build/bench", "output directory")
+	fs.StringVar(&pool, "pool", "", "comma-separated reps.csv files of earlier runs to pool with this run's repetitions (same case names)")
 	fs.BoolVar(&o.MQ, "mq", true, "measure with 2 queue pairs and (vhostd) 2 pollers")
 	fs.StringVar(&mqBackends, "mq-backends", "vhostd,dpdk-io", "backends of the multi-queue section (of those in --backends)")
 	fs.IntVar(&o.IdleProbes, "idle-probes", 5, "first-frame-after-idle probes (0: skip the idle measures)")
@@ -93,6 +97,7 @@ func ParseOptions(args []string) (Options, error) {
 	if o.Huge, err = ParseOnOff(huge); err != nil {
 		return o, fmt.Errorf("--huge: %w", err)
 	}
+	o.Pool = splitList(pool)
 	o.Backends = splitList(backends)
 	o.MQBackends = splitList(mqBackends)
 	if o.Reps < 1 || o.RetryCollapsed < 0 || o.Window <= 0 || o.Warmup < 0 || o.Every <= 0 || o.Every > o.Window {

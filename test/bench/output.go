@@ -27,6 +27,9 @@ func PrintReport(w io.Writer, opt Options, o *Outcome) (rows, mqRows []Row) {
 		seed, opt.GenCPU, opt.BackendCPU)
 	fmt.Fprintf(w, "%d repetition(s) of %v after %v warm-up; Mpps = frames received back by the generator, both ports; load average before %s, after %s\n",
 		opt.Reps, opt.Window, opt.Warmup, o.LoadBefore, loadAvg())
+	if o.PoolNote != "" {
+		fmt.Fprintf(w, "%s: medians, ratios and intervals below include them\n", o.PoolNote)
+	}
 	if o.Huge != nil || o.HugeErr != nil {
 		fmt.Fprintf(w, "%s\n", o.Huge.Summary())
 		if o.HugeErr != nil {
@@ -101,7 +104,14 @@ func PrintEnd(w io.Writer, o *Outcome, files []string) {
 // WriteOutputs writes the CSVs and the plot into opt.Out and returns the
 // names of the files written.
 func WriteOutputs(opt Options, o *Outcome, rows, mqRows []Row) ([]string, error) {
-	all := append(append([]RepResult(nil), o.Results...), o.MQResults...)
+	// This run's repetitions only: pooled ones are in their own run's
+	// reps.csv already.
+	var all []RepResult
+	for _, r := range append(append([]RepResult(nil), o.Results...), o.MQResults...) {
+		if !r.Pooled {
+			all = append(all, r)
+		}
+	}
 	var sections []Section
 	var panels []Panel
 	for _, t := range []Topology{VMToVM, VMUplink} {

@@ -49,6 +49,9 @@ type RepResult struct {
 	GenDrops, BackendDrops int64
 	// Err is why the repetition failed (PPS is then not valid).
 	Err error
+	// Pooled marks a repetition of an earlier run (--pool): it has a
+	// rate and a cost, nothing else.
+	Pooled bool
 }
 
 // Runner runs measurements and remembers which backends cannot run.
