@@ -15,7 +15,7 @@ import (
 // per backend and case with a cost.
 func WriteCostTable(w io.Writer, rows []Row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  "+strings.Join([]string{"backend", "case", "Mpps", "cycles/frame", "min..max", "ns/frame", "busy", "x dpdk-io", "reps"}, "\t")+"\t")
+	fmt.Fprintln(tw, "  "+strings.Join([]string{"backend", "case", "Mpps", "cycles/frame", "min..max", "ns/frame", "busy", "x dpdk-io", "reps", "gen cycles/frame", "gen busy"}, "\t")+"\t")
 	var notes []string
 	for _, r := range rows {
 		if r.PPS.N == 0 {
@@ -24,6 +24,7 @@ func WriteCostTable(w io.Writer, rows []Row) {
 		cells := []string{r.Backend, r.Case.Name(), fmt.Sprintf("%.3f", r.PPS.Median/1e6)}
 		if r.Cyc.N == 0 {
 			cells = append(cells, "-", "", "", "", "", fmt.Sprintf("0/%d", r.PPS.N))
+			cells = append(cells, fmtGen(r)...)
 			if r.CostErr != "" {
 				notes = append(notes, fmt.Sprintf("  %s %s: no cost per frame: %s", r.Backend, r.Case.Name(), r.CostErr))
 			}
@@ -37,6 +38,7 @@ func WriteCostTable(w io.Writer, rows []Row) {
 			}
 			cells = append(cells, fmt.Sprintf("%.0f", r.Cyc.Median), fmt.Sprintf("%.0f..%.0f", r.Cyc.Min, r.Cyc.Max),
 				ns, busy, fmtRatio(r.CycVsDPDK), fmt.Sprintf("%d/%d", r.Cyc.N, r.PPS.N))
+			cells = append(cells, fmtGen(r)...)
 		}
 		fmt.Fprintln(tw, "  "+strings.Join(cells, "\t")+"\t")
 	}
@@ -172,4 +174,16 @@ func WriteRatiosCSV(w io.Writer, cis []RatioCI) error {
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// fmtGen shows the generator's cycles per frame and busy share.
+func fmtGen(r Row) []string {
+	c, b := "-", "-"
+	if r.GenCyc.N > 0 {
+		c = fmt.Sprintf("%.0f", r.GenCyc.Median)
+	}
+	if r.GenBusy.N > 0 {
+		b = fmt.Sprintf("%.0f%%", r.GenBusy.Median)
+	}
+	return []string{c, b}
 }

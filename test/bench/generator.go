@@ -43,6 +43,9 @@ func StartGenerator(ctx context.Context, env RunEnv, cpu int, server bool) (*Gen
 		TxPkts:   env.Case.TxPkts(),
 		CPUs:     strconv.Itoa(cpu),
 		LogFile:  env.Log("generator"),
+		// The generator's own cycles per frame (CostMark): which side
+		// of the loop is the bottleneck in a repetition.
+		ExtraArgs: []string{"--record-core-cycles"},
 	}
 	if env.HugeDir != "" {
 		cfg.Binary, cfg.MemoryMB = env.Testpmd, hugeGenMB
@@ -199,6 +202,21 @@ func SeedBursts(override int, c Case) int {
 	}
 	per := DefaultSeedFrames / (genBurst * max(c.Queues, 1))
 	return max(per, 1)
+}
+
+// CostMark returns the generator's forwarding cycles and frames received
+// so far (--record-core-cycles, "show fwd stats all"): what each frame
+// costs the generator, busy cycles only, as for dpdk-io.
+func (g *Generator) CostMark(ctx context.Context) (CostMark, error) {
+	out, err := g.tp.Cmd(ctx, "show fwd stats all")
+	if err != nil {
+		return CostMark{}, fmt.Errorf("generator: show fwd stats all: %w", err)
+	}
+	m, ok := ParseCoreCycles(out)
+	if !ok {
+		return CostMark{}, fmt.Errorf("generator: no CPU cycles/packet in show fwd stats all")
+	}
+	return m, nil
 }
 
 // Close quits the generator; the testpmd package removes its runtime

@@ -55,6 +55,9 @@ type Row struct {
 	CycVsDPDK float64
 	// CostErr is why a successful repetition had no cost (the first).
 	CostErr string
+	// GenCyc and GenBusy summarise the generator's cycles per frame and
+	// busy share in the same windows.
+	GenCyc, GenBusy Summary
 }
 
 // BuildRows groups results by case (in cases' order) and backend (in
@@ -65,7 +68,7 @@ func BuildRows(results []RepResult, cases []Case, backends []string) []Row {
 		med, medCyc := map[string]float64{}, map[string]float64{}
 		var caseRows []Row
 		for _, b := range backends {
-			var pps, idle, other, cyc, ns, busy, hz []float64
+			var pps, idle, other, cyc, ns, busy, hz, gcyc, gbusy []float64
 			r := Row{Backend: b, Case: c}
 			seen := false
 			for _, res := range results {
@@ -93,6 +96,12 @@ func BuildRows(results []RepResult, cases []Case, backends []string) []Row {
 				} else if res.CostErr != nil && r.CostErr == "" {
 					r.CostErr = firstLine(res.CostErr.Error())
 				}
+				if g := res.GenCost; g != nil {
+					gcyc = append(gcyc, g.PerFrame())
+					if v := g.BusyPct(); !math.IsNaN(v) {
+						gbusy = append(gbusy, v)
+					}
+				}
 				if Collapsed(res.Samples) {
 					r.Collapsed++
 				}
@@ -114,6 +123,7 @@ func BuildRows(results []RepResult, cases []Case, backends []string) []Row {
 			r.PPS, r.IdleCPU, r.OtherLoad = Summarize(pps), Summarize(idle), Summarize(other)
 			r.PPSVals, r.CycVals = pps, cyc
 			r.Cyc, r.Ns, r.Busy = Summarize(cyc), Summarize(ns), Summarize(busy)
+			r.GenCyc, r.GenBusy = Summarize(gcyc), Summarize(gbusy)
 			if len(hz) > 0 {
 				r.TSCHz = median(hz)
 			}
@@ -363,7 +373,8 @@ func WriteRepsCSV(w io.Writer, results []RepResult) error {
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"backend", "case", "rep", "mpps", "window_s", "max_sample_gap_s", "idle_cpu_pct", "other_load_pct", "loop_collapsed", "retried",
 		"seed_bursts", "gen_dropped", "backend_dropped", "error",
-		"mem", "cycles", "frames", "cycles_per_frame", "ns_per_frame", "busy_pct", "tsc_hz", "cost_error"})
+		"mem", "cycles", "frames", "cycles_per_frame", "ns_per_frame", "busy_pct", "tsc_hz", "cost_error",
+		"gen_cycles_per_frame", "gen_busy_pct"})
 	count := func(v int64) string {
 		if v < 0 {
 			return ""
@@ -393,6 +404,11 @@ func WriteRepsCSV(w io.Writer, results []RepResult) error {
 				e = firstLine(r.CostErr.Error())
 			}
 			rec = append(rec, "", "", "", "", "", "", e)
+		}
+		if g := r.GenCost; g != nil {
+			rec = append(rec, csvFloat(g.PerFrame(), 1), csvFloat(g.BusyPct(), 1))
+		} else {
+			rec = append(rec, "", "")
 		}
 		cw.Write(rec)
 	}

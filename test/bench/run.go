@@ -41,6 +41,9 @@ type RepResult struct {
 	// nil if not measured, with CostErr saying why.
 	Cost    *Cost
 	CostErr error
+	// GenCost is the generator's cost over the same window (nil if not
+	// measured).
+	GenCost *Cost
 	// GenDrops is what the generator lost from the seed to the loop's
 	// stop (FwdDrops); BackendDrops what the backend counted as dropped
 	// (DropCounter), -1 if unknown. In a closed loop every lost frame is
@@ -261,28 +264,35 @@ func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res Re
 	}
 	noise := StartInterference([]int{r.opt.GenCPU, r.opt.BackendCPU}, pids)
 	lo := LoopOptions{SeedBursts: res.Seed, Warmup: r.opt.Warmup, Window: r.opt.Window, Every: r.opt.Every}
-	var marks [2]CostMark
+	var marks, genMarks [2]CostMark
 	var markAt [2]time.Time
-	var markErr [2]error
+	var markErr, genErr [2]error
 	cm, hasCost := inst.(CostMeter)
-	if hasCost {
-		lo.Mark = func(end bool) {
-			i := 0
-			if end {
-				i = 1
-			}
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			markAt[i] = time.Now()
+	if !hasCost {
+		res.CostErr = fmt.Errorf("%s does not account its cycles", b.Name())
+	}
+	lo.Mark = func(end bool) {
+		i := 0
+		if end {
+			i = 1
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		markAt[i] = time.Now()
+		if hasCost {
 			marks[i], markErr[i] = cm.CostMark(cctx)
 		}
-	} else {
-		res.CostErr = fmt.Errorf("%s does not account its cycles", b.Name())
+		genMarks[i], genErr[i] = gen.CostMark(cctx)
 	}
 	res.Samples, err = gen.RunLoop(ctx, lo)
 	if err != nil {
 		res.Err = err
 		return res
+	}
+	if genErr[0] == nil && genErr[1] == nil && !markAt[1].IsZero() {
+		if c, err := CostBetween(genMarks[0], genMarks[1], markAt[1].Sub(markAt[0]).Seconds()); err == nil {
+			res.GenCost = &c
+		}
 	}
 	if hasCost {
 		if e := errors.Join(markErr[0], markErr[1]); e != nil {
