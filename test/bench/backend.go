@@ -111,6 +111,14 @@ type DropCounter interface {
 	Drops(ctx context.Context) (uint64, error)
 }
 
+// ReadyWaiter is implemented by instances that may take a while after
+// the generator's links are up before they forward (OVS): the bench waits
+// for them before seeding the closed loop, since frames seeded too early
+// are lost for good.
+type ReadyWaiter interface {
+	WaitReady(ctx context.Context, timeout time.Duration) error
+}
+
 // Log returns the path of a log file for this run.
 func (e RunEnv) Log(what string) string {
 	return filepath.Join(e.LogDir, e.Tag+"-"+what+".log")

@@ -118,7 +118,7 @@ func (o *OVS) Start(ctx context.Context, env RunEnv) (Instance, error) {
 		// On hugepages OVS runs as its users run it: dynamic memory
 		// (no --legacy-mem; OVS adds --in-memory itself), -m
 		// preallocated from the bench's hugetlbfs.
-		extra = fmt.Sprintf("-m %d --no-pci --huge-dir=%s --file-prefix=%s", hugeOVSMB, env.HugeDir, inst.prefix)
+		extra = fmt.Sprintf("-m %d --socket-limit=%d --no-pci --huge-dir=%s --file-prefix=%s", hugeOVSMB, hugeOVSLimitMB, env.HugeDir, inst.prefix)
 	}
 	if err := inst.vsctl(ctx, "--no-wait", "init", "--", "set", "Open_vSwitch", ".",
 		"other_config:dpdk-init=true",
@@ -315,6 +315,57 @@ func (o *ovsInst) appctl(ctx context.Context, args ...string) (string, error) {
 		return string(out), fmt.Errorf("ovs-appctl %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// WaitReady implements ReadyWaiter: it waits until OVS's PMD polls every
+// port's receive queue and none of them is disabled (ovs-appctl
+// dpif-netdev/pmd-rxq-show), at most timeout. OVS enables a vhost-user
+// port's queues only once its main thread has handled the frontend's
+// messages, which can take seconds after the generator saw its link up
+// (seen: 8 s, mapping 1 GiB of the generator's 4 KiB pages, "Unreasonably
+// long 8181ms poll interval"); frames seeded before then are dropped and
+// the closed loop never starts (0 Mpps).
+func (o *ovsInst) WaitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := o.appctl(ctx, "dpif-netdev/pmd-rxq-show")
+		if err == nil && RxqsEnabled(out, o.ports) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ovs-dpdk: receive queues not all enabled after %v: %v %s", timeout, err, clip(out, 600))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+var rxqPortRe = regexp.MustCompile(`port:\s+(\S+)\s+queue-id:\s+\d+(.*)`)
+
+// RxqsEnabled tells whether the output of "ovs-appctl
+// dpif-netdev/pmd-rxq-show" lists a queue of every port in ports and no
+// queue "(disabled)".
+func RxqsEnabled(out string, ports []string) bool {
+	seen := map[string]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		m := rxqPortRe.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		if strings.Contains(m[2], "(disabled)") {
+			return false
+		}
+		seen[m[1]] = true
+	}
+	for _, p := range ports {
+		if !seen[p] {
+			return false
+		}
+	}
+	return len(ports) > 0
 }
 
 // Pid implements Instance: the switch, whose PMD thread does the work.

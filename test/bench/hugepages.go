@@ -24,6 +24,10 @@ const (
 	hugeGenMB  = 256
 	hugeDPDKMB = 256
 	hugeOVSMB  = 512
+	// hugeOVSLimitMB caps OVS (--socket-limit): its memory is dynamic
+	// and grows past -m (seen: about 890 MiB with a dpdk uplink port,
+	// which left the generator too little).
+	hugeOVSLimitMB = 1024
 	// hugeMarginPages is what the EAL takes beyond -m (its own
 	// structures; seen: 64 pages for -m 256 with --in-memory).
 	hugeMarginPages = 64
@@ -59,7 +63,7 @@ func mbPages(mb, pageKB int) int { return (mb*1024 + pageKB - 1) / pageKB }
 func PlanHuge(pageKB, got int, withOVS bool) HugePlan {
 	gen := mbPages(hugeGenMB, pageKB) + hugeMarginPages
 	dpdk := mbPages(hugeDPDKMB, pageKB) + hugeMarginPages
-	ovs := mbPages(hugeOVSMB, pageKB) + hugeMarginPages
+	ovs := mbPages(hugeOVSLimitMB, pageKB) + hugeMarginPages
 	p := HugePlan{PageKB: pageKB, Got: got, NeedNoOVS: gen + dpdk}
 	p.Need = p.NeedNoOVS
 	if withOVS {

@@ -198,20 +198,21 @@ func TestCostRowsAndTables(t *testing.T) {
 }
 
 func TestPlanHuge(t *testing.T) {
-	// 2 MiB pages: generator 128+64, dpdk-io 128+64, OVS 256+64.
+	// 2 MiB pages: generator 128+64, dpdk-io 128+64, OVS (its limit)
+	// 512+64.
 	full := PlanHuge(2048, 1000, true)
-	if full.Need != 192+320 || full.NeedNoOVS != 384 || !full.Run || !full.OVS || full.Note != "" {
+	if full.Need != 192+576 || full.NeedNoOVS != 384 || !full.Run || !full.OVS || full.Note != "" {
 		t.Errorf("plenty: %+v", full)
 	}
 	if p := PlanHuge(2048, 0, false); p.Need != 384 {
 		t.Errorf("without OVS: need %d, want 384", p.Need)
 	}
 	short := PlanHuge(2048, 400, true)
-	if !short.Run || short.OVS || !strings.Contains(short.Note, "granted 400 of the 512") || !strings.Contains(short.Note, "without ovs-dpdk") {
+	if !short.Run || short.OVS || !strings.Contains(short.Note, "granted 400 of the 768") || !strings.Contains(short.Note, "without ovs-dpdk") {
 		t.Errorf("short: %+v", short)
 	}
 	none := PlanHuge(2048, 100, true)
-	if none.Run || none.OVS || !strings.Contains(none.Note, "granted 100 of the 512") || !strings.Contains(none.Note, "only the no-hugepage") {
+	if none.Run || none.OVS || !strings.Contains(none.Note, "granted 100 of the 768") || !strings.Contains(none.Note, "only the no-hugepage") {
 		t.Errorf("none: %+v", none)
 	}
 	// 1 GiB pages: one page per process (plus the margin, in pages).
@@ -316,5 +317,20 @@ func TestPoolRepsCSV(t *testing.T) {
 	}
 	if _, _, err := ReadRepsCSV(strings.NewReader("a,b\n1,2\n"), []Case{c}); err == nil {
 		t.Error("not a reps.csv accepted")
+	}
+}
+
+func TestRxqsEnabled(t *testing.T) {
+	out := "Displaying last 60 seconds pmd usage %\npmd thread numa_id 0 core_id 1:\n  isolated : false\n" +
+		"  port: a                 queue-id:  0 (enabled)   pmd usage:  0 %\n" +
+		"  port: b                 queue-id:  0 (enabled)   pmd usage:  0 %\n  overhead:  0 %\n"
+	if !RxqsEnabled(out, []string{"a", "b"}) {
+		t.Error("all enabled: not ready")
+	}
+	if RxqsEnabled(strings.Replace(out, "queue-id:  0 (enabled)", "queue-id:  0 (disabled)", 1), []string{"a", "b"}) {
+		t.Error("a disabled queue: ready")
+	}
+	if RxqsEnabled(out, []string{"a", "u"}) || RxqsEnabled(out, nil) {
+		t.Error("a missing port: ready")
 	}
 }

@@ -258,6 +258,12 @@ func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res Re
 			res.Err = err
 		}
 	}()
+	if rw, ok := inst.(ReadyWaiter); ok {
+		if err := rw.WaitReady(ctx, 30*time.Second); err != nil {
+			res.Err = err
+			return res
+		}
+	}
 	pids := []int{os.Getpid(), gen.Pid()}
 	if p := inst.Pid(); p > 0 {
 		pids = append(pids, p)
