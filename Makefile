@@ -71,7 +71,10 @@ fuzz-long:
 
 # Go micro-benchmarks (-benchmem: allocations per packet), then the
 # side-by-side benchmark of test/bench: vhostd, DPDK's vhost backend and
-# OVS-DPDK on one traffic generator (docs/bench.md). Outputs in build/bench/.
+# OVS-DPDK on one traffic generator (docs/bench.md), without and with
+# hugepages (it reserves and mounts them, and gives them back), with each
+# backend's cycles per frame and bootstrap intervals of the ratios.
+# Outputs in build/bench/.
 # Arguments for it: make bench BENCH_ARGS="--quick" (or --reps, --window, ...).
 BENCH_ARGS ?=
 bench: build

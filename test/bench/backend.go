@@ -55,6 +55,27 @@ type RunEnv struct {
 	LogDir, Tag string
 	// Tracker records processes and DPDK prefixes.
 	Tracker *Tracker
+	// HugeDir, in the hugepage cases, is the hugetlbfs mount DPDK's
+	// processes take their memory from ("" without hugepages); Testpmd
+	// is then the testpmd binary to run (HugeWrapper).
+	HugeDir, Testpmd string
+}
+
+// HugeEAL returns the EAL arguments of a testpmd on hugepages (none
+// without): --in-memory (no files in the hugetlbfs, so nothing is left
+// holding pages, and no clash between processes), the bench's
+// --huge-dir, and for a virtio_user frontend --single-file-segments (one
+// memory region per segment list: without it the vhost-user memory table
+// has more regions than a backend takes, "Too many memory regions").
+func (e RunEnv) HugeEAL(frontend bool) []string {
+	if e.HugeDir == "" {
+		return nil
+	}
+	a := []string{"--in-memory", "--huge-dir=" + e.HugeDir}
+	if frontend {
+		a = append(a, "--single-file-segments")
+	}
+	return a
 }
 
 // SockA is the vhost-user socket of generator port 0, VM A.
@@ -88,6 +109,14 @@ var ErrUnsupported = errors.New("not supported by this backend here")
 // forwarding).
 type DropCounter interface {
 	Drops(ctx context.Context) (uint64, error)
+}
+
+// ReadyWaiter is implemented by instances that may take a while after
+// the generator's links are up before they forward (OVS): the bench waits
+// for them before seeding the closed loop, since frames seeded too early
+// are lost for good.
+type ReadyWaiter interface {
+	WaitReady(ctx context.Context, timeout time.Duration) error
 }
 
 // Log returns the path of a log file for this run.

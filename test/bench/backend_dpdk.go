@@ -40,6 +40,12 @@ func (DPDKRef) Start(ctx context.Context, env RunEnv) (Instance, error) {
 		}
 	}
 	cfg.LogFile = env.Log("dpdk-io")
+	// Cycles per frame of the forwarding core (CostMeter).
+	cfg.ExtraArgs = append(cfg.ExtraArgs, "--record-core-cycles")
+	if env.HugeDir != "" {
+		cfg.Binary, cfg.MemoryMB = env.Testpmd, hugeDPDKMB
+		cfg.ExtraEALArgs = append(cfg.ExtraEALArgs, env.HugeEAL(false)...)
+	}
 	tp, err := testpmd.Start(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("dpdk-io backend: %w", err)
@@ -65,6 +71,20 @@ func (d *dpdkInst) Drops(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("dpdk-io: forwarding was not running")
 	}
 	return FwdDrops(fs), nil
+}
+
+// CostMark implements CostMeter: the forwarding lcore's cycles and
+// frames from --record-core-cycles, read with "show fwd stats all".
+func (d *dpdkInst) CostMark(ctx context.Context) (CostMark, error) {
+	out, err := d.tp.Cmd(ctx, "show fwd stats all")
+	if err != nil {
+		return CostMark{}, fmt.Errorf("dpdk-io: show fwd stats all: %w", err)
+	}
+	m, ok := ParseCoreCycles(out)
+	if !ok {
+		return CostMark{}, fmt.Errorf("dpdk-io: no CPU cycles/packet in show fwd stats all: %q", clip(out, 300))
+	}
+	return m, nil
 }
 
 // Stop quits testpmd; the testpmd package removes its sockets and runtime

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -72,15 +73,18 @@ type ovsInst struct {
 	vsctlEnv []string
 	// ports are the bridge's two ports: a and b, or a and u.
 	ports []string
-	// dpctlLog receives the datapath statistics Drops reads.
-	dpctlLog string
+	// dpctlLog receives the datapath statistics Drops reads, perfLog
+	// the PMD statistics CostMark reads.
+	dpctlLog, perfLog string
+	// perfCleared: CostMark cleared the PMD statistics (window start).
+	perfCleared bool
 }
 
 // Start implements Backend. The run directory is env.Dir, which also holds
 // the generator's sockets.
 func (o *OVS) Start(ctx context.Context, env RunEnv) (Instance, error) {
 	d := env.Dir
-	inst := &ovsInst{dir: d, prefix: fmt.Sprintf("vhb-ovs-%d-%d", os.Getpid(), ovsSeq.Add(1)), dpctlLog: env.Log("ovs-dpctl")}
+	inst := &ovsInst{dir: d, prefix: fmt.Sprintf("vhb-ovs-%d-%d", os.Getpid(), ovsSeq.Add(1)), dpctlLog: env.Log("ovs-dpctl"), perfLog: env.Log("ovs-pmd-perf")}
 	// Every OVS tool finds its files through these, never in the system's
 	// /var/run/openvswitch or /etc/openvswitch.
 	inst.vsctlEnv = []string{"OVS_RUNDIR=" + d, "OVS_LOGDIR=" + d, "OVS_DBDIR=" + d, "OVS_SYSCONFDIR=" + d}
@@ -110,10 +114,18 @@ func (o *OVS) Start(ctx context.Context, env RunEnv) (Instance, error) {
 		return fail(fmt.Errorf("ovsdb-server: %w", err))
 	}
 	extra := "--no-huge -m 2048 --no-pci --legacy-mem --no-shconf --file-prefix=" + inst.prefix
+	if env.HugeDir != "" {
+		// On hugepages OVS runs as its users run it: dynamic memory
+		// (no --legacy-mem; OVS adds --in-memory itself), -m
+		// preallocated from the bench's hugetlbfs.
+		extra = fmt.Sprintf("-m %d --socket-limit=%d --no-pci --huge-dir=%s --file-prefix=%s", hugeOVSMB, hugeOVSLimitMB, env.HugeDir, inst.prefix)
+	}
 	if err := inst.vsctl(ctx, "--no-wait", "init", "--", "set", "Open_vSwitch", ".",
 		"other_config:dpdk-init=true",
 		"other_config:dpdk-extra="+extra,
 		fmt.Sprintf("other_config:pmd-cpu-mask=%#x", uint64(1)<<env.CPU),
+		// Detailed PMD metrics for dpif-netdev/pmd-perf-show (CostMark).
+		"other_config:pmd-perf-metrics=true",
 	); err != nil {
 		return fail(err)
 	}
@@ -265,6 +277,97 @@ func ParseOVSDrops(out string, ports []string) (uint64, error) {
 	return n, nil
 }
 
+// CostMark implements CostMeter: the PMD threads' busy cycles and frames
+// received, from ovs-appctl dpif-netdev/pmd-perf-show. The first call
+// (the window's start) clears OVS's PMD statistics and returns zeros, so
+// the second reads the window alone: pmd-perf-show prints cycles per
+// frame rounded to a cycle, exact over one interval, not a difference of
+// two such products.
+func (o *ovsInst) CostMark(ctx context.Context) (CostMark, error) {
+	if !o.perfCleared {
+		if _, err := o.appctl(ctx, "dpif-netdev/pmd-stats-clear"); err != nil {
+			return CostMark{}, err
+		}
+		o.perfCleared = true
+		return CostMark{}, nil
+	}
+	out, err := o.appctl(ctx, "dpif-netdev/pmd-perf-show")
+	f, _ := os.OpenFile(o.perfLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if f != nil {
+		fmt.Fprintf(f, "### %s\n%s\n", time.Now().Format(time.RFC3339Nano), out)
+		f.Close()
+	}
+	if err != nil {
+		return CostMark{}, err
+	}
+	m, err := ParsePMDPerf(out)
+	if err != nil {
+		return CostMark{}, fmt.Errorf("ovs-appctl dpif-netdev/pmd-perf-show: %w", err)
+	}
+	return m, nil
+}
+
+func (o *ovsInst) appctl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "ovs-appctl", append([]string{"--target=" + filepath.Join(o.dir, "ovs-vswitchd.ctl")}, args...)...)
+	cmd.Env = append(os.Environ(), o.vsctlEnv...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ovs-appctl %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// WaitReady implements ReadyWaiter: it waits until OVS's PMD polls every
+// port's receive queue and none of them is disabled (ovs-appctl
+// dpif-netdev/pmd-rxq-show), at most timeout. OVS enables a vhost-user
+// port's queues only once its main thread has handled the frontend's
+// messages, which can take seconds after the generator saw its link up
+// (seen: 8 s, mapping 1 GiB of the generator's 4 KiB pages, "Unreasonably
+// long 8181ms poll interval"); frames seeded before then are dropped and
+// the closed loop never starts (0 Mpps).
+func (o *ovsInst) WaitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := o.appctl(ctx, "dpif-netdev/pmd-rxq-show")
+		if err == nil && RxqsEnabled(out, o.ports) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ovs-dpdk: receive queues not all enabled after %v: %v %s", timeout, err, clip(out, 600))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+var rxqPortRe = regexp.MustCompile(`port:\s+(\S+)\s+queue-id:\s+\d+(.*)`)
+
+// RxqsEnabled tells whether the output of "ovs-appctl
+// dpif-netdev/pmd-rxq-show" lists a queue of every port in ports and no
+// queue "(disabled)".
+func RxqsEnabled(out string, ports []string) bool {
+	seen := map[string]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		m := rxqPortRe.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		if strings.Contains(m[2], "(disabled)") {
+			return false
+		}
+		seen[m[1]] = true
+	}
+	for _, p := range ports {
+		if !seen[p] {
+			return false
+		}
+	}
+	return len(ports) > 0
+}
+
 // Pid implements Instance: the switch, whose PMD thread does the work.
 func (o *ovsInst) Pid() int {
 	if o.sw == nil {
@@ -322,4 +425,54 @@ func tailFile(path string, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+var (
+	pmdDurRe  = regexp.MustCompile(`Measurement duration:\s+([0-9.]+) s`)
+	pmdUsedRe = regexp.MustCompile(`Used TSC cycles:\s+(\d+)\s+\(\s*([0-9.]+) % of total cycles\)`)
+	pmdRxRe   = regexp.MustCompile(`Rx packets:\s+(\d+)\s+\([0-9.]+ Kpps, ([0-9.]+) cycles/pkt\)`)
+)
+
+// ParsePMDPerf reads the output of "ovs-appctl
+// dpif-netdev/pmd-perf-show" (pmd-perf-metrics=true; counters since the
+// PMD started or since dpif-netdev/pmd-stats-clear), summed over the PMD
+// threads:
+//
+//	Measurement duration: 14.425 s
+//	pmd thread numa_id 0 core_id 1:
+//	  - Used TSC cycles:   29268015378  ( 96.6 % of total cycles)
+//	  Rx packets:               895168  (62 Kpps, 2420 cycles/pkt)
+//
+// Frames are "Rx packets"; busy cycles are cycles/pkt x Rx packets (OVS
+// computes cycles/pkt as the cycles of busy iterations over the packets
+// and prints it rounded to a cycle, so this is exact to half a cycle per
+// frame). The TSC rate is derived from the used cycles, their share of
+// the total and the duration (to the 0.1% the share is printed with).
+// A thread without a line of frames (an idle PMD) adds nothing.
+func ParsePMDPerf(out string) (CostMark, error) {
+	var m CostMark
+	var dur float64
+	if d := pmdDurRe.FindStringSubmatch(out); d != nil {
+		dur, _ = strconv.ParseFloat(d[1], 64)
+	}
+	threads := strings.Split(out, "pmd thread ")
+	if len(threads) < 2 {
+		return m, fmt.Errorf("no pmd thread in %q", clip(out, 300))
+	}
+	for _, t := range threads[1:] {
+		if r := pmdRxRe.FindStringSubmatch(t); r != nil {
+			n, _ := strconv.ParseUint(r[1], 10, 64)
+			cpp, _ := strconv.ParseFloat(r[2], 64)
+			m.Frames += n
+			m.Cycles += uint64(math.Round(cpp * float64(n)))
+		}
+		if u := pmdUsedRe.FindStringSubmatch(t); u != nil && m.TSCHz == 0 && dur > 0 {
+			used, _ := strconv.ParseFloat(u[1], 64)
+			pct, _ := strconv.ParseFloat(u[2], 64)
+			if pct > 0 {
+				m.TSCHz = used / (pct / 100) / dur
+			}
+		}
+	}
+	return m, nil
 }

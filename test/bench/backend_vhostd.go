@@ -136,6 +136,29 @@ func VhostdDrops(st []control.PortStats) uint64 {
 	return n
 }
 
+// CostMark implements CostMeter: the busy cycles and frames of all of
+// vhostd's pollers (control command "pollers").
+func (v *vhostdInst) CostMark(ctx context.Context) (CostMark, error) {
+	var ps []control.PollerStats
+	if err := control.Call(ctx, v.ctl, control.CmdPollers, &ps); err != nil {
+		return CostMark{}, fmt.Errorf("vhostd pollers: %w", err)
+	}
+	return PollersMark(ps), nil
+}
+
+// PollersMark sums the busy cycles and frames of vhostd's pollers.
+func PollersMark(ps []control.PollerStats) CostMark {
+	var m CostMark
+	for _, p := range ps {
+		m.Cycles += p.BusyCycles
+		m.Frames += p.Frames
+		if m.TSCHz == 0 {
+			m.TSCHz = p.TSCHz
+		}
+	}
+	return m
+}
+
 // Stop implements Instance: SIGTERM; vhostd removes its sockets itself.
 func (v *vhostdInst) Stop() error {
 	return v.p.Stop(10 * time.Second)

@@ -175,7 +175,7 @@ func TestParseProcStat(t *testing.T) {
 }
 
 func TestCases(t *testing.T) {
-	cs := Cases([]int{64, 1518}, []bool{true, false}, VMToVM)
+	cs := Cases([]int{64, 1518}, []bool{true, false}, []bool{false}, VMToVM)
 	var names []string
 	for _, c := range cs {
 		names = append(names, c.Name())
@@ -193,7 +193,7 @@ func TestCases(t *testing.T) {
 	if len(mq) != 4 || mq[0].Name() != "64B mrg=on q1 p1" || mq[3].Name() != "64B mrg=on q2 p2" {
 		t.Errorf("mq %v", mq)
 	}
-	up := Cases([]int{64, 1518}, []bool{true}, VMUplink)
+	up := Cases([]int{64, 1518}, []bool{true}, []bool{false}, VMUplink)
 	if len(up) != 2 || up[0].Name() != "64B mrg=on vm-uplink" || up[1].Topology != VMUplink || up[1].Queues != 1 {
 		t.Errorf("uplink cases %+v", up)
 	}

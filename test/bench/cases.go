@@ -51,6 +51,9 @@ type Case struct {
 	// Pollers is vhostd's --pollers (0 = vhostd's default); other
 	// backends ignore it.
 	Pollers int
+	// Huge runs the DPDK processes (generator, dpdk-io, OVS) on 2 MiB
+	// hugepages; vhostd maps the generator's memory, so it follows.
+	Huge bool
 }
 
 // Name is a short stable label: "64B mrg=on", with " q2 p2" when the
@@ -64,7 +67,18 @@ func (c Case) Name() string {
 	if c.Topology != VMToVM && c.Topology != "" {
 		s += " " + string(c.Topology)
 	}
+	if c.Huge {
+		s += " huge"
+	}
 	return s
+}
+
+// Mem names the case's memory configuration: "4K" (no hugepages) or "2M".
+func (c Case) Mem() string {
+	if c.Huge {
+		return "2M"
+	}
+	return "4K"
 }
 
 // TxPkts is the generator's --txpkts: the frame without FCS.
@@ -127,12 +141,16 @@ func splitList(s string) []string {
 }
 
 // Cases builds one topology's matrix: every frame size with every
-// mrg_rxbuf setting, one queue pair, vhostd's default pollers.
-func Cases(frames []int, mrg []bool, t Topology) []Case {
+// mrg_rxbuf setting and every memory configuration (huge: false for no
+// hugepages, true for hugepages; the two of one case side by side), one
+// queue pair, vhostd's default pollers.
+func Cases(frames []int, mrg []bool, huge []bool, t Topology) []Case {
 	var out []Case
 	for _, f := range frames {
 		for _, m := range mrg {
-			out = append(out, Case{Frame: f, MrgRxbuf: m, Topology: t, Queues: 1})
+			for _, h := range huge {
+				out = append(out, Case{Frame: f, MrgRxbuf: m, Topology: t, Queues: 1, Huge: h})
+			}
 		}
 	}
 	return out

@@ -43,6 +43,13 @@ func StartGenerator(ctx context.Context, env RunEnv, cpu int, server bool) (*Gen
 		TxPkts:   env.Case.TxPkts(),
 		CPUs:     strconv.Itoa(cpu),
 		LogFile:  env.Log("generator"),
+		// The generator's own cycles per frame (CostMark): which side
+		// of the loop is the bottleneck in a repetition.
+		ExtraArgs: []string{"--record-core-cycles"},
+	}
+	if env.HugeDir != "" {
+		cfg.Binary, cfg.MemoryMB = env.Testpmd, hugeGenMB
+		cfg.ExtraEALArgs = env.HugeEAL(true)
 	}
 	// A server-mode generator blocks in its port probe until the backend
 	// has connected (OVS retries once a second): allow for that.
@@ -74,6 +81,10 @@ type LoopOptions struct {
 	Warmup, Window time.Duration
 	// Every is the sampling interval of the rate-over-time series.
 	Every time.Duration
+	// Mark, when set, is called right after the sample that opens the
+	// window (end false) and right after the one that closes it (end
+	// true): the backend's cost counters are read there.
+	Mark func(end bool)
 }
 
 // RunLoop seeds the closed loop and samples the total RX counter of both
@@ -105,8 +116,14 @@ func (g *Generator) RunLoop(ctx context.Context, opt LoopOptions) ([]Sample, err
 		ss = append(ss, Sample{T: t, RxPackets: rx})
 		if winStart < 0 && t >= opt.Warmup.Seconds() {
 			winStart = t
+			if opt.Mark != nil {
+				opt.Mark(false)
+			}
 		}
 		if winStart >= 0 && t >= winStart+opt.Window.Seconds() {
+			if opt.Mark != nil {
+				opt.Mark(true)
+			}
 			return ss, nil
 		}
 		// Tick on a fixed grid from t0, so a slow answer does not shift
@@ -185,6 +202,21 @@ func SeedBursts(override int, c Case) int {
 	}
 	per := DefaultSeedFrames / (genBurst * max(c.Queues, 1))
 	return max(per, 1)
+}
+
+// CostMark returns the generator's forwarding cycles and frames received
+// so far (--record-core-cycles, "show fwd stats all"): what each frame
+// costs the generator, busy cycles only, as for dpdk-io.
+func (g *Generator) CostMark(ctx context.Context) (CostMark, error) {
+	out, err := g.tp.Cmd(ctx, "show fwd stats all")
+	if err != nil {
+		return CostMark{}, fmt.Errorf("generator: show fwd stats all: %w", err)
+	}
+	m, ok := ParseCoreCycles(out)
+	if !ok {
+		return CostMark{}, fmt.Errorf("generator: no CPU cycles/packet in show fwd stats all")
+	}
+	return m, nil
 }
 
 // Close quits the generator; the testpmd package removes its runtime

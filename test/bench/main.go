@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -50,6 +51,12 @@ type Outcome struct {
 	Left                 []string
 	Pids, Dirs, Prefixes int
 	LogDir               string
+	// Huge is the hugepage setup (nil when no case runs on hugepages);
+	// HugeErr why it failed.
+	Huge    *HugeSetup
+	HugeErr error
+	// PoolNote says what --pool added (or why it could not).
+	PoolNote string
 }
 
 func run(args []string) (int, error) {
@@ -90,6 +97,9 @@ func run(args []string) (int, error) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// measure gives the hugepages back itself (and reports it); this is
+	// for a panic on the way.
+	defer func() { o.Huge.Release() }()
 
 	measure(ctx, opt, backends, o)
 
@@ -131,15 +141,49 @@ func measure(ctx context.Context, opt Options, backends []Backend, o *Outcome) {
 	for _, b := range backends {
 		o.Names = append(o.Names, b.Name())
 	}
+	huge := opt.Huge
+	if slices.Contains(huge, true) {
+		o.Huge, o.HugeErr = SetupHugepages(backendByName(backends, RefOVS) != nil)
+		switch {
+		case o.HugeErr != nil:
+			fmt.Fprintf(prog, "bench: hugepages: %v: measuring without hugepages only\n", o.HugeErr)
+			huge = slices.DeleteFunc(slices.Clone(huge), func(h bool) bool { return h })
+		case !o.Huge.Plan.Run:
+			huge = slices.DeleteFunc(slices.Clone(huge), func(h bool) bool { return h })
+		case !o.Huge.Plan.OVS && backendByName(backends, RefOVS) != nil:
+			r.Skipped[HugeSkipKey(RefOVS)] = o.Huge.Plan.Note
+		}
+		fmt.Fprintf(prog, "bench: %s\n", o.Huge.Summary())
+		if o.HugeErr == nil && o.Huge.Plan.Run {
+			if err := r.UseHugepages(o.Huge.Dir); err != nil {
+				fmt.Fprintf(prog, "bench: hugepages: %v: measuring without hugepages only\n", err)
+				o.HugeErr = err
+				huge = slices.DeleteFunc(slices.Clone(huge), func(h bool) bool { return h })
+			}
+		}
+	}
+	if len(huge) == 0 {
+		huge = []bool{false}
+	}
 	if opt.VMVM {
-		o.Cases = append(o.Cases, Cases(opt.Frames, opt.Mrg, VMToVM)...)
+		o.Cases = append(o.Cases, Cases(opt.Frames, opt.Mrg, huge, VMToVM)...)
 	}
 	if opt.Uplink {
-		o.Cases = append(o.Cases, Cases(opt.Frames, opt.Mrg, VMUplink)...)
+		o.Cases = append(o.Cases, Cases(opt.Frames, opt.Mrg, huge, VMUplink)...)
 	}
 	fmt.Fprintf(prog, "bench: %d case(s) x %d backend(s) x %d rep(s), warm-up %v, window %v; generator on CPU %d, backend on CPU %d\n",
 		len(o.Cases), len(backends), opt.Reps, opt.Warmup, opt.Window, opt.GenCPU, opt.BackendCPU)
 	o.Results = r.Throughput(ctx, backends, o.Cases)
+	if len(opt.Pool) > 0 {
+		pooled, note, err := PoolFiles(opt.Pool, o.Cases)
+		if err != nil {
+			o.PoolNote = err.Error()
+		} else {
+			o.Results = append(o.Results, pooled...)
+			o.PoolNote = note
+		}
+		fmt.Fprintf(prog, "bench: %s\n", o.PoolNote)
+	}
 
 	var mqBackends []Backend
 	for _, n := range opt.MQBackends {
@@ -161,7 +205,13 @@ func measure(ctx context.Context, opt Options, backends []Backend, o *Outcome) {
 	}
 
 	tr.RemoveAll()
-	o.Left = tr.Leftovers()
+	if o.Huge != nil {
+		if err := o.Huge.Release(); err != nil {
+			o.Left = append(o.Left, "hugepages: "+err.Error())
+		}
+		fmt.Fprintf(prog, "bench: hugepages given back: %s\n", o.Huge.Released)
+	}
+	o.Left = append(o.Left, tr.Leftovers()...)
 	o.Pids, o.Dirs, o.Prefixes = tr.Counts()
 	o.Skipped = r.Skipped
 }

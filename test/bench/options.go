@@ -13,17 +13,23 @@ type Options struct {
 	Warmup, Window, Every time.Duration
 	Frames                []int
 	Mrg                   []bool
-	Backends              []string
-	MQBackends            []string
-	GenCPU, BackendCPU    int
-	SeedBursts            int
-	RetryCollapsed        int
-	VhostdBin             string
-	OVSVswitchd           string
-	Out                   string
+	// Huge lists the memory configurations: false = no hugepages, true
+	// = DPDK's memory on 2 MiB pages (--huge off,on).
+	Huge               []bool
+	Backends           []string
+	MQBackends         []string
+	GenCPU, BackendCPU int
+	SeedBursts         int
+	RetryCollapsed     int
+	VhostdBin          string
+	OVSVswitchd        string
+	Out                string
 	// VMVM and Uplink enable the throughput cases of the two topologies
 	// (VMToVM, VMUplink).
 	VMVM, Uplink bool
+	// Pool lists reps.csv files of earlier runs whose repetitions are
+	// pooled with this run's (medians, intervals).
+	Pool []string
 	// MQ enables the multi-queue section; IdleProbes the number of
 	// first-frame probes (0 skips the idle section), each after Idle.
 	MQ         bool
@@ -36,7 +42,7 @@ type Options struct {
 func ParseOptions(args []string) (Options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var o Options
-	var frames, mrg, backends, mqBackends string
+	var frames, mrg, huge, backends, mqBackends, pool string
 	fs.BoolVar(&o.Quick, "quick", false, "smoke test: 1 repetition, short windows, one case (64B mrg=on) per topology")
 	fs.IntVar(&o.Reps, "reps", 3, "repetitions of every measurement (median and spread are over these)")
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "time after seeding the loop before the window starts")
@@ -44,6 +50,7 @@ func ParseOptions(args []string) (Options, error) {
 	fs.DurationVar(&o.Every, "sample", 250*time.Millisecond, "sampling interval of the rate-over-time plot")
 	fs.StringVar(&frames, "frames", "64,1518", "frame sizes in bytes, FCS included")
 	fs.StringVar(&mrg, "mrg", "on,off", "mrg_rxbuf settings")
+	fs.StringVar(&huge, "huge", "off,on", "memory configurations: off = no hugepages, on = generator, dpdk-io and OVS on 2 MiB hugepages (the bench reserves and mounts them, and gives them back)")
 	fs.StringVar(&backends, "backends", "vhostd,dpdk-io,ovs-dpdk", "backends to measure")
 	fs.IntVar(&o.GenCPU, "gen-cpu", 0, "CPU of the traffic generator (and of this program)")
 	fs.IntVar(&o.BackendCPU, "backend-cpu", 1, "CPU of the backend under test")
@@ -54,6 +61,7 @@ func ParseOptions(args []string) (Options, error) {
 	fs.StringVar(&o.VhostdBin, "vhostd", "bin/vhostd", "vhostd binary")
 	fs.StringVar(&o.OVSVswitchd, "ovs-vswitchd", DefaultOVSVswitchd, "ovs-vswitchd built with DPDK")
 	fs.StringVar(&o.Out, "out", "build/bench", "output directory")
+	fs.StringVar(&pool, "pool", "", "comma-separated reps.csv files of earlier runs to pool with this run's repetitions (same case names)")
 	fs.BoolVar(&o.MQ, "mq", true, "measure with 2 queue pairs and (vhostd) 2 pollers")
 	fs.StringVar(&mqBackends, "mq-backends", "vhostd,dpdk-io", "backends of the multi-queue section (of those in --backends)")
 	fs.IntVar(&o.IdleProbes, "idle-probes", 5, "first-frame-after-idle probes (0: skip the idle measures)")
@@ -86,6 +94,10 @@ func ParseOptions(args []string) (Options, error) {
 	if o.Mrg, err = ParseOnOff(mrg); err != nil {
 		return o, err
 	}
+	if o.Huge, err = ParseOnOff(huge); err != nil {
+		return o, fmt.Errorf("--huge: %w", err)
+	}
+	o.Pool = splitList(pool)
 	o.Backends = splitList(backends)
 	o.MQBackends = splitList(mqBackends)
 	if o.Reps < 1 || o.RetryCollapsed < 0 || o.Window <= 0 || o.Warmup < 0 || o.Every <= 0 || o.Every > o.Window {

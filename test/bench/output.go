@@ -27,6 +27,15 @@ func PrintReport(w io.Writer, opt Options, o *Outcome) (rows, mqRows []Row) {
 		seed, opt.GenCPU, opt.BackendCPU)
 	fmt.Fprintf(w, "%d repetition(s) of %v after %v warm-up; Mpps = frames received back by the generator, both ports; load average before %s, after %s\n",
 		opt.Reps, opt.Window, opt.Warmup, o.LoadBefore, loadAvg())
+	if o.PoolNote != "" {
+		fmt.Fprintf(w, "%s: medians, ratios and intervals below include them\n", o.PoolNote)
+	}
+	if o.Huge != nil || o.HugeErr != nil {
+		fmt.Fprintf(w, "%s\n", o.Huge.Summary())
+		if o.HugeErr != nil {
+			fmt.Fprintf(w, "  hugepage setup failed: %v (measured without hugepages only)\n", o.HugeErr)
+		}
+	}
 
 	for i, t := range []Topology{VMToVM, VMUplink} {
 		cs := CasesOf(o.Cases, t)
@@ -39,6 +48,14 @@ func PrintReport(w io.Writer, opt Options, o *Outcome) (rows, mqRows []Row) {
 		}
 		rs := BuildRows(o.Results, cs, o.Names)
 		WriteTable(w, rs, false)
+		fmt.Fprintf(w, "\n%s cost per frame (the backend's busy cycles over the frames it forwarded, over the window; median over repetitions):\n", t.Title())
+		WriteCostTable(w, rs)
+		fmt.Fprintf(w, "  %s\n", TSCLine(rs))
+		if cis := RatioCIs(rs); len(cis) > 0 {
+			fmt.Fprintf(w, "\n%s ratios with %.0f%% confidence intervals (ratio of medians; percentile bootstrap, %d resamples, seed %d; reps for +-%.0f%%: at this spread, per backend):\n",
+				t.Title(), 100*BootLevel, BootResamples, BootSeed, 100*TargetHalfWidth)
+			WriteRatioCIs(w, cis)
+		}
 		for _, n := range o.Names {
 			why, ok := o.Skipped[SkipKey(n, t)]
 			if g, all := o.Skipped[n]; all && i == 0 {
@@ -87,7 +104,14 @@ func PrintEnd(w io.Writer, o *Outcome, files []string) {
 // WriteOutputs writes the CSVs and the plot into opt.Out and returns the
 // names of the files written.
 func WriteOutputs(opt Options, o *Outcome, rows, mqRows []Row) ([]string, error) {
-	all := append(append([]RepResult(nil), o.Results...), o.MQResults...)
+	// This run's repetitions only: pooled ones are in their own run's
+	// reps.csv already.
+	var all []RepResult
+	for _, r := range append(append([]RepResult(nil), o.Results...), o.MQResults...) {
+		if !r.Pooled {
+			all = append(all, r)
+		}
+	}
 	var sections []Section
 	var panels []Panel
 	for _, t := range []Topology{VMToVM, VMUplink} {
@@ -110,8 +134,15 @@ func WriteOutputs(opt Options, o *Outcome, rows, mqRows []Row) ([]string, error)
 		name string
 		f    func(io.Writer) error
 	}
+	var cis []RatioCI
+	for _, sec := range sections {
+		if sec.Name != "mq" {
+			cis = append(cis, RatioCIs(sec.Rows)...)
+		}
+	}
 	outs := []output{
 		{"results.csv", func(w io.Writer) error { return WriteResultsCSV(w, sections) }},
+		{"ratios.csv", func(w io.Writer) error { return WriteRatiosCSV(w, cis) }},
 		{"reps.csv", func(w io.Writer) error { return WriteRepsCSV(w, all) }},
 		{"samples.csv", func(w io.Writer) error { return WriteSamplesCSV(w, all) }},
 		{"rate.svg", func(w io.Writer) error {

@@ -43,6 +43,21 @@ type Row struct {
 	// backend dropped frames; Dropped sums the drops they counted.
 	Lossy   int
 	Dropped uint64
+	// PPSVals are the successful repetitions' rates, CycVals their
+	// cycles per frame (repetitions with a cost), for the bootstrap.
+	PPSVals, CycVals []float64
+	// Cyc, Ns and Busy summarise the cost per frame: cycles, ns at the
+	// TSC rate, share of the window busy forwarding (percent of a core).
+	Cyc, Ns, Busy Summary
+	// TSCHz is the median TSC rate the backend reported (0: unknown).
+	TSCHz float64
+	// CycVsDPDK is Cyc.Median over dpdk-io's on the same case.
+	CycVsDPDK float64
+	// CostErr is why a successful repetition had no cost (the first).
+	CostErr string
+	// GenCyc and GenBusy summarise the generator's cycles per frame and
+	// busy share in the same windows.
+	GenCyc, GenBusy Summary
 }
 
 // BuildRows groups results by case (in cases' order) and backend (in
@@ -50,10 +65,10 @@ type Row struct {
 func BuildRows(results []RepResult, cases []Case, backends []string) []Row {
 	var rows []Row
 	for _, c := range cases {
-		med := map[string]float64{}
+		med, medCyc := map[string]float64{}, map[string]float64{}
 		var caseRows []Row
 		for _, b := range backends {
-			var pps, idle, other []float64
+			var pps, idle, other, cyc, ns, busy, hz, gcyc, gbusy []float64
 			r := Row{Backend: b, Case: c}
 			seen := false
 			for _, res := range results {
@@ -69,6 +84,24 @@ func BuildRows(results []RepResult, cases []Case, backends []string) []Row {
 					continue
 				}
 				pps = append(pps, res.PPS)
+				if res.Cost != nil {
+					cyc = append(cyc, res.Cost.PerFrame())
+					if v := res.Cost.NsPerFrame(); !math.IsNaN(v) {
+						ns = append(ns, v)
+						hz = append(hz, res.Cost.TSCHz)
+					}
+					if v := res.Cost.BusyPct(); !math.IsNaN(v) {
+						busy = append(busy, v)
+					}
+				} else if res.CostErr != nil && r.CostErr == "" {
+					r.CostErr = firstLine(res.CostErr.Error())
+				}
+				if g := res.GenCost; g != nil {
+					gcyc = append(gcyc, g.PerFrame())
+					if v := g.BusyPct(); !math.IsNaN(v) {
+						gbusy = append(gbusy, v)
+					}
+				}
 				if Collapsed(res.Samples) {
 					r.Collapsed++
 				}
@@ -88,13 +121,25 @@ func BuildRows(results []RepResult, cases []Case, backends []string) []Row {
 				continue
 			}
 			r.PPS, r.IdleCPU, r.OtherLoad = Summarize(pps), Summarize(idle), Summarize(other)
+			r.PPSVals, r.CycVals = pps, cyc
+			r.Cyc, r.Ns, r.Busy = Summarize(cyc), Summarize(ns), Summarize(busy)
+			r.GenCyc, r.GenBusy = Summarize(gcyc), Summarize(gbusy)
+			if len(hz) > 0 {
+				r.TSCHz = median(hz)
+			}
 			if r.PPS.N > 0 {
 				med[b] = r.PPS.Median
+			}
+			if r.Cyc.N > 0 {
+				medCyc[b] = r.Cyc.Median
 			}
 			caseRows = append(caseRows, r)
 		}
 		for i := range caseRows {
-			caseRows[i].VsDPDK, caseRows[i].VsOVS, caseRows[i].Base = nan(), nan(), nan()
+			caseRows[i].VsDPDK, caseRows[i].VsOVS, caseRows[i].Base, caseRows[i].CycVsDPDK = nan(), nan(), nan(), nan()
+			if caseRows[i].Cyc.N > 0 {
+				caseRows[i].CycVsDPDK = Ratio(caseRows[i].Cyc.Median, medCyc[RefDPDK])
+			}
 			if caseRows[i].PPS.N > 0 {
 				caseRows[i].VsDPDK = Ratio(caseRows[i].PPS.Median, med[RefDPDK])
 				caseRows[i].VsOVS = Ratio(caseRows[i].PPS.Median, med[RefOVS])
@@ -272,7 +317,9 @@ func WriteResultsCSV(w io.Writer, sections []Section) error {
 	cw.Write([]string{"section", "backend", "case", "frame_bytes", "mrg_rxbuf", "queues", "pollers",
 		"reps_ok", "reps_failed", "mpps_median", "mpps_min", "mpps_max", "spread_pct", "stdev_pct",
 		"gbps_median", "ratio_dpdk_io", "ratio_ovs_dpdk", "ratio_baseline", "idle_cpu_pct_median",
-		"other_load_pct_median", "other_load_pct_max", "reps_with_drops", "dropped", "error"})
+		"other_load_pct_median", "other_load_pct_max", "reps_with_drops", "dropped", "error",
+		"mem", "reps_with_cost", "cycles_per_frame_median", "cycles_per_frame_min", "cycles_per_frame_max", "ns_per_frame_median",
+		"busy_pct_median", "tsc_hz", "cycles_ratio_dpdk_io"})
 	for _, sect := range sections {
 		sec := sect.Name
 		for _, r := range sect.Rows {
@@ -297,6 +344,23 @@ func WriteResultsCSV(w io.Writer, sections []Section) error {
 				rec = append(rec, "", "")
 			}
 			rec = append(rec, strconv.Itoa(r.Lossy), strconv.FormatUint(r.Dropped, 10), r.Err)
+			rec = append(rec, r.Case.Mem(), strconv.Itoa(r.Cyc.N))
+			if r.Cyc.N > 0 {
+				rec = append(rec, csvFloat(r.Cyc.Median, 1), csvFloat(r.Cyc.Min, 1), csvFloat(r.Cyc.Max, 1))
+			} else {
+				rec = append(rec, "", "", "")
+			}
+			ns, busy, hz := "", "", ""
+			if r.Ns.N > 0 {
+				ns = csvFloat(r.Ns.Median, 2)
+			}
+			if r.Busy.N > 0 {
+				busy = csvFloat(r.Busy.Median, 1)
+			}
+			if r.TSCHz > 0 {
+				hz = csvFloat(r.TSCHz, 0)
+			}
+			rec = append(rec, ns, busy, hz, csvFloat(r.CycVsDPDK, 3))
 			cw.Write(rec)
 		}
 	}
@@ -308,7 +372,9 @@ func WriteResultsCSV(w io.Writer, sections []Section) error {
 func WriteRepsCSV(w io.Writer, results []RepResult) error {
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"backend", "case", "rep", "mpps", "window_s", "max_sample_gap_s", "idle_cpu_pct", "other_load_pct", "loop_collapsed", "retried",
-		"seed_bursts", "gen_dropped", "backend_dropped", "error"})
+		"seed_bursts", "gen_dropped", "backend_dropped", "error",
+		"mem", "cycles", "frames", "cycles_per_frame", "ns_per_frame", "busy_pct", "tsc_hz", "cost_error",
+		"gen_cycles_per_frame", "gen_busy_pct"})
 	count := func(v int64) string {
 		if v < 0 {
 			return ""
@@ -327,6 +393,22 @@ func WriteRepsCSV(w io.Writer, results []RepResult) error {
 			}
 			rec = append(rec, csvFloat(r.PPS/1e6, 4), csvFloat(r.Span, 3), csvFloat(MaxGap(r.Samples), 3), idle, csvFloat(r.OtherLoad, 1),
 				strconv.FormatBool(Collapsed(r.Samples)), strconv.Itoa(r.Retried), strconv.Itoa(r.Seed), count(r.GenDrops), count(r.BackendDrops), "")
+		}
+		rec = append(rec, r.Case.Mem())
+		if c := r.Cost; c != nil {
+			rec = append(rec, strconv.FormatUint(c.Cycles, 10), strconv.FormatUint(c.Frames, 10), csvFloat(c.PerFrame(), 1),
+				csvFloat(c.NsPerFrame(), 2), csvFloat(c.BusyPct(), 1), csvFloat(c.TSCHz, 0), "")
+		} else {
+			e := ""
+			if r.CostErr != nil {
+				e = firstLine(r.CostErr.Error())
+			}
+			rec = append(rec, "", "", "", "", "", "", e)
+		}
+		if g := r.GenCost; g != nil {
+			rec = append(rec, csvFloat(g.PerFrame(), 1), csvFloat(g.BusyPct(), 1))
+		} else {
+			rec = append(rec, "", "")
 		}
 		cw.Write(rec)
 	}

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/vhostd/vhostd/test/testpmd"
 )
 
 // RepResult is one repetition of one backend on one case.
@@ -34,6 +37,13 @@ type RepResult struct {
 	Retried int
 	// Seed is N of the "start tx_first N" that seeded the loop.
 	Seed int
+	// Cost is the backend's forwarding cost over the window (CostMeter);
+	// nil if not measured, with CostErr saying why.
+	Cost    *Cost
+	CostErr error
+	// GenCost is the generator's cost over the same window (nil if not
+	// measured).
+	GenCost *Cost
 	// GenDrops is what the generator lost from the seed to the loop's
 	// stop (FwdDrops); BackendDrops what the backend counted as dropped
 	// (DropCounter), -1 if unknown. In a closed loop every lost frame is
@@ -42,6 +52,9 @@ type RepResult struct {
 	GenDrops, BackendDrops int64
 	// Err is why the repetition failed (PPS is then not valid).
 	Err error
+	// Pooled marks a repetition of an earlier run (--pool): it has a
+	// rate and a cost, nothing else.
+	Pooled bool
 }
 
 // Runner runs measurements and remembers which backends cannot run.
@@ -57,7 +70,41 @@ type Runner struct {
 	// startFails counts a backend's start failures in a row, per
 	// SkipKey.
 	startFails map[string]int
+	// hugeDir is the hugetlbfs mount of the hugepage cases, testpmdBin
+	// the testpmd wrapper that runs on it (UseHugepages).
+	hugeDir, testpmdBin string
 }
+
+// UseHugepages readies the hugepage cases: DPDK's --huge-dir is dir, and
+// testpmd runs through a wrapper that drops the --no-huge the testpmd
+// package always passes (HugeWrapper).
+func (r *Runner) UseHugepages(dir string) error {
+	d, err := r.tr.TempDir("vhb")
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(d, "dpdk-testpmd-huge")
+	if err := os.WriteFile(bin, []byte(HugeWrapper(testpmd.DefaultBinary)), 0o755); err != nil {
+		return fmt.Errorf("testpmd hugepage wrapper: %w", err)
+	}
+	r.hugeDir, r.testpmdBin = dir, bin
+	return nil
+}
+
+// HugeWrapper is a shell script that runs prog with its arguments but
+// without "--no-huge": the testpmd package (test/testpmd) always passes
+// it, and the hugepage cases must not. The hugepage EAL options
+// (--in-memory, --huge-dir, ...) come in through Config.ExtraEALArgs.
+func HugeWrapper(prog string) string {
+	return "#!/bin/sh\n" +
+		"# vhostd-bench: " + prog + " on hugepages; drops the --no-huge of test/testpmd.\n" +
+		"for a; do shift; [ \"$a\" = --no-huge ] || set -- \"$@\" \"$a\"; done\n" +
+		"exec " + prog + " \"$@\"\n"
+}
+
+// HugeSkipKey is the key of Runner.Skipped for backend name in the
+// hugepage cases alone.
+func HugeSkipKey(name string) string { return name + " huge" }
 
 // maxStartFails is how many times in a row a reference backend may fail to
 // start before the run goes on without it: once can be other load on the
@@ -132,7 +179,8 @@ func SkipKey(name string, t Topology) string { return name + " " + string(t) }
 func (r *Runner) skipped(b Backend, c Case) bool {
 	_, all := r.Skipped[b.Name()]
 	_, topo := r.Skipped[SkipKey(b.Name(), c.Topology)]
-	return all || topo
+	_, huge := r.Skipped[HugeSkipKey(b.Name())]
+	return all || topo || (huge && c.Huge)
 }
 
 func (r *Runner) skip(key string, err error) {
@@ -173,6 +221,13 @@ func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res Re
 	}
 	defer os.RemoveAll(dir)
 	env := RunEnv{Dir: dir, CPU: r.opt.BackendCPU, Case: c, LogDir: r.logDir, Tag: tag, Tracker: r.tr}
+	if c.Huge {
+		if r.hugeDir == "" {
+			res.Err = fmt.Errorf("hugepage case without hugepages set up")
+			return res
+		}
+		env.HugeDir, env.Testpmd = r.hugeDir, r.testpmdBin
+	}
 	inst, err := b.Start(ctx, env)
 	if err != nil {
 		res.Err = err
@@ -203,15 +258,61 @@ func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res Re
 			res.Err = err
 		}
 	}()
+	if rw, ok := inst.(ReadyWaiter); ok {
+		if err := rw.WaitReady(ctx, 30*time.Second); err != nil {
+			res.Err = err
+			return res
+		}
+	}
 	pids := []int{os.Getpid(), gen.Pid()}
 	if p := inst.Pid(); p > 0 {
 		pids = append(pids, p)
 	}
 	noise := StartInterference([]int{r.opt.GenCPU, r.opt.BackendCPU}, pids)
-	res.Samples, err = gen.RunLoop(ctx, LoopOptions{SeedBursts: res.Seed, Warmup: r.opt.Warmup, Window: r.opt.Window, Every: r.opt.Every})
+	lo := LoopOptions{SeedBursts: res.Seed, Warmup: r.opt.Warmup, Window: r.opt.Window, Every: r.opt.Every}
+	var marks, genMarks [2]CostMark
+	var markAt [2]time.Time
+	var markErr, genErr [2]error
+	cm, hasCost := inst.(CostMeter)
+	if !hasCost {
+		res.CostErr = fmt.Errorf("%s does not account its cycles", b.Name())
+	}
+	lo.Mark = func(end bool) {
+		i := 0
+		if end {
+			i = 1
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		markAt[i] = time.Now()
+		if hasCost {
+			marks[i], markErr[i] = cm.CostMark(cctx)
+		}
+		genMarks[i], genErr[i] = gen.CostMark(cctx)
+	}
+	res.Samples, err = gen.RunLoop(ctx, lo)
 	if err != nil {
 		res.Err = err
 		return res
+	}
+	if genErr[0] == nil && genErr[1] == nil && !markAt[1].IsZero() {
+		if c, err := CostBetween(genMarks[0], genMarks[1], markAt[1].Sub(markAt[0]).Seconds()); err == nil {
+			res.GenCost = &c
+		}
+	}
+	if hasCost {
+		if e := errors.Join(markErr[0], markErr[1]); e != nil {
+			res.CostErr = e
+		} else if markAt[0].IsZero() || markAt[1].IsZero() {
+			res.CostErr = fmt.Errorf("cost marks not taken")
+		} else if c, err := CostBetween(marks[0], marks[1], markAt[1].Sub(markAt[0]).Seconds()); err != nil {
+			res.CostErr = err
+		} else {
+			res.Cost = &c
+		}
+		if res.CostErr != nil {
+			fmt.Fprintf(r.out, "  %s %s: cost per frame: %s\n", b.Name(), c.Name(), firstLine(res.CostErr.Error()))
+		}
 	}
 	res.OtherLoad = noise.Pct()
 	pps, span, ok := WindowRate(res.Samples, r.opt.Warmup.Seconds(), r.opt.Window.Seconds())
