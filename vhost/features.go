@@ -81,11 +81,16 @@ var protocolNames = map[uint]string{
 // keeps it by construction: chains are popped in ring order, put on the
 // used ring in that same order, and only the last ones popped are ever
 // given back (Unpop). Any change there must keep that.
+//
+// LOG_ALL: vhostd marks its writes into guest memory in the frontend's
+// dirty-page log when asked (log.go), so that QEMU can migrate the guest.
 const OfferedFeatures = 1<<FeatureVersion1 | 1<<FeatureIndirectDesc | 1<<FeatureEventIdx | 1<<FeatureNetMQ |
-	1<<FeatureNetMrgRxbuf | 1<<FeatureAnyLayout | 1<<FeatureProtocolFeature | 1<<FeatureInOrder
+	1<<FeatureNetMrgRxbuf | 1<<FeatureAnyLayout | 1<<FeatureProtocolFeature | 1<<FeatureInOrder |
+	1<<FeatureLogAll
 
 // OfferedProtocolFeatures are the protocol features vhostd offers.
-const OfferedProtocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfigureMemSlots | 1<<ProtocolInflightShmfd
+const OfferedProtocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfigureMemSlots | 1<<ProtocolInflightShmfd |
+	1<<ProtocolLogShmfd
 
 // Maskable lists the feature names a port option may turn off.
 func Maskable() []string {

@@ -404,7 +404,7 @@ func (s *Server) loop(c *conn, d *device) error {
 		s.log.WithField("request", m.Request.String()).Debug("vhost-user request")
 		reply, err := d.handleGuarded(m)
 		replyFD := d.takeReplyFD()
-		ack := m.NeedReply() && d.hasProtocol(ProtocolReplyAck) && !requests[m.Request].replies
+		ack := m.NeedReply() && d.hasProtocol(ProtocolReplyAck) && !d.replies(m.Request)
 		if err != nil {
 			unixClose(replyFD)
 			if ack {
@@ -423,7 +423,7 @@ func (s *Server) loop(c *conn, d *device) error {
 		// vhostctl must see the request's effect.
 		s.setStatus(d, true, "")
 		switch {
-		case requests[m.Request].replies:
+		case d.replies(m.Request):
 			err = c.replyFD(m.Request, reply, replyFD)
 		case ack:
 			err = c.replyU64(m.Request, 0)

@@ -69,6 +69,8 @@ const (
 	fAnyLayout = 1 << 27
 	fNetMQ     = 1 << 22
 	fInOrder   = 1 << 35
+	fLogAll    = 1 << 26
+	pLogShmfd  = 1 << 1
 	pMQ        = 1 << 0
 	pReplyAck  = 1 << 3
 	pMemSlots  = 1 << 15
@@ -81,7 +83,7 @@ func TestNegotiation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout | fNetMQ | fInOrder)
+	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout | fNetMQ | fInOrder | fLogAll)
 	if offered != want {
 		t.Fatalf("offered %#x, want %#x", offered, want)
 	}
@@ -89,7 +91,7 @@ func TestNegotiation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if po != pMQ|pReplyAck|pMemSlots|pInflight {
+	if po != pMQ|pReplyAck|pMemSlots|pInflight|pLogShmfd {
 		t.Fatalf("protocol features %#x", po)
 	}
 	if err := f.SetU64(vt.SetProtocolFeatures, po, false); err != nil {
@@ -109,7 +111,7 @@ func TestNegotiation(t *testing.T) {
 	if !st.Connected || !st.Negotiated || !equal(st.Features, []string{"event_idx", "protocol_features", "version_1"}) {
 		t.Fatalf("status %+v", st)
 	}
-	if !equal(st.ProtocolFeatures, []string{"mq", "reply_ack", "inflight_shmfd", "configure_mem_slots"}) {
+	if !equal(st.ProtocolFeatures, []string{"mq", "log_shmfd", "reply_ack", "inflight_shmfd", "configure_mem_slots"}) {
 		t.Fatalf("protocol status %v", st.ProtocolFeatures)
 	}
 }

@@ -56,6 +56,14 @@ type Log struct {
 // read-write). The fd is not closed. A size of zero or above MaxLogSize, a
 // range that wraps, or an fd too small to hold the range is refused before
 // mapping, so that a bad log fails here rather than faulting later.
+//
+// The fd must be a memfd sealed against shrinking (F_SEAL_SHRINK), or one
+// MapLog can seal: the data path writes the log from every poller, and a
+// frontend that truncated it under the mapping would fault them, where
+// no connection could be blamed. QEMU seals its log memfd so (vhost.c,
+// vhost_log_alloc: F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL); guest
+// memory, which may legitimately be any file, is guarded by the fault
+// recovery instead.
 func MapLog(fd int, size, offset uint64) (*Log, error) {
 	if size == 0 {
 		return nil, fmt.Errorf("log size is zero")
@@ -69,6 +77,15 @@ func MapLog(fd int, size, offset uint64) (*Log, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("fstat log fd %d: %w", fd, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		if err := sealShrink(fd); err != nil {
+			return nil, err
+		}
+		// Sealed now: the size read below can only grow.
+		if err := unix.Fstat(fd, &st); err != nil {
+			return nil, fmt.Errorf("fstat log fd %d: %w", fd, err)
+		}
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
@@ -99,6 +116,18 @@ func LogFromBytes(b []byte) *Log {
 		return nil
 	}
 	return newLog(b)
+}
+
+// sealShrink makes sure fd can no longer shrink.
+func sealShrink(fd int) error {
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	if err == nil && seals&unix.F_SEAL_SHRINK != 0 {
+		return nil
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK); err != nil {
+		return fmt.Errorf("log fd %d cannot be sealed against shrinking (a memfd created with MFD_ALLOW_SEALING is needed): %w", fd, err)
+	}
+	return nil
 }
 
 func newLog(b []byte) *Log {

@@ -92,7 +92,7 @@ func TestLogConcurrentMarks(t *testing.T) {
 
 func memfdOf(t *testing.T, size int64) int {
 	t.Helper()
-	fd, err := unix.MemfdCreate("log", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("log", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +105,12 @@ func memfdOf(t *testing.T, size int64) int {
 
 func TestMapLog(t *testing.T) {
 	fd := memfdOf(t, 3*4096)
+	defer func() {
+		// MapLog sealed it: the frontend can no longer pull it away.
+		if err := unix.Ftruncate(fd, 0); err == nil {
+			t.Error("log memfd could still be truncated")
+		}
+	}()
 	l, err := MapLog(fd, 8192, 101) // an offset that is not a page, nor a word
 	if err != nil {
 		t.Fatal(err)
@@ -143,6 +149,14 @@ func TestMapLogRefuses(t *testing.T) {
 	}
 	defer unix.Close(p[0])
 	defer unix.Close(p[1])
+	unsealable, err := unix.MemfdCreate("log", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(unsealable)
+	if err := unix.Ftruncate(unsealable, 4096); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name         string
 		fd           int
@@ -155,6 +169,7 @@ func TestMapLogRefuses(t *testing.T) {
 		{"fd too small", fd, 4096, 1, "holds only"},
 		{"fd too small for the size", fd, 8192, 0, "holds only"},
 		{"pipe", p[0], 4096, 0, "not a regular file"},
+		{"memfd without sealing", unsealable, 4096, 0, "sealed against shrinking"},
 		{"closed fd", 1 << 20, 4096, 0, "fstat"},
 	} {
 		l, err := MapLog(c.fd, c.size, c.offset)
