@@ -255,6 +255,20 @@ type Guest struct {
 // QEMU is killed and the error includes the end of the console output and
 // QEMU's stderr.
 func Start(ctx context.Context, cfg GuestConfig) (*Guest, error) {
+	g, err := launch(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := g.waitReady(ctx, 0); err != nil {
+		g.Kill()
+		return nil, fmt.Errorf("start guest: %w", err)
+	}
+	return g, nil
+}
+
+// launch starts QEMU for cfg, with extra arguments after cfg's, and
+// returns at once.
+func launch(cfg GuestConfig, extra ...string) (*Guest, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("start guest: %w", err)
 	}
@@ -290,7 +304,7 @@ func Start(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 		return nil, fmt.Errorf("start guest: %w", err)
 	}
 	g.stdin = pw
-	g.cmd = exec.Command(cfg.binary(), cfg.Args()...)
+	g.cmd = exec.Command(cfg.binary(), append(cfg.Args(), extra...)...)
 	g.cmd.Stdin = pr
 	g.cmd.Stdout = g.con
 	g.cmd.Stderr = &g.stderr
@@ -310,10 +324,6 @@ func Start(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 		g.stdin.Close()
 		close(g.done)
 	}()
-	if _, err := g.waitReady(ctx, 0); err != nil {
-		g.Kill()
-		return nil, fmt.Errorf("start guest: %w", err)
-	}
 	return g, nil
 }
 

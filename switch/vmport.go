@@ -88,6 +88,7 @@ type txQueue struct {
 	rx       [rxChains]virtqueue.Chain
 	rxRoom   [rxChains]int // writable bytes of each reserved chain
 	rxSegs   [rxChains * rxChainSegs][]byte
+	rxGPAs   [rxChains * rxChainSegs]uint64 // guest addresses of rxSegs, for the dirty log
 	rxAll    [maxMergeBufs * rxChainSegs][]byte
 	plan     [BurstSize]rxPlan
 	rxLogged *virtqueue.Queue
@@ -104,6 +105,7 @@ func newTxQueue() *txQueue {
 	t := &txQueue{}
 	for i := range t.rx {
 		t.rx[i].Segs = t.rxSegs[i*rxChainSegs : i*rxChainSegs : (i+1)*rxChainSegs]
+		t.rx[i].GPAs = t.rxGPAs[i*rxChainSegs : i*rxChainSegs : (i+1)*rxChainSegs]
 	}
 	return t
 }
@@ -594,7 +596,10 @@ func prefetchFrame(seg []byte, hdr int) {
 type rxPlan struct{ first, k int }
 
 // copyInto writes f with its virtio-net header into the chains of p and
-// puts them on the used ring.
+// puts them on the used ring. Each chain's used length is exactly the bytes
+// written at the start of its writable segments, which is what the queue
+// marks in the dirty log while the guest migrates: every write into a
+// receive buffer passes here.
 func (t *txQueue) copyInto(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int) {
 	need := hdr + f.Len
 	if p.k == 1 {
@@ -609,20 +614,34 @@ func (t *txQueue) copyInto(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int) {
 			copyFrame(all, hdr, f.Segs)
 		}
 		q.PushUsed(c.Head, uint32(need))
-		return
+	} else {
+		// Lay the chains' writable segments end to end and copy once.
+		all := t.rxAll[:0]
+		for j := p.first; j < p.first+p.k; j++ {
+			all = append(all, t.rx[j].Segs[t.rx[j].NRead:]...)
+		}
+		writeNetHeader(all, hdr, p.k)
+		copyFrame(all, hdr, f.Segs)
+		left := need
+		for j := p.first; j < p.first+p.k; j++ {
+			w := min(t.rxRoom[j], left)
+			left -= w
+			q.PushUsed(t.rx[j].Head, uint32(w))
+		}
 	}
-	// Lay the chains' writable segments end to end and copy once.
-	all := t.rxAll[:0]
-	for j := p.first; j < p.first+p.k; j++ {
-		all = append(all, t.rx[j].Segs[t.rx[j].NRead:]...)
+	// One inlined, predictable branch while logging is off.
+	if q.Logging() {
+		t.logWritten(q, p, need)
 	}
-	writeNetHeader(all, hdr, p.k)
-	copyFrame(all, hdr, f.Segs)
-	left := need
+}
+
+// logWritten marks in q's dirty log the need bytes copyInto wrote into the
+// chains of p, chain by chain as it filled them.
+func (t *txQueue) logWritten(q *virtqueue.Queue, p rxPlan, need int) {
 	for j := p.first; j < p.first+p.k; j++ {
-		w := min(t.rxRoom[j], left)
-		left -= w
-		q.PushUsed(t.rx[j].Head, uint32(w))
+		w := min(t.rxRoom[j], need)
+		need -= w
+		q.LogWritten(&t.rx[j], uint32(w))
 	}
 }
 

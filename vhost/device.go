@@ -105,6 +105,7 @@ type device struct {
 	rings       []ring
 	running     *Rings
 	inflight    *inflightRegion // SET_INFLIGHT_FD's region, or nil
+	dirty       dirtyLog        // SET_LOG_BASE's log (log.go)
 	// replyFD is an fd to send with the reply of the request being
 	// handled (GET_INFLIGHT_FD), or -1; the server sends and closes it.
 	replyFD int
@@ -192,6 +193,11 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 		return u64(guestmem.MaxRegions), nil
 	case SetMemTable:
 		return nil, d.setMemTable(m)
+	case SetLogBase:
+		return d.setLogBase(m)
+	case SetLogFD:
+		d.setLogFD(m)
+		return nil, nil
 	case AddMemReg:
 		return nil, d.addMemReg(m)
 	case RemMemReg:
@@ -512,6 +518,7 @@ func (d *device) start() error {
 			}
 			continue
 		}
+		d.logRing(r, cfg)
 		ring := &Ring{Index: i, Queue: r.q, Kick: r.kick, Call: r.call}
 		if i%2 == 0 {
 			rs.RX = append(rs.RX, ring)
@@ -566,6 +573,7 @@ func (d *device) reset() {
 	d.mem = nil
 	d.inflight.unmap()
 	d.inflight = nil
+	d.unmapLog()
 	d.features, d.featuresSet, d.protocol = 0, false, 0
 }
 

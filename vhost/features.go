@@ -92,13 +92,15 @@ var protocolNames = map[uint]string{
 // MTU lets the frontend tell the driver the port's MTU (NET_SET_MTU,
 // mtu.go); with GUEST_ANNOUNCE a migrated guest announces itself, and
 // for a driver without it the frontend asks for a RARP (rarp.go).
+// LOG_ALL: vhostd marks its writes into guest memory in the frontend's
+// dirty-page log when asked (log.go), so that QEMU can migrate the guest.
 const OfferedFeatures = 1<<FeatureVersion1 | 1<<FeatureIndirectDesc | 1<<FeatureEventIdx | 1<<FeatureNetMQ |
 	1<<FeatureNetMrgRxbuf | 1<<FeatureAnyLayout | 1<<FeatureProtocolFeature | 1<<FeatureInOrder |
-	1<<FeatureNetMTU | 1<<FeatureNetGuestAnnounce
+	1<<FeatureNetMTU | 1<<FeatureNetGuestAnnounce | 1<<FeatureLogAll
 
 // OfferedProtocolFeatures are the protocol features vhostd offers.
 const OfferedProtocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfigureMemSlots | 1<<ProtocolInflightShmfd |
-	1<<ProtocolRARP | 1<<ProtocolNetMTU | 1<<ProtocolConfig | 1<<ProtocolResetDevice | 1<<ProtocolStatus
+	1<<ProtocolRARP | 1<<ProtocolNetMTU | 1<<ProtocolConfig | 1<<ProtocolResetDevice | 1<<ProtocolStatus | 1<<ProtocolLogShmfd
 
 // Maskable lists the feature names a port option may turn off.
 func Maskable() []string {

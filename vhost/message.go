@@ -137,6 +137,8 @@ var requests = map[Request]requestSpec{
 	SetOwner:            {0, sizeExact, fdsNone, -1, false},
 	ResetOwner:          {0, sizeExact, fdsNone, -1, false},
 	SetMemTable:         {8, sizeAtLeast, fdsRegions, -1, false},
+	SetLogBase:          {logPayloadSize, sizeExact, fdsOne, -1, false}, // replies with LOG_SHMFD: see device.replies
+	SetLogFD:            {0, sizeAtLeast, fdsOne, -1, false},
 	SetVringNum:         {8, sizeExact, fdsNone, -1, false},
 	SetVringAddr:        {40, sizeExact, fdsNone, -1, false},
 	SetVringBase:        {8, sizeExact, fdsNone, -1, false},

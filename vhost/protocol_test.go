@@ -27,8 +27,8 @@ func TestUnimplementedNamedAndNacked(t *testing.T) {
 		replyAck bool
 		want     string
 	}{
-		{"SET_LOG_BASE acked", 6, make([]byte, 16), false, true, "SET_LOG_BASE (6): not implemented"},
-		{"SET_LOG_FD with fd", 7, nil, true, true, "SET_LOG_FD (7): not implemented"},
+		{"POSTCOPY_ADVISE acked", 28, nil, false, true, "POSTCOPY_ADVISE (28): not implemented"},
+		{"SET_BACKEND_REQ_FD with fd", 21, nil, true, true, "SET_BACKEND_REQ_FD (21): not implemented"},
 		{"IOTLB_MSG without REPLY_ACK", 22, make([]byte, 8), false, false, "IOTLB_MSG (22): not implemented"},
 		{"CHECK_DEVICE_STATE", 43, nil, false, true, "CHECK_DEVICE_STATE (43): not implemented"},
 		{"unknown code", 999, nil, false, true, "request 999 (999): not implemented"},

@@ -428,7 +428,7 @@ func (s *Server) loop(c *conn, d *device) error {
 		s.log.WithField("request", m.Request.String()).Debug("vhost-user request")
 		reply, err := d.handleGuarded(m)
 		replyFD := d.takeReplyFD()
-		ack := m.NeedReply() && d.hasProtocol(ProtocolReplyAck) && !requests[m.Request].replies
+		ack := m.NeedReply() && d.hasProtocol(ProtocolReplyAck) && !d.replies(m.Request)
 		if err != nil {
 			unixClose(replyFD)
 			if ack {
@@ -453,7 +453,7 @@ func (s *Server) loop(c *conn, d *device) error {
 		// vhostctl must see the request's effect.
 		s.setStatus(d, true, "")
 		switch {
-		case requests[m.Request].replies:
+		case d.replies(m.Request):
 			if s.trace.on() {
 				var fds []string
 				if replyFD >= 0 {

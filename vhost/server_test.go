@@ -69,6 +69,8 @@ const (
 	fAnyLayout = 1 << 27
 	fNetMQ     = 1 << 22
 	fInOrder   = 1 << 35
+	fLogAll    = 1 << 26
+	pLogShmfd  = 1 << 1
 	pMQ        = 1 << 0
 	pReplyAck  = 1 << 3
 	pMemSlots  = 1 << 15
@@ -81,7 +83,7 @@ func TestNegotiation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout | fNetMQ | fInOrder | fMTU | fGuestAnnounce)
+	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout | fNetMQ | fInOrder | fMTU | fGuestAnnounce | fLogAll)
 	if offered != want {
 		t.Fatalf("offered %#x, want %#x", offered, want)
 	}
@@ -89,7 +91,7 @@ func TestNegotiation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if po != pMQ|pReplyAck|pMemSlots|pInflight|pRARP|pNetMTU|pConfig|pResetDevice|pStatus {
+	if po != pMQ|pReplyAck|pMemSlots|pInflight|pRARP|pNetMTU|pConfig|pResetDevice|pStatus|pLogShmfd {
 		t.Fatalf("protocol features %#x", po)
 	}
 	if err := f.SetU64(vt.SetProtocolFeatures, po, false); err != nil {
@@ -109,7 +111,7 @@ func TestNegotiation(t *testing.T) {
 	if !st.Connected || !st.Negotiated || !equal(st.Features, []string{"event_idx", "protocol_features", "version_1"}) {
 		t.Fatalf("status %+v", st)
 	}
-	if !equal(st.ProtocolFeatures, []string{"mq", "rarp", "reply_ack", "net_mtu", "config", "inflight_shmfd", "reset_device", "configure_mem_slots", "status"}) {
+	if !equal(st.ProtocolFeatures, []string{"mq", "log_shmfd", "rarp", "reply_ack", "net_mtu", "config", "inflight_shmfd", "reset_device", "configure_mem_slots", "status"}) {
 		t.Fatalf("protocol status %v", st.ProtocolFeatures)
 	}
 }

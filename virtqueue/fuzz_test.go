@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/vhostd/vhostd/virtqueue"
+	"github.com/vhostd/vhostd/virtqueue/guestmem"
 	"github.com/vhostd/vhostd/virtqueue/virtqueuetest"
 )
 
@@ -56,7 +57,11 @@ func FuzzChain(f *testing.F) {
 			t.Fatal(err)
 		}
 		mem := d.Memory()
-		c := &virtqueue.Chain{Segs: make([][]byte, 0, 16)}
+		// Every chain's writes are logged, in a log covering half the
+		// memory: what lies beyond is counted, never a fault.
+		log := guestmem.LogFromBytes(make([]byte, (1<<19)/guestmem.LogPageSize/8))
+		q.SetLog(log, cfg.Used)
+		c := &virtqueue.Chain{Segs: make([][]byte, 0, 16), GPAs: make([]uint64, 0, 16)}
 		n := q.Pending()
 		if n > 8 {
 			t.Fatalf("pending %d exceeds queue size", n)
@@ -82,7 +87,18 @@ func FuzzChain(f *testing.F) {
 			if err == nil && sum != uint64(c.ReadLen)+uint64(c.WriteLen) {
 				t.Fatalf("segments hold %d bytes, chain says %d+%d", sum, c.ReadLen, c.WriteLen)
 			}
+			if len(c.GPAs) != len(c.Segs) {
+				t.Fatalf("%d GPAs for %d segments", len(c.GPAs), len(c.Segs))
+			}
+			for j, s := range c.Segs {
+				if b := mem.Chunk(c.GPAs[j], uint64(len(s))); len(s) > 0 && (len(b) != len(s) || &b[0] != &s[0]) {
+					t.Fatalf("segment %d is not at its GPA %#x", j, c.GPAs[j])
+				}
+			}
 			q.PushUsed(c.Head, c.WriteLen)
+			if err == nil {
+				q.LogWritten(c, c.WriteLen)
+			}
 		}
 		q.Publish()
 		if got := binary.LittleEndian.Uint16(d.Mem[virtqueuetest.UsedBase+2:]); got != q.UsedIdx() {
@@ -90,5 +106,8 @@ func FuzzChain(f *testing.F) {
 		}
 		q.NeedCall()
 		q.EnableNotify()
+		if log.MissedWrites() != 0 {
+			t.Fatalf("%d writes not logged", log.MissedWrites())
+		}
 	})
 }

@@ -138,6 +138,12 @@ type Queue struct {
 	// the frontend's inflight region (see inflight.go).
 	infl *inflight
 
+	// log, when set, is the dirty-page log every write into guest memory
+	// is marked in, and usedLog the guest-physical address the used ring
+	// is logged at (see SetLog and dirty.go).
+	log     *guestmem.Log
+	usedLog uint64
+
 	lastAvail  uint16 // next available-ring slot to read
 	availCache uint16 // avail->idx as last read
 	usedIdx    uint16 // next used-ring slot to write
@@ -271,9 +277,15 @@ func (q *Queue) Pending() int {
 // Chain is one descriptor chain taken from the available ring, translated to
 // host memory. Segs is filled from its own backing array, whose capacity
 // bounds the segments a chain may have.
+//
+// GPAs, if it has a backing array (capacity at least that of Segs), is
+// filled in parallel with Segs: GPAs[i] is the guest-physical address of
+// Segs[i]. A chain the device writes into must carry them, so that
+// LogWritten can log the write; one only read may leave GPAs nil.
 type Chain struct {
 	Head     uint16
 	Segs     [][]byte // device-readable segments first, then device-writable
+	GPAs     []uint64 // guest-physical address of each segment, if recorded
 	NRead    int      // Segs[:NRead] are device-readable
 	ReadLen  uint32   // bytes in the readable segments
 	WriteLen uint32   // bytes in the writable segments
@@ -311,6 +323,7 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 	}
 	c.Head = head
 	c.Segs = c.Segs[:0]
+	c.GPAs = c.GPAs[:0]
 	c.NRead = 0
 	c.ReadLen, c.WriteLen = 0, 0
 
@@ -321,8 +334,12 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 	d := (*[descSize]byte)(unsafe.Add(q.descBase, uintptr(head)*descSize))
 	if flags := binary.LittleEndian.Uint16(d[12:14]); flags&(DescFNext|DescFIndirect) == 0 && cap(c.Segs) > 0 {
 		length := binary.LittleEndian.Uint32(d[8:12])
-		if b, ok := mem.ChunkFast(binary.LittleEndian.Uint64(d[0:8]), uint64(length)); ok {
+		addr := binary.LittleEndian.Uint64(d[0:8])
+		if b, ok := mem.ChunkFast(addr, uint64(length)); ok {
 			c.Segs = append(c.Segs, b)
+			if cap(c.GPAs) != 0 {
+				c.GPAs = append(c.GPAs, addr)
+			}
 			if flags&DescFWrite != 0 {
 				c.WriteLen = length
 			} else {
@@ -409,6 +426,9 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 				full = true
 			} else {
 				c.Segs = append(c.Segs, b)
+				if cap(c.GPAs) != 0 {
+					c.GPAs = append(c.GPAs, addr)
+				}
 				if !write {
 					c.NRead++
 				}
@@ -453,7 +473,9 @@ func (q *Queue) unpopTracked(n int) {
 }
 
 // PushUsed records chain head as used with length bytes written into it.
-// The entry becomes visible to the driver at the next Publish.
+// The entry becomes visible to the driver at the next Publish. A device
+// that wrote into the chain's buffers also reports the bytes with
+// LogWritten while the queue is Logging.
 func (q *Queue) PushUsed(head uint16, length uint32) {
 	// used->ring[usedIdx % size], a struct virtq_used_elem { le32 id;
 	// le32 len; } written with one store; 4 + 8*size <= len(used). The
@@ -469,12 +491,18 @@ func (q *Queue) Publish() {
 	if q.published == q.usedIdx {
 		return
 	}
+	from := q.published
 	if q.infl != nil {
 		q.publishTracked()
-		return
+	} else {
+		atomic.StoreUint32(q.usedWord, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
+		q.published = q.usedIdx
 	}
-	atomic.StoreUint32(q.usedWord, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
-	q.published = q.usedIdx
+	// Marked after the store: a page the frontend copies between a mark
+	// and the write it stands for would go over without the write.
+	if q.log != nil {
+		q.logPublish(from)
+	}
 }
 
 // publishTracked is Publish with inflight tracking, in the order the
@@ -538,6 +566,7 @@ func (q *Queue) DisableNotify() {
 	}
 	q.usedFlags |= UsedFNoNotify
 	atomic.StoreUint32(q.usedWord, uint32(q.usedFlags)|uint32(q.published)<<16)
+	q.log.Mark(q.usedLog, 4)
 }
 
 // EnableNotify asks the driver to kick on the next buffer it makes
@@ -551,9 +580,11 @@ func (q *Queue) EnableNotify() bool {
 	if q.eventIdx {
 		o := 4 + usedElemSize*uint32(q.size)
 		q.used[o], q.used[o+1] = byte(q.lastAvail), byte(q.lastAvail>>8)
+		q.log.Mark(q.usedLog+uint64(o), 2)
 	} else if q.usedFlags&UsedFNoNotify != 0 {
 		q.usedFlags &^= UsedFNoNotify
 		atomic.StoreUint32(q.usedWord, uint32(q.usedFlags)|uint32(q.published)<<16)
+		q.log.Mark(q.usedLog, 4)
 	}
 	q.fullFence()
 	return q.Pending() > 0

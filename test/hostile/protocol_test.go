@@ -103,10 +103,11 @@ func ringRunning(p control.PortInfo, i int) bool {
 }
 
 // TestUnsupportedRequests is case 9: a request vhostd does not implement
-// (SET_LOG_BASE) and one nobody knows (99), each with NEED_REPLY after
+// (SET_BACKEND_REQ_FD; SET_LOG_BASE was the example until vhostd logged
+// dirty pages) and one nobody knows (99), each with NEED_REPLY after
 // REPLY_ACK was negotiated. vhostd must answer with a NACK, then close
-// the connection, its log naming the request: SET_LOG_BASE by name (not
-// "request 6"), 99 by number.
+// the connection, its log naming the request: SET_BACKEND_REQ_FD by name
+// (not "request 21"), 99 by number.
 func TestUnsupportedRequests(t *testing.T) {
 	for _, tc := range []struct {
 		name, id string
@@ -116,7 +117,7 @@ func TestUnsupportedRequests(t *testing.T) {
 		logHas   *regexp.Regexp
 		logNot   string
 	}{
-		{"SET_LOG_BASE", "9-SET_LOG_BASE", vt.SetLogBase, make([]byte, 16), true, regexp.MustCompile(`SET_LOG_BASE`), "request 6"},
+		{"SET_BACKEND_REQ_FD", "9-SET_BACKEND_REQ_FD", 21, nil, true, regexp.MustCompile(`SET_BACKEND_REQ_FD`), "request 21"},
 		{"request 99", "9-request-99", 99, nil, false, regexp.MustCompile(`\b99\b`), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
