@@ -317,9 +317,8 @@ func setupRings(t *testing.T, f *vt.Frontend) *guest {
 
 func waitEventfd(t *testing.T, fd int) {
 	t.Helper()
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	if n, _ := unix.Poll(pfd, 5000); n != 1 {
-		t.Fatal("no call on the eventfd")
+	if err := vt.WaitReadable(fd, 5*time.Second); err != nil {
+		t.Fatalf("no call on the eventfd: %v", err)
 	}
 	var b [8]byte
 	unix.Read(fd, b[:])

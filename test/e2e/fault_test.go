@@ -54,9 +54,8 @@ func sendFake(t *testing.T, from, to *fakeGuest, seq byte) {
 	copy(frame, []byte{2, 0, 0, 0, 0, 0xb, 2, 0, 0, 0, 0, 0xa, 0x88, 0xb5, seq})
 	from.tx.Driver.AddChain([]virtqueuetest.Buf{{Data: append(make([]byte, 12), frame...)}})
 	from.tx.KickNow()
-	pfd := []unix.PollFd{{Fd: int32(to.rx.Call), Events: unix.POLLIN}}
-	if n, _ := unix.Poll(pfd, 5000); n != 1 {
-		t.Fatalf("frame %d not delivered", seq)
+	if err := vt.WaitReadable(to.rx.Call, 5*time.Second); err != nil {
+		t.Fatalf("frame %d not delivered: %v", seq, err)
 	}
 	var b [8]byte
 	unix.Read(to.rx.Call, b[:])

@@ -490,3 +490,23 @@ func (f *Frontend) ResumeRing(r *Ring, base uint16) error {
 	}
 	return nil
 }
+
+// WaitReadable waits up to timeout for fd to be readable (an eventfd
+// signalled). poll is retried when a signal interrupts it: the Go
+// runtime's preemption signal does so at any time.
+func WaitReadable(fd int, timeout time.Duration) error {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := unix.Poll(pfd, int(max(time.Until(deadline), 0).Milliseconds()))
+		switch {
+		case n == 1:
+			return nil
+		case err == unix.EINTR && time.Now().Before(deadline):
+			continue
+		case err != nil:
+			return fmt.Errorf("poll fd %d: %w", fd, err)
+		}
+		return fmt.Errorf("fd %d not readable within %v", fd, timeout)
+	}
+}
