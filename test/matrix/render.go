@@ -74,7 +74,7 @@ func WriteMarkdown(w io.Writer, rows []Row) error {
 
 // CSVHeader is the first line of the CSV.
 var CSVHeader = []string{"combination", "frontend", "disable", "frontend_off", "features", "protocol_features",
-	"sent", "received", "vhostd_rx", "vhostd_tx", "drops", "result", "why", "trace", "seconds"}
+	"sent", "received", "vhostd_rx", "vhostd_tx", "sent_bytes", "received_bytes", "vhostd_rx_bytes", "vhostd_tx_bytes", "drops", "result", "why", "trace", "seconds"}
 
 // WriteCSV writes rows as CSV with CSVHeader; lists inside a field are
 // joined with "+" (features) or spaces (drops, reason=count).
@@ -92,6 +92,8 @@ func WriteCSV(w io.Writer, rows []Row) error {
 			strings.Join(r.Features, "+"), strings.Join(r.ProtocolFeatures, "+"),
 			strconv.FormatUint(r.Sent, 10), strconv.FormatUint(r.Received, 10),
 			strconv.FormatUint(r.VhostRx, 10), strconv.FormatUint(r.VhostTx, 10),
+			strconv.FormatUint(r.SentBytes, 10), strconv.FormatUint(r.ReceivedBytes, 10),
+			strconv.FormatUint(r.VhostRxBytes, 10), strconv.FormatUint(r.VhostTxBytes, 10),
 			drops, strings.ToLower(result(r)), r.Why, r.Trace, fmt.Sprintf("%.1f", r.Elapsed.Seconds()),
 		})
 	}

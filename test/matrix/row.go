@@ -22,8 +22,13 @@ type Row struct {
 	// Sent and Received count frames (testpmd: both ports together) or
 	// pings (QEMU: echo requests sent, replies received, both guests).
 	Sent, Received uint64
-	// VhostRx and VhostTx are vhostd's frame counters over both ports.
-	VhostRx, VhostTx uint64
+	// SentBytes and ReceivedBytes are testpmd's byte counters (both
+	// ports); zero for QEMU.
+	SentBytes, ReceivedBytes uint64
+	// VhostRx and VhostTx are vhostd's frame counters over both ports,
+	// VhostRxBytes and VhostTxBytes its byte counters.
+	VhostRx, VhostTx           uint64
+	VhostRxBytes, VhostTxBytes uint64
 	// Drops are vhostd's drop counters by reason, both ports added up,
 	// non-zero ones only.
 	Drops map[string]uint64
@@ -69,6 +74,14 @@ func judge(r *Row) (bool, string) {
 		return false, r.Err
 	}
 	if len(r.Features) == 0 {
+		if r.Sent > 0 && !sentSetFeatures(r.Events) {
+			why := fmt.Sprintf("the frontend never sent SET_FEATURES, yet started its rings: %d/%d sent came back over rings with no features acked", r.Received, r.Sent)
+			if r.Frontend == Testpmd && r.VhostRxBytes != r.SentBytes {
+				why += fmt.Sprintf("; vhostd counted %d bytes received where the frontend sent %d: the two sides use different virtio-net header sizes",
+					r.VhostRxBytes, r.SentBytes)
+			}
+			return false, why
+		}
 		return false, "no features acked (negotiation did not finish)"
 	}
 	if !slices.Equal(r.Features, r.FeaturesB) || !slices.Equal(r.ProtocolFeatures, r.ProtocolFeaturesB) {
@@ -100,7 +113,18 @@ func judge(r *Row) (bool, string) {
 	if r.Frontend == Testpmd && (r.VhostRx != r.Sent || r.VhostTx != r.Received) {
 		return false, fmt.Sprintf("vhostd counted rx %d tx %d, frontend sent %d received %d", r.VhostRx, r.VhostTx, r.Sent, r.Received)
 	}
+	if r.Frontend == Testpmd && (r.VhostRxBytes != r.SentBytes || r.VhostTxBytes != r.ReceivedBytes) {
+		return false, fmt.Sprintf("vhostd counted rx %d tx %d bytes, frontend sent %d received %d (header layouts disagree?)",
+			r.VhostRxBytes, r.VhostTxBytes, r.SentBytes, r.ReceivedBytes)
+	}
 	return true, fmt.Sprintf("%d/%d %s", r.Received, r.Sent, unit)
+}
+
+// sentSetFeatures tells whether the trace holds a SET_FEATURES request.
+func sentSetFeatures(events []vhost.TraceEvent) bool {
+	return slices.ContainsFunc(events, func(e vhost.TraceEvent) bool {
+		return e.Kind == vhost.TraceRequest && e.Request == "SET_FEATURES"
+	})
 }
 
 // FormatDrops is "reason=n reason=n", sorted by reason; "-" if none.

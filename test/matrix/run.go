@@ -184,6 +184,8 @@ func (r *Runner) runTestpmd(ctx context.Context, dir string, row *Row, collect f
 		for _, s := range st {
 			row.Sent += s.TxPackets
 			row.Received += s.RxPackets
+			row.SentBytes += s.TxBytes
+			row.ReceivedBytes += s.RxBytes
 		}
 		if err != nil {
 			return fmt.Errorf("testpmd %d B: %w", size, err)
@@ -356,6 +358,8 @@ func (v *daemon) collect(ctx context.Context, row *Row) error {
 		}
 		row.VhostRx += s.RxPackets
 		row.VhostTx += s.TxPackets
+		row.VhostRxBytes += s.RxBytes
+		row.VhostTxBytes += s.TxBytes
 		AddDrops(&row.Drops, s.Drops)
 	}
 	return nil

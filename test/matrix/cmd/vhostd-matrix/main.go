@@ -29,6 +29,7 @@ func main() {
 	frames := flag.Int("frames", 2000, "frames each testpmd port sends per frame size (60 and 1500 B)")
 	pings := flag.Int("pings", 3, "pings per size and direction (QEMU)")
 	list := flag.Bool("list", false, "list the combinations and exit")
+	allTraces := flag.Bool("all-traces", false, "save the trace of passing rows too (alltrace-<row>.txt)")
 	flag.Parse()
 
 	all := matrix.DefaultCombinations()
@@ -94,6 +95,11 @@ func main() {
 			}
 			fmt.Fprintf(os.Stderr, "%-32s %-8s %s in %.0fs: %s\n", c.Name, f, res, row.Elapsed.Seconds(), row.Why)
 			rows = append(rows, row)
+			if *allTraces && row.Pass {
+				if err := saveTrace(filepath.Join(*out, "alltrace-"+row.ID()+".txt"), row); err != nil {
+					fatal(err)
+				}
+			}
 			if err := matrix.Save(*out, rows); err != nil { // keep what was run if interrupted
 				fatal(err)
 			}
@@ -108,6 +114,21 @@ func main() {
 			os.Exit(1)
 		}
 	}
+}
+
+func saveTrace(path string, row matrix.Row) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := matrix.WriteTrace(f, row.Events); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func fatal(err error) {
