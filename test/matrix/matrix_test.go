@@ -156,6 +156,7 @@ func rows() []Row {
 	bad.Frontend = Testpmd
 	bad.Received = 90
 	bad.Drops = map[string]uint64{"no_rx_buffer": 10}
+	bad.EarlyDrops = map[string]uint64{"tx_not_ready": 3}
 	bad.Events = []vhost.TraceEvent{
 		{Time: time.Date(2026, 12, 4, 20, 0, 0, 0, time.UTC), Port: "a", Kind: vhost.TraceRequest, Request: "SET_FEATURES",
 			Flags: []string{"NEED_REPLY"}, Fields: vhost.Fields{{Name: "features", Value: "version_1|in_order"}}},
@@ -177,7 +178,7 @@ func TestWriteMarkdown(t *testing.T) {
 		"| combination | frontend | masked | acked features | acked protocol features | sent | received | vhostd drops | result | why |",
 		"|---|---|---|---|---|---:|---:|---|---|---|",
 		"| no-mrg_rxbuf | testpmd | mrg_rxbuf | indirect_desc,version_1 | mq | 100 | 100 | - | pass | 100/100 frames |",
-		"| fe-no-in_order | testpmd | frontend: in_order | indirect_desc,version_1 | mq | 100 | 90 | no_rx_buffer=10 | FAIL | 90 of 100 frames came back (trace: [trace-x.txt](trace-x.txt)) |",
+		"| fe-no-in_order | testpmd | frontend: in_order | indirect_desc,version_1 | mq | 100 | 90 | no_rx_buffer=10 (before: tx_not_ready=3) | FAIL | 90 of 100 frames came back (trace: [trace-x.txt](trace-x.txt)) |",
 		"",
 		"2 rows: 1 pass, 1 fail.",
 	}
@@ -205,7 +206,7 @@ func TestWriteCSV(t *testing.T) {
 	}
 	for k, v := range map[string]string{"combination": "fe-no-in_order", "frontend": "testpmd", "disable": "",
 		"frontend_off": "in_order", "features": "indirect_desc+version_1", "sent": "100", "received": "90",
-		"drops": "no_rx_buffer=10", "result": "fail", "why": "90 of 100 frames came back"} {
+		"drops": "no_rx_buffer=10", "early_drops": "tx_not_ready=3", "result": "fail", "why": "90 of 100 frames came back"} {
 		if got[k] != v {
 			t.Errorf("csv %s = %q, want %q", k, got[k], v)
 		}

@@ -57,9 +57,13 @@ func WriteMarkdown(w io.Writer, rows []Row) error {
 		if r.Trace != "" {
 			why += fmt.Sprintf(" (trace: [%s](%s))", r.Trace, r.Trace)
 		}
+		drops := FormatDrops(r.Drops)
+		if len(r.EarlyDrops) > 0 {
+			drops += " (before: " + FormatDrops(r.EarlyDrops) + ")"
+		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d | %d | %s | %s | %s |\n",
 			r.Combination.Name, r.Frontend, mdEscape(masked(r.Combination)), acked(r.Features), acked(r.ProtocolFeatures),
-			r.Sent, r.Received, FormatDrops(r.Drops), result(r), mdEscape(why))
+			r.Sent, r.Received, drops, result(r), mdEscape(why))
 	}
 	pass := 0
 	for i := range rows {
@@ -74,7 +78,7 @@ func WriteMarkdown(w io.Writer, rows []Row) error {
 
 // CSVHeader is the first line of the CSV.
 var CSVHeader = []string{"combination", "frontend", "disable", "frontend_off", "features", "protocol_features",
-	"sent", "received", "vhostd_rx", "vhostd_tx", "sent_bytes", "received_bytes", "vhostd_rx_bytes", "vhostd_tx_bytes", "drops", "result", "why", "trace", "seconds"}
+	"sent", "received", "vhostd_rx", "vhostd_tx", "sent_bytes", "received_bytes", "vhostd_rx_bytes", "vhostd_tx_bytes", "drops", "early_drops", "result", "why", "trace", "seconds"}
 
 // WriteCSV writes rows as CSV with CSVHeader; lists inside a field are
 // joined with "+" (features) or spaces (drops, reason=count).
@@ -83,9 +87,12 @@ func WriteCSV(w io.Writer, rows []Row) error {
 	cw.Write(CSVHeader)
 	for i := range rows {
 		r := &rows[i]
-		drops := FormatDrops(r.Drops)
+		drops, early := FormatDrops(r.Drops), FormatDrops(r.EarlyDrops)
 		if drops == "-" {
 			drops = ""
+		}
+		if early == "-" {
+			early = ""
 		}
 		cw.Write([]string{
 			r.Combination.Name, string(r.Frontend), r.Combination.DisableArg(), strings.Join(r.Combination.FrontendOff, "+"),
@@ -94,7 +101,7 @@ func WriteCSV(w io.Writer, rows []Row) error {
 			strconv.FormatUint(r.VhostRx, 10), strconv.FormatUint(r.VhostTx, 10),
 			strconv.FormatUint(r.SentBytes, 10), strconv.FormatUint(r.ReceivedBytes, 10),
 			strconv.FormatUint(r.VhostRxBytes, 10), strconv.FormatUint(r.VhostTxBytes, 10),
-			drops, strings.ToLower(result(r)), r.Why, r.Trace, fmt.Sprintf("%.1f", r.Elapsed.Seconds()),
+			drops, early, strings.ToLower(result(r)), r.Why, r.Trace, fmt.Sprintf("%.1f", r.Elapsed.Seconds()),
 		})
 	}
 	cw.Flush()

@@ -30,8 +30,10 @@ type Row struct {
 	VhostRx, VhostTx           uint64
 	VhostRxBytes, VhostTxBytes uint64
 	// Drops are vhostd's drop counters by reason, both ports added up,
-	// non-zero ones only.
-	Drops map[string]uint64
+	// non-zero ones only, over the counted traffic; EarlyDrops those
+	// before it (while the frontends set up: a guest's first frames to a
+	// peer whose driver is not ready yet), which fail nothing.
+	Drops, EarlyDrops map[string]uint64
 	// Err is why the run could not finish (a frontend that did not start,
 	// a link that did not come up, ...); empty if it did.
 	Err string

@@ -112,14 +112,28 @@ func (r *Runner) run(ctx context.Context, row *Row) error {
 
 	// collect reads vhostd's view while the frontend is still attached
 	// (the frontends call it before they tear down).
+	// mark is called when the frontend is up, just before the counted
+	// traffic: drops before it (a guest sending while its peer's driver
+	// is still setting up) are reported apart and fail nothing.
 	var cerr error
-	collect := func() { cerr = v.collect(ctx, row) }
+	var before map[string]uint64
+	mark := func() {
+		var d map[string]uint64
+		if cerr = v.drops(ctx, &d); cerr == nil {
+			before = d
+		}
+	}
+	collect := func() {
+		if err := v.collect(ctx, row, before); err != nil && cerr == nil {
+			cerr = err
+		}
+	}
 	var ferr error
 	switch row.Frontend {
 	case Testpmd:
-		ferr = r.runTestpmd(ctx, dir, row, collect)
+		ferr = r.runTestpmd(ctx, dir, row, mark, collect)
 	case QEMU:
-		ferr = r.runQEMU(ctx, dir, row, collect)
+		ferr = r.runQEMU(ctx, dir, row, mark, collect)
 	default:
 		ferr = fmt.Errorf("unknown frontend %q", row.Frontend)
 	}
@@ -136,7 +150,7 @@ func (r *Runner) run(ctx context.Context, row *Row) error {
 
 // runTestpmd sends Frames frames each way between testpmd's two ports,
 // at 60 and at 1500 bytes; it calls collect before testpmd exits.
-func (r *Runner) runTestpmd(ctx context.Context, dir string, row *Row, collect func()) error {
+func (r *Runner) runTestpmd(ctx context.Context, dir string, row *Row, mark, collect func()) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	n := r.Frames
@@ -174,6 +188,7 @@ func (r *Runner) runTestpmd(ctx context.Context, dir string, row *Row, collect f
 	if err := tp.WaitLinksUp(ctx); err != nil {
 		return fmt.Errorf("testpmd links: %w", err)
 	}
+	mark()
 	for _, size := range []int{60, 1500} {
 		if size != 60 {
 			if _, err := tp.Cmd(ctx, fmt.Sprintf("set txpkts %d", size)); err != nil {
@@ -198,7 +213,7 @@ var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets rec
 
 // runQEMU boots two guests on a and b; each pings the other Pings times
 // at each of PingSizes; it calls collect before the guests stop.
-func (r *Runner) runQEMU(ctx context.Context, dir string, row *Row, collect func()) error {
+func (r *Runner) runQEMU(ctx context.Context, dir string, row *Row, mark, collect func()) error {
 	ctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 	defer cancel()
 	if r.Kernel == "" {
@@ -257,6 +272,7 @@ func (r *Runner) runQEMU(ctx context.Context, dir string, row *Row, collect func
 			return fmt.Errorf("no ping reply from b within 90s: %v %s", err, lastLines(out, 2))
 		}
 	}
+	mark()
 	for _, size := range sizes {
 		for i, m := range vms {
 			out, _, err := guests[i].Run(ctx, fmt.Sprintf("ping -c %d -s %d -W 5 %s", count, size, m.peer))
@@ -333,9 +349,23 @@ func (v *daemon) Log() string {
 	return string(b)
 }
 
+// drops reads vhostd's drop counters of ports a and b, added up.
+func (v *daemon) drops(ctx context.Context, d *map[string]uint64) error {
+	var stats []control.PortStats
+	if err := control.Call(ctx, v.ctl, control.CmdStats, &stats); err != nil {
+		return fmt.Errorf("vhostctl stats: %w", err)
+	}
+	for _, s := range stats {
+		if s.Name == "a" || s.Name == "b" {
+			AddDrops(d, s.Drops)
+		}
+	}
+	return nil
+}
+
 // collect fills the row's acked features, counters and drops from the
-// control socket.
-func (v *daemon) collect(ctx context.Context, row *Row) error {
+// control socket; drops counted in before are the row's EarlyDrops.
+func (v *daemon) collect(ctx context.Context, row *Row, before map[string]uint64) error {
 	var ports []control.PortInfo
 	if err := control.Call(ctx, v.ctl, control.CmdPorts, &ports); err != nil {
 		return fmt.Errorf("vhostctl ports: %w", err)
@@ -362,6 +392,16 @@ func (v *daemon) collect(ctx context.Context, row *Row) error {
 		row.VhostTxBytes += s.TxBytes
 		AddDrops(&row.Drops, s.Drops)
 	}
+	for k, n := range before {
+		if row.Drops == nil {
+			break
+		}
+		row.Drops[k] -= n
+		if row.Drops[k] == 0 {
+			delete(row.Drops, k)
+		}
+	}
+	row.EarlyDrops = before
 	return nil
 }
 
