@@ -269,7 +269,8 @@ func (r *Runner) runQEMU(ctx context.Context, dir string, row *Row, mark, collec
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("no ping reply from b within 90s: %v %s", err, lastLines(out, 2))
+			return fmt.Errorf("no ping reply from b within 90s: %v %s; QEMU a: %s; QEMU b: %s", err, lastLines(out, 2),
+				lastLines(guests[0].Stderr(), 2), lastLines(guests[1].Stderr(), 2))
 		}
 	}
 	mark()
