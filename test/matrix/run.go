@@ -268,6 +268,9 @@ func (r *Runner) runQEMU(ctx context.Context, dir string, row *Row, mark, collec
 		if err == nil && code == 0 {
 			break
 		}
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("a: first ping: %w", err) // the guest is gone, not slow
+		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("no ping reply from b within 90s: %v %s; QEMU a: %s; QEMU b: %s", err, lastLines(out, 2),
 				lastLines(guests[0].Stderr(), 2), lastLines(guests[1].Stderr(), 2))
