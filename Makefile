@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 FUZZTIME ?= 60s
 
-.PHONY: all build deps demo test unit e2e fuzz fuzz-long lint bench clean install
+.PHONY: all build deps demo test unit e2e fuzz fuzz-long lint bench matrix clean install
 
 all: build
 
@@ -54,12 +54,12 @@ lint:
 # The race detector swaps out virtqueue's amd64 assembly (release stores),
 # so the data-path packages run a second time without it.
 unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/hostile -e /test/libvirt)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/hostile -e /test/libvirt -e /test/matrix)
 	$(GO) test -count=1 ./virtqueue/... ./vhost/... ./switch/...
 
 e2e: build
 	@mkdir -p build
-	$(GO) test -race -count=1 -v -timeout 30m ./test/e2e/ ./test/hostile/ ./test/libvirt/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS|panic)'; exit $${PIPESTATUS[0]}
+	$(GO) test -race -count=1 -v -timeout 30m ./test/e2e/ ./test/hostile/ ./test/libvirt/ ./test/matrix/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS|panic)'; exit $${PIPESTATUS[0]}
 
 # Each fuzz target for FUZZTIME; fuzz-long gives each two hours.
 fuzz:
@@ -83,6 +83,15 @@ bench: build
 	@mkdir -p build/bench
 	$(GO) build -o build/bench/vhostd-bench ./test/bench
 	build/bench/vhostd-bench $(BENCH_ARGS)
+
+# The feature matrix (docs/matrix.md): vhostd against DPDK's virtio_user
+# and QEMU guests once per feature combination; the table goes to stdout
+# and build/matrix/ (matrix.md, matrix.csv, traces of failing rows).
+# make e2e runs a reduced form (test/matrix TestMatrixReduced).
+# Arguments: make matrix MATRIX_ARGS="--only baseline,no-mq --frontends testpmd".
+MATRIX_ARGS ?=
+matrix:
+	$(GO) run ./test/matrix/cmd/vhostd-matrix --out build/matrix $(MATRIX_ARGS)
 
 clean:
 	rm -rf bin build
