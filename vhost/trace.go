@@ -116,6 +116,32 @@ type TraceEvent struct {
 	Lost uint64 `json:"lost,omitempty"`
 }
 
+// String is the event as a line: time, port, kind, request, flags, peer,
+// decoded fields, fds, error (as vhostctl trace prints it).
+func (e TraceEvent) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s %-10s", e.Time.Format("15:04:05.000000"), e.Port, e.Kind)
+	if e.Request != "" {
+		b.WriteString(" " + e.Request)
+	}
+	if len(e.Flags) > 0 {
+		b.WriteString(" [" + strings.Join(e.Flags, ",") + "]")
+	}
+	if e.Peer != "" {
+		b.WriteString(" peer=" + e.Peer)
+	}
+	if len(e.Fields) > 0 {
+		b.WriteString(" " + e.Fields.String())
+	}
+	if len(e.FDs) > 0 {
+		b.WriteString(" fds=" + strings.Join(e.FDs, ","))
+	}
+	if e.Error != "" {
+		b.WriteString(": " + e.Error)
+	}
+	return b.String()
+}
+
 // traceBuffer is how many events a subscriber may have queued: beyond
 // it, events to it are dropped and counted, never waited for.
 const traceBuffer = 1024

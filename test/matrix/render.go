@@ -112,25 +112,7 @@ func WriteCSV(w io.Writer, rows []Row) error {
 // flags, decoded fields, fds, error (as vhostctl trace prints it).
 func FormatEvent(e vhost.TraceEvent) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s %-10s", e.Time.Format("15:04:05.000000"), e.Port, e.Kind)
-	if e.Request != "" {
-		b.WriteString(" " + e.Request)
-	}
-	if len(e.Flags) > 0 {
-		b.WriteString(" [" + strings.Join(e.Flags, ",") + "]")
-	}
-	if e.Peer != "" {
-		b.WriteString(" peer=" + e.Peer)
-	}
-	if len(e.Fields) > 0 {
-		b.WriteString(" " + e.Fields.String())
-	}
-	if len(e.FDs) > 0 {
-		b.WriteString(" fds=" + strings.Join(e.FDs, ","))
-	}
-	if e.Error != "" {
-		b.WriteString(": " + e.Error)
-	}
+	b.WriteString(e.String())
 	if e.Lost != 0 {
 		fmt.Fprintf(&b, " (%d events lost before this one)", e.Lost)
 	}

@@ -58,33 +58,7 @@ func traceTo(ctx context.Context, controlPath, port string, asJSON bool, out, in
 			if asJSON {
 				return enc.Encode(e)
 			}
-			_, err := io.WriteString(out, formatTraceEvent(e)+"\n")
+			_, err := io.WriteString(out, e.String()+"\n")
 			return err
 		})
-}
-
-// formatTraceEvent is one event as a line: time, port, kind, request,
-// flags, fields, fds, error.
-func formatTraceEvent(e vhost.TraceEvent) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s %-10s", e.Time.Format("15:04:05.000000"), e.Port, e.Kind)
-	if e.Request != "" {
-		b.WriteString(" " + e.Request)
-	}
-	if len(e.Flags) > 0 {
-		b.WriteString(" [" + strings.Join(e.Flags, ",") + "]")
-	}
-	if e.Peer != "" {
-		b.WriteString(" peer=" + e.Peer)
-	}
-	if len(e.Fields) > 0 {
-		b.WriteString(" " + e.Fields.String())
-	}
-	if len(e.FDs) > 0 {
-		b.WriteString(" fds=" + strings.Join(e.FDs, ","))
-	}
-	if e.Error != "" {
-		b.WriteString(": " + e.Error)
-	}
-	return b.String()
 }
