@@ -561,6 +561,18 @@ func (d *device) update() error {
 
 // reset returns the device to its state after connect, keeping nothing.
 func (d *device) reset() {
+	d.forgetRings()
+	d.mem.Unmap()
+	d.mem = nil
+	d.inflight.unmap()
+	d.inflight = nil
+	d.unmapLog()
+	d.features, d.featuresSet, d.protocol = 0, false, 0
+}
+
+// forgetRings stops the data path and returns every ring to its state
+// after connect, closing its fds.
+func (d *device) forgetRings() {
 	d.stop()
 	for i := range d.rings {
 		r := &d.rings[i]
@@ -569,12 +581,6 @@ func (d *device) reset() {
 		closeFD(&r.errFD)
 		d.rings[i] = ring{kick: -1, call: -1, errFD: -1}
 	}
-	d.mem.Unmap()
-	d.mem = nil
-	d.inflight.unmap()
-	d.inflight = nil
-	d.unmapLog()
-	d.features, d.featuresSet, d.protocol = 0, false, 0
 }
 
 func closeFD(fd *int) {

@@ -67,14 +67,7 @@ func (d *device) setStatus(v uint64) error {
 // inflight region (both the frontend's, and sent again before the rings
 // restart anyway).
 func (d *device) resetDevice() error {
-	d.stop()
-	for i := range d.rings {
-		r := &d.rings[i]
-		closeFD(&r.kick)
-		closeFD(&r.call)
-		closeFD(&r.errFD)
-		d.rings[i] = ring{kick: -1, call: -1, errFD: -1}
-	}
+	d.forgetRings()
 	d.features, d.featuresSet = 0, false
 	d.net = netState{maxMTU: d.net.maxMTU, mtu: d.net.maxMTU, mac: d.net.mac}
 	d.log.Info("device reset by the frontend (RESET_DEVICE): rings stopped, features and status cleared")

@@ -339,10 +339,9 @@ func DoRaw(ctx context.Context, path string, req Request, wire any, out any) err
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
+	c, err := dial(ctx, path)
 	if err != nil {
-		return fmt.Errorf("connect to vhostd at %s: %w (is vhostd running? pass --control PATH)", path, err)
+		return err
 	}
 	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -365,4 +364,14 @@ func DoRaw(ctx context.Context, path string, req Request, wire any, out any) err
 		return fmt.Errorf("reply to %s: %w", req.Command, err)
 	}
 	return nil
+}
+
+// dial connects to the daemon's control socket at path.
+func dial(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("connect to vhostd at %s: %w (is vhostd running? pass --control PATH)", path, err)
+	}
+	return c, nil
 }

@@ -154,10 +154,9 @@ func Trace(ctx context.Context, path, name string, start func(TraceStart) error,
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
+	c, err := dial(ctx, path)
 	if err != nil {
-		return fmt.Errorf("connect to vhostd at %s: %w (is vhostd running? pass --control PATH)", path, err)
+		return err
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
