@@ -106,6 +106,11 @@ type device struct {
 	running     *Rings
 	inflight    *inflightRegion // SET_INFLIGHT_FD's region, or nil
 	dirty       dirtyLog        // SET_LOG_BASE's log (log.go)
+	// violations are the frontend's breaches of the specifications on
+	// this connection (the first maxViolations), violationsSeen all of
+	// them (violation.go).
+	violations     []Violation
+	violationsSeen int
 	// replyFD is an fd to send with the reply of the request being
 	// handled (GET_INFLIGHT_FD), or -1; the server sends and closes it.
 	replyFD int
@@ -153,6 +158,7 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 	case SetProtocolFeatures:
 		v := m.U64()
 		if v&^d.protocolOffered() != 0 {
+			d.violate(m.Request, specProtocolFeatures, "acked protocol features %v, which were not offered", ProtocolFeatureNames(v&^d.protocolOffered()))
 			return nil, fmt.Errorf("%#x: bits %v were not offered", v, ProtocolFeatureNames(v&^d.protocolOffered()))
 		}
 		d.protocol = v
@@ -244,6 +250,9 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 		if err := a.Validate(); err != nil {
 			return nil, fmt.Errorf("ring %d: %w", a.Index, err)
 		}
+		if a.Flags&^1 != 0 {
+			d.violate(m.Request, specVringAddrFlags, "ring %d: undefined flags %#x", a.Index, a.Flags&^1)
+		}
 		r.addr, r.addrSet, r.brokenBy = a, true, nil
 		return nil, d.update()
 	case GetVringBase:
@@ -330,6 +339,7 @@ func (r *refusal) Unwrap() error { return r.err }
 
 func (d *device) setFeatures(v uint64) error {
 	if v&^d.offered != 0 {
+		d.violate(SetFeatures, specSetFeatures, "acked %v, which were not offered", FeatureNames(v&^d.offered))
 		return fmt.Errorf("%#x: %v were not offered", v, FeatureNames(v&^d.offered))
 	}
 	d.features, d.featuresSet = v, true
@@ -352,6 +362,7 @@ func (d *device) setVringFD(m *Message) error {
 		return err
 	}
 	if v&^uint64(vringIdxMask|vringNoFD) != 0 {
+		d.violate(m.Request, specVringFD, "ring %d: reserved bits set in %#x", idx, v)
 		closeFDs(m.FDs)
 		return fmt.Errorf("ring %d: unknown bits in %#x", idx, v)
 	}
@@ -376,6 +387,12 @@ func (d *device) setVringFD(m *Message) error {
 	// blocked on the old kick fd or about to write the old call fd.
 	d.stop()
 	if m.Request == SetVringKick {
+		if !d.featuresSet {
+			// Tolerated, as rte_vhost does (DPDK 22.11's virtio_user
+			// does this when VERSION_1 is not offered), but the header
+			// layout is then a guess: see the report.
+			d.violate(m.Request, specNoSetFeatures, "ring %d started before any SET_FEATURES: features 0 assumed (10-byte header)", idx)
+		}
 		closeFD(&r.kick)
 		r.kick, r.started, r.brokenBy = fd, true, nil
 		if d.features&(1<<FeatureProtocolFeature) == 0 {

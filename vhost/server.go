@@ -30,6 +30,17 @@ type RingStatus struct {
 	Running bool   `json:"running"`
 	Polling bool   `json:"polling,omitempty"` // no kick fd: the frontend expects polling
 	Broken  string `json:"broken,omitempty"`
+	// The ring's setup, as the frontend gave it: its parts' addresses
+	// (frontend virtual addresses), whether used-ring writes are logged
+	// at LogAddr, the kick (eventfd, polling or none yet) and whether
+	// a call eventfd was given.
+	Desc    uint64 `json:"desc,omitempty"`
+	Avail   uint64 `json:"avail,omitempty"`
+	Used    uint64 `json:"used,omitempty"`
+	Log     bool   `json:"log,omitempty"`
+	LogAddr uint64 `json:"log_addr,omitempty"`
+	Kick    string `json:"kick,omitempty"`
+	Call    bool   `json:"call,omitempty"`
 }
 
 // Status is a point-in-time view of a socket and its frontend.
@@ -57,6 +68,16 @@ type Status struct {
 	// port's, or the one the frontend set (NET_SET_MTU).
 	DeviceStatus uint64 `json:"device_status,omitempty"`
 	MTU          int    `json:"mtu,omitempty"`
+	// For the negotiation report (vhostctl ports --detail): the features
+	// masked on the port, the protocol features offered, the virtio-net
+	// header length in use (0 before the rings run), and the frontend's
+	// violations of the specifications on its connection (the last
+	// connection's, once it is gone), with how many there were in all.
+	Masked          []string    `json:"masked,omitempty"`
+	OfferedProtocol []string    `json:"offered_protocol,omitempty"`
+	HdrLen          int         `json:"hdr_len,omitempty"`
+	Violations      []Violation `json:"violations,omitempty"`
+	ViolationsSeen  int         `json:"violations_seen,omitempty"`
 }
 
 // DefaultHandoverWait is how long a new frontend connection waits for the
@@ -421,12 +442,18 @@ func (s *Server) loop(c *conn, d *device) error {
 			return err
 		}
 		if err := m.Validate(); err != nil {
+			d.violate(m.Request, "vhost-user.rst, Message specification", "malformed: %v", err)
+			s.setStatus(d, true, "")
 			closeFDs(m.FDs)
 			s.traceError(m, err)
 			return err
 		}
 		s.log.WithField("request", m.Request.String()).Debug("vhost-user request")
+		seen := d.violationsSeen
 		reply, err := d.handleGuarded(m)
+		if err != nil && d.violationsSeen == seen {
+			d.violate(m.Request, specFor(m.Request), "%v", err)
+		}
 		replyFD := d.takeReplyFD()
 		ack := m.NeedReply() && d.hasProtocol(ProtocolReplyAck) && !d.replies(m.Request)
 		if err != nil {
@@ -487,6 +514,13 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 	if d.mem != nil {
 		st.MemRegions = len(d.mem.Regions())
 	}
+	st.Masked = FeatureNames(OfferedFeatures &^ d.offered)
+	st.OfferedProtocol = ProtocolFeatureNames(d.protocolOffered())
+	if d.running != nil {
+		st.HdrLen = d.running.HdrLen
+	}
+	st.Violations = append([]Violation(nil), d.violations...)
+	st.ViolationsSeen = d.violationsSeen
 	st.DeviceStatus, st.MTU = d.net.status, d.net.mtu
 	queues := map[int]*virtqueue.Queue{}
 	for i := range d.rings {
@@ -499,6 +533,17 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 		if r.brokenBy != nil {
 			rs.Broken = r.brokenBy.Error()
 		}
+		if r.addrSet {
+			rs.Desc, rs.Avail, rs.Used = r.addr.Desc, r.addr.Avail, r.addr.Used
+			rs.Log, rs.LogAddr = r.addr.Flags&1 != 0, r.addr.Log
+		}
+		switch {
+		case r.kick >= 0:
+			rs.Kick = "eventfd"
+		case r.started:
+			rs.Kick = "polling"
+		}
+		rs.Call = r.call >= 0
 		if r.q != nil {
 			queues[i] = r.q
 		}

@@ -24,7 +24,7 @@ const usage = `usage: vhostctl [--control PATH] [--json] COMMAND
 commands:
   ports   ports with state, negotiated features and queues
   fdb     learned MAC addresses with their port and age ("static": pinned)
-` + statsUsage + pollerUsage + traceUsage + portUsage + qemuUsage
+` + detailUsage + statsUsage + pollerUsage + traceUsage + portUsage + qemuUsage
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -50,6 +50,9 @@ func run(args []string, out io.Writer) error {
 	}
 	if rest := fs.Args(); len(rest) > 0 && rest[0] == "stats" {
 		return runStats(rest[1:], *path, *asJSON, out)
+	}
+	if rest := fs.Args(); len(rest) > 0 && rest[0] == "ports" && hasFlag(rest[1:], "detail") {
+		return runPortsDetail(rest[1:], *path, *asJSON, out)
 	}
 	if rest := fs.Args(); len(rest) > 0 && rest[0] == "trace" {
 		return runTrace(rest[1:], *path, *asJSON, out)
@@ -215,4 +218,15 @@ func printStats(out io.Writer, stats []control.PortStats) {
 	}
 	printDeviceStats(out, stats)
 	fmt.Fprintln(out, "(rx = frames the switch received from the port, i.e. sent by the guest or, on the uplink, from outside; tx = frames delivered to it)")
+}
+
+// hasFlag says whether args give flag name (-name, --name, --name=...).
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		a = strings.TrimLeft(a, "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
 }
