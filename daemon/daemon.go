@@ -426,6 +426,9 @@ func (d *Daemon) Stats() []control.PortStats {
 	var out []control.PortStats
 	for _, pi := range d.sw.Ports() {
 		ps := control.PortStats{Name: pi.Port.Name(), Snapshot: pi.Counters}
+		if vp, ok := pi.Port.(*vswitch.VMPort); ok {
+			ps.Queues = vp.QueueStats()
+		}
 		if d.uplink != nil && pi.Port == d.uplink.switchPort() {
 			ps.DPDK = d.uplink.stats()
 		}
@@ -451,6 +454,9 @@ func (d *Daemon) Pollers() []control.PollerStats {
 	}
 	return out
 }
+
+// FDBCounts reports the FDB's totals (for the metrics).
+func (d *Daemon) FDBCounts() (vswitch.FDBCounts, int) { return d.sw.FDBCounts(), d.sw.FDBSize() }
 
 // FDB implements control.Handler.
 func (d *Daemon) FDB() []control.FDBEntry { return d.sw.FDB() }

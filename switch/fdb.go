@@ -75,6 +75,9 @@ type FDB struct {
 	mu        sync.Mutex // serialises writers of keys and of ports[].n
 	ports     [MaxPorts]fdbPort
 	evictions atomic.Uint64
+	// learns and moves count addresses learned new and moved to another
+	// port (the slow path, under mu).
+	learns, moves atomic.Uint64
 }
 
 const refreshEvery = int64(time.Second)
@@ -216,6 +219,7 @@ func (f *FDB) learnSlow(b *fdbBucket, m MAC, port int, now int64) LearnResult {
 			f.ports[port].n.Add(1)
 			e.seen.Store(now)
 			e.key.Store(want)
+			f.moves.Add(1)
 			return Learned
 		case k == 0:
 			if free == nil {
@@ -239,6 +243,7 @@ func (f *FDB) learnSlow(b *fdbBucket, m MAC, port int, now int64) LearnResult {
 	f.ports[port].n.Add(1)
 	free.seen.Store(now)
 	free.key.Store(want)
+	f.learns.Add(1)
 	return Learned
 }
 
@@ -394,3 +399,9 @@ func (f *FDB) Entries(now int64) []FDBEntry {
 
 // Evictions counts addresses forgotten because their bucket was full.
 func (f *FDB) Evictions() uint64 { return f.evictions.Load() }
+
+// Learns is how many addresses were learned anew (not moves).
+func (f *FDB) Learns() uint64 { return f.learns.Load() }
+
+// Moves is how many learned addresses moved to another port.
+func (f *FDB) Moves() uint64 { return f.moves.Load() }

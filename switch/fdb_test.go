@@ -221,3 +221,19 @@ func TestFDBFloodKeepsOtherPorts(t *testing.T) {
 		t.Logf("limit %d: port 2 holds %d; results %v; evictions %d", limit, f.Learned(2), results, f.Evictions())
 	}
 }
+
+// The FDB counts what it learned anew, moved and evicted; a refresh of a
+// known address counts nothing.
+func TestFDBTotals(t *testing.T) {
+	f := vswitch.NewFDB(1, time.Hour) // one bucket of four
+	m := func(i int) vswitch.MAC { return vswitch.MAC(0x020000000000 + i) }
+	for i := 0; i < 4; i++ {
+		f.Learn(m(i), 0, 0)
+	}
+	f.Learn(m(0), 0, 2*sec) // refresh
+	f.Learn(m(1), 1, 2*sec) // move
+	f.Learn(m(4), 0, 3*sec) // port 0 evicts one of its own
+	if l, mv, ev := f.Learns(), f.Moves(), f.Evictions(); l != 5 || mv != 1 || ev != 1 {
+		t.Fatalf("learned %d, moved %d, evicted %d; want 5, 1, 1", l, mv, ev)
+	}
+}

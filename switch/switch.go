@@ -318,6 +318,17 @@ func (s *Switch) Ports() []PortInfo {
 // FDBSize is how many addresses the FDB can hold.
 func (s *Switch) FDBSize() int { return s.fdb.Size() }
 
+// FDBCounts are the FDB's totals since the switch started.
+type FDBCounts struct {
+	Learned, Moved, Evicted uint64
+}
+
+// FDBCounts returns how many addresses the FDB learned anew, moved to
+// another port, and evicted for a newcomer.
+func (s *Switch) FDBCounts() FDBCounts {
+	return FDBCounts{Learned: s.fdb.Learns(), Moved: s.fdb.Moves(), Evicted: s.fdb.Evictions()}
+}
+
 // LearnedMAC is one FDB entry as reported to users.
 type LearnedMAC struct {
 	MAC  string        `json:"mac"`

@@ -162,6 +162,30 @@ func (v *VMPort) Stats() Snapshot {
 	return SumCounters(cs...)
 }
 
+// QueueSnapshot is the counters of one of a VM port's queues: a receive
+// lane (what the switch took from the guest's transmit queues of the
+// pairs it serves) or a transmit queue (what the switch put in one of the
+// guest's receive queues).
+type QueueSnapshot struct {
+	Queue int    `json:"queue"`
+	Dir   string `json:"dir"` // "rx" (lane) or "tx" (guest receive queue)
+	Snapshot
+}
+
+// QueueStats returns the port's counters per queue: its receive lanes,
+// then the guest receive queues it transmits into. Drops counted for the
+// port as a whole (not ready, faults) are in Stats only.
+func (v *VMPort) QueueStats() []QueueSnapshot {
+	var out []QueueSnapshot
+	for i, l := range v.lanes {
+		out = append(out, QueueSnapshot{Queue: i, Dir: "rx", Snapshot: SumCounters(&l.counters)})
+	}
+	for i, t := range v.txqs {
+		out = append(out, QueueSnapshot{Queue: i, Dir: "tx", Snapshot: SumCounters(&t.counters)})
+	}
+	return out
+}
+
 // fail logs why the port's frontend must go and asks for it.
 func (v *VMPort) fail(err error) {
 	v.log.WithError(err).Error("dropping the frontend")

@@ -78,6 +78,11 @@ type Status struct {
 	HdrLen          int         `json:"hdr_len,omitempty"`
 	Violations      []Violation `json:"violations,omitempty"`
 	ViolationsSeen  int         `json:"violations_seen,omitempty"`
+	// Connections is how many frontend connections the port has had,
+	// and Negotiations how many SET_FEATURES it accepted over them (a
+	// guest reboot or driver reload negotiates again on one connection).
+	Connections  int `json:"connections"`
+	Negotiations int `json:"negotiations"`
 }
 
 // DefaultHandoverWait is how long a new frontend connection waits for the
@@ -138,8 +143,11 @@ type Server struct {
 	queues map[int]*virtqueue.Queue
 	conn   *connGuard // the active connection as Drop sees it (fault.go)
 	trace  tracer     // subscribers to the connections' events (trace.go)
-	closed bool
-	wg     sync.WaitGroup
+	// connections and negotiations count frontends admitted and
+	// SET_FEATURES accepted, for Status.
+	connections, negotiations int
+	closed                    bool
+	wg                        sync.WaitGroup
 
 	// Client mode (Dial): no listener; Serve connects instead.
 	client             bool
@@ -340,6 +348,7 @@ func (s *Server) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.status
+	st.Connections, st.Negotiations = s.connections, s.negotiations
 	st.Rings = append([]RingStatus(nil), st.Rings...)
 	// A ring the data path broke shows so at once, not only once the
 	// frontend next stops it.
@@ -362,6 +371,9 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	log.Info("frontend connected")
 	g := s.track(uc)
 	d := newDevice(log, g, s.opts)
+	s.mu.Lock()
+	s.connections++
+	s.mu.Unlock()
 	if s.trace.on() {
 		s.mu.Lock()
 		peer := s.activePeer
@@ -476,6 +488,11 @@ func (s *Server) loop(c *conn, d *device) error {
 			s.setStatus(d, true, "")
 			continue
 		}
+		if m.Request == SetFeatures {
+			s.mu.Lock()
+			s.negotiations++
+			s.mu.Unlock()
+		}
 		// Status first: a frontend that reads the reply and then asks
 		// vhostctl must see the request's effect.
 		s.setStatus(d, true, "")
@@ -562,6 +579,7 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 	}
 	s.queues = queues
 	st.Mode, st.Attempts, st.LastAttempt = s.status.Mode, s.status.Attempts, s.status.LastAttempt
+	st.Connections, st.Negotiations = s.connections, s.negotiations
 	st.Since = s.status.Since
 	if connected != s.status.Connected {
 		st.Since = time.Now()

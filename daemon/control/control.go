@@ -140,6 +140,9 @@ type PortStats struct {
 	Name string `json:"name"`
 	vswitch.Snapshot
 	DPDK *DPDKStats `json:"dpdk,omitempty"` // the DPDK uplink's device counters
+	// Queues are a VM port's counters per queue (see
+	// vswitch.VMPort.QueueStats).
+	Queues []vswitch.QueueSnapshot `json:"queues,omitempty"`
 }
 
 // PollerStats is one poller's load for `vhostctl pollers`: where its

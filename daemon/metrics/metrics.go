@@ -32,6 +32,8 @@ type Source interface {
 	Pollers() []control.PollerStats
 	Ports() []control.PortInfo
 	FDB() []control.FDBEntry
+	// FDBCounts returns the FDB's totals and its capacity.
+	FDBCounts() (vswitch.FDBCounts, int)
 }
 
 // The states a port can be in (control.PortInfo.State), by kind: each
@@ -81,6 +83,15 @@ var (
 	descPollerFrames     = desc("poller_frames_total", "Frames the poller took from its receivers.", "poller")
 	descPollerBursts     = desc("poller_bursts_total", "Passes of the poller's loop that moved frames.", "poller")
 	descPollerPorts      = desc("poller_ports", "1 for each port with a receiver on the poller.", "poller", "port")
+	descQueuePackets     = desc("queue_packets_total", "Frames per queue of a VM port: dir rx, taken from the guest's transmit queues by receive lane; dir tx, put in the guest's receive queue.", "port", "queue", "dir")
+	descQueueBytes       = desc("queue_bytes_total", "Bytes per queue of a VM port (see vhostd_queue_packets_total).", "port", "queue", "dir")
+	descQueueDrops       = desc("queue_drops_total", "Drops per queue of a VM port, by reason (port-wide drops are only in vhostd_port_drops_total).", "port", "queue", "dir", "reason")
+	descFDBCapacity      = desc("fdb_capacity", "Addresses the forwarding database can hold.")
+	descFDBLearned       = desc("fdb_learned_total", "Addresses the forwarding database learned anew.")
+	descFDBMoved         = desc("fdb_moved_total", "Learned addresses that moved to another port.")
+	descFDBEvicted       = desc("fdb_evicted_total", "Learned addresses evicted to make room for a new one.")
+	descConnections      = desc("port_connections_total", "Frontend connections the VM port has had.", "port")
+	descNegotiations     = desc("port_negotiations_total", "Feature negotiations (SET_FEATURES) the VM port accepted, over all its connections.", "port")
 	descTSCHz            = desc("tsc_hz", "Rate of the TSC the poller times are measured with, in cycles per second (measured against the monotonic clock since start).")
 )
 
@@ -97,6 +108,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descConnected, descState, descRings, descLearned, descMaxMACs, descFDBEntries, descPortEntries,
 		descUpRxPackets, descUpTxPackets, descUpRxBytes, descUpTxBytes, descUpRxMissed, descUpRxErrors,
 		descUpTxErrors, descUpRxNoMbuf, descUpLinkUp, descUpStatsErr,
+		descQueuePackets, descQueueBytes, descQueueDrops, descFDBCapacity, descFDBLearned, descFDBMoved, descFDBEvicted,
+		descConnections, descNegotiations,
 		descPollerBusy, descPollerIdle, descPollerBusyCycles, descPollerFrames, descPollerBursts, descPollerPorts, descTSCHz,
 	} {
 		ch <- d
@@ -118,6 +131,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descTxBytes, s.TxBytes, s.Name)
 		for _, reason := range vswitch.DropNames {
 			counter(descDrops, s.Drops[reason], s.Name, reason)
+		}
+		for _, q := range s.Queues {
+			id := strconv.Itoa(q.Queue)
+			counter(descQueuePackets, q.RxPackets+q.TxPackets, s.Name, id, q.Dir)
+			counter(descQueueBytes, q.RxBytes+q.TxBytes, s.Name, id, q.Dir)
+			for reason, n := range q.Drops {
+				if n > 0 {
+					counter(descQueueDrops, n, s.Name, id, q.Dir, reason)
+				}
+			}
 		}
 		counter(descMoves, s.FDBMovesRefused, s.Name)
 		counter(descLimited, s.FDBLearnLimited, s.Name)
@@ -154,6 +177,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	fdb := c.src.FDB()
 	gauge(descFDBEntries, float64(len(fdb)))
+	fc, size := c.src.FDBCounts()
+	gauge(descFDBCapacity, float64(size))
+	counter(descFDBLearned, fc.Learned)
+	counter(descFDBMoved, fc.Moved)
+	counter(descFDBEvicted, fc.Evicted)
 	perPort := map[string]int{}
 	for _, e := range fdb {
 		perPort[e.Port]++
@@ -165,6 +193,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descUpLinkUp, boolf(p.Uplink.LinkUp), p.Name)
 		} else {
 			gauge(descConnected, boolf(p.Vhost.Connected), p.Name)
+			counter(descConnections, uint64(p.Vhost.Connections), p.Name)
+			counter(descNegotiations, uint64(p.Vhost.Negotiations), p.Name)
 			running := 0
 			for _, r := range p.Vhost.Rings {
 				if r.Running {

@@ -34,7 +34,12 @@ func (fakeSource) Stats() []control.PortStats {
 		{Name: "up0", Snapshot: vswitch.Snapshot{RxPackets: 1, RxBytes: 60, Drops: drops("tx_uplink_full", 4)},
 			DPDK: &control.DPDKStats{RxPackets: 11, TxPackets: 12, RxBytes: 13, TxBytes: 14, RxMissed: 15, RxErrors: 16, TxErrors: 17, RxNoMbuf: 18}},
 		{Name: "a", Snapshot: vswitch.Snapshot{RxPackets: 100, RxBytes: 6000, TxPackets: 200, TxBytes: 12000,
-			Drops: drops("tx_no_buffers", 7), FDBMovesRefused: 2, FDBLearnLimited: 3, FDBFull: 5}},
+			Drops: drops("tx_no_buffers", 7), FDBMovesRefused: 2, FDBLearnLimited: 3, FDBFull: 5},
+			Queues: []vswitch.QueueSnapshot{
+				{Queue: 0, Dir: "rx", Snapshot: vswitch.Snapshot{RxPackets: 60, RxBytes: 3600}},
+				{Queue: 1, Dir: "rx", Snapshot: vswitch.Snapshot{RxPackets: 40, RxBytes: 2400, Drops: map[string]uint64{"rx_runt": 1}}},
+				{Queue: 0, Dir: "tx", Snapshot: vswitch.Snapshot{TxPackets: 200, TxBytes: 12000, Drops: drops("tx_no_buffers", 7)}},
+			}},
 		{Name: "b", Snapshot: vswitch.Snapshot{Drops: drops("rx_runt", 0)}},
 	}
 }
@@ -42,7 +47,7 @@ func (fakeSource) Stats() []control.PortStats {
 func (fakeSource) Ports() []control.PortInfo {
 	return []control.PortInfo{
 		{Name: "up0", Kind: "dpdk", State: "up", MaxMACs: 8192, Uplink: &control.UplinkInfo{LinkUp: true}},
-		{Name: "a", Kind: "vhost-user", State: "running", MaxMACs: 64, LearnedMACs: 1, Vhost: vhost.Status{Connected: true,
+		{Name: "a", Kind: "vhost-user", State: "running", MaxMACs: 64, LearnedMACs: 1, Vhost: vhost.Status{Connected: true, Connections: 3, Negotiations: 4,
 			Rings: []vhost.RingStatus{{Index: 0, Running: true}, {Index: 1, Running: true}, {Index: 2}}}},
 		{Name: "b", Kind: "vhost-user", State: "listening", MaxMACs: 64},
 	}
@@ -53,6 +58,10 @@ func (fakeSource) Pollers() []control.PollerStats {
 		{Poller: 0, Ports: []string{"a", "up0"}, BusyCycles: 3e9, IdleCycles: 1e9, BusySeconds: 1.5, IdleSeconds: 0.5, Frames: 1e6, Bursts: 4e4, TSCHz: 2e9},
 		{Poller: 1, Ports: []string{}, IdleCycles: 4e9, IdleSeconds: 2, TSCHz: 2e9},
 	}
+}
+
+func (fakeSource) FDBCounts() (vswitch.FDBCounts, int) {
+	return vswitch.FDBCounts{Learned: 40, Moved: 3, Evicted: 2}, 8192
 }
 
 func (fakeSource) FDB() []control.FDBEntry {
@@ -168,6 +177,18 @@ func TestCollector(t *testing.T) {
 		{"vhostd_poller_ports", []string{"poller", "0", "port", "a"}, 1},
 		{"vhostd_poller_ports", []string{"poller", "0", "port", "up0"}, 1},
 		{"vhostd_tsc_hz", nil, 2e9},
+		{"vhostd_queue_packets_total", []string{"dir", "rx", "port", "a", "queue", "0"}, 60},
+		{"vhostd_queue_packets_total", []string{"dir", "rx", "port", "a", "queue", "1"}, 40},
+		{"vhostd_queue_bytes_total", []string{"dir", "rx", "port", "a", "queue", "1"}, 2400},
+		{"vhostd_queue_packets_total", []string{"dir", "tx", "port", "a", "queue", "0"}, 200},
+		{"vhostd_queue_drops_total", []string{"dir", "rx", "port", "a", "queue", "1", "reason", "rx_runt"}, 1},
+		{"vhostd_queue_drops_total", []string{"dir", "tx", "port", "a", "queue", "0", "reason", "tx_no_buffers"}, 7},
+		{"vhostd_fdb_capacity", nil, 8192},
+		{"vhostd_fdb_learned_total", nil, 40},
+		{"vhostd_fdb_moved_total", nil, 3},
+		{"vhostd_fdb_evicted_total", nil, 2},
+		{"vhostd_port_connections_total", []string{"port", "a"}, 3},
+		{"vhostd_port_negotiations_total", []string{"port", "a"}, 4},
 	} {
 		got, ok := value(fams, c.name, c.labels...)
 		if !ok {

@@ -175,6 +175,38 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("vhostd_fdb_entries = %v, want 2 (testpmd's two addresses)", got)
 	}
 	checkPollerMetrics(t, fams, 2*perPort, time.Since(v.Started), "a", "b")
+	for i, name := range []string{"a", "b"} {
+		// Per queue: one lane and one receive queue each way, adding up
+		// to the port's counters.
+		var rx, tx float64
+		for _, m := range fams["vhostd_queue_packets_total"].GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if l["port"] == name && l["dir"] == "rx" {
+				rx += m.GetCounter().GetValue()
+			} else if l["port"] == name && l["dir"] == "tx" {
+				tx += m.GetCounter().GetValue()
+			}
+		}
+		if rx != float64(st[i].TxPackets) || tx != float64(st[i].RxPackets) {
+			t.Errorf("port %s per queue: rx %v tx %v; testpmd sent %d, received %d", name, rx, tx, st[i].TxPackets, st[i].RxPackets)
+		}
+		port := map[string]string{"port": name}
+		if got, _ := metricValue(fams, "vhostd_port_connections_total", port); got != 1 {
+			t.Errorf("vhostd_port_connections_total{port=%q} = %v, want 1", name, got)
+		}
+		if got, _ := metricValue(fams, "vhostd_port_negotiations_total", port); got < 1 {
+			t.Errorf("vhostd_port_negotiations_total{port=%q} = %v, want at least 1", name, got)
+		}
+	}
+	if got, _ := metricValue(fams, "vhostd_fdb_learned_total", nil); got != 2 {
+		t.Errorf("vhostd_fdb_learned_total = %v, want 2 (testpmd's two addresses)", got)
+	}
+	if got, _ := metricValue(fams, "vhostd_fdb_capacity", nil); got < 1024 {
+		t.Errorf("vhostd_fdb_capacity = %v", got)
+	}
 	if t.Failed() {
 		var b strings.Builder
 		for name, f := range fams {
