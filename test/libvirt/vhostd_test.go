@@ -101,12 +101,15 @@ func (v *vhostd) vhostctl(t *testing.T, args ...string) string {
 }
 
 // waitPortState waits until port name is in state want.
+//
+// "connected" is also met by "running": a guest driver may bind the
+// device and start its rings before the first poll sees "connected".
 func (v *vhostd) waitPortState(t *testing.T, name, want string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		p := v.ports(t)[name]
-		if p.State == want {
+		if p.State == want || (want == "connected" && p.State == "running") {
 			return
 		}
 		if time.Now().After(deadline) {
