@@ -65,6 +65,7 @@ e2e: build
 fuzz:
 	bash .ci/fuzz-one FuzzChain ./virtqueue $(FUZZTIME)
 	bash .ci/fuzz-one FuzzMessages ./vhost $(FUZZTIME)
+	bash .ci/fuzz-one FuzzValidate ./switch/offload $(FUZZTIME)
 
 fuzz-long:
 	$(MAKE) fuzz FUZZTIME=2h
@@ -79,7 +80,7 @@ fuzz-long:
 BENCH_ARGS ?=
 bench: build
 	@bash .ci/bench-deps
-	$(GO) test -run '^$$' -bench . -benchmem ./switch/ ./virtqueue/ ./switch/dpdk/ ./switch/uplink/
+	$(GO) test -run '^$$' -bench . -benchmem ./switch/ ./virtqueue/ ./switch/dpdk/ ./switch/uplink/ ./switch/offload/
 	@mkdir -p build/bench
 	$(GO) build -o build/bench/vhostd-bench ./test/bench
 	build/bench/vhostd-bench $(BENCH_ARGS)
