@@ -173,6 +173,24 @@ func TestQEMUMigrationRxRing(t *testing.T) {
 		t.Errorf("only %d frames reached the guest during the migration: the test wrote too little to say anything", during)
 	}
 
+	compareMemories(t, ctx, q, nq)
+	q.Execute(ctx, "quit", nil, nil)
+	select {
+	case <-here.Done():
+	case <-time.After(10 * time.Second):
+		here.Kill()
+	}
+	if n := strings.Count(v.Log(), "level=error"); n > 0 {
+		t.Logf("vhostd logged %d errors:\n%s", n, tail(v.Log(), 3000))
+	}
+}
+
+// compareMemories saves the memory of the migrated guest's source (q,
+// paused after the migration) and destination (nq, started with -S and
+// paused) with pmemsave and fails the test unless they agree on every
+// page.
+func compareMemories(t *testing.T, ctx context.Context, q, nq *qemu.QMP) {
+	t.Helper()
 	for _, c := range []struct {
 		q    *qemu.QMP
 		want string
@@ -197,25 +215,28 @@ func TestQEMUMigrationRxRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(diff) > 0 {
-		show := diff[:min(len(diff), 16)]
-		t.Errorf("%d of %d guest pages differ between source and destination after the migration (first at %#x): vhostd wrote them without logging", len(diff), size/4096, show)
+		var show []string
+		for _, d := range diff[:min(len(diff), 16)] {
+			show = append(show, fmt.Sprintf("%#x (bytes %#x-%#x, %d differ)", d.addr, d.first, d.last, d.n))
+		}
+		t.Errorf("%d of %d guest pages differ between source and destination after the migration; first ones:\n%s", len(diff), size/4096, strings.Join(show, "\n"))
 	} else {
 		t.Logf("all %d guest pages equal on source and destination", size/4096)
 	}
-	q.Execute(ctx, "quit", nil, nil)
-	select {
-	case <-here.Done():
-	case <-time.After(10 * time.Second):
-		here.Kill()
-	}
-	if n := strings.Count(v.Log(), "level=error"); n > 0 {
-		t.Logf("vhostd logged %d errors:\n%s", n, tail(v.Log(), 3000))
-	}
+}
+
+// pageDiff is a page that differs between two memory dumps: its address,
+// the offsets of the first and last differing bytes in it, and how many
+// bytes differ.
+type pageDiff struct {
+	addr        uint64
+	first, last int
+	n           int
 }
 
 // diffPages compares the first size bytes of files a and b in 4 KiB
-// pages and returns the addresses of the pages that differ.
-func diffPages(a, b string, size int64) ([]uint64, error) {
+// pages and returns the pages that differ.
+func diffPages(a, b string, size int64) ([]pageDiff, error) {
 	fa, err := os.Open(a)
 	if err != nil {
 		return nil, err
@@ -228,7 +249,7 @@ func diffPages(a, b string, size int64) ([]uint64, error) {
 	defer fb.Close()
 	const page = 4096
 	pa, pb := make([]byte, 1<<20), make([]byte, 1<<20)
-	var diff []uint64
+	var diff []pageDiff
 	for off := int64(0); off < size; off += int64(len(pa)) {
 		if _, err := io.ReadFull(fa, pa); err != nil {
 			return nil, fmt.Errorf("%s at %#x: %w", a, off, err)
@@ -237,9 +258,21 @@ func diffPages(a, b string, size int64) ([]uint64, error) {
 			return nil, fmt.Errorf("%s at %#x: %w", b, off, err)
 		}
 		for p := 0; p < len(pa); p += page {
-			if !bytes.Equal(pa[p:p+page], pb[p:p+page]) {
-				diff = append(diff, uint64(off)+uint64(p))
+			x, y := pa[p:p+page], pb[p:p+page]
+			if bytes.Equal(x, y) {
+				continue
 			}
+			d := pageDiff{addr: uint64(off) + uint64(p), first: -1}
+			for i := range x {
+				if x[i] != y[i] {
+					if d.first < 0 {
+						d.first = i
+					}
+					d.last = i
+					d.n++
+				}
+			}
+			diff = append(diff, d)
 		}
 	}
 	return diff, nil
