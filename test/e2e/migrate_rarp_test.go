@@ -85,7 +85,19 @@ func checkRARP(frame []byte, mac net.HardwareAddr) error {
 // that MAC after the migration, captured behind vhostd's uplink (a veth
 // whose other end is in a network namespace), is a valid RARP, and the
 // destination port received no other frame.
+//
+// It runs with ports that take any source address, and with mac=learn
+// ports: the source port, locked to the guest's address, must free it
+// when its QEMU stops the device at the end of the migration (QEMU stays
+// connected, paused, until it quits), or the destination port refuses
+// the RARP as spoofed.
 func TestQEMUMigrationRARP(t *testing.T) {
+	for _, mac := range []string{"any", "learn"} {
+		t.Run("mac="+mac, func(t *testing.T) { migrateRARP(t, mac) })
+	}
+}
+
+func migrateRARP(t *testing.T, mac string) {
 	requirePeer(t, qemu.DefaultBinary)
 	kernel, initrd := guestimage.ForTest(t)
 	ns := newNS(t)
@@ -107,13 +119,17 @@ func TestQEMUMigrationRARP(t *testing.T) {
 
 	dir := sockDir(t)
 	sock := func(name string) string { return filepath.Join(dir, name+".sock") }
-	v := startVhostd(t, dir, "--socket", "src="+sock("src"), "--socket", "dst="+sock("dst"),
+	opt := ""
+	if mac == "learn" {
+		opt = ",mac=learn"
+	}
+	v := startVhostd(t, dir, "--socket", "src="+sock("src")+opt, "--socket", "dst="+sock("dst")+opt,
 		"--uplink", "net_af_packet0,iface="+local)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
 	mover := vm{"vm1", guestIP, "52:54:00:00:06:01", sock("src")}
-	mac, _ := net.ParseMAC(mover.mac)
+	hw, _ := net.ParseMAC(mover.mac)
 	cfg := mover.config(t, kernel, initrd)
 	cfg.NICs[0].DeviceExtra = "guest_announce=off"
 	cfg.QMPSocket = filepath.Join(dir, "q0.qmp")
@@ -126,7 +142,7 @@ func TestQEMUMigrationRARP(t *testing.T) {
 	if out, code, err := here.Run(ctx, "echo 1 >/proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 >/proc/sys/net/ipv6/conf/eth0/disable_ipv6"); err != nil || code != 0 {
 		t.Fatalf("guest: disable IPv6: exit %d, %v: %s", code, err, out)
 	}
-	if err := ns.Neigh(nsIface, guestIP, mac); err != nil {
+	if err := ns.Neigh(nsIface, guestIP, hw); err != nil {
 		t.Fatal(err)
 	}
 	warmUp(t, ctx, here, hostIP)
@@ -169,10 +185,10 @@ func TestQEMUMigrationRARP(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := buf[:n]
-		if n < 14 || !bytes.Equal(f[6:12], mac) {
+		if n < 14 || !bytes.Equal(f[6:12], hw) {
 			continue
 		}
-		if err := checkRARP(f, mac); err != nil {
+		if err := checkRARP(f, hw); err != nil {
 			t.Errorf("frame %d from %s after the migration is not its RARP: %v: % x", rarps+1, mover.mac, err, f)
 			continue
 		}
