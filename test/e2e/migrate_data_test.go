@@ -15,102 +15,17 @@ import (
 	"github.com/vhostd/vhostd/test/guestimage"
 )
 
-// TestQEMUMigrationData checks the dirty logging of what vhostd writes
-// into a migrating guest's memory with the guest's own eyes: a peer
-// guest streams 96 MiB of random data over TCP into the guest, which
-// keeps it in RAM (its root is an initramfs), while the guest migrates
-// between two vhostd ports. Every received byte passed through receive
-// buffers that vhostd filled during the migration, and through the
-// guest's copy into its page cache. After the migration the guest's
-// SHA-256 of what it received equals the sender's. A receive buffer
-// written but not logged would reach the destination with stale bytes
-// (the TCP checksum would often catch it and the segment be sent again,
-// so the test below, TestQEMUMigrationRxRing, is the sharper check).
-func TestQEMUMigrationData(t *testing.T) {
-	requirePeer(t, qemu.DefaultBinary)
-	kernel, initrd := guestimage.ForTest(t)
-	dir := sockDir(t)
-	sock := func(name string) string { return filepath.Join(dir, name+".sock") }
-	v := startVhostd(t, dir, "--socket", "src="+sock("src"), "--socket", "dst="+sock("dst"), "--socket", "peer="+sock("peer"))
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
-	defer cancel()
-
-	mover := vm{"vm1", "10.9.0.1", "52:54:00:00:00:01", sock("src")}
-	peer := vm{"vm2", "10.9.0.2", "52:54:00:00:00:02", sock("peer")}
-	cfg := mover.config(t, kernel, initrd)
-	cfg.QMPSocket = filepath.Join(dir, "q0.qmp")
-	guests := startGuests(t, ctx, cfg, peer.config(t, kernel, initrd))
-	here, pg := guests[0], guests[1]
-	q := dialQMP(t, ctx, cfg.QMPSocket)
-	warmUp(t, ctx, pg, mover.ip)
-
-	// 32 MiB of random data, sent three times over: 96 MiB take about 6 s
-	// at the 16 MB/s two TCG guests manage, more than a migration takes
-	// while the stream dirties the guest's memory (3.3 s for 64 MiB).
-	const mib, times = 32, 3
-	pattern := strings.TrimSpace(strings.Repeat("/tmp/pattern ", times))
-	out, code, err := pg.Run(ctx, fmt.Sprintf("dd if=/dev/urandom of=/tmp/pattern bs=1M count=%d 2>/dev/null && cat %s | sha256sum", mib, pattern))
-	if err != nil || code != 0 {
-		t.Fatalf("peer: make the pattern: exit %d, %v: %s", code, err, out)
-	}
-	want := strings.Fields(out)[0]
-	// busybox nc closes its sending half at the end of its input, and
-	// the other end then stops: the listener's input must not end.
-	if out, code, err := here.Run(ctx, "sleep 600 | nc -l -p 5001 >/tmp/recv 2>/tmp/nc.err & sleep 0.5; pidof nc"); err != nil || code != 0 {
-		t.Fatalf("guest: start the listener: exit %d, %v: %s", code, err, out)
-	}
-
-	type result struct {
-		out  string
-		code int
-		err  error
-		end  time.Time
-	}
-	sent := make(chan result, 1)
-	began := time.Now()
-	go func() {
-		out, code, err := pg.Run(ctx, "cat "+pattern+" | nc 10.9.0.1 5001")
-		sent <- result{out, code, err, time.Now()}
-	}()
-	// Migrate once the stream runs.
-	time.Sleep(300 * time.Millisecond)
-	migStart := time.Now()
-	next := vm{"vm1-dst", mover.ip, mover.mac, sock("dst")}
-	ncfg := next.config(t, kernel, initrd)
-	ncfg.QMPSocket = filepath.Join(dir, "q1.qmp")
-	there, _, info := migrateTo(t, ctx, q, ncfg, "unix:"+filepath.Join(dir, "mig1"))
-	migEnd := time.Now()
-	r := <-sent
-	if r.err != nil || r.code != 0 {
-		t.Fatalf("peer: send: exit %d, %v: %s", r.code, r.err, r.out)
-	}
-	t.Logf("%d MiB sent in %v; the migration ran from %v to %v into the transfer (%d ms by QEMU)",
-		mib*times, r.end.Sub(began).Round(time.Millisecond), migStart.Sub(began).Round(time.Millisecond),
-		migEnd.Sub(began).Round(time.Millisecond), info.TotalTime)
-	if r.end.Before(migEnd) {
-		t.Errorf("the transfer ended before the migration did: the migration copied no page that the stream dirtied afterwards")
-	}
-
-	// The listener exits at the sender's end of stream; then check.
-	out, code, err = there.Run(ctx, "i=0; while pidof nc >/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; stat -c %s /tmp/recv; sha256sum /tmp/recv; cat /tmp/nc.err")
-	if err != nil || code != 0 {
-		t.Fatalf("guest: checksum: exit %d, %v: %s", code, err, out)
-	}
-	f := strings.Fields(out)
-	if len(f) < 2 || f[0] != fmt.Sprint(mib*times<<20) || f[1] != want {
-		t.Fatalf("the migrated guest received (size, SHA-256) %q, want %d bytes with SHA-256 %s", out, mib*times<<20, want)
-	}
-	t.Logf("the migrated guest received %d bytes, SHA-256 %s, as sent", mib*times<<20, want)
-	q.Execute(ctx, "quit", nil, nil)
-	select {
-	case <-here.Done():
-	case <-time.After(10 * time.Second):
-		here.Kill()
-	}
-	if n := strings.Count(v.Log(), "level=error"); n > 0 {
-		t.Logf("vhostd logged %d errors:\n%s", n, tail(v.Log(), 3000))
-	}
-}
+// TestQEMUMigrationData (commit 136d5b8: a peer guest streams 32-96
+// MiB over TCP into the migrating guest, which checks their SHA-256
+// after the migration) is not here: with TCP streams running through
+// the migration, the migrated guest crashed or hung afterwards in about
+// half the runs (the data that did arrive was intact). Under the same
+// load, TCG guests migrated over DPDK's own vhost backend also show
+// guest-kernel pages (pointers, jiffies) that differ between source and
+// destination, which no backend writes: that points at QEMU under TCG
+// losing guest writes under load, not at the backend, and a test of
+// vhostd cannot be built on it until it is understood. The dirty logging
+// of what vhostd writes is checked by TestQEMUMigrationRxRing instead.
 
 // TestQEMUMigrationRxRing is the sharpest check of the dirty logging of
 // receive buffers: it compares the migrated guest's memory with the
