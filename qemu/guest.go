@@ -76,6 +76,11 @@ type NIC struct {
 	// (host_mtu=): QEMU then asks the backend for it (NET_SET_MTU) and
 	// does not start the device if the backend refuses.
 	HostMTU int
+	// DeviceExtra, when set, is appended as it is to the -device
+	// virtio-net-pci options, e.g. "guest_announce=off" (QEMU then asks
+	// the backend to announce a migrated guest with SEND_RARP instead of
+	// telling the driver to).
+	DeviceExtra string
 }
 
 // GuestConfig describes a guest to start.
@@ -139,6 +144,9 @@ func NICArgs(n NIC, index int) []string {
 	}
 	if n.ID != "" {
 		device += ",id=" + optEscape(n.ID)
+	}
+	if n.DeviceExtra != "" {
+		device += "," + n.DeviceExtra
 	}
 	return []string{
 		"-chardev", chardev,

@@ -28,6 +28,7 @@ func TestArgs(t *testing.T) {
 			{SocketPath: "/run/A.sock", MAC: "52:54:00:00:00:01"},
 			{SocketPath: "/run/B.sock", MAC: "52:54:00:00:00:02", ID: "net1", Reconnect: 1},
 			{SocketPath: "/run/C.sock", Server: true},
+			{SocketPath: "/run/D.sock", MAC: "52:54:00:00:00:04", HostMTU: 1400, DeviceExtra: "guest_announce=off"},
 		},
 		ExtraArgs: []string{"-smp", "1"},
 	}
@@ -50,6 +51,9 @@ func TestArgs(t *testing.T) {
 		"-chardev", "socket,id=c2,path=/run/C.sock,server=on,wait=off",
 		"-netdev", "vhost-user,id=n2,chardev=c2",
 		"-device", "virtio-net-pci,netdev=n2,vectors=0",
+		"-chardev", "socket,id=c3,path=/run/D.sock",
+		"-netdev", "vhost-user,id=n3,chardev=c3",
+		"-device", "virtio-net-pci,netdev=n3,mac=52:54:00:00:00:04,vectors=0,host_mtu=1400,guest_announce=off",
 		"-smp", "1",
 	}
 	if got := cfg.Args(); !reflect.DeepEqual(got, want) {

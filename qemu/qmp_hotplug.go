@@ -179,6 +179,9 @@ func AttachNIC(ctx context.Context, q *QMP, n NIC) (err error) {
 	if n.Bus != "" {
 		dev["bus"] = n.Bus
 	}
+	if n.HostMTU > 0 {
+		dev["host_mtu"] = n.HostMTU
+	}
 	if err := q.Execute(ctx, "device_add", dev, nil); err != nil {
 		return fmt.Errorf("attach NIC %s: %w", n.ID, err)
 	}

@@ -247,6 +247,23 @@ func (v *VMPort) Disconnected() {
 	}
 }
 
+var _ vhost.Stopper = (*VMPort)(nil)
+
+// Stopped is called by the vhost server when the port's frontend stops
+// the device but keeps its connection (vhost.Stopper): a port with
+// mac=learn forgets the address it locked to, as at a disconnect. The
+// source of a live migration stops so, and its QEMU stays connected,
+// paused, until it quits: the guest's address must be free at once for
+// the destination port to lock to when the guest announces itself there
+// (a lock kept until the source quits would refuse the announcements as
+// spoofed). A source that runs the guest again (a failed migration, a
+// reboot) locks again on the guest's first frame.
+func (v *VMPort) Stopped() {
+	if v.ctl != nil {
+		v.ctl.Disconnected()
+	}
+}
+
 // mine reports whether the guest transmit ring with virtqueue index idx
 // belongs to the lane.
 func (l *vmLane) mine(idx int) bool { return l.n == 1 || (idx/2)%l.n == l.id }

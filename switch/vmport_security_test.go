@@ -113,3 +113,48 @@ func TestSecuredForwardAllocatesNothing(t *testing.T) {
 		t.Fatalf("a %+v; b %+v", sa, sb)
 	}
 }
+
+// TestLearnPortFreedWhenStopped: the source port of a migration, a
+// mac=learn port, is stopped by its frontend (which stays connected until
+// it quits): it forgets its lock at once, so that the destination port,
+// mac=learn too, locks to the guest's address on the guest's first frame
+// there (its announcement), and the FDB has the address on the
+// destination. While the source still held it, the destination's frames
+// from it were refused as spoofed.
+func TestLearnPortFreedWhenStopped(t *testing.T) {
+	s := newTestSwitch(t)
+	src := newSecuredVMEnd(t, s, "src", 0, 12, false, PortSecurity{Mode: LearnMAC})
+	dst := newSecuredVMEnd(t, s, "dst", 0x100000000, 12, false, PortSecurity{Mode: LearnMAC})
+	src.send(ethFrame(0xff, 0xa, 60), 14)
+	pump(s, src)
+	if _, locked := s.security(src.idx); locked != macN(0xa) {
+		t.Fatalf("src locked to %v, want %v", locked, macN(0xa))
+	}
+	dst.send(ethFrame(0xff, 0xa, 60), 14)
+	pump(s, dst)
+	if st := dst.port.Stats(); st.Drops["rx_spoofed"] != 1 || s.fdb.Lookup(macN(0xa)) != src.idx {
+		t.Fatalf("dst's frame from src's locked address: drops %+v, FDB port %d", st.Drops, s.fdb.Lookup(macN(0xa)))
+	}
+
+	src.port.Stopped()
+	if _, locked := s.security(src.idx); locked != 0 {
+		t.Fatalf("src still locked to %v once stopped", locked)
+	}
+	dst.send(ethFrame(0xff, 0xa, 60), 14)
+	pump(s, dst)
+	if _, locked := s.security(dst.idx); locked != macN(0xa) {
+		t.Fatalf("dst locked to %v, want %v", locked, macN(0xa))
+	}
+	if p := s.fdb.Lookup(macN(0xa)); p != dst.idx {
+		t.Fatalf("FDB has %v on port %d, want dst (%d)", macN(0xa), p, dst.idx)
+	}
+	if st := dst.port.Stats(); st.Drops["rx_spoofed"] != 1 {
+		t.Fatalf("dst drops %+v", st.Drops)
+	}
+	// The source cannot take it back while the destination holds it.
+	src.send(ethFrame(0xff, 0xa, 60), 14)
+	pump(s, src)
+	if p := s.fdb.Lookup(macN(0xa)); p != dst.idx {
+		t.Fatalf("the stopped source took %v back: FDB port %d", macN(0xa), p)
+	}
+}

@@ -261,11 +261,15 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 		if err != nil {
 			return nil, err
 		}
+		wasStarted := r.started
 		r.started = false
 		if err := d.update(); err != nil {
 			return nil, err
 		}
 		closeFD(&r.kick)
+		if wasStarted && !d.anyStarted() {
+			d.stopped()
+		}
 		var b [8]byte
 		binary.LittleEndian.PutUint32(b[0:], s.Index)
 		binary.LittleEndian.PutUint32(b[4:], uint32(r.base))
@@ -597,6 +601,28 @@ func (d *device) forgetRings() {
 		closeFD(&r.call)
 		closeFD(&r.errFD)
 		d.rings[i] = ring{kick: -1, call: -1, errFD: -1}
+	}
+}
+
+// anyStarted reports whether the frontend has a ring started.
+func (d *device) anyStarted() bool {
+	for i := range d.rings {
+		if d.rings[i].started {
+			return true
+		}
+	}
+	return false
+}
+
+// stopped tells the backend, if it wants to know, that the frontend has
+// stopped the device (Stopper).
+func (d *device) stopped() {
+	b := d.backend
+	if g, ok := b.(*connGuard); ok {
+		b = g.Backend
+	}
+	if st, ok := b.(Stopper); ok {
+		st.Stopped()
 	}
 }
 

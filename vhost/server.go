@@ -108,6 +108,18 @@ type Disconnecter interface {
 	Disconnected()
 }
 
+// Stopper is implemented by a Backend that keeps state for as long as
+// the frontend runs the device (a MAC address locked on first sight).
+type Stopper interface {
+	// Stopped is called when the frontend has stopped the device while
+	// keeping the connection: GET_VRING_BASE has stopped the last ring
+	// that was started, as QEMU does when the VM stops (the end of a
+	// migration, whose source keeps its connection until it quits; a
+	// reboot), or RESET_DEVICE. Publish(nil) has returned. The rings may
+	// be started again later on the same connection.
+	Stopped()
+}
+
 // Server serves one vhost-user socket: one frontend connection at a time.
 // Listen makes one that creates the socket and accepts frontends on it
 // (server mode); Dial one that connects to a socket the frontend serves

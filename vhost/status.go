@@ -67,7 +67,11 @@ func (d *device) setStatus(v uint64) error {
 // inflight region (both the frontend's, and sent again before the rings
 // restart anyway).
 func (d *device) resetDevice() error {
+	started := d.anyStarted()
 	d.forgetRings()
+	if started {
+		d.stopped()
+	}
 	d.features, d.featuresSet = 0, false
 	d.net = netState{maxMTU: d.net.maxMTU, mtu: d.net.maxMTU, mac: d.net.mac}
 	d.log.Info("device reset by the frontend (RESET_DEVICE): rings stopped, features and status cleared")

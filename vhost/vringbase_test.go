@@ -3,11 +3,13 @@ package vhost_test
 import (
 	"encoding/binary"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
 	"github.com/vhostd/vhostd/virtqueue/virtqueuetest"
 )
@@ -163,4 +165,40 @@ func vringBaseCycles(t *testing.T, inflight bool) {
 		}
 	}
 	t.Logf("%d frames across 100 stop/resume cycles, each received once", sent)
+}
+
+// stops counts Stopped calls.
+type stops struct {
+	recorder
+	n atomic.Int32
+}
+
+func (s *stops) Stopped() { s.n.Add(1) }
+
+// TestStoppedAfterLastRing: the backend hears that the frontend stopped
+// the device once GET_VRING_BASE has stopped the last started ring (as
+// QEMU does when the VM stops: the end of a migration keeps the source's
+// connection), not at the first, and not again for a ring not running.
+func TestStoppedAfterLastRing(t *testing.T) {
+	b := &stops{}
+	_, path := serve(t, vhost.Options{}, b)
+	g := connectGuest(t, path, fVersion1|fProtocol|fEventIdx)
+	if _, err := g.f.GetVringBase(0); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.n.Load(); n != 0 {
+		t.Fatalf("Stopped called %d times with ring 1 still running", n)
+	}
+	if _, err := g.f.GetVringBase(1); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.n.Load(); n != 1 {
+		t.Fatalf("Stopped called %d times after the last ring stopped, want 1", n)
+	}
+	if _, err := g.f.GetVringBase(1); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.n.Load(); n != 1 {
+		t.Fatalf("Stopped called %d times after stopping a stopped ring, want 1", n)
+	}
 }

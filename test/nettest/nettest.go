@@ -7,6 +7,7 @@ package nettest
 import (
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"time"
 
@@ -216,6 +217,115 @@ func WaitLink(name string, timeout time.Duration) error {
 			return fmt.Errorf("interface %s did not appear within %v", name, timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// Capture receives every frame that arrives on one interface of a
+// namespace (an AF_PACKET socket opened inside it).
+type Capture struct {
+	fd int
+}
+
+// Capture opens a capture of the frames arriving on the interface name
+// in n. Close it when done.
+func (n *NS) Capture(name string) (*Capture, error) {
+	l, err := n.nl.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("capture: find %s in the namespace: %w", name, err)
+	}
+	proto := int(htons(unix.ETH_P_ALL))
+	type result struct {
+		fd  int
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// The socket belongs to the namespace the thread is in when it is
+		// made: switch a locked thread there and back.
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("capture: current network namespace: %w", err)}
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(n.ns); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("capture: enter the namespace: %w", err)}
+			return
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+		if err == nil {
+			err = unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: l.Attrs().Index})
+			if err != nil {
+				unix.Close(fd)
+			}
+		}
+		if serr := netns.Set(orig); serr != nil {
+			if err == nil {
+				unix.Close(fd)
+			}
+			ch <- result{err: fmt.Errorf("capture: back to the original network namespace: %w", serr)}
+			return // the thread stays locked: Go discards it
+		}
+		runtime.UnlockOSThread()
+		if err != nil {
+			err = fmt.Errorf("capture on %s: %w", name, err)
+		}
+		ch <- result{fd: fd, err: err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		return nil, r.err
+	}
+	return &Capture{fd: r.fd}, nil
+}
+
+// ErrNoFrame is returned by Capture.Read when no frame came in time.
+var ErrNoFrame = errors.New("no frame")
+
+// Read waits up to timeout for the next frame, copies it into b and
+// returns its length (truncated to len(b)).
+func (c *Capture) Read(b []byte, timeout time.Duration) (int, error) {
+	tv := unix.NsecToTimeval(max(timeout, time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return 0, fmt.Errorf("capture: %w", err)
+	}
+	for {
+		n, _, err := unix.Recvfrom(c.fd, b, 0)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return 0, ErrNoFrame
+		case err != nil:
+			return 0, fmt.Errorf("capture: %w", err)
+		}
+		return n, nil
+	}
+}
+
+// Close closes the capture.
+func (c *Capture) Close() error { return unix.Close(c.fd) }
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// Neigh adds a permanent neighbour entry on the interface name in n: ip
+// is at mac, and the namespace never asks (ARP) for it.
+func (n *NS) Neigh(name, ip string, mac net.HardwareAddr) error {
+	l, err := n.nl.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("neighbour: find %s in the namespace: %w", name, err)
+	}
+	a := net.ParseIP(ip)
+	if a == nil {
+		return fmt.Errorf("neighbour: bad IP %q", ip)
+	}
+	nb := &netlink.Neigh{LinkIndex: l.Attrs().Index, State: netlink.NUD_PERMANENT, IP: a, HardwareAddr: mac}
+	if err := n.nl.NeighSet(nb); err != nil {
+		return fmt.Errorf("neighbour %s at %v on %s: %w", ip, mac, name, err)
 	}
 	return nil
 }

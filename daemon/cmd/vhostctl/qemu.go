@@ -90,7 +90,10 @@ func runAttach(args []string, controlPath string, out io.Writer) error {
 	if !filepath.IsAbs(sock) {
 		return fmt.Errorf("attach: port %s's socket %q is a relative path, which QEMU would resolve in its own directory; start vhostd with an absolute --socket path", *port, sock)
 	}
-	nic := qemu.NIC{ID: *id, SocketPath: sock, MAC: nicMAC, Reconnect: *reconnect, Bus: *bus}
+	// A port with an MTU offers it (VIRTIO_NET_F_MTU) only to a device
+	// that asks for it: QEMU sends NET_SET_MTU and the driver takes the
+	// MTU only with host_mtu set, as qemu-args does.
+	nic := qemu.NIC{ID: *id, SocketPath: sock, MAC: nicMAC, Reconnect: *reconnect, Bus: *bus, HostMTU: p.Vhost.MTU}
 	if nic.ID == "" {
 		nic.ID = qemu.NICID(*port)
 	}

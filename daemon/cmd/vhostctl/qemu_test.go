@@ -23,11 +23,12 @@ import (
 // is connected while the fake QEMU has its netdev, as with vhostd and QEMU.
 type fakeDaemon struct {
 	sock string
+	mtu  int // vm3's MTU
 	m    *qmptest.Machine
 }
 
 func (d *fakeDaemon) Ports() []control.PortInfo {
-	p := control.PortInfo{Name: "vm3", Kind: "vhost-user", State: "listening", Vhost: vhost.Status{Path: d.sock}}
+	p := control.PortInfo{Name: "vm3", Kind: "vhost-user", State: "listening", Vhost: vhost.Status{Path: d.sock, MTU: d.mtu}}
 	if len(d.m.Netdevs()) > 0 {
 		p.State, p.Vhost.Connected = "connected", true
 	}
@@ -45,6 +46,12 @@ func (d *fakeDaemon) Config() config.Config     { return config.Config{} }
 
 func startFakes(t *testing.T, mem qmptest.Memdev) (ctl string, s *qmptest.Server, m *qmptest.Machine) {
 	t.Helper()
+	return startFakesMTU(t, mem, 0)
+}
+
+// startFakesMTU is startFakes with port vm3 configured with an MTU.
+func startFakesMTU(t *testing.T, mem qmptest.Memdev, mtu int) (ctl string, s *qmptest.Server, m *qmptest.Machine) {
+	t.Helper()
 	s = qmptest.NewServer(t)
 	m = qmptest.NewMachine(mem)
 	m.Install(s)
@@ -56,7 +63,7 @@ func startFakes(t *testing.T, mem qmptest.Memdev) (ctl string, s *qmptest.Server
 	ctl = filepath.Join(dir, "ctl.sock")
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	srv, err := control.Listen(ctl, &fakeDaemon{sock: "/run/vhostd/vm3.sock", m: m}, logrus.NewEntry(log))
+	srv, err := control.Listen(ctl, &fakeDaemon{sock: "/run/vhostd/vm3.sock", mtu: mtu, m: m}, logrus.NewEntry(log))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,8 +88,8 @@ func TestAttachDetachCommands(t *testing.T) {
 	if out != want {
 		t.Errorf("attach printed %q, want %q", out, want)
 	}
-	if d := m.Device("vhostd-vm3"); d == nil || d["mac"] != "52:54:00:00:00:03" {
-		t.Errorf("device_add arguments %v", d)
+	if d := m.Device("vhostd-vm3"); d == nil || d["mac"] != "52:54:00:00:00:03" || d["host_mtu"] != nil {
+		t.Errorf("device_add arguments %v (no host_mtu for a port without an MTU)", d)
 	}
 	// A port with a frontend is refused before QMP is used.
 	n := len(s.Requests())
@@ -102,6 +109,18 @@ func TestAttachDetachCommands(t *testing.T) {
 	}
 	if _, err := vhostctl(t, "--control", ctl, "detach", "--qmp", s.Path(), "--port", "vm3"); err == nil || !strings.Contains(err.Error(), "no such NIC") {
 		t.Errorf("second detach: %v", err)
+	}
+}
+
+// TestAttachMTU: a port with an MTU is attached with host_mtu, so that
+// QEMU offers the MTU to the driver, as qemu-args does.
+func TestAttachMTU(t *testing.T) {
+	ctl, s, m := startFakesMTU(t, qmptest.SharedMemory, 1400)
+	if out, err := vhostctl(t, "--control", ctl, "attach", "--qmp", s.Path(), "--port", "vm3"); err != nil {
+		t.Fatalf("attach: %v\n%s", err, out)
+	}
+	if d := m.Device("vhostd-vm3"); d == nil || d["host_mtu"] != float64(1400) {
+		t.Errorf("device_add arguments %v, want host_mtu 1400", d)
 	}
 }
 
