@@ -89,6 +89,7 @@ type ring struct {
 	enabled  bool
 	brokenBy error // why the data path broke this ring; cleared when the frontend reconfigures it
 	q        *virtqueue.Queue
+	kickGen  uint64 // which SET_VRING_KICK set kick (device.kickGen), for its watch
 }
 
 // device is the state of one frontend connection.
@@ -111,6 +112,14 @@ type device struct {
 	// them (violation.go).
 	violations     []Violation
 	violationsSeen int
+	// ringViol are the data-path violations of each ring's stopped
+	// queues, watches follow the kick fds of disabled rings, retired
+	// those watches whose fds the server closes at its next setStatus,
+	// and kickGen numbers SET_VRING_KICKs (dataviolation.go).
+	ringViol []ringViolations
+	watches  []*kickWatch
+	retired  []*kickWatch
+	kickGen  uint64
 	// replyFD is an fd to send with the reply of the request being
 	// handled (GET_INFLIGHT_FD), or -1; the server sends and closes it.
 	replyFD int
@@ -125,6 +134,8 @@ func newDevice(log *logrus.Entry, b Backend, o Options) *device {
 	d := &device{log: log, backend: b, offered: OfferedFeatures &^ o.DisabledFeatures, pairs: pairs, replyFD: -1}
 	d.net = newNetState(o)
 	d.rings = make([]ring, 2*pairs)
+	d.ringViol = make([]ringViolations, 2*pairs)
+	d.watches = make([]*kickWatch, 2*pairs)
 	for i := range d.rings {
 		d.rings[i] = ring{kick: -1, call: -1, errFD: -1}
 	}
@@ -394,7 +405,8 @@ func (d *device) setVringFD(m *Message) error {
 			d.violate(m.Request, specNoSetFeatures, "ring %d started before any SET_FEATURES: features 0 assumed (10-byte header)", idx)
 		}
 		closeFD(&r.kick)
-		r.kick, r.started, r.brokenBy = fd, true, nil
+		d.kickGen++
+		r.kick, r.started, r.brokenBy, r.kickGen = fd, true, nil, d.kickGen
 		if d.features&(1<<FeatureProtocolFeature) == 0 {
 			r.enabled = true
 		}
@@ -491,6 +503,7 @@ func (d *device) stop() {
 		if err := r.q.Err(); err != nil && r.brokenBy == nil {
 			r.brokenBy = err
 		}
+		d.ringViol[i].addQueue(r.q)
 		r.q = nil
 	}
 	d.running = nil
@@ -515,6 +528,9 @@ func (d *device) start() error {
 			continue
 		}
 		cfg, err := d.queueConfig(r)
+		if i%2 == 0 {
+			cfg.Dir = virtqueue.DeviceWrites // a receive queue
+		}
 		if err == nil {
 			r.q, err = virtqueue.New(d.mem, cfg, r.base)
 		}
@@ -553,6 +569,7 @@ func (d *device) start() error {
 
 func (d *device) queueConfig(r *ring) (virtqueue.Config, error) {
 	cfg := virtqueue.Config{
+		Dir:      virtqueue.DeviceReads, // a transmit queue of the driver
 		Size:     r.num,
 		EventIdx: d.features&(1<<FeatureEventIdx) != 0,
 		Indirect: d.features&(1<<FeatureIndirectDesc) != 0,

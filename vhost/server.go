@@ -141,6 +141,11 @@ type Server struct {
 	// queues are the running queues by ring index as of the last
 	// setStatus: Status asks them whether the data path broke them since.
 	queues map[int]*virtqueue.Queue
+	// ringViol and watches are the data-path violations of the
+	// connection's stopped queues and the kick watches of its disabled
+	// rings as of the last setStatus, for Status (dataviolation.go).
+	ringViol []ringViolations
+	watches  []*kickWatch
 	conn   *connGuard // the active connection as Drop sees it (fault.go)
 	trace  tracer     // subscribers to the connections' events (trace.go)
 	// connections and negotiations count frontends admitted and
@@ -347,7 +352,7 @@ func (s *Server) Close() error {
 func (s *Server) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.status
+	st := withDataViolations(s.status, dataViolations(s.ringViol, s.queues, s.watches))
 	st.Connections, st.Negotiations = s.connections, s.negotiations
 	st.Rings = append([]RingStatus(nil), st.Rings...)
 	// A ring the data path broke shows so at once, not only once the
@@ -389,6 +394,7 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 		c.replyTimeout = s.opts.ReplyTimeout
 	}
 	err := s.untrack(g, s.loop(c, d))
+	d.checkKicks()
 	d.resetGuarded(log)
 	if dc, ok := s.backend.(Disconnecter); ok {
 		dc.Disconnected()
@@ -462,6 +468,7 @@ func (s *Server) loop(c *conn, d *device) error {
 		}
 		s.log.WithField("request", m.Request.String()).Debug("vhost-user request")
 		seen := d.violationsSeen
+		d.checkKicks()
 		reply, err := d.handleGuarded(m)
 		if err != nil && d.violationsSeen == seen {
 			d.violate(m.Request, specFor(m.Request), "%v", err)
@@ -518,6 +525,14 @@ func (s *Server) loop(c *conn, d *device) error {
 }
 
 func (s *Server) setStatus(d *device, connected bool, lastErr string) {
+	d.syncKickWatches()
+	watches := make([]*kickWatch, 0, len(d.watches))
+	for _, w := range d.watches {
+		if w != nil {
+			watches = append(watches, w)
+		}
+	}
+	ringViol := append([]ringViolations(nil), d.ringViol...)
 	st := Status{
 		Path:       s.path,
 		Connected:  connected,
@@ -578,6 +593,12 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 		changes = ringChanges(s.status.Rings, st.Rings)
 	}
 	s.queues = queues
+	s.ringViol, s.watches = ringViol, watches
+	// No Status can read a retired watch now: close its fd.
+	for _, w := range d.retired {
+		unixClose(w.fd)
+	}
+	d.retired = nil
 	st.Mode, st.Attempts, st.LastAttempt = s.status.Mode, s.status.Attempts, s.status.LastAttempt
 	st.Connections, st.Negotiations = s.connections, s.negotiations
 	st.Since = s.status.Since
