@@ -146,8 +146,8 @@ type Server struct {
 	// rings as of the last setStatus, for Status (dataviolation.go).
 	ringViol []ringViolations
 	watches  []*kickWatch
-	conn   *connGuard // the active connection as Drop sees it (fault.go)
-	trace  tracer     // subscribers to the connections' events (trace.go)
+	conn     *connGuard // the active connection as Drop sees it (fault.go)
+	trace    tracer     // subscribers to the connections' events (trace.go)
 	// connections and negotiations count frontends admitted and
 	// SET_FEATURES accepted, for Status.
 	connections, negotiations int
