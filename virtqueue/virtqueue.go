@@ -141,15 +141,11 @@ type Queue struct {
 	// The chain fast path takes a descriptor whose flags, XORed with
 	// dirWant and masked with fastMask, are zero: no NEXT, no INDIRECT,
 	// and a WRITE flag that fits the queue's direction, so checking the
-	// direction costs the fast path one XOR. dirMask is the WRITE bit
-	// when the direction is checked.
+	// direction costs the fast path one XOR. (They fill the padding
+	// before infl: the hot fields keep their cache lines.)
 	dir      Direction
 	dirWant  uint16
-	dirMask  uint16
 	fastMask uint16
-	// availBad are the available ring flags the driver must not set
-	// (2.7.7.1): all with EVENT_IDX, all but NO_INTERRUPT without.
-	availBad uint16
 
 	// infl, when set, records the chains taken and not yet returned in
 	// the frontend's inflight region (see inflight.go).
@@ -181,6 +177,12 @@ type Queue struct {
 	// viol counts what the driver did wrong that the queue tolerates
 	// (violation.go). Written only on the rare path.
 	viol violations
+	// dirMask is the WRITE bit when the direction is checked (the slow
+	// walk's test). availBad are the available ring flags the driver
+	// must not set (2.7.7.1): all with EVENT_IDX, all but NO_INTERRUPT
+	// without.
+	dirMask  uint16
+	availBad uint16
 }
 
 // New builds a queue over mem from cfg, starting at lastAvail (the
