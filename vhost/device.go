@@ -527,10 +527,7 @@ func (d *device) start() error {
 		if !r.started || !r.enabled || !r.addrSet || r.num == 0 || r.brokenBy != nil {
 			continue
 		}
-		cfg, err := d.queueConfig(r)
-		if i%2 == 0 {
-			cfg.Dir = virtqueue.DeviceWrites // a receive queue
-		}
+		cfg, err := d.queueConfig(i, r)
 		if err == nil {
 			r.q, err = virtqueue.New(d.mem, cfg, r.base)
 		}
@@ -567,12 +564,18 @@ func (d *device) start() error {
 	return firstErr
 }
 
-func (d *device) queueConfig(r *ring) (virtqueue.Config, error) {
+// queueConfig is the configuration of ring i, r.
+func (d *device) queueConfig(i int, r *ring) (virtqueue.Config, error) {
 	cfg := virtqueue.Config{
-		Dir:      virtqueue.DeviceReads, // a transmit queue of the driver
+		// Even rings are the driver's receive queues, odd ones its
+		// transmit queues (virtio 1.2, 5.1.2).
+		Dir:      virtqueue.DeviceReads,
 		Size:     r.num,
 		EventIdx: d.features&(1<<FeatureEventIdx) != 0,
 		Indirect: d.features&(1<<FeatureIndirectDesc) != 0,
+	}
+	if i%2 == 0 {
+		cfg.Dir = virtqueue.DeviceWrites
 	}
 	var err error
 	if cfg.Desc, err = d.mem.UserToGuest(r.addr.Desc, uint64(r.num)*16); err != nil {
