@@ -4,6 +4,8 @@ import (
 	"errors"
 	"sync/atomic"
 	"time"
+
+	"github.com/vhostd/vhostd/virtqueue/release"
 )
 
 // Direction is which way a queue's buffers go, as the device type defines
@@ -109,7 +111,7 @@ type violationFirst struct {
 // violations is a queue's record of what it tolerated (see Queue.note*)
 // and of what broke it. Only the owner writes; any goroutine reads.
 type violations struct {
-	count [NumViolations]atomic.Uint64
+	count [NumViolations]uint64 // stored with release.Store64, loaded atomically
 	first [NumViolations]violationFirst
 	// broke describes where the walker found the chain that broke the
 	// queue, if it did; set before Queue.broken is published.
@@ -122,11 +124,14 @@ type violations struct {
 //go:noinline
 func (q *Queue) note(v Violation, head, desc, flags uint16, indirect bool) {
 	c := &q.viol.count[v]
-	n := c.Load()
+	n := *c // the owner's own count
 	if n == 0 {
 		q.viol.first[v] = violationFirst{at: time.Now().UnixNano(), head: head, desc: desc, flags: flags, indirect: indirect}
 	}
-	c.Store(n + 1) // one writer: no locked add needed
+	// One writer: a release store, not a locked instruction (a full
+	// fence on amd64, which would stall a driver's every bad frame on
+	// the burst's stores to guest memory).
+	release.Store64(c, n+1)
 }
 
 // noteDirection records a descriptor whose WRITE flag contradicts the
@@ -144,7 +149,7 @@ func (q *Queue) noteDirection(head, desc, flags uint16, indirect bool) {
 func (q *Queue) Violations() [NumViolations]ViolationRecord {
 	var out [NumViolations]ViolationRecord
 	for v := range out {
-		n := q.viol.count[v].Load()
+		n := atomic.LoadUint64(&q.viol.count[v])
 		if n == 0 {
 			continue
 		}
