@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vhostd/vhostd/vhost"
 	vt "github.com/vhostd/vhostd/vhost/vhosttest"
 )
@@ -192,5 +194,48 @@ func TestKickWhileDisabled(t *testing.T) {
 	waitDisconnected(t, s)
 	if v := kickViolation(s.Status(), 1); v == nil || v.Count != n+1 {
 		t.Errorf("after disconnect: %+v, want %d", v, n+1)
+	}
+}
+
+// A kick fd handed over already signalled (QEMU creates its host notifiers
+// signalled once, so that no kick is lost) is no violation, nor is a kick
+// fd replaced on a disabled ring; kicks on the new one are.
+func TestKickCountAtHandoverNotCounted(t *testing.T) {
+	s, path := serve(t, vhost.Options{}, &recorder{})
+	f := dial(t, path)
+	f.NoEnable = true
+	if _, err := f.Negotiate(fVersion1|fProtocol, pReplyAck); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.MapMemory(64<<20, 0x100000, 0x7f0000000000); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SetMemTable(false); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := f.SetupRing(1, 256, 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	kick, err := vt.Eventfd(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(kick)
+	unix.Write(kick, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	if err := f.Send(vt.SetVringKick, vt.FlagVersion, vt.U64(1), kick); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.GetU64(vt.GetFeatures); err != nil {
+		t.Fatal(err)
+	}
+	tx.KickNow() // the old fd: vhostd no longer holds it
+	if v := kickViolation(s.Status(), 1); v != nil {
+		t.Fatalf("counted %+v for a kick fd signalled before it was handed over, or for the replaced one", v)
+	}
+	unix.Write(kick, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	if v := kickViolation(s.Status(), 1); v == nil || v.Count != 1 {
+		t.Fatalf("kick on the new fd: %+v, want 1", v)
 	}
 }
