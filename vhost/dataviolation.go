@@ -3,6 +3,7 @@ package vhost
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -262,4 +263,26 @@ func withDataViolations(st Status, dv []Violation) Status {
 		st.ViolationsSeen += int(v.Count)
 	}
 	return st
+}
+
+// violationEvents returns trace events for the data-path violations whose
+// count grew since they were last traced. s.mu must be held.
+func (s *Server) violationEvents(vs []Violation) []TraceEvent {
+	var out []TraceEvent
+	for _, v := range vs {
+		if v.Ring == nil {
+			continue
+		}
+		key := strconv.Itoa(*v.Ring) + "/" + v.Kind
+		if v.Count <= s.traced[key] {
+			continue
+		}
+		if s.traced == nil {
+			s.traced = map[string]uint64{}
+		}
+		s.traced[key] = v.Count
+		out = append(out, TraceEvent{Kind: TraceViolation, Fields: Fields{{"ring", strconv.Itoa(*v.Ring)}, {"kind", v.Kind},
+			{"count", strconv.FormatUint(v.Count, 10)}, {"what", v.What}, {"spec", v.Spec}}})
+	}
+	return out
 }

@@ -146,8 +146,11 @@ type Server struct {
 	// rings as of the last setStatus, for Status (dataviolation.go).
 	ringViol []ringViolations
 	watches  []*kickWatch
-	conn     *connGuard // the active connection as Drop sees it (fault.go)
-	trace    tracer     // subscribers to the connections' events (trace.go)
+	// traced are the data-path violation counts last traced, by
+	// ring/kind, on the current connection.
+	traced map[string]uint64
+	conn   *connGuard // the active connection as Drop sees it (fault.go)
+	trace  tracer     // subscribers to the connections' events (trace.go)
 	// connections and negotiations count frontends admitted and
 	// SET_FEATURES accepted, for Status.
 	connections, negotiations int
@@ -378,6 +381,7 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	d := newDevice(log, g, s.opts)
 	s.mu.Lock()
 	s.connections++
+	s.traced = nil
 	s.mu.Unlock()
 	if s.trace.on() {
 		s.mu.Lock()
@@ -591,6 +595,7 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 	defer s.mu.Unlock()
 	if s.trace.on() {
 		changes = ringChanges(s.status.Rings, st.Rings)
+		changes = append(changes, s.violationEvents(dataViolations(ringViol, queues, watches))...)
 	}
 	s.queues = queues
 	s.ringViol, s.watches = ringViol, watches
