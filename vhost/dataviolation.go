@@ -160,38 +160,69 @@ func newKickWatch(i int, kick int, gen uint64) (*kickWatch, error) {
 	return w, nil
 }
 
-// since returns the kicks since the mark, noting when they were first
-// seen.
-func (w *kickWatch) since() (uint64, time.Time) {
-	n, err := eventfdCount(w.fd)
-	m := w.mark.Load()
-	if err != nil || n <= m {
-		return 0, time.Time{}
-	}
-	w.noticed.CompareAndSwap(0, time.Now().UnixNano())
-	return n - m, time.Unix(0, w.noticed.Load())
-}
+// liveKicks are the kicks watched rings have had since their marks, by
+// watch, read from the eventfds.
+type liveKicks map[*kickWatch]uint64
 
-// checkKicks adds the kicks each disabled ring has had since it was last
-// checked to its violations. Called before each request is handled, so
-// that kicks that come after a request enabled a ring are not counted.
-func (d *device) checkKicks() {
-	for i, w := range d.watches {
+// readKicks reads the kicks of watches (nil ones skipped) since their
+// marks.
+func readKicks(watches []*kickWatch) liveKicks {
+	var out liveKicks
+	for _, w := range watches {
 		if w == nil {
 			continue
 		}
 		n, err := eventfdCount(w.fd)
-		if err != nil {
+		if m := w.mark.Load(); err == nil && n > m {
+			if out == nil {
+				out = liveKicks{}
+			}
+			out[w] = n - m
+		}
+	}
+	return out
+}
+
+// checkKicks adds the kicks each disabled ring has had since it was last
+// checked to its violations, and moves the marks.
+//
+// A frontend may send SET_VRING_ENABLE and kick the ring at once, before
+// vhostd has read the request. So kicks are taken into account only when
+// no request is waiting (d.pending reports one): the eventfds are read
+// first, then the socket; a kick made after an enabling request was sent
+// then finds the request either still waiting (nothing is counted yet) or
+// handled (the ring is enabled, its watch gone). Called after each request
+// once the watches follow the rings (syncKickWatches), and when the
+// frontend has hung up with every request handled (pending nil).
+func (d *device) checkKicks() {
+	live := readKicks(d.watches[:])
+	if d.pending != nil && d.pending() {
+		return
+	}
+	now := time.Now()
+	for _, w := range d.watches {
+		if w == nil {
 			continue
 		}
-		if m := w.mark.Load(); n > m {
-			at := time.Now()
-			if t := w.noticed.Load(); t != 0 {
-				at = time.Unix(0, t)
-			}
-			addRecord(&d.ringViol[i].kicks, virtqueue.ViolationRecord{Count: n - m, First: at})
+		n := live[w]
+		if n == 0 {
+			continue
 		}
-		w.mark.Store(n) // also when the frontend drained it
+		at := now
+		if t := w.noticed.Load(); t != 0 {
+			at = time.Unix(0, t)
+		}
+		addRecord(&d.ringViol[w.ring].kicks, virtqueue.ViolationRecord{Count: n, First: at})
+		w.mark.Add(n)
+	}
+	// A frontend that drained an eventfd: start again from its count.
+	for _, w := range d.watches {
+		if w == nil {
+			continue
+		}
+		if n, err := eventfdCount(w.fd); err == nil && n < w.mark.Load() {
+			w.mark.Store(n)
+		}
 	}
 }
 
@@ -220,31 +251,22 @@ func (d *device) syncKickWatches() {
 
 // dataViolations returns the data-path violations of rings (as added up
 // when their queues stopped) plus what the running queues and the watched
-// kick fds show now.
-func dataViolations(rings []ringViolations, queues map[int]*virtqueue.Queue, watches []*kickWatch) []Violation {
+// kick fds (live) show now.
+func dataViolations(rings []ringViolations, queues map[int]*virtqueue.Queue, live liveKicks) []Violation {
 	var out []Violation
+	now := time.Now().UnixNano()
 	for i := range rings {
 		rv := rings[i] // a copy: the live counts are added to it
 		if q := queues[i]; q != nil {
 			rv.addQueue(q)
 		}
-		out = rv.entries(i, out)
-	}
-	for _, w := range watches {
-		if n, at := w.since(); n > 0 && w.ring < len(rings) {
-			rv := rings[w.ring]
-			var live ringViolations
-			live.kicks = rv.kicks
-			addRecord(&live.kicks, virtqueue.ViolationRecord{Count: n, First: at})
-			// Replace the ring's kick entry, if any, by the live one.
-			for j := range out {
-				if out[j].Ring != nil && *out[j].Ring == w.ring && out[j].Kind == kindKickWhileDisabled {
-					out = append(out[:j], out[j+1:]...)
-					break
-				}
+		for w, n := range live {
+			if w.ring == i {
+				w.noticed.CompareAndSwap(0, now)
+				addRecord(&rv.kicks, virtqueue.ViolationRecord{Count: n, First: time.Unix(0, w.noticed.Load())})
 			}
-			out = live.entries(w.ring, out)
 		}
+		out = rv.entries(i, out)
 	}
 	return out
 }

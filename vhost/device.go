@@ -120,6 +120,9 @@ type device struct {
 	watches  []*kickWatch
 	retired  []*kickWatch
 	kickGen  uint64
+	// pending reports whether a request from the frontend is waiting
+	// unread (see checkKicks); nil once the frontend has hung up.
+	pending func() bool
 	// replyFD is an fd to send with the reply of the request being
 	// handled (GET_INFLIGHT_FD), or -1; the server sends and closes it.
 	replyFD int

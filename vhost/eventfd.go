@@ -2,6 +2,7 @@ package vhost
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -89,4 +90,18 @@ func eventfdCount(fd int) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("eventfd %d: no eventfd-count in its fdinfo", fd)
+}
+
+// inputPending reports whether bytes from the peer wait unread on uc (or
+// whether that cannot be told).
+func inputPending(uc *net.UnixConn) bool {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	n, ierr := 0, error(nil)
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || ierr != nil {
+		return true
+	}
+	return n > 0
 }

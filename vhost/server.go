@@ -355,7 +355,13 @@ func (s *Server) Close() error {
 func (s *Server) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := withDataViolations(s.status, dataViolations(s.ringViol, s.queues, s.watches))
+	// Kicks on disabled rings count only while no request waits: one may
+	// enable the ring (see device.checkKicks).
+	live := readKicks(s.watches)
+	if s.active == nil || inputPending(s.active) {
+		live = nil
+	}
+	st := withDataViolations(s.status, dataViolations(s.ringViol, s.queues, live))
 	st.Connections, st.Negotiations = s.connections, s.negotiations
 	st.Rings = append([]RingStatus(nil), st.Rings...)
 	// A ring the data path broke shows so at once, not only once the
@@ -397,8 +403,13 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	if s.opts.ReplyTimeout > 0 {
 		c.replyTimeout = s.opts.ReplyTimeout
 	}
+	d.pending = func() bool { return inputPending(uc) }
 	err := s.untrack(g, s.loop(c, d))
-	d.checkKicks()
+	if err == nil {
+		// The frontend hung up with every request handled.
+		d.pending = nil
+		d.checkKicks()
+	}
 	d.resetGuarded(log)
 	if dc, ok := s.backend.(Disconnecter); ok {
 		dc.Disconnected()
@@ -472,7 +483,6 @@ func (s *Server) loop(c *conn, d *device) error {
 		}
 		s.log.WithField("request", m.Request.String()).Debug("vhost-user request")
 		seen := d.violationsSeen
-		d.checkKicks()
 		reply, err := d.handleGuarded(m)
 		if err != nil && d.violationsSeen == seen {
 			d.violate(m.Request, specFor(m.Request), "%v", err)
@@ -530,6 +540,7 @@ func (s *Server) loop(c *conn, d *device) error {
 
 func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 	d.syncKickWatches()
+	d.checkKicks()
 	watches := make([]*kickWatch, 0, len(d.watches))
 	for _, w := range d.watches {
 		if w != nil {
@@ -595,7 +606,7 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 	defer s.mu.Unlock()
 	if s.trace.on() {
 		changes = ringChanges(s.status.Rings, st.Rings)
-		changes = append(changes, s.violationEvents(dataViolations(ringViol, queues, watches))...)
+		changes = append(changes, s.violationEvents(dataViolations(ringViol, queues, nil))...)
 	}
 	s.queues = queues
 	s.ringViol, s.watches = ringViol, watches
