@@ -356,7 +356,10 @@ func (s *Server) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Kicks on disabled rings count only while no request waits: one may
-	// enable the ring (see device.checkKicks).
+	// enable the ring (see device.checkKicks). Unlike there, this view can
+	// race with the connection's goroutine: for the instant between its
+	// read of an enabling request and the request's effect, kicks sent
+	// right after that request may show here; they are never kept.
 	live := readKicks(s.watches)
 	if s.active == nil || inputPending(s.active) {
 		live = nil
