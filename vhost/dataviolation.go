@@ -23,7 +23,7 @@ import (
 // watches such a ring: the kick eventfd's counter, which nothing drains
 // (the pollers never read kick fds, see vswitch's NoDrain), is read
 // through /proc/self/fdinfo, which neither blocks nor changes it, when the
-// ring is disabled and again later.
+// ring is disabled and again later (see device.checkKicks).
 
 // Kinds of data-path violation vhost itself names (the queue's own are
 // named by virtqueue.Violation).
@@ -228,7 +228,7 @@ func (d *device) checkKicks() {
 
 // syncKickWatches watches the kick fd of every started but disabled ring,
 // and stops watching the others (their fds are closed by the server once
-// no Status can read them: see retiredWatches).
+// no Status can read them: see Server.setStatus).
 func (d *device) syncKickWatches() {
 	for i := range d.rings {
 		r := &d.rings[i]
