@@ -89,6 +89,7 @@ type ring struct {
 	enabled  bool
 	brokenBy error // why the data path broke this ring; cleared when the frontend reconfigures it
 	q        *virtqueue.Queue
+	kickGen  uint64 // which SET_VRING_KICK set kick (device.kickGen), for its watch
 }
 
 // device is the state of one frontend connection.
@@ -111,6 +112,17 @@ type device struct {
 	// them (violation.go).
 	violations     []Violation
 	violationsSeen int
+	// ringViol are the data-path violations of each ring's stopped
+	// queues, watches follow the kick fds of disabled rings, retired
+	// those watches whose fds the server closes at its next setStatus,
+	// and kickGen numbers SET_VRING_KICKs (dataviolation.go).
+	ringViol []ringViolations
+	watches  []*kickWatch
+	retired  []*kickWatch
+	kickGen  uint64
+	// pending reports whether a request from the frontend is waiting
+	// unread (see checkKicks); nil once the frontend has hung up.
+	pending func() bool
 	// replyFD is an fd to send with the reply of the request being
 	// handled (GET_INFLIGHT_FD), or -1; the server sends and closes it.
 	replyFD int
@@ -125,6 +137,8 @@ func newDevice(log *logrus.Entry, b Backend, o Options) *device {
 	d := &device{log: log, backend: b, offered: OfferedFeatures &^ o.DisabledFeatures, pairs: pairs, replyFD: -1}
 	d.net = newNetState(o)
 	d.rings = make([]ring, 2*pairs)
+	d.ringViol = make([]ringViolations, 2*pairs)
+	d.watches = make([]*kickWatch, 2*pairs)
 	for i := range d.rings {
 		d.rings[i] = ring{kick: -1, call: -1, errFD: -1}
 	}
@@ -398,7 +412,8 @@ func (d *device) setVringFD(m *Message) error {
 			d.violate(m.Request, specNoSetFeatures, "ring %d started before any SET_FEATURES: features 0 assumed (10-byte header)", idx)
 		}
 		closeFD(&r.kick)
-		r.kick, r.started, r.brokenBy = fd, true, nil
+		d.kickGen++
+		r.kick, r.started, r.brokenBy, r.kickGen = fd, true, nil, d.kickGen
 		if d.features&(1<<FeatureProtocolFeature) == 0 {
 			r.enabled = true
 		}
@@ -495,6 +510,7 @@ func (d *device) stop() {
 		if err := r.q.Err(); err != nil && r.brokenBy == nil {
 			r.brokenBy = err
 		}
+		d.ringViol[i].addQueue(r.q)
 		r.q = nil
 	}
 	d.running = nil
@@ -518,7 +534,7 @@ func (d *device) start() error {
 		if !r.started || !r.enabled || !r.addrSet || r.num == 0 || r.brokenBy != nil {
 			continue
 		}
-		cfg, err := d.queueConfig(r)
+		cfg, err := d.queueConfig(i, r)
 		if err == nil {
 			r.q, err = virtqueue.New(d.mem, cfg, r.base)
 		}
@@ -555,11 +571,18 @@ func (d *device) start() error {
 	return firstErr
 }
 
-func (d *device) queueConfig(r *ring) (virtqueue.Config, error) {
+// queueConfig is the configuration of ring i, r.
+func (d *device) queueConfig(i int, r *ring) (virtqueue.Config, error) {
 	cfg := virtqueue.Config{
+		// Even rings are the driver's receive queues, odd ones its
+		// transmit queues (virtio 1.2, 5.1.2).
+		Dir:      virtqueue.DeviceReads,
 		Size:     r.num,
 		EventIdx: d.features&(1<<FeatureEventIdx) != 0,
 		Indirect: d.features&(1<<FeatureIndirectDesc) != 0,
+	}
+	if i%2 == 0 {
+		cfg.Dir = virtqueue.DeviceWrites
 	}
 	var err error
 	if cfg.Desc, err = d.mem.UserToGuest(r.addr.Desc, uint64(r.num)*16); err != nil {

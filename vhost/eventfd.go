@@ -2,6 +2,7 @@ package vhost
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -69,4 +70,38 @@ func fdKind(fd int, link string) string {
 		return "a socket"
 	}
 	return "unknown (" + link + ")"
+}
+
+// eventfdCount returns the counter of eventfd fd without reading it (a
+// read would reset it, and could block if the frontend cleared
+// O_NONBLOCK): Linux shows it, in hex, in /proc/self/fdinfo.
+func eventfdCount(fd int) (uint64, error) {
+	b, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(fd))
+	if err != nil {
+		return 0, fmt.Errorf("eventfd %d: %w", fd, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "eventfd-count:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return 0, fmt.Errorf("eventfd %d: count %q: %w", fd, v, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("eventfd %d: no eventfd-count in its fdinfo", fd)
+}
+
+// inputPending reports whether bytes from the peer wait unread on uc (or
+// whether that cannot be told).
+func inputPending(uc *net.UnixConn) bool {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	n, ierr := 0, error(nil)
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || ierr != nil {
+		return true
+	}
+	return n > 0
 }

@@ -153,6 +153,14 @@ type Server struct {
 	// queues are the running queues by ring index as of the last
 	// setStatus: Status asks them whether the data path broke them since.
 	queues map[int]*virtqueue.Queue
+	// ringViol and watches are the data-path violations of the
+	// connection's stopped queues and the kick watches of its disabled
+	// rings as of the last setStatus, for Status (dataviolation.go).
+	ringViol []ringViolations
+	watches  []*kickWatch
+	// traced are the data-path violation counts last traced, by
+	// ring/kind, on the current connection.
+	traced map[string]uint64
 	conn   *connGuard // the active connection as Drop sees it (fault.go)
 	trace  tracer     // subscribers to the connections' events (trace.go)
 	// connections and negotiations count frontends admitted and
@@ -359,7 +367,16 @@ func (s *Server) Close() error {
 func (s *Server) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.status
+	// Kicks on disabled rings count only while no request waits: one may
+	// enable the ring (see device.checkKicks). Unlike there, this view can
+	// race with the connection's goroutine: for the instant between its
+	// read of an enabling request and the request's effect, kicks sent
+	// right after that request may show here; they are never kept.
+	live := readKicks(s.watches)
+	if s.active == nil || inputPending(s.active) {
+		live = nil
+	}
+	st := withDataViolations(s.status, dataViolations(s.ringViol, s.queues, live))
 	st.Connections, st.Negotiations = s.connections, s.negotiations
 	st.Rings = append([]RingStatus(nil), st.Rings...)
 	// A ring the data path broke shows so at once, not only once the
@@ -385,6 +402,7 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	d := newDevice(log, g, s.opts)
 	s.mu.Lock()
 	s.connections++
+	s.traced = nil
 	s.mu.Unlock()
 	if s.trace.on() {
 		s.mu.Lock()
@@ -400,7 +418,13 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	if s.opts.ReplyTimeout > 0 {
 		c.replyTimeout = s.opts.ReplyTimeout
 	}
+	d.pending = func() bool { return inputPending(uc) }
 	err := s.untrack(g, s.loop(c, d))
+	if err == nil {
+		// The frontend hung up with every request handled.
+		d.pending = nil
+		d.checkKicks()
+	}
 	d.resetGuarded(log)
 	if dc, ok := s.backend.(Disconnecter); ok {
 		dc.Disconnected()
@@ -530,6 +554,15 @@ func (s *Server) loop(c *conn, d *device) error {
 }
 
 func (s *Server) setStatus(d *device, connected bool, lastErr string) {
+	d.syncKickWatches()
+	d.checkKicks()
+	watches := make([]*kickWatch, 0, len(d.watches))
+	for _, w := range d.watches {
+		if w != nil {
+			watches = append(watches, w)
+		}
+	}
+	ringViol := append([]ringViolations(nil), d.ringViol...)
 	st := Status{
 		Path:       s.path,
 		Connected:  connected,
@@ -588,8 +621,15 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 	defer s.mu.Unlock()
 	if s.trace.on() {
 		changes = ringChanges(s.status.Rings, st.Rings)
+		changes = append(changes, s.violationEvents(dataViolations(ringViol, queues, nil))...)
 	}
 	s.queues = queues
+	s.ringViol, s.watches = ringViol, watches
+	// No Status can read a retired watch now: close its fd.
+	for _, w := range d.retired {
+		unixClose(w.fd)
+	}
+	d.retired = nil
 	st.Mode, st.Attempts, st.LastAttempt = s.status.Mode, s.status.Attempts, s.status.LastAttempt
 	st.Connections, st.Negotiations = s.connections, s.negotiations
 	st.Since = s.status.Since

@@ -21,6 +21,10 @@ const (
 	TraceRefused    = "refused"    // the request was refused; the connection stays
 	TraceError      = "error"      // the request broke the connection
 	TraceRing       = "ring"       // a ring's state changed (Fields: ring, from, to, why)
+	// TraceViolation: the data path's count of a violation (Fields: ring,
+	// kind, count, what, spec) grew, as the control path noticed at the
+	// connection's next request.
+	TraceViolation = "violation"
 )
 
 // Field is one decoded field of a trace event.

@@ -194,3 +194,58 @@ func TestTraceSubscriptionClose(t *testing.T) {
 		t.Fatal("closed subscription delivered an event")
 	}
 }
+
+// A data-path violation shows in the trace once the control path notices
+// it (at the connection's next request), again only when its count grows.
+func TestTraceViolation(t *testing.T) {
+	s, path := serve(t, vhost.Options{}, &recorder{})
+	sub := s.Trace()
+	defer sub.Close()
+	f := dial(t, path)
+	f.NoEnable = true
+	if _, err := f.Negotiate(fVersion1|fProtocol, pReplyAck); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.MapMemory(64<<20, 0x100000, 0x7f0000000000); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SetMemTable(false); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := f.SetupRing(1, 256, 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if _, err := f.GetU64(vt.GetFeatures); err != nil {
+		t.Fatal(err)
+	}
+	tx.KickNow()
+	tx.KickNow()
+	if _, err := f.GetU64(vt.GetFeatures); err != nil { // noticed here
+		t.Fatal(err)
+	}
+	evs := collect(t, sub, vhost.TraceViolation)
+	e := evs[len(evs)-1]
+	if field(e, "ring") != "1" || field(e, "kind") != "kick_while_disabled" || field(e, "count") != "2" ||
+		!strings.Contains(field(e, "spec"), "3.1.1") || !strings.Contains(field(e, "what"), "kicked 2 times") {
+		t.Errorf("violation event: %s", line(e))
+	}
+	// Nothing new: no event; one more kick: count 3.
+	if _, err := f.GetU64(vt.GetFeatures); err != nil {
+		t.Fatal(err)
+	}
+	tx.KickNow()
+	if _, err := f.GetU64(vt.GetFeatures); err != nil {
+		t.Fatal(err)
+	}
+	evs = collect(t, sub, vhost.TraceViolation)
+	for _, e := range evs[:len(evs)-1] {
+		if e.Kind == vhost.TraceViolation {
+			t.Errorf("violation traced again with no new count: %s", line(e))
+		}
+	}
+	if e := evs[len(evs)-1]; field(e, "count") != "3" {
+		t.Errorf("after one more kick: %s", line(e))
+	}
+}

@@ -15,6 +15,13 @@ type Violation struct {
 	What    string    `json:"what"`
 	// Spec is the section of the specification broken.
 	Spec string `json:"spec"`
+	// For a violation found on the data path (Request is empty): the
+	// ring, the kind ("writable_on_transmit", "readable_on_receive",
+	// "avail_flags", "queue_broken", "kick_while_disabled"), and how many
+	// times it was seen on the connection; Time is the first.
+	Ring  *int   `json:"ring,omitempty"`
+	Kind  string `json:"kind,omitempty"`
+	Count uint64 `json:"count,omitempty"`
 }
 
 // maxViolations bounds the violations a connection keeps: the first

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vhostd/vhostd/vhost"
 	vt "github.com/vhostd/vhostd/vhost/vhosttest"
 )
@@ -96,5 +98,151 @@ func TestViolationsReported(t *testing.T) {
 				t.Errorf("no %s violation %q (%s) in %+v", c.req, c.what, c.spec, st.Violations)
 			}
 		})
+	}
+}
+
+// kickViolation returns the kick-while-disabled violation of ring in st,
+// if any.
+func kickViolation(st vhost.Status, ring int) *vhost.Violation {
+	for i, v := range st.Violations {
+		if v.Kind == "kick_while_disabled" && v.Ring != nil && *v.Ring == ring {
+			return &st.Violations[i]
+		}
+	}
+	return nil
+}
+
+// Kicks on a started ring that is not enabled are counted, live (Status
+// sees them before the frontend sends anything else) and kept once the
+// ring is enabled; kicks while enabled are not.
+func TestKickWhileDisabled(t *testing.T) {
+	s, path := serve(t, vhost.Options{}, &recorder{})
+	f := dial(t, path)
+	f.NoEnable = true
+	if _, err := f.Negotiate(fVersion1|fProtocol, pReplyAck); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.MapMemory(64<<20, 0x100000, 0x7f0000000000); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SetMemTable(false); err != nil {
+		t.Fatal(err)
+	}
+	rx, err := f.SetupRing(0, 256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	tx, err := f.SetupRing(1, 256, 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if _, err := f.GetU64(vt.GetFeatures); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	for i := 0; i < 3; i++ {
+		tx.KickNow()
+	}
+	st := s.Status()
+	v := kickViolation(st, 1)
+	if v == nil || v.Count != 3 || v.Request != "" || !strings.Contains(v.Spec, "5.1.6.5.6.1") || !strings.Contains(v.Spec, "3.1.1") {
+		t.Fatalf("live: kick violation %+v in %+v, want 3 kicks on ring 1 citing 3.1.1 and 5.1.6.5.6.1", v, st.Violations)
+	}
+	if !strings.Contains(v.What, "ring 1 (transmit): kicked") || v.Time.Before(before.Add(-time.Second)) {
+		t.Errorf("live: %+v", v)
+	}
+	first, n := v.Time, v.Count
+	if kickViolation(st, 0) != nil {
+		t.Errorf("ring 0 was not kicked: %+v", st.Violations)
+	}
+	if st.ViolationsSeen < int(n) {
+		t.Errorf("violations seen %d, fewer than the %d kicks", st.ViolationsSeen, n)
+	}
+	// Taken into account at the next request, the ring still disabled.
+	if _, err := f.GetU64(vt.GetFeatures); err != nil {
+		t.Fatal(err)
+	}
+	// Enabled: counted so far kept, new kicks not counted, not even
+	// those sent right after SET_VRING_ENABLE, before vhostd may have
+	// read it (DPDK's virtio_user enables a queue pair and kicks at once).
+	if err := f.EnableRing(1, true); err != nil {
+		t.Fatal(err)
+	}
+	tx.KickNow()
+	if _, err := f.GetU64(vt.GetFeatures); err != nil {
+		t.Fatal(err)
+	}
+	tx.KickNow()
+	tx.KickNow()
+	if _, err := f.GetU64(vt.GetFeatures); err != nil {
+		t.Fatal(err)
+	}
+	if v := kickViolation(s.Status(), 1); v == nil || v.Count != n || !v.Time.Equal(first) {
+		t.Errorf("after enable: %+v, want %d kicks first seen at %v", v, n, first)
+	}
+	// Disabled again (SET_VRING_ENABLE 0): counted again.
+	if err := f.EnableRing(1, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.GetU64(vt.GetFeatures); err != nil {
+		t.Fatal(err)
+	}
+	tx.KickNow()
+	if _, err := f.GetU64(vt.GetFeatures); err != nil {
+		t.Fatal(err)
+	}
+	if v := kickViolation(s.Status(), 1); v == nil || v.Count != n+1 {
+		t.Errorf("after disable and a kick: %+v, want %d", v, n+1)
+	}
+	// Kept after the connection is gone.
+	f.Close()
+	waitDisconnected(t, s)
+	if v := kickViolation(s.Status(), 1); v == nil || v.Count != n+1 {
+		t.Errorf("after disconnect: %+v, want %d", v, n+1)
+	}
+}
+
+// A kick fd handed over already signalled (QEMU creates its host notifiers
+// signalled once, so that no kick is lost) is no violation, nor is a kick
+// fd replaced on a disabled ring; kicks on the new one are.
+func TestKickCountAtHandoverNotCounted(t *testing.T) {
+	s, path := serve(t, vhost.Options{}, &recorder{})
+	f := dial(t, path)
+	f.NoEnable = true
+	if _, err := f.Negotiate(fVersion1|fProtocol, pReplyAck); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.MapMemory(64<<20, 0x100000, 0x7f0000000000); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SetMemTable(false); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := f.SetupRing(1, 256, 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	kick, err := vt.Eventfd(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(kick)
+	unix.Write(kick, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	if err := f.Send(vt.SetVringKick, vt.FlagVersion, vt.U64(1), kick); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.GetU64(vt.GetFeatures); err != nil {
+		t.Fatal(err)
+	}
+	tx.KickNow() // the old fd: vhostd no longer holds it
+	if v := kickViolation(s.Status(), 1); v != nil {
+		t.Fatalf("counted %+v for a kick fd signalled before it was handed over, or for the replaced one", v)
+	}
+	unix.Write(kick, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	if v := kickViolation(s.Status(), 1); v == nil || v.Count != 1 {
+		t.Fatalf("kick on the new fd: %+v, want 1", v)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/vhostd/vhostd/virtqueue/guestmem"
@@ -84,6 +85,9 @@ type Config struct {
 	Used     uint64 // guest-physical address of the used ring
 	EventIdx bool   // VIRTIO_F_RING_EVENT_IDX negotiated
 	Indirect bool   // VIRTIO_F_RING_INDIRECT_DESC negotiated
+	// Dir is the way the queue's buffers go, if the device type says:
+	// descriptors against it are counted (see Violations), not refused.
+	Dir Direction
 }
 
 // Ring sizes in bytes, per the specification (with the event-index field,
@@ -134,6 +138,15 @@ type Queue struct {
 	eventIdx bool
 	indirect bool
 
+	// The chain fast path takes a descriptor whose flags, XORed with
+	// dirWant and masked with fastMask, are zero: no NEXT, no INDIRECT,
+	// and a WRITE flag that fits the queue's direction, so checking the
+	// direction costs the fast path one XOR. (They fill the padding
+	// before infl: the hot fields keep their cache lines.)
+	dir      Direction
+	dirWant  uint16
+	fastMask uint16
+
 	// infl, when set, records the chains taken and not yet returned in
 	// the frontend's inflight region (see inflight.go).
 	infl *inflight
@@ -160,6 +173,16 @@ type Queue struct {
 	// only err. A field, so that breaking allocates nothing.
 	broken    atomic.Pointer[error]
 	brokenErr error
+
+	// viol counts what the driver did wrong that the queue tolerates
+	// (violation.go). Written only on the rare path.
+	viol violations
+	// dirMask is the WRITE bit when the direction is checked (the slow
+	// walk's test). availBad are the available ring flags the driver
+	// must not set (2.7.7.1): all with EVENT_IDX, all but NO_INTERRUPT
+	// without.
+	dirMask  uint16
+	availBad uint16
 }
 
 // New builds a queue over mem from cfg, starting at lastAvail (the
@@ -186,6 +209,19 @@ func New(mem *guestmem.Memory, cfg Config, lastAvail uint16) (*Queue, error) {
 		desc: desc, avail: avail, used: used,
 		eventIdx: cfg.EventIdx, indirect: cfg.Indirect,
 		lastAvail: lastAvail,
+		dir:       cfg.Dir,
+		fastMask:  DescFNext | DescFIndirect,
+		availBad:  ^uint16(AvailFNoInterrupt),
+	}
+	if cfg.EventIdx {
+		q.availBad = 0xffff
+	}
+	if cfg.Dir != AnyDirection {
+		q.dirMask = DescFWrite
+		q.fastMask |= DescFWrite
+		if cfg.Dir == DeviceWrites {
+			q.dirWant = DescFWrite
+		}
 	}
 	// Host addresses, not guest ones, decide atomic alignment: a region's
 	// mapping need not share the guest's alignment.
@@ -237,6 +273,7 @@ func (q *Queue) Err() error { return q.err }
 
 func (q *Queue) breakWith(reason error) error {
 	if q.err == nil {
+		q.viol.broke.at = time.Now().UnixNano()
 		q.err, q.brokenErr = reason, reason
 		q.broken.Store(&q.brokenErr)
 	}
@@ -328,11 +365,12 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 	c.ReadLen, c.WriteLen = 0, 0
 
 	// Fast path: a single direct descriptor whose buffer lies in the
-	// largest region, the common shape of both transmit and receive
-	// chains. Anything else takes the general walk below.
+	// largest region and goes the queue's way, the common shape of both
+	// transmit and receive chains. Anything else takes the general walk
+	// below.
 	// desc[head], head < size checked above.
 	d := (*[descSize]byte)(unsafe.Add(q.descBase, uintptr(head)*descSize))
-	if flags := binary.LittleEndian.Uint16(d[12:14]); flags&(DescFNext|DescFIndirect) == 0 && cap(c.Segs) > 0 {
+	if flags := binary.LittleEndian.Uint16(d[12:14]); (flags^q.dirWant)&q.fastMask == 0 && cap(c.Segs) > 0 {
 		length := binary.LittleEndian.Uint32(d[8:12])
 		addr := binary.LittleEndian.Uint64(d[0:8])
 		if b, ok := mem.ChunkFast(addr, uint64(length)); ok {
@@ -357,7 +395,7 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 	full := false
 	for {
 		if ttl == 0 {
-			return q.breakWith(errLoop)
+			return q.breakAt(errLoop, head, uint16(idx), 0, inIndirect)
 		}
 		ttl--
 		// Copy the descriptor once: the driver may change it under us, so
@@ -369,15 +407,17 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 		next := binary.LittleEndian.Uint16(d[14:16])
 
 		if flags&DescFIndirect != 0 {
+			// The WRITE flag of a descriptor naming a table is
+			// ignored, as 2.7.5.3.2 requires of the device.
 			switch {
 			case !q.indirect:
-				return q.breakWith(errIndirectOff)
+				return q.breakAt(errIndirectOff, head, uint16(idx), flags, inIndirect)
 			case inIndirect:
-				return q.breakWith(errNestedIndirect)
+				return q.breakAt(errNestedIndirect, head, uint16(idx), flags, inIndirect)
 			case flags&DescFNext != 0:
-				return q.breakWith(errIndirectNext)
+				return q.breakAt(errIndirectNext, head, uint16(idx), flags, inIndirect)
 			case length == 0 || length%descSize != 0:
-				return q.breakWith(errIndirectLen)
+				return q.breakAt(errIndirectLen, head, uint16(idx), flags, inIndirect)
 			case length/descSize > uint32(q.size):
 				// "A driver MUST NOT create a descriptor chain longer
 				// than the Queue Size of the device" (virtio 1.2,
@@ -386,11 +426,11 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 				// be the table's own length, up to 2^28 entries: one
 				// looping table would hold a poller for seconds.
 				q.tableErr = tableSizeError{entries: length / descSize, size: q.size}
-				return q.breakWith(&q.tableErr)
+				return q.breakAt(&q.tableErr, head, uint16(idx), flags, inIndirect)
 			}
 			t := mem.Chunk(addr, uint64(length))
 			if uint32(len(t)) != length {
-				return q.breakWith(errIndirectMem)
+				return q.breakAt(errIndirectMem, head, uint16(idx), flags, inIndirect)
 			}
 			table = t
 			inIndirect = true
@@ -401,11 +441,14 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 
 		write := flags&DescFWrite != 0
 		if !write && c.WriteLen > 0 {
-			return q.breakWith(errReadAfterWrite)
+			return q.breakAt(errReadAfterWrite, head, uint16(idx), flags, inIndirect)
+		}
+		if (flags^q.dirWant)&q.dirMask != 0 {
+			q.noteDirection(head, uint16(idx), flags, inIndirect)
 		}
 		total += uint64(length)
 		if total > 1<<32-1 {
-			return q.breakWith(errChainTooBig)
+			return q.breakAt(errChainTooBig, head, uint16(idx), flags, inIndirect)
 		}
 		if write {
 			c.WriteLen += length
@@ -419,7 +462,7 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 			b, ok := mem.ChunkFast(addr, rem)
 			if !ok {
 				if b = mem.Chunk(addr, rem); b == nil {
-					return q.breakWith(errBufferMem)
+					return q.breakAt(errBufferMem, head, uint16(idx), flags, inIndirect)
 				}
 			}
 			if len(c.Segs) == cap(c.Segs) {
@@ -440,10 +483,10 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 		if flags&DescFNext == 0 {
 			break
 		}
-		idx = uint32(next)
-		if idx >= uint32(len(table)/descSize) {
-			return q.breakWith(errNextRange)
+		if uint32(next) >= uint32(len(table)/descSize) {
+			return q.breakAt(errNextRange, head, uint16(idx), flags, inIndirect)
 		}
+		idx = uint32(next)
 	}
 	if full {
 		return ErrTooManySegments
@@ -548,9 +591,17 @@ func (q *Queue) NeedCall() bool {
 			q.fullFence()
 			flags = binary.LittleEndian.Uint16(q.avail[0:2])
 		}
+		if flags&q.availBad != 0 {
+			q.note(AvailFlags, 0, 0, flags, false)
+		}
 		return flags&AvailFNoInterrupt == 0
 	}
 	q.fullFence()
+	// Read only to check it (2.7.7.2: the device ignores it here); it
+	// shares a cache line with avail->idx, read by Pending.
+	if flags := *(*uint16)(q.availBase); flags != 0 {
+		q.note(AvailFlags, 0, 0, flags, false)
+	}
 	o := 4 + 2*uint32(q.size)
 	event := binary.LittleEndian.Uint16(q.avail[o : o+2])
 	// vring_need_event: call if the driver's event index lies in

@@ -199,6 +199,12 @@ func TestTestpmdMultiQueue(t *testing.T) {
 				if feats := strings.Join(p.Vhost.Features, ","); !strings.Contains(feats, "mq") || running != 4 {
 					t.Errorf("port %s: features %s, %d rings running, want mq and 4", name, feats, running)
 				}
+				// DPDK's driver keeps the rules vhostd checks: descriptor
+				// directions on every queue, avail flags, no kicks on a
+				// ring before it is enabled.
+				if p.Vhost.ViolationsSeen != 0 {
+					t.Errorf("port %s: violations %+v", name, p.Vhost.Violations)
+				}
 				// A port's first lane goes to the poller with the fewest
 				// ports: a's to 0, b's to 1.
 				want := map[string][]int{"a": {0}, "b": {0}}

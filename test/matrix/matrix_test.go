@@ -169,16 +169,17 @@ func rows() []Row {
 func TestWriteMarkdown(t *testing.T) {
 	rs := rows()
 	rs[1].Trace = "trace-x.txt"
+	rs[1].Violations = map[string]uint64{"b:SET_VRING_KICK": 1, "a:avail_flags": 7}
 	var b bytes.Buffer
 	if err := WriteMarkdown(&b, rs); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(b.String(), "\n")
 	want := []string{
-		"| combination | frontend | masked | acked features | acked protocol features | sent | received | vhostd drops | result | why |",
-		"|---|---|---|---|---|---:|---:|---|---|---|",
-		"| no-mrg_rxbuf | testpmd | mrg_rxbuf | indirect_desc,version_1 | mq | 100 | 100 | - | pass | 100/100 frames |",
-		"| fe-no-in_order | testpmd | frontend: in_order | indirect_desc,version_1 | mq | 100 | 90 | no_rx_buffer=10 (before: tx_not_ready=3) | FAIL | 90 of 100 frames came back (trace: [trace-x.txt](trace-x.txt)) |",
+		"| combination | frontend | masked | acked features | acked protocol features | sent | received | vhostd drops | driver violations | result | why |",
+		"|---|---|---|---|---|---:|---:|---|---|---|---|",
+		"| no-mrg_rxbuf | testpmd | mrg_rxbuf | indirect_desc,version_1 | mq | 100 | 100 | - | - | pass | 100/100 frames |",
+		"| fe-no-in_order | testpmd | frontend: in_order | indirect_desc,version_1 | mq | 100 | 90 | no_rx_buffer=10 (before: tx_not_ready=3) | a:avail_flags=7 b:SET_VRING_KICK=1 | FAIL | 90 of 100 frames came back (trace: [trace-x.txt](trace-x.txt)) |",
 		"",
 		"2 rows: 1 pass, 1 fail.",
 	}
@@ -189,6 +190,7 @@ func TestWriteMarkdown(t *testing.T) {
 
 func TestWriteCSV(t *testing.T) {
 	rs := rows()
+	rs[1].Violations = map[string]uint64{"a:kick_while_disabled": 2}
 	var b bytes.Buffer
 	if err := WriteCSV(&b, rs); err != nil {
 		t.Fatal(err)
@@ -206,7 +208,8 @@ func TestWriteCSV(t *testing.T) {
 	}
 	for k, v := range map[string]string{"combination": "fe-no-in_order", "frontend": "testpmd", "disable": "",
 		"frontend_off": "in_order", "features": "indirect_desc+version_1", "sent": "100", "received": "90",
-		"drops": "no_rx_buffer=10", "early_drops": "tx_not_ready=3", "result": "fail", "why": "90 of 100 frames came back"} {
+		"drops": "no_rx_buffer=10", "early_drops": "tx_not_ready=3", "result": "fail", "why": "90 of 100 frames came back",
+		"violations": "a:kick_while_disabled=2"} {
 		if got[k] != v {
 			t.Errorf("csv %s = %q, want %q", k, got[k], v)
 		}

@@ -49,8 +49,8 @@ func mdEscape(s string) string {
 // their trace file.
 func WriteMarkdown(w io.Writer, rows []Row) error {
 	var b strings.Builder
-	b.WriteString("| combination | frontend | masked | acked features | acked protocol features | sent | received | vhostd drops | result | why |\n")
-	b.WriteString("|---|---|---|---|---|---:|---:|---|---|---|\n")
+	b.WriteString("| combination | frontend | masked | acked features | acked protocol features | sent | received | vhostd drops | driver violations | result | why |\n")
+	b.WriteString("|---|---|---|---|---|---:|---:|---|---|---|---|\n")
 	for i := range rows {
 		r := &rows[i]
 		why := r.Why
@@ -61,9 +61,9 @@ func WriteMarkdown(w io.Writer, rows []Row) error {
 		if len(r.EarlyDrops) > 0 {
 			drops += " (before: " + FormatDrops(r.EarlyDrops) + ")"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d | %d | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d | %d | %s | %s | %s | %s |\n",
 			r.Combination.Name, r.Frontend, mdEscape(masked(r.Combination)), acked(r.Features), acked(r.ProtocolFeatures),
-			r.Sent, r.Received, drops, result(r), mdEscape(why))
+			r.Sent, r.Received, drops, FormatDrops(r.Violations), result(r), mdEscape(why))
 	}
 	pass := 0
 	for i := range rows {
@@ -78,10 +78,11 @@ func WriteMarkdown(w io.Writer, rows []Row) error {
 
 // CSVHeader is the first line of the CSV.
 var CSVHeader = []string{"combination", "frontend", "disable", "frontend_off", "features", "protocol_features",
-	"sent", "received", "vhostd_rx", "vhostd_tx", "sent_bytes", "received_bytes", "vhostd_rx_bytes", "vhostd_tx_bytes", "drops", "early_drops", "result", "why", "trace", "seconds"}
+	"sent", "received", "vhostd_rx", "vhostd_tx", "sent_bytes", "received_bytes", "vhostd_rx_bytes", "vhostd_tx_bytes", "drops", "early_drops", "result", "why", "trace", "seconds", "violations"}
 
 // WriteCSV writes rows as CSV with CSVHeader; lists inside a field are
-// joined with "+" (features) or spaces (drops, reason=count).
+// joined with "+" (features) or spaces (drops and violations,
+// reason=count).
 func WriteCSV(w io.Writer, rows []Row) error {
 	cw := csv.NewWriter(w)
 	cw.Write(CSVHeader)
@@ -94,6 +95,10 @@ func WriteCSV(w io.Writer, rows []Row) error {
 		if early == "-" {
 			early = ""
 		}
+		viol := FormatDrops(r.Violations)
+		if viol == "-" {
+			viol = ""
+		}
 		cw.Write([]string{
 			r.Combination.Name, string(r.Frontend), r.Combination.DisableArg(), strings.Join(r.Combination.FrontendOff, "+"),
 			strings.Join(r.Features, "+"), strings.Join(r.ProtocolFeatures, "+"),
@@ -101,7 +106,7 @@ func WriteCSV(w io.Writer, rows []Row) error {
 			strconv.FormatUint(r.VhostRx, 10), strconv.FormatUint(r.VhostTx, 10),
 			strconv.FormatUint(r.SentBytes, 10), strconv.FormatUint(r.ReceivedBytes, 10),
 			strconv.FormatUint(r.VhostRxBytes, 10), strconv.FormatUint(r.VhostTxBytes, 10),
-			drops, early, strings.ToLower(result(r)), r.Why, r.Trace, fmt.Sprintf("%.1f", r.Elapsed.Seconds()),
+			drops, early, strings.ToLower(result(r)), r.Why, r.Trace, fmt.Sprintf("%.1f", r.Elapsed.Seconds()), viol,
 		})
 	}
 	cw.Flush()

@@ -34,6 +34,11 @@ type Row struct {
 	// before it (while the frontends set up: a guest's first frames to a
 	// peer whose driver is not ready yet), which fail nothing.
 	Drops, EarlyDrops map[string]uint64
+	// Violations are the frontends' violations of the specifications
+	// that vhostd reported for ports a and b (vhostctl ports --detail),
+	// as "port:kind" (data path) or "port:REQUEST" (control path) to the
+	// times seen. They fail nothing: they are findings.
+	Violations map[string]uint64
 	// Err is why the run could not finish (a frontend that did not start,
 	// a link that did not come up, ...); empty if it did.
 	Err string

@@ -380,6 +380,15 @@ func (v *daemon) collect(ctx context.Context, row *Row, before map[string]uint64
 			row.Features, row.ProtocolFeatures = p.Vhost.Features, p.Vhost.ProtocolFeatures
 		case "b":
 			row.FeaturesB, row.ProtocolFeaturesB = p.Vhost.Features, p.Vhost.ProtocolFeatures
+		default:
+			continue
+		}
+		for _, x := range p.Vhost.Violations {
+			what, n := x.Kind, x.Count
+			if what == "" {
+				what, n = x.Request, 1
+			}
+			AddDrops(&row.Violations, map[string]uint64{p.Name + ":" + what: n})
 		}
 	}
 	var stats []control.PortStats

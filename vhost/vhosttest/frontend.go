@@ -55,6 +55,10 @@ type Frontend struct {
 	// PollingKick makes SetupRing send SET_VRING_KICK with the no-fd flag:
 	// the backend must poll the ring instead of waiting for kicks.
 	PollingKick bool
+	// NoEnable makes SetupRing leave the ring disabled (no
+	// SET_VRING_ENABLE), as QEMU does until the driver sets DRIVER_OK;
+	// EnableRing enables it.
+	NoEnable bool
 }
 
 // Dial connects to a backend socket, retrying until timeout while it does
@@ -324,7 +328,9 @@ func (f *Frontend) SetupRing(index int, size uint16, off uint64) (*Ring, error) 
 			return f.Send(SetVringKick, FlagVersion, u64(uint64(index)), r.Kick)
 		},
 		func() error { return f.Send(SetVringCall, FlagVersion, u64(uint64(index)), r.Call) },
-		func() error { return f.Send(SetVringEnable, FlagVersion, state(uint32(index), 1)) },
+	}
+	if !f.NoEnable {
+		steps = append(steps, func() error { return f.Send(SetVringEnable, FlagVersion, state(uint32(index), 1)) })
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {

@@ -237,3 +237,14 @@ func Frame(dst, src [6]byte, seq, n int) []byte {
 	}
 	return f
 }
+
+// EnableRing sends SET_VRING_ENABLE for ring index: on enables it, !on
+// disables it (as QEMU does for the queue pairs beyond those the driver
+// asked for with VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET).
+func (f *Frontend) EnableRing(index int, on bool) error {
+	var v uint32
+	if on {
+		v = 1
+	}
+	return f.Send(SetVringEnable, FlagVersion, state(uint32(index), v))
+}

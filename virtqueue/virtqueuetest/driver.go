@@ -36,10 +36,15 @@ type Driver struct {
 // Buf describes one buffer of a chain: Data is copied in for a
 // device-readable buffer; for a device-writable one, WriteLen bytes are
 // reserved.
+//
+// Flags are ORed into the descriptor's flags as they are, to play a driver
+// that gets them wrong: DescFWrite on a buffer with Data (a device-writable
+// descriptor in a transmit chain), DescFIndirect inside an indirect table.
 type Buf struct {
 	Data     []byte
 	Write    bool
 	WriteLen int
+	Flags    uint16
 }
 
 // New returns a driver for a queue of size descriptors in memSize bytes of
@@ -134,7 +139,13 @@ func (d *Driver) AddChain(bufs []Buf) uint16 {
 
 // AddIndirect builds one descriptor pointing to an indirect table holding
 // bufs, and publishes it.
-func (d *Driver) AddIndirect(bufs []Buf) uint16 {
+func (d *Driver) AddIndirect(bufs []Buf) uint16 { return d.AddIndirectFlags(bufs, 0) }
+
+// AddIndirectFlags is AddIndirect with flags ORed into the flags of the
+// descriptor naming the table (DescFNext, which the specification forbids
+// there, or DescFWrite, which the device must ignore). With DescFNext the
+// descriptor's next is 0.
+func (d *Driver) AddIndirectFlags(bufs []Buf, flags uint16) uint16 {
 	table := d.nextTable + d.GPA
 	d.nextTable += uint64(16*len(bufs)+15) &^ 15
 	for i, b := range bufs {
@@ -148,18 +159,18 @@ func (d *Driver) AddIndirect(bufs []Buf) uint16 {
 	}
 	head := d.free[len(d.free)-1]
 	d.free = d.free[:len(d.free)-1]
-	d.WriteDesc(d.GPA+DescBase, head, table, uint32(16*len(bufs)), virtqueue.DescFIndirect, 0)
+	d.WriteDesc(d.GPA+DescBase, head, table, uint32(16*len(bufs)), virtqueue.DescFIndirect|flags, 0)
 	d.Publish(head)
 	return head
 }
 
 func (d *Driver) place(b Buf) (uint64, uint32, uint16) {
 	if b.Write {
-		return d.Alloc(b.WriteLen), uint32(b.WriteLen), virtqueue.DescFWrite
+		return d.Alloc(b.WriteLen), uint32(b.WriteLen), virtqueue.DescFWrite | b.Flags
 	}
 	a := d.Alloc(len(b.Data))
 	copy(d.at(a), b.Data)
-	return a, uint32(len(b.Data)), 0
+	return a, uint32(len(b.Data)), b.Flags
 }
 
 // Used is one used-ring element.

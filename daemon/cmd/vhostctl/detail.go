@@ -17,6 +17,7 @@ const detailUsage = `  ports --detail NAME [--json]
           the port's negotiation report: features offered, masked and acked,
           protocol features, header layout, each queue's setup, and every
           violation of the specifications its frontend made, with the section
+          (on the data path: each ring's, counted, the first one described)
 `
 
 // runPortsDetail is `vhostctl ports --detail NAME`.
@@ -126,12 +127,30 @@ func printDetail(out io.Writer, p control.PortInfo) {
 		fmt.Fprintln(out, "violations: none")
 		return
 	}
+	// Requests' violations are kept one by one (the first few); the data
+	// path's are counted, one entry per ring and kind.
 	fmt.Fprintf(out, "violations: %d", v.ViolationsSeen)
-	if v.ViolationsSeen > len(v.Violations) {
-		fmt.Fprintf(out, " (the first %d kept)", len(v.Violations))
+	kept, requests := 0, 0
+	for _, x := range v.Violations {
+		if x.Count > 0 {
+			kept += int(x.Count)
+		} else {
+			kept++
+			requests++
+		}
+	}
+	if v.ViolationsSeen > kept {
+		fmt.Fprintf(out, " (the first %d of the requests' kept)", requests)
 	}
 	fmt.Fprintln(out)
 	for _, x := range v.Violations {
-		fmt.Fprintf(out, "  %s %s: %s\n      breaks %s\n", x.Time.Format("15:04:05.000"), x.Request, x.What, x.Spec)
+		src := x.Request
+		if src == "" {
+			src = "data path"
+		}
+		if x.Count > 1 {
+			src += fmt.Sprintf(", %d times", x.Count)
+		}
+		fmt.Fprintf(out, "  %s %s: %s\n      breaks %s\n", x.Time.Format("15:04:05.000"), src, x.What, x.Spec)
 	}
 }
