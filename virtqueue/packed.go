@@ -128,23 +128,22 @@ type PackedQueue struct {
 
 	availSeq uint32 // next descriptor to read
 	endSeq   uint32 // descriptors before it are known available (Pending)
-	usedSeq  uint32 // next used slot to write
-	pubSeq   uint32 // used slots before it are published
+	usedSeq  uint32 // next used slot to write (at Publish)
+	pubSeq   uint32 // used slots before it are published (= usedSeq)
 	sigSeq   uint32 // pubSeq at the last call decision
 	sigValid bool
 
 	// The chains popped and not yet pushed, oldest first, in a ring of
 	// size entries (no more chains than descriptors can be out): each
-	// is its buffer id and the ring slots it took.
-	popID   []uint16
-	popN    []uint16
+	// is its buffer id | the ring slots it took <<16.
+	pop     []uint32
 	popHead int // index of the oldest
 	popCnt  int
 
-	// The first used descriptor of the batch being pushed: its id and
-	// flags word is stored last, with release, by Publish.
-	firstWord *uint32
-	firstVal  uint32
+	// The chains pushed since the last Publish, oldest first: head |
+	// length<<32. Publish writes their used descriptors.
+	shadow  []uint64
+	nShadow int
 
 	popped, pushed uint16 // chains popped and pushed since New (LastAvail, UsedIdx)
 
@@ -201,8 +200,8 @@ func NewPacked(mem *guestmem.Memory, cfg PackedConfig, base uint32) (*PackedQueu
 		deviceEvent: (*uint32)(unsafe.Pointer(&device[0])),
 		descGPA:     cfg.Desc, deviceGPA: cfg.Device,
 		eventIdx: cfg.EventIdx, indirect: cfg.Indirect,
-		popID:  make([]uint16, cfg.Size),
-		popN:   make([]uint16, cfg.Size),
+		pop:    make([]uint32, cfg.Size),
+		shadow: make([]uint64, cfg.Size),
 		notify: ^uint32(0),
 	}
 	if err := q.setBase(base); err != nil {
@@ -381,7 +380,18 @@ func (q *PackedQueue) Pop(mem *guestmem.Memory, c *Chain) error {
 				c.ReadLen, c.NRead = length, 1
 			}
 			c.Head = id
-			q.took(id, 1)
+			// q.took(id, 1), by hand: one slot never passes the
+			// scanned end, which lies past this one.
+			i := q.popHead + q.popCnt
+			if i >= int(q.size) {
+				i -= int(q.size)
+			}
+			q.pop[i] = uint32(id) | 1<<16
+			q.popCnt++
+			q.popped++
+			if q.availSeq++; q.availSeq == q.seqN {
+				q.availSeq = 0
+			}
 			return nil
 		}
 	}
@@ -394,7 +404,7 @@ func (q *PackedQueue) took(id uint16, n uint32) {
 	if i >= int(q.size) {
 		i -= int(q.size)
 	}
-	q.popID[i], q.popN[i] = id, uint16(n)
+	q.pop[i] = uint32(id) | n<<16
 	q.popCnt++
 	q.popped++
 	q.availSeq = q.add(q.availSeq, n)
@@ -523,67 +533,79 @@ func (q *PackedQueue) popSlow(mem *guestmem.Memory, c *Chain) error {
 // Unpop gives back the last n chains taken with Pop, which have not been
 // pushed; the next Pop returns them again.
 func (q *PackedQueue) Unpop(n int) {
-	for ; n > 0 && q.popCnt > 0; n-- {
+	for ; n > 0 && q.popCnt > q.nShadow; n-- {
 		q.popCnt--
 		i := q.popHead + q.popCnt
 		if i >= int(q.size) {
 			i -= int(q.size)
 		}
-		q.availSeq = q.add(q.availSeq, q.seqN-uint32(q.popN[i]))
+		q.availSeq = q.add(q.availSeq, q.seqN-q.pop[i]>>16)
 		q.popped--
 	}
 }
 
 // PushUsed returns the oldest chain popped and not yet pushed, whose Head
 // is head, with length bytes written into it: a packed device completes
-// chains in the order it took them, and the used descriptor goes to the
-// next used slot, the one after skipping the slots of the chain before.
-// It becomes visible to the driver at the next Publish. A device that
-// wrote into the chain's buffers reports the bytes with LogWritten while
-// the queue is Logging. Without a chain out, it does nothing.
+// chains in the order it took them, and each used descriptor goes to the
+// next used slot, after skipping the slots of the chain before. The
+// descriptor is written, and becomes visible to the driver, at the next
+// Publish. A device that wrote into the chain's buffers reports the bytes
+// with LogWritten while the queue is Logging. Without a chain out, it
+// does nothing.
 func (q *PackedQueue) PushUsed(head uint16, length uint32) {
-	if q.popCnt == 0 {
+	if q.nShadow >= q.popCnt {
 		return
 	}
-	n := q.popN[q.popHead]
-	if q.popHead++; q.popHead == int(q.size) {
-		q.popHead = 0
-	}
-	q.popCnt--
+	q.shadow[q.nShadow] = uint64(head) | uint64(length)<<32
+	q.nShadow++
 	q.pushed++
-	var p uint16
-	var flags uint32
-	if s := q.usedSeq; s >= uint32(q.size) {
-		p = uint16(s - uint32(q.size))
-	} else {
-		p, flags = uint16(s), PackedDescFAvail|PackedDescFUsed
-	}
-	d := unsafe.Add(q.descBase, uintptr(p)*descSize+8)
-	word := uint32(head) | flags<<16
-	if q.usedSeq == q.pubSeq {
-		// The batch's first: its flags are stored last, by Publish.
-		*(*uint32)(d) = length
-		q.firstWord, q.firstVal = (*uint32)(unsafe.Add(d, 4)), word
-	} else {
-		// len, id and flags in one store: the driver reads no slot
-		// past the batch's first before that one's flags say used.
-		*(*uint64)(d) = uint64(length) | uint64(word)<<32
-	}
-	q.usedSeq = q.add(q.usedSeq, uint32(n))
 }
 
-// Publish makes every used descriptor pushed since the last Publish
-// visible to the driver, by storing the first one's flags with release
-// (virtio 1.2, 2.8.21.2: the others were written before it).
+// Publish writes the used descriptors pushed since the last Publish and
+// makes them visible to the driver: the later ones first, then the
+// first one's flags with a release store (virtio 1.2, 2.8.21.2), so that
+// the driver, which reads them in ring order, sees a whole batch at once.
 func (q *PackedQueue) Publish() {
-	if q.pubSeq == q.usedSeq {
+	if q.nShadow == 0 {
 		return
 	}
-	release.Store32(q.firstWord, q.firstVal)
-	from := q.pubSeq
-	q.pubCount += uint16(q.dist(from, q.usedSeq))
-	q.pubSeq = q.usedSeq
-	q.published.Store(uint64(q.pubCount) | uint64(q.pubSeq)<<16)
+	from := q.usedSeq
+	s := from
+	var first *uint32
+	var firstVal uint32
+	for i, e := range q.shadow[:q.nShadow] {
+		n := q.pop[q.popHead] >> 16
+		if q.popHead++; q.popHead == int(q.size) {
+			q.popHead = 0
+		}
+		var p uint16
+		var flags uint32
+		if s >= uint32(q.size) {
+			p = uint16(s - uint32(q.size))
+		} else {
+			p, flags = uint16(s), PackedDescFAvail|PackedDescFUsed
+		}
+		// len at 8, id and flags at 12 and 14.
+		d := unsafe.Add(q.descBase, uintptr(p)*descSize+8)
+		word := uint32(e&0xffff) | flags<<16
+		if i == 0 {
+			*(*uint32)(d) = uint32(e >> 32)
+			first, firstVal = (*uint32)(unsafe.Add(d, 4)), word
+		} else {
+			// The driver reads no slot past the batch's first before
+			// that one's flags say used.
+			*(*uint64)(d) = e>>32 | uint64(word)<<32
+		}
+		if s += n; s >= q.seqN {
+			s -= q.seqN
+		}
+	}
+	release.Store32(first, firstVal)
+	q.popCnt -= q.nShadow
+	q.nShadow = 0
+	q.usedSeq, q.pubSeq = s, s
+	q.pubCount += uint16(q.dist(from, s))
+	q.published.Store(uint64(q.pubCount) | uint64(s)<<16)
 	if q.log != nil {
 		q.logPublish(from)
 	}

@@ -1,11 +1,12 @@
 package virtqueue_test
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand"
+	"sync/atomic"
 	"testing"
+	"unsafe"
 
 	"github.com/vhostd/vhostd/virtqueue"
 	"github.com/vhostd/vhostd/virtqueue/guestmem"
@@ -179,44 +180,61 @@ func TestPackedLaps(t *testing.T) {
 	}
 }
 
-// TestPackedBatchOrder checks that a batch of used descriptors is written
-// later ones first and the first one's flags at Publish: before it the
-// driver sees none (the first slot still says available), though the
-// others are already written.
+// TestPackedBatchOrder checks that a batch of used descriptors goes out
+// at Publish, whole: before it the driver sees nothing (the slots are
+// untouched), after it every descriptor, each at the slot after the
+// previous chain's. A driver goroutine polling the batch's first slot
+// checks that once it reads that one as used, the later ones are too
+// (their stores come first, the first one's flags last with release).
 func TestPackedBatchOrder(t *testing.T) {
-	d := virtqueuetest.NewPacked(8, 1<<22, 0)
-	q := newPacked(t, d, nil)
-	mem := d.Memory()
-	ids := []uint16{
-		d.AddChain([]virtqueuetest.Buf{{Data: []byte("a")}, {Data: []byte("b")}}),
-		d.AddChain([]virtqueuetest.Buf{{Data: []byte("c")}}),
-		d.AddChain([]virtqueuetest.Buf{{Data: []byte("d")}}),
-	}
-	q.Pending()
-	c := chain(4)
-	for i := range ids {
-		if err := q.Pop(mem, c); err != nil || c.Head != ids[i] {
-			t.Fatalf("pop %d: %v id %d", i, err, c.Head)
+	for iter := 0; iter < 50; iter++ {
+		d := virtqueuetest.NewPacked(8, 1<<22, 0)
+		q := newPacked(t, d, nil)
+		mem := d.Memory()
+		ids := []uint16{
+			d.AddChain([]virtqueuetest.Buf{{Data: []byte("a")}, {Data: []byte("b")}}),
+			d.AddChain([]virtqueuetest.Buf{{Data: []byte("c")}}),
+			d.AddChain([]virtqueuetest.Buf{{Data: []byte("d")}}),
 		}
-		q.PushUsed(c.Head, uint32(10+i))
-	}
-	flagsAt := func(pos int) uint16 {
-		return binary.LittleEndian.Uint16(d.Mem[virtqueuetest.PackedDescBase+16*pos+14:])
-	}
-	used := virtqueue.PackedDescFAvail | virtqueue.PackedDescFUsed
-	if flagsAt(0)&virtqueue.PackedDescFUsed != 0 {
-		t.Fatal("first used descriptor's flags written before Publish")
-	}
-	if flagsAt(2) != uint16(used) || flagsAt(3) != uint16(used) {
-		t.Fatalf("later used descriptors not written before the first: %#x %#x", flagsAt(2), flagsAt(3))
-	}
-	if u := d.CollectUsed(); len(u) != 0 {
-		t.Fatalf("driver saw %+v before Publish", u)
-	}
-	q.Publish()
-	u := d.CollectUsed()
-	if len(u) != 3 || u[0].Pos != 0 || u[1].Pos != 2 || u[2].Pos != 3 || u[2].Len != 12 {
-		t.Fatalf("used = %+v", u)
+		q.Pending()
+		c := chain(4)
+		for i := range ids {
+			if err := q.Pop(mem, c); err != nil || c.Head != ids[i] {
+				t.Fatalf("pop %d: %v id %d", i, err, c.Head)
+			}
+			q.PushUsed(c.Head, uint32(10+i))
+		}
+		word := func(pos int) *uint32 {
+			return (*uint32)(unsafe.Pointer(&d.Mem[virtqueuetest.PackedDescBase+16*pos+12]))
+		}
+		used := uint32(virtqueue.PackedDescFAvail|virtqueue.PackedDescFUsed) << 16
+		if iter == 0 {
+			if u := d.CollectUsed(); len(u) != 0 {
+				t.Fatalf("driver saw %+v before Publish", u)
+			}
+			q.Publish()
+			u := d.CollectUsed()
+			if len(u) != 3 || u[0].Pos != 0 || u[1].Pos != 2 || u[2].Pos != 3 || u[2].Len != 12 {
+				t.Fatalf("used = %+v", u)
+			}
+			continue
+		}
+		seen, ready := make(chan error), make(chan struct{})
+		go func() {
+			close(ready)
+			for atomic.LoadUint32(word(0))&used != used {
+			}
+			if atomic.LoadUint32(word(2))&used != used || atomic.LoadUint32(word(3))&used != used {
+				seen <- fmt.Errorf("first used descriptor visible before the later ones")
+				return
+			}
+			seen <- nil
+		}()
+		<-ready
+		q.Publish()
+		if err := <-seen; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
