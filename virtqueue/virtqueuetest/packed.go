@@ -51,8 +51,14 @@ type PackedDriver struct {
 // NewPacked returns a driver for a packed queue of size descriptors in
 // memSize bytes of fake guest memory at guest-physical address gpa.
 func NewPacked(size uint16, memSize int, gpa uint64) *PackedDriver {
+	return NewPackedOn(make([]byte, memSize), size, gpa)
+}
+
+// NewPackedOn returns a packed driver whose fake guest memory is mem (for
+// example a mapped Memfd shared with a real backend).
+func NewPackedOn(mem []byte, size uint16, gpa uint64) *PackedDriver {
 	d := &PackedDriver{
-		Mem: make([]byte, memSize), GPA: gpa, Size: size,
+		Mem: mem, GPA: gpa, Size: size,
 		availWrap: true, usedWrap: true,
 		idSlots: make([]uint16, size), idAddr: make([]uint64, size),
 		idLen: make([]uint32, size), idFlags: make([]uint16, size), isOut: make([]bool, size),
