@@ -318,14 +318,6 @@ func (q *PackedQueue) wordAt(p uint16) uint32 {
 	return atomic.LoadUint32((*uint32)(unsafe.Add(q.descBase, uintptr(p)*descSize+12)))
 }
 
-// availAt reports whether the descriptor at sequence s is available.
-func (q *PackedQueue) availAt(s uint32) bool {
-	p, wrap := q.pos(s)
-	f := q.wordAt(p) >> 16
-	avail, used := f&PackedDescFAvail != 0, f&PackedDescFUsed != 0
-	return avail == wrap && used != wrap
-}
-
 // Pending scans the ring for descriptors the driver made available since
 // the last scan and returns how many are waiting: an upper bound on the
 // chains Pop will return (a chain takes one descriptor or more). The scan
@@ -337,9 +329,20 @@ func (q *PackedQueue) Pending() int {
 		return 0
 	}
 	room := uint32(q.size) - q.dist(q.usedSeq, q.endSeq)
-	for ; room > 0 && q.availAt(q.endSeq); room-- {
-		q.endSeq = q.add(q.endSeq, 1)
+	p, wrap := q.pos(q.endSeq)
+	// Available in a lap of wrap counter 1: AVAIL set, USED clear; of
+	// wrap counter 0: the other way round.
+	want := uint32(PackedDescFUsed)
+	if wrap {
+		want = PackedDescFAvail
 	}
+	var n uint32
+	for ; n < room && q.wordAt(p)>>16&(PackedDescFAvail|PackedDescFUsed) == want; n++ {
+		if p++; p == q.size {
+			p, want = 0, want^(PackedDescFAvail|PackedDescFUsed)
+		}
+	}
+	q.endSeq = q.add(q.endSeq, n)
 	return int(q.dist(q.availSeq, q.endSeq))
 }
 
