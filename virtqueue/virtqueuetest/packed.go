@@ -279,8 +279,11 @@ func (d *PackedDriver) Recycle() int {
 		b := d.at(d.GPA + PackedDescBase + 16*uint64(d.availPos))
 		binary.LittleEndian.PutUint64(b[0:], d.idAddr[id])
 		binary.LittleEndian.PutUint32(b[8:], d.idLen[id])
-		binary.LittleEndian.PutUint16(b[12:], id)
-		binary.LittleEndian.PutUint16(b[14:], d.idFlags[id]|AvailFlags(d.availWrap))
+		// id and flags in one store, as a driver would write them
+		// (the device loads them as one word: two narrower stores
+		// would stall that load on store forwarding, a cost of the mock
+		// that no real driver on another CPU imposes).
+		binary.LittleEndian.PutUint32(b[12:], uint32(id)|uint32(d.idFlags[id]|AvailFlags(d.availWrap))<<16)
 		d.availPos, d.availWrap = d.next(d.availPos, d.availWrap)
 		n++
 	}
