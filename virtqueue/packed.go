@@ -267,6 +267,10 @@ func (q *PackedQueue) Size() uint16 { return q.size }
 
 // RingBase returns the state GET_VRING_BASE reports (see PackedBase): the
 // next available position and wrap counter, and the next used ones.
+// Chains popped and not yet published lie between the two: a device
+// resumed from this base does not take them again (packed rings have no
+// inflight tracking here yet), so the data path publishes everything
+// before the rings stop, as it does for split ones.
 func (q *PackedQueue) RingBase() uint32 {
 	ap, aw := q.pos(q.availSeq)
 	up, uw := q.pos(q.usedSeq)

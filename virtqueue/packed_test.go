@@ -869,3 +869,63 @@ func TestPackedOverMemfd(t *testing.T) {
 		}
 	}
 }
+
+// TestPackedDirectThenIndirect checks a chain of direct descriptors that
+// ends in an indirect one: the buffer id is the indirect descriptor's
+// (the last in the ring), the chain takes its three ring slots, and the
+// table's buffers follow the direct ones.
+func TestPackedDirectThenIndirect(t *testing.T) {
+	const table = virtqueuetest.PackedTableBase
+	d := virtqueuetest.NewPacked(8, 1<<22, 0)
+	q := newPacked(t, d, nil)
+	av := virtqueuetest.AvailFlags(true)
+	buf := uint64(virtqueuetest.PackedBufBase)
+	copy(d.Mem[buf:], "abcdefgh")
+	d.WriteTable(table, 0, buf+4, 2, 0)
+	d.WriteTable(table, 1, buf+6, 2, virtqueue.DescFWrite)
+	d.WriteRaw(2, table, 32, 5, av|virtqueue.DescFIndirect)
+	d.WriteRaw(1, buf+2, 2, 0, av|virtqueue.DescFNext)
+	d.WriteRaw(0, buf, 2, 0, av|virtqueue.DescFNext)
+	q.Pending()
+	c := chain(8)
+	if err := q.Pop(d.Memory(), c); err != nil {
+		t.Fatalf("pop: %v (%v)", err, q.Err())
+	}
+	if c.Head != 5 || string(joined(c, 0, c.NRead)) != "abcdef" || c.WriteLen != 2 {
+		t.Fatalf("chain id %d read %q write %d", c.Head, joined(c, 0, c.NRead), c.WriteLen)
+	}
+	q.PushUsed(c.Head, 2)
+	q.Publish()
+	if b := q.RingBase(); b != virtqueue.PackedBase(3, true, 3, true) {
+		t.Fatalf("ring base %#x after a three-slot chain", b)
+	}
+}
+
+// TestPackedEventOddValues checks the driver event values a driver must
+// not write are read so that no call it waits for is lost: the reserved
+// flags value 3, and DESC at a slot beyond the ring.
+func TestPackedEventOddValues(t *testing.T) {
+	d := virtqueuetest.NewPacked(4, 1<<22, 0)
+	q := newPacked(t, d, func(c *virtqueue.PackedConfig) { c.EventIdx = true })
+	mem := d.Memory()
+	c := chain(4)
+	for i, set := range []func(){
+		func() { d.SetDriverEvent(3, 0, true) },
+		func() { d.SetDriverEvent(virtqueue.EventFlagDesc, 100, true) },
+	} {
+		set()
+		for j := 0; j < 2; j++ {
+			d.AddChain([]virtqueuetest.Buf{{Data: []byte("x")}})
+			q.Pending()
+			if err := q.Pop(mem, c); err != nil {
+				t.Fatal(err)
+			}
+			q.PushUsed(c.Head, 0)
+			q.Publish()
+			d.CollectUsed()
+			if !q.NeedCall() {
+				t.Fatalf("case %d round %d: no call", i, j)
+			}
+		}
+	}
+}
