@@ -39,16 +39,19 @@ func (q *Queue) Logging() bool { return q.log != nil }
 // descriptor chain"). c must have been popped with GPAs; a segment without
 // one is counted as missed (guestmem.Log.MissedWrites). The queue must be
 // Logging.
-func (q *Queue) LogWritten(c *Chain, n uint32) {
+func (q *Queue) LogWritten(c *Chain, n uint32) { logChain(q.log, c, n) }
+
+// logChain marks in log the first n bytes of c's device-writable segments.
+func logChain(log *guestmem.Log, c *Chain, n uint32) {
 	rem := uint64(n)
 	for i := c.NRead; rem > 0 && i < len(c.Segs); i++ {
 		l := min(uint64(len(c.Segs[i])), rem)
 		if i < len(c.GPAs) {
-			q.log.Mark(c.GPAs[i], l)
+			log.Mark(c.GPAs[i], l)
 		} else {
 			// A chain popped without GPAs: a bug of the caller's,
 			// counted rather than crashing the data path.
-			q.log.Missed()
+			log.Missed()
 		}
 		rem -= l
 	}

@@ -1,5 +1,7 @@
-// Package virtqueue processes split virtqueues (virtio 1.2, section 2.7)
-// living in guest memory, from the device side.
+// Package virtqueue processes virtqueues living in guest memory, from the
+// device side: split ones (virtio 1.2, section 2.7) with Queue, packed
+// ones (section 2.8) with PackedQueue, both with the data-path method set
+// Ring describes.
 //
 // A Queue holds the ring pointers and the device's private indices. It is
 // not safe for concurrent use: one poller owns a running queue, and the
