@@ -333,6 +333,9 @@ func fuzzConn(t testing.TB, log *logrus.Entry, stream, plan []byte) error {
 	d := newDevice(log, nopBackend{}, Options{})
 	err = s.loop(newConn(fc.(*net.UnixConn)), d)
 	d.reset()
+	// As Server.serve does: the last status closes the kick fds that
+	// watched disabled rings.
+	s.setStatus(d, false, "")
 	fc.Close()
 	wg.Wait()
 	return err
