@@ -288,12 +288,7 @@ func (q *PackedQueue) UsedIdx() uint16 { return q.pushed }
 // RingContains reports whether the host address addr lies in one of the
 // queue's three ring parts.
 func (q *PackedQueue) RingContains(addr uintptr) bool {
-	for _, b := range [3][]byte{q.desc, q.driver, q.device} {
-		if addr-uintptr(unsafe.Pointer(unsafe.SliceData(b))) < uintptr(len(b)) {
-			return true
-		}
-	}
-	return false
+	return inAny(addr, q.desc, q.driver, q.device)
 }
 
 // Err returns why the queue broke, or nil.

@@ -262,12 +262,7 @@ func (q *Queue) UsedIdx() uint16 { return q.usedIdx }
 // queue's three ring parts, so that a fault there can be pinned on the
 // queue (one in a buffer cannot: buffers lie anywhere in guest memory).
 func (q *Queue) RingContains(addr uintptr) bool {
-	for _, b := range [3][]byte{q.desc, q.avail, q.used} {
-		if addr-uintptr(unsafe.Pointer(unsafe.SliceData(b))) < uintptr(len(b)) {
-			return true
-		}
-	}
-	return false
+	return inAny(addr, q.desc, q.avail, q.used)
 }
 
 // Err returns why the queue broke, or nil.
@@ -652,4 +647,14 @@ func (q *Queue) EnableNotify() bool {
 // result (a driver can write anything there).
 func (q *Queue) Backlog() (avail, used uint16) {
 	return q.loadAvailIdx(), uint16(atomic.LoadUint32(q.usedWord) >> 16)
+}
+
+// inAny reports whether the host address addr lies in one of parts.
+func inAny(addr uintptr, parts ...[]byte) bool {
+	for _, b := range parts {
+		if addr-uintptr(unsafe.Pointer(unsafe.SliceData(b))) < uintptr(len(b)) {
+			return true
+		}
+	}
+	return false
 }
