@@ -81,6 +81,11 @@ type NIC struct {
 	// the backend to announce a migrated guest with SEND_RARP instead of
 	// telling the driver to).
 	DeviceExtra string
+	// Queues, when above 1, gives the device that many queue pairs
+	// (netdev queues=, device mq=on). The guest's driver uses as many as
+	// it has vCPUs (Linux's default), so give the guest -smp Queues for
+	// all of them to run.
+	Queues int
 }
 
 // GuestConfig describes a guest to start.
@@ -145,12 +150,17 @@ func NICArgs(n NIC, index int) []string {
 	if n.ID != "" {
 		device += ",id=" + optEscape(n.ID)
 	}
+	netdev := fmt.Sprintf("vhost-user,id=n%d,chardev=c%d", index, index)
+	if n.Queues > 1 {
+		device += ",mq=on"
+		netdev += ",queues=" + strconv.Itoa(n.Queues)
+	}
 	if n.DeviceExtra != "" {
 		device += "," + n.DeviceExtra
 	}
 	return []string{
 		"-chardev", chardev,
-		"-netdev", fmt.Sprintf("vhost-user,id=n%d,chardev=c%d", index, index),
+		"-netdev", netdev,
 		"-device", device,
 	}
 }

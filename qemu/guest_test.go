@@ -29,6 +29,7 @@ func TestArgs(t *testing.T) {
 			{SocketPath: "/run/B.sock", MAC: "52:54:00:00:00:02", ID: "net1", Reconnect: 1},
 			{SocketPath: "/run/C.sock", Server: true},
 			{SocketPath: "/run/D.sock", MAC: "52:54:00:00:00:04", HostMTU: 1400, DeviceExtra: "guest_announce=off"},
+			{SocketPath: "/run/E.sock", Queues: 2},
 		},
 		ExtraArgs: []string{"-smp", "1"},
 	}
@@ -54,6 +55,9 @@ func TestArgs(t *testing.T) {
 		"-chardev", "socket,id=c3,path=/run/D.sock",
 		"-netdev", "vhost-user,id=n3,chardev=c3",
 		"-device", "virtio-net-pci,netdev=n3,mac=52:54:00:00:00:04,vectors=0,host_mtu=1400,guest_announce=off",
+		"-chardev", "socket,id=c4,path=/run/E.sock",
+		"-netdev", "vhost-user,id=n4,chardev=c4,queues=2",
+		"-device", "virtio-net-pci,netdev=n4,vectors=0,mq=on",
 		"-smp", "1",
 	}
 	if got := cfg.Args(); !reflect.DeepEqual(got, want) {

@@ -3,6 +3,7 @@ package vhost
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -107,6 +108,12 @@ type device struct {
 	running     *Rings
 	inflight    *inflightRegion // SET_INFLIGHT_FD's region, or nil
 	dirty       dirtyLog        // SET_LOG_BASE's log (log.go)
+	// memDups counts, per region, the ADD_MEM_REGs of a region that was
+	// already mapped, exactly as it is: QEMU before 8.1 sends ADD_MEM_REG
+	// and REM_MEM_REG once per queue pair of a multi-queue device (its
+	// vhost_user_one_time_request lacks them), so each is matched by one
+	// REM_MEM_REG more before the region goes. Cleared with the table.
+	memDups map[guestmem.RegionSpec]int
 	// violations are the frontend's breaches of the specifications on
 	// this connection (the first maxViolations), violationsSeen all of
 	// them (violation.go).
@@ -437,11 +444,25 @@ func (d *device) setMemTable(m *Message) error {
 	if err != nil {
 		return err
 	}
+	d.memDups = nil
 	return d.replaceMemory(mem, func(old *guestmem.Memory) { old.Unmap() })
 }
 
 func (d *device) addMemReg(m *Message) error {
 	spec := m.decodeMemReg()
+	if d.mem != nil && slices.Contains(d.mem.Regions(), spec) {
+		// The same region again (QEMU < 8.1 with several queue pairs,
+		// see memDups): already mapped, nothing changes. Keeping the
+		// first mapping is safe whatever the new fd is: the region's
+		// addresses are the same and its memory the frontend's own.
+		closeFDs(m.FDs)
+		if d.memDups == nil {
+			d.memDups = map[guestmem.RegionSpec]int{}
+		}
+		d.memDups[dupKey(spec)]++
+		d.log.WithField("region", spec.String()).Debug("ADD_MEM_REG of a region already mapped: counted, not mapped again")
+		return nil
+	}
 	var mem *guestmem.Memory
 	var err error
 	if d.mem == nil {
@@ -456,9 +477,25 @@ func (d *device) addMemReg(m *Message) error {
 	return d.replaceMemory(mem, func(old *guestmem.Memory) { old.Detach() })
 }
 
+// dupKey is the key of a region in memDups: what REM_MEM_REG matches a
+// region by (Memory.Remove), its mmap offset left out.
+func dupKey(s guestmem.RegionSpec) guestmem.RegionSpec {
+	s.MmapOffset = 0
+	return s
+}
+
 func (d *device) remMemReg(spec guestmem.RegionSpec) error {
 	if d.mem == nil {
 		return fmt.Errorf("region %v: no memory table", spec)
+	}
+	if n := d.memDups[dupKey(spec)]; n > 0 {
+		// One of several ADD_MEM_REGs of it undone (memDups): it stays.
+		if n == 1 {
+			delete(d.memDups, dupKey(spec))
+		} else {
+			d.memDups[dupKey(spec)] = n - 1
+		}
+		return nil
 	}
 	kept, removed, err := d.mem.Remove(spec)
 	if err != nil {
@@ -608,6 +645,7 @@ func (d *device) reset() {
 	d.forgetRings()
 	d.mem.Unmap()
 	d.mem = nil
+	d.memDups = nil
 	d.inflight.unmap()
 	d.inflight = nil
 	d.unmapLog()

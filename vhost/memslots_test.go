@@ -93,10 +93,32 @@ func TestMemSlots(t *testing.T) {
 	}
 	exchange(t, a, b, 200)
 
-	// Removing a region that is not there is refused.
+	// QEMU before 8.1 with several queue pairs sends each ADD_MEM_REG
+	// and REM_MEM_REG once per pair: the same region added twice is
+	// mapped once and goes at the second removal.
+	for i := range 2 {
+		if err := f.Send(vt.AddMemReg, vt.FlagVersion|vt.FlagNeedReply, vt.MemRegPayload(r2), extra); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Ack(vt.AddMemReg); err != nil {
+			t.Fatalf("ADD_MEM_REG %d of the same region: %v", i+1, err)
+		}
+	}
+	exchange(t, a, b, 300)
+	for i := range 2 {
+		if err := f.Send(vt.RemMemReg, vt.FlagVersion|vt.FlagNeedReply, vt.MemRegPayload(r2)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Ack(vt.RemMemReg); err != nil {
+			t.Fatalf("REM_MEM_REG %d of a region added twice: %v", i+1, err)
+		}
+		exchange(t, a, b, 400)
+	}
+
+	// Removing a region that is not there (any more) is refused.
 	f.Send(vt.RemMemReg, vt.FlagVersion|vt.FlagNeedReply, vt.MemRegPayload(r2))
 	if err := f.Ack(vt.RemMemReg); err == nil {
-		t.Fatal("removing an unknown region was acknowledged")
+		t.Fatal("a third REM_MEM_REG of a region added twice was acknowledged")
 	}
 }
 

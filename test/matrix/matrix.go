@@ -49,9 +49,17 @@ type Combination struct {
 	// frontends that can (testpmd: "mrg_rxbuf", "in_order"). A row with
 	// FrontendOff runs only with such frontends.
 	FrontendOff []string
+	// QueuePairs is how many queue pairs the frontend asks for (testpmd
+	// queues=, QEMU queues= with as many vCPUs, so Linux uses them all);
+	// 0 means 1. vhostd then runs as many pollers, so each pair has a
+	// lane of its own and traffic must cross every queue.
+	QueuePairs int
 	// Why says what the combination exercises, for the documentation.
 	Why string
 }
+
+// Queues returns c.QueuePairs, at least 1.
+func (c Combination) Queues() int { return max(c.QueuePairs, 1) }
 
 // DisableArg is the value of the --socket option's disable= (features
 // joined by "+"), empty for none.
@@ -79,8 +87,9 @@ var Pairs = [][2]string{
 
 // Combinations returns the full matrix: the baseline (nothing masked),
 // each of maskable masked alone, the interacting Pairs (those whose
-// features are both maskable), and the baseline with each frontend knob
-// of testpmd off. maskable is vhost.Maskable() outside tests.
+// features are both maskable), two queue pairs in use (with and without
+// in_order), and the baseline with each frontend knob of testpmd off.
+// maskable is vhost.Maskable() outside tests.
 func Combinations(maskable []string) []Combination {
 	out := []Combination{{Name: "baseline", Why: "every feature vhostd offers"}}
 	for _, f := range maskable {
@@ -93,6 +102,13 @@ func Combinations(maskable []string) []Combination {
 		out = append(out, Combination{Name: "no-" + p[0] + "+" + p[1], Disable: []string{p[0], p[1]},
 			Why: p[0] + " and " + p[1] + " masked together"})
 	}
+	// Several queue pairs in use (the rows above run one): alone, and
+	// with in_order masked (the mq x in_order pair, with mq in effect).
+	out = append(out, Combination{Name: "mq2", QueuePairs: 2, Why: "two queue pairs used by the frontend, nothing masked"})
+	if slices.Contains(maskable, "in_order") {
+		out = append(out, Combination{Name: "mq2+no-in_order", QueuePairs: 2, Disable: []string{"in_order"},
+			Why: "two queue pairs used by the frontend, in_order masked"})
+	}
 	for _, k := range frontendKnobs {
 		out = append(out, Combination{Name: "fe-no-" + k, FrontendOff: []string{k},
 			Why: k + " turned off by the frontend (testpmd " + k + "=0), nothing masked"})
@@ -104,7 +120,7 @@ func Combinations(maskable []string) []Combination {
 func DefaultCombinations() []Combination { return Combinations(vhost.Maskable()) }
 
 // Reduced is the subset make test runs with both frontends.
-var Reduced = []string{"baseline", "no-mrg_rxbuf", "no-mrg_rxbuf+version_1", "no-event_idx+indirect_desc"}
+var Reduced = []string{"baseline", "no-mrg_rxbuf", "no-mrg_rxbuf+version_1", "no-event_idx+indirect_desc", "mq2"}
 
 // Select returns the combinations of all named in names, in the order of
 // names; an unknown name is an error.

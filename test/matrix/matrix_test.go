@@ -25,6 +25,7 @@ func TestCombinations(t *testing.T) {
 	got := names(Combinations([]string{"event_idx", "indirect_desc", "mrg_rxbuf", "version_1"}))
 	want := []string{"baseline", "no-event_idx", "no-indirect_desc", "no-mrg_rxbuf", "no-version_1",
 		"no-mrg_rxbuf+version_1", "no-event_idx+indirect_desc", // mq x in_order left out: not maskable here
+		"mq2", // mq2+no-in_order left out: in_order not maskable here
 		"fe-no-mrg_rxbuf", "fe-no-in_order"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Combinations = %v, want %v", got, want)
@@ -120,6 +121,10 @@ func TestJudge(t *testing.T) {
 		}, "no features acked"},
 		{"qemu counters not compared", func(r *Row) { r.Frontend, r.VhostRx, r.VhostTx = QEMU, 150, 140 }, ""},
 		{"qemu lost", func(r *Row) { r.Frontend, r.Received = QEMU, 17 }, "17 of 100 pings"},
+		{"mq", func(r *Row) { mq(r) }, ""},
+		{"mq ring not running", func(r *Row) { mq(r); r.RunningRings[1] = 2 }, "port b runs 2 rings, want 4"},
+		{"mq queue idle", func(r *Row) { mq(r); delete(r.QueueFrames, "b:tx1") }, "b: queue tx1 carried nothing"},
+		{"mq qemu queue idle", func(r *Row) { mq(r); r.Frontend = QEMU; delete(r.QueueFrames, "b:tx1") }, ""},
 	} {
 		r := passing()
 		tc.edit(&r)
@@ -133,6 +138,16 @@ func TestJudge(t *testing.T) {
 		if r.Pass || !strings.Contains(r.Why, tc.why) {
 			t.Errorf("%s: pass %v why %q, want a failure saying %q", tc.name, r.Pass, r.Why, tc.why)
 		}
+	}
+}
+
+// mq makes r a two-queue-pair row in which every queue carried frames.
+func mq(r *Row) {
+	r.Combination.QueuePairs = 2
+	r.RunningRings = [2]int{4, 4}
+	r.QueueFrames = map[string]uint64{}
+	for _, k := range []string{"a:rx0", "a:rx1", "a:tx0", "a:tx1", "b:rx0", "b:rx1", "b:tx0", "b:tx1"} {
+		r.QueueFrames[k] = 25
 	}
 }
 

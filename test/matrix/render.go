@@ -78,7 +78,7 @@ func WriteMarkdown(w io.Writer, rows []Row) error {
 
 // CSVHeader is the first line of the CSV.
 var CSVHeader = []string{"combination", "frontend", "disable", "frontend_off", "features", "protocol_features",
-	"sent", "received", "vhostd_rx", "vhostd_tx", "sent_bytes", "received_bytes", "vhostd_rx_bytes", "vhostd_tx_bytes", "drops", "early_drops", "result", "why", "trace", "seconds", "violations"}
+	"sent", "received", "vhostd_rx", "vhostd_tx", "sent_bytes", "received_bytes", "vhostd_rx_bytes", "vhostd_tx_bytes", "drops", "early_drops", "result", "why", "trace", "seconds", "violations", "queue_pairs", "queue_frames"}
 
 // WriteCSV writes rows as CSV with CSVHeader; lists inside a field are
 // joined with "+" (features) or spaces (drops and violations,
@@ -99,6 +99,10 @@ func WriteCSV(w io.Writer, rows []Row) error {
 		if viol == "-" {
 			viol = ""
 		}
+		queues := FormatDrops(r.QueueFrames)
+		if queues == "-" {
+			queues = ""
+		}
 		cw.Write([]string{
 			r.Combination.Name, string(r.Frontend), r.Combination.DisableArg(), strings.Join(r.Combination.FrontendOff, "+"),
 			strings.Join(r.Features, "+"), strings.Join(r.ProtocolFeatures, "+"),
@@ -107,6 +111,7 @@ func WriteCSV(w io.Writer, rows []Row) error {
 			strconv.FormatUint(r.SentBytes, 10), strconv.FormatUint(r.ReceivedBytes, 10),
 			strconv.FormatUint(r.VhostRxBytes, 10), strconv.FormatUint(r.VhostTxBytes, 10),
 			drops, early, strings.ToLower(result(r)), r.Why, r.Trace, fmt.Sprintf("%.1f", r.Elapsed.Seconds()), viol,
+			strconv.Itoa(r.Combination.Queues()), queues,
 		})
 	}
 	cw.Flush()

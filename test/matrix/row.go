@@ -34,6 +34,14 @@ type Row struct {
 	// before it (while the frontends set up: a guest's first frames to a
 	// peer whose driver is not ready yet), which fail nothing.
 	Drops, EarlyDrops map[string]uint64
+	// QueueFrames are vhostd's frame counters per queue of ports a and
+	// b (vhostctl stats), "port:rxK" for what it took from transmit
+	// queue pair K (the lane serving it) and "port:txK" for what it put
+	// into receive queue K; RunningRings the rings running on port a
+	// and on port b. Both are read only for rows with several queue
+	// pairs.
+	QueueFrames  map[string]uint64
+	RunningRings [2]int
 	// Violations are the frontends' violations of the specifications
 	// that vhostd reported for ports a and b (vhostctl ports --detail),
 	// as "port:kind" (data path) or "port:REQUEST" (control path) to the
@@ -124,7 +132,29 @@ func judge(r *Row) (bool, string) {
 		return false, fmt.Sprintf("vhostd counted rx %d tx %d bytes, frontend sent %d received %d (header layouts disagree?)",
 			r.VhostRxBytes, r.VhostTxBytes, r.SentBytes, r.ReceivedBytes)
 	}
-	return true, fmt.Sprintf("%d/%d %s", r.Received, r.Sent, unit)
+	why := fmt.Sprintf("%d/%d %s", r.Received, r.Sent, unit)
+	if q := r.Combination.Queues(); q > 1 {
+		for i, n := range r.RunningRings {
+			if n != 2*q {
+				return false, fmt.Sprintf("port %c runs %d rings, want %d (%d queue pairs)", 'a'+i, n, 2*q, q)
+			}
+		}
+		// testpmd transmits on every queue; a guest's pings leave on
+		// the queue of the vCPU that sends them, so not all need carry.
+		if r.Frontend == Testpmd {
+			for _, p := range []string{"a", "b"} {
+				for k := range q {
+					for _, d := range []string{"rx", "tx"} {
+						if key := fmt.Sprintf("%s:%s%d", p, d, k); r.QueueFrames[key] == 0 {
+							return false, fmt.Sprintf("%s: queue %s%d carried nothing (queues: %s)", p, d, k, FormatDrops(r.QueueFrames))
+						}
+					}
+				}
+			}
+		}
+		why += "; queues: " + FormatDrops(r.QueueFrames)
+	}
+	return true, why
 }
 
 // sentSetFeatures tells whether the trace holds a SET_FEATURES request.

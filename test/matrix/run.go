@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,7 +71,7 @@ func (r *Runner) run(ctx context.Context, row *Row) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	v, err := startVhostd(ctx, r.Vhostd, dir, row.Combination.DisableArg())
+	v, err := startVhostd(ctx, r.Vhostd, dir, row.Combination.DisableArg(), row.Combination.Queues())
 	if err != nil {
 		return err
 	}
@@ -157,9 +158,18 @@ func (r *Runner) runTestpmd(ctx context.Context, dir string, row *Row, mark, col
 	if n == 0 {
 		n = 2000
 	}
+	q := row.Combination.Queues()
+	if n%q != 0 {
+		return fmt.Errorf("%d frames per port do not split evenly over %d queues", n, q)
+	}
 	ports := []testpmd.Port{
 		{Socket: filepath.Join(dir, "a.sock"), MAC: macA},
 		{Socket: filepath.Join(dir, "b.sock"), MAC: macB},
+	}
+	if q > 1 {
+		for i := range ports {
+			ports[i].Queues = q
+		}
 	}
 	off := false
 	for _, k := range row.Combination.FrontendOff {
@@ -232,6 +242,12 @@ func (r *Runner) runQEMU(ctx context.Context, dir string, row *Row, mark, collec
 		{"a", "10.9.0.1", "52:54:00:00:00:01", "10.9.0.2"},
 		{"b", "10.9.0.2", "52:54:00:00:00:02", "10.9.0.1"},
 	}
+	q := row.Combination.Queues()
+	var extra []string
+	if q > 1 {
+		// Linux's virtio-net uses as many queue pairs as it has vCPUs.
+		extra = []string{"-smp", strconv.Itoa(q)}
+	}
 	guests := make([]*qemu.Guest, len(vms))
 	errs := make([]error, len(vms))
 	var wg sync.WaitGroup
@@ -242,8 +258,9 @@ func (r *Runner) runQEMU(ctx context.Context, dir string, row *Row, mark, collec
 			guests[i], errs[i] = qemu.Start(ctx, qemu.GuestConfig{
 				Kernel: r.Kernel, Initrd: r.Initrd,
 				Append:     "guestip=" + m.ip + "/24",
-				NICs:       []qemu.NIC{{SocketPath: filepath.Join(dir, m.name+".sock"), MAC: m.mac}},
+				NICs:       []qemu.NIC{{SocketPath: filepath.Join(dir, m.name+".sock"), MAC: m.mac, Queues: q}},
 				ConsoleLog: filepath.Join(dir, m.name+"-console.log"),
+				ExtraArgs:  extra,
 			})
 		}()
 	}
@@ -305,10 +322,14 @@ type daemon struct {
 }
 
 // startVhostd runs vhostd with ports a and b in dir, both with
-// disable=mask if mask is not empty, and waits for its control socket.
-func startVhostd(ctx context.Context, bin, dir, mask string) (*daemon, error) {
+// disable=mask if mask is not empty, with one poller per queue pair, and
+// waits for its control socket.
+func startVhostd(ctx context.Context, bin, dir, mask string, queues int) (*daemon, error) {
 	v := &daemon{ctl: filepath.Join(dir, "ctl.sock"), log: filepath.Join(dir, "vhostd.log"), done: make(chan error, 1)}
 	args := []string{"--control", v.ctl}
+	if queues > 1 {
+		args = append(args, "--pollers", strconv.Itoa(queues))
+	}
 	for _, p := range []string{"a", "b"} {
 		opt := p + "=" + filepath.Join(dir, p+".sock")
 		if mask != "" {
@@ -383,6 +404,13 @@ func (v *daemon) collect(ctx context.Context, row *Row, before map[string]uint64
 		default:
 			continue
 		}
+		if i := slices.Index([]string{"a", "b"}, p.Name); i >= 0 {
+			for _, rs := range p.Vhost.Rings {
+				if rs.Running {
+					row.RunningRings[i]++
+				}
+			}
+		}
 		for _, x := range p.Vhost.Violations {
 			what, n := x.Kind, x.Count
 			if what == "" {
@@ -398,6 +426,16 @@ func (v *daemon) collect(ctx context.Context, row *Row, before map[string]uint64
 	for _, s := range stats {
 		if s.Name != "a" && s.Name != "b" {
 			continue
+		}
+		for _, qs := range s.Queues {
+			n := qs.TxPackets
+			if qs.Dir == "rx" {
+				n = qs.RxPackets
+			}
+			if row.QueueFrames == nil {
+				row.QueueFrames = map[string]uint64{}
+			}
+			row.QueueFrames[fmt.Sprintf("%s:%s%d", s.Name, qs.Dir, qs.Queue)] = n
 		}
 		row.VhostRx += s.RxPackets
 		row.VhostTx += s.TxPackets

@@ -294,6 +294,10 @@ type SendOptions struct {
 // could not queue a frame (its TX-dropped counter), so on success the
 // TxPackets of every port is exactly perPort; compare the RX side to see
 // what the backend delivered. Forwarding is left stopped in rxonly mode.
+//
+// With several queue pairs (Port.Queues) a round sends on every transmit
+// queue of every port (one burst per forwarding stream), so perPort must
+// be a multiple of the queues: each queue sends perPort/queues frames.
 func (t *TestPMD) SendExact(ctx context.Context, perPort int, opt SendOptions) ([]PortStats, error) {
 	if opt.Round == 0 {
 		opt.Round = 128
@@ -310,6 +314,10 @@ func (t *TestPMD) SendExact(ctx context.Context, perPort int, opt SendOptions) (
 	if perPort < 0 {
 		return nil, fmt.Errorf("testpmd: SendExact count %d < 0", perPort)
 	}
+	queues := t.queues()
+	if perPort%queues != 0 {
+		return nil, fmt.Errorf("testpmd: SendExact count %d is not a multiple of the %d transmit queues of each port", perPort, queues)
+	}
 	if _, err := t.Stop(ctx); err != nil {
 		return nil, err
 	}
@@ -321,7 +329,7 @@ func (t *TestPMD) SendExact(ctx context.Context, perPort int, opt SendOptions) (
 	}
 	burst := -1
 	for sent := 0; sent < perPort; {
-		c := min(opt.Round, perPort-sent)
+		c := min(opt.Round, (perPort-sent)/queues) // per queue
 		if c != burst {
 			if err := t.SetBurst(ctx, c); err != nil {
 				return nil, err
@@ -331,7 +339,7 @@ func (t *TestPMD) SendExact(ctx context.Context, perPort int, opt SendOptions) (
 		if err := t.StartTxFirst(ctx, 1); err != nil {
 			return nil, err
 		}
-		sent += c
+		sent += c * queues
 		werr := t.waitRound(ctx, opt)
 		fs, err := t.Stop(ctx)
 		if werr != nil {
@@ -341,9 +349,9 @@ func (t *TestPMD) SendExact(ctx context.Context, perPort int, opt SendOptions) (
 			return nil, err
 		}
 		for _, f := range fs {
-			if f.Port >= 0 && (f.TxPackets != uint64(c) || f.TxDropped != 0) {
+			if f.Port >= 0 && (f.TxPackets != uint64(c*queues) || f.TxDropped != 0) {
 				return nil, fmt.Errorf("testpmd: SendExact: port %d queued %d of %d frames in a round (TX-dropped %d): round too large for the rings?",
-					f.Port, f.TxPackets, c, f.TxDropped)
+					f.Port, f.TxPackets, c*queues, f.TxDropped)
 			}
 		}
 	}

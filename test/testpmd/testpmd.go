@@ -358,14 +358,7 @@ func (c Config) args() []string {
 			a = append(a, fmt.Sprintf("--eth-peer=%d,%s", i, m))
 		}
 	}
-	q := 0
-	for _, p := range c.Ports {
-		q = max(q, p.Queues)
-	}
-	for _, p := range c.VhostPorts {
-		q = max(q, p.Queues)
-	}
-	if q > 1 {
+	if q := c.queues(); q > 1 {
 		a = append(a, fmt.Sprintf("--rxq=%d", q), fmt.Sprintf("--txq=%d", q))
 	}
 	if c.TxPkts > 0 {
@@ -795,3 +788,19 @@ func shellJoin(argv []string) string {
 	}
 	return strings.Join(q, " ")
 }
+
+// queues is the number of queue pairs testpmd runs per port: the largest
+// of its ports' (--rxq/--txq), at least 1.
+func (c Config) queues() int {
+	q := 1
+	for _, p := range c.Ports {
+		q = max(q, p.Queues)
+	}
+	for _, p := range c.VhostPorts {
+		q = max(q, p.Queues)
+	}
+	return q
+}
+
+// queues is the number of queue pairs of each port (see Config.queues).
+func (t *TestPMD) queues() int { return t.cfg.queues() }
