@@ -69,7 +69,7 @@ func Of(segs [][]byte) uint32 {
 // most MaxHeader are read).
 func Bytes(b []byte) uint32 {
 	if len(b) < 14 {
-		return mix(uint32(len(b)))
+		return fmix(uint32(len(b)))
 	}
 	off := 12
 	et := binary.BigEndian.Uint16(b[off:])
@@ -104,13 +104,36 @@ func ipv4(p []byte) (uint32, bool) {
 		return 0, false
 	}
 	proto := p[9]
-	h := mix(binary.BigEndian.Uint32(p[12:])) + mix(binary.BigEndian.Uint32(p[16:])) + uint32(proto)
+	// The addresses ordered, so that the key is the same both ways.
+	a, b := binary.BigEndian.Uint32(p[12:]), binary.BigEndian.Uint32(p[16:])
+	k := uint64(min(a, b))<<32 | uint64(max(a, b))
 	// Ports only for a packet that is not a fragment (offset 0, MF clear).
-	frag := binary.BigEndian.Uint16(p[6:]) & 0x3fff
-	if frag == 0 {
-		h += ports(p, ihl, proto)
+	var pp uint64
+	if binary.BigEndian.Uint16(p[6:])&0x3fff == 0 {
+		pp = portPair(p, ihl, proto)
 	}
-	return fmix(h), true
+	return uint32(fmix64(k*0x9e3779b97f4a7c15 ^ (pp | uint64(proto)<<32))), true
+}
+
+// portPair is the ports of a TCP, UDP or SCTP header at p[off:], ordered
+// (smaller first, in 32 bits), or 0 for another protocol or a header cut
+// short.
+func portPair(p []byte, off int, proto uint8) uint64 {
+	if (proto != protoTCP && proto != protoUDP && proto != protoSCTP) || len(p) < off+4 {
+		return 0
+	}
+	s, d := binary.BigEndian.Uint16(p[off:]), binary.BigEndian.Uint16(p[off+2:])
+	return uint64(min(s, d))<<16 | uint64(max(s, d))
+}
+
+// fmix64 is MurmurHash3's 64-bit finaliser.
+func fmix64(k uint64) uint64 {
+	k ^= k >> 33
+	k *= 0xff51afd7ed558ccd
+	k ^= k >> 33
+	k *= 0xc4ceb9fe1a85ec53
+	k ^= k >> 33
+	return k
 }
 
 // ipv6 hashes an IPv6 packet p; ok is false if p is not a valid header.
@@ -119,18 +142,9 @@ func ipv6(p []byte) (uint32, bool) {
 		return 0, false
 	}
 	proto := p[6]
-	h := fold128(p[8:24]) + fold128(p[24:40]) + uint32(proto)
-	h += ports(p, 40, proto)
-	return fmix(h), true
-}
-
-// ports is the symmetric hash of the ports of a TCP, UDP or SCTP header
-// at p[off:], or 0 for another protocol or a header cut short.
-func ports(p []byte, off int, proto uint8) uint32 {
-	if (proto != protoTCP && proto != protoUDP && proto != protoSCTP) || len(p) < off+4 {
-		return 0
-	}
-	return mix(uint32(binary.BigEndian.Uint16(p[off:]))) + mix(uint32(binary.BigEndian.Uint16(p[off+2:])))
+	a, b := fold128(p[8:24]), fold128(p[24:40])
+	k := uint64(min(a, b))<<32 | uint64(max(a, b))
+	return uint32(fmix64(k*0x9e3779b97f4a7c15 ^ (portPair(p, 40, proto) | uint64(proto)<<32))), true
 }
 
 // fold128 is the hash of a 16-byte IPv6 address.
@@ -140,15 +154,9 @@ func fold128(a []byte) uint32 {
 	return mix64(hi ^ bits.RotateLeft64(lo, 29))
 }
 
-// mix scatters the bits of x (a multiply-xorshift step). Sums of mixed
-// values are what make the hash symmetric: addition does not care which
-// address is the source.
-func mix(x uint32) uint32 {
-	x *= 0x9e3779b1
-	return x ^ x>>15
-}
-
-// mix64 is mix for 64-bit inputs.
+// mix64 scatters the bits of x into 32 (a multiply-fold step). Sums of
+// mixed values are symmetric: addition does not care which address is
+// the source.
 func mix64(x uint64) uint32 {
 	x *= 0x9e3779b97f4a7c15
 	return uint32(x>>32) ^ uint32(x)
