@@ -316,7 +316,7 @@ done`, serviceIP, peerIP, nsLink.Attrs().HardwareAddr, port, port))
 	t.Logf("connected %s:%d -> %s:%d; the guest's window is %d bytes, MSS %d", peerIP, c.srcPort, serviceIP, port, c.peerWindow, c.peerMSS)
 
 	guestRun(here, "eth0 down", "ip link set eth0 down")
-	snmpBefore := parseSNMP(guestRun(here, "counters", "cat /proc/net/snmp"))
+	snmpBefore := parseSNMP(guestRun(here, "counters", guestCounters))
 
 	// The stream: as many segments as the guest's window takes (it cannot
 	// grow while the guest reads nothing), fewer than the 256 receive
@@ -388,10 +388,7 @@ done
 kill $(pidof nc) $(pidof sleep) 2>/dev/null
 echo "bytes $(stat -c %s /tmp/rx)"
 echo "sha256 $(sha256sum </tmp/rx)"
-for f in rx_packets rx_errors rx_dropped rx_length_errors rx_frame_errors; do
-	echo "$f $(cat /sys/class/net/eth0/statistics/$f)"
-done
-cat /proc/net/snmp`)
+`+guestCounters)
 	var got struct {
 		bytes int
 		sum   string
@@ -407,8 +404,9 @@ cat /proc/net/snmp`)
 	}
 	snmp := parseSNMP(out)
 	delta := func(k string) int64 { return snmp[k] - snmpBefore[k] }
-	t.Logf("the guest received %d bytes (%d segments) in order, sha256 %s; its IPv4 received %d packets, %d header errors; TCP %d segments, %d checksum errors",
-		got.bytes, got.bytes/segSize, got.sum, delta("Ip.InReceives"), delta("Ip.InHdrErrors"), delta("Tcp.InSegs"), delta("Tcp.InCsumErrors"))
+	t.Logf("the guest received %d bytes (%d segments) in order, sha256 %s; its driver took %d frames (%d length errors, %d dropped), its IPv4 %d packets (%d header errors), its TCP %d segments (%d checksum errors)",
+		got.bytes, got.bytes/segSize, got.sum, delta("Eth0.rx_packets"), delta("Eth0.rx_length_errors"), delta("Eth0.rx_dropped"),
+		delta("Ip.InReceives"), delta("Ip.InHdrErrors"), delta("Tcp.InSegs"), delta("Tcp.InCsumErrors"))
 
 	if got.bytes%segSize != 0 || got.bytes > len(pattern) {
 		t.Errorf("the guest received %d bytes: not a whole number of the %d-byte segments sent (at most %d)", got.bytes, segSize, len(pattern))
@@ -419,9 +417,16 @@ cat /proc/net/snmp`)
 		t.Errorf("the guest's TCP took %d segments in order, but vhostd wrote %d frames into its receive buffers: the segments after the first one lost never reached nc",
 			got.bytes/segSize, delivered)
 	}
-	for k, want := range map[string]int64{"Ip.InReceives": int64(delivered), "Tcp.InSegs": int64(delivered), "Ip.InHdrErrors": 0, "Ip.InAddrErrors": 0, "Tcp.InCsumErrors": 0, "Tcp.InErrs": 0} {
-		if d := delta(k); d != want {
-			t.Errorf("guest counter %s went up by %d across the migration, want %d", k, d, want)
+	for _, c := range []struct {
+		k    string
+		want int64
+	}{
+		{"Eth0.rx_packets", int64(delivered)}, {"Eth0.rx_errors", 0}, {"Eth0.rx_length_errors", 0}, {"Eth0.rx_frame_errors", 0}, {"Eth0.rx_dropped", 0},
+		{"Ip.InReceives", int64(delivered)}, {"Ip.InHdrErrors", 0}, {"Ip.InAddrErrors", 0},
+		{"Tcp.InSegs", int64(delivered)}, {"Tcp.InCsumErrors", 0}, {"Tcp.InErrs", 0},
+	} {
+		if d := delta(c.k); d != c.want {
+			t.Errorf("guest counter %s went up by %d across the migration, want %d", c.k, d, c.want)
 		}
 	}
 
@@ -471,6 +476,14 @@ func handshake(t *testing.T, c *rawTCP, capture *nettest.Capture) {
 		}
 	}
 }
+
+// guestCounters is a guest command that prints the guest's IP and TCP
+// counters (/proc/net/snmp) and eth0's receive counters, the latter as
+// an "Eth0:" pair of lines in the same form.
+const guestCounters = `cat /proc/net/snmp
+s=/sys/class/net/eth0/statistics
+echo "Eth0: rx_packets rx_errors rx_length_errors rx_frame_errors rx_dropped"
+echo "Eth0: $(cat $s/rx_packets $s/rx_errors $s/rx_length_errors $s/rx_frame_errors $s/rx_dropped | tr '\n' ' ')"`
 
 // parseSNMP reads the "Proto: Name ..." / "Proto: value ..." line pairs
 // of /proc/net/snmp in s into a map from "Proto.Name" to value.
