@@ -233,9 +233,10 @@ func diffPages(a, b string, size int64) ([]pageDiff, error) {
 // counts no checksum or header error. The pages of the two paused
 // memories are compared too, as in TestQEMUMigrationRxRing.
 //
-// The guest's nc listens on an address of its loopback interface: the
-// driver delivers the frames queued while eth0 was down from within
-// "ip link set eth0 up", before eth0's own addresses and routes are back.
+// The guest's nc listens on an address of its loopback interface, so
+// that taking the frames does not depend on eth0's own address and
+// routes being back when the driver first polls, from within "ip link
+// set eth0 up" (a run with eth0's address passed too: a precaution).
 //
 // (Why not UDP: the guest's busybox nc speaks only TCP. Why not the
 // kernel's TCP as the sender: without acknowledgements it stops sending
