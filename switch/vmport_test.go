@@ -20,9 +20,9 @@ import (
 type vmEnd struct {
 	rx, tx   *virtqueuetest.Driver
 	prx, ptx *virtqueuetest.PackedDriver // instead of rx, tx for a guest on packed rings
-	port   *VMPort
-	idx    int
-	hdr    int
+	port     *VMPort
+	idx      int
+	hdr      int
 }
 
 func quietLog() *logrus.Entry {
