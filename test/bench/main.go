@@ -39,17 +39,17 @@ func main() {
 
 // Outcome is everything one run measured, for the report and the files.
 type Outcome struct {
-	Start                time.Time
-	LoadBefore           string
-	Cases, MQCases       []Case
-	Names, MQNames       []string
-	Results, MQResults   []RepResult
+	Start              time.Time
+	LoadBefore         string
+	Cases, MQCases     []Case
+	Names, MQNames     []string
+	Results, MQResults []RepResult
 	// PackedCases and PackedResults are the packed-ring section, on
 	// PackedNames (vhostd and dpdk-io of the backends run).
-	PackedCases   []Case
-	PackedNames   []string
-	PackedResults []RepResult
-	PackedRows    []Row // built by PrintReport
+	PackedCases          []Case
+	PackedNames          []string
+	PackedResults        []RepResult
+	PackedRows           []Row // built by PrintReport
 	Probes               []IdleProbe
 	IdleErr              error
 	IdleRun              bool
