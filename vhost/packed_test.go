@@ -409,3 +409,44 @@ func TestPackedDirtyLog(t *testing.T) {
 		t.Fatal("a page vhostd never wrote is marked")
 	}
 }
+
+// TestPackedBrokenRingReported: a packed transmit ring the driver breaks
+// (a buffer id beyond the queue) stops alone, shows as broken in the
+// status at once, and is reported as a queue_broken violation quoting
+// the specification; the connection stays.
+func TestPackedBrokenRingReported(t *testing.T) {
+	sa, pathA, pathB := twoServers(t)
+	a := connectPackedGuest(t, pathA, packedFeatures, 64)
+	connectPackedGuest(t, pathB, packedFeatures, 64)
+	pos, wrap := a.tx.Driver.AvailPos()
+	a.tx.Driver.WriteRaw(pos, a.tx.Driver.Alloc(100), 100, 500, virtqueuetest.AvailFlags(wrap))
+	a.tx.KickNow()
+	deadline := time.Now().Add(5 * time.Second)
+	for ringStatus(t, sa, 1).Broken == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("ring 1 not broken: %+v", ringStatus(t, sa, 1))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := ringStatus(t, sa, 1); !strings.Contains(st.Broken, "buffer id out of range") {
+		t.Fatalf("ring 1 broken by %q", st.Broken)
+	}
+	var found bool
+	for _, v := range sa.Status().Violations {
+		if v.Kind == "queue_broken" && v.Ring != nil && *v.Ring == 1 {
+			found = true
+			if !strings.Contains(v.Spec, "2.8") || v.Count != 1 {
+				t.Errorf("violation %+v", v)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no queue_broken violation for ring 1: %+v", sa.Status().Violations)
+	}
+	if !ringStatus(t, sa, 0).Running {
+		t.Fatal("the receive ring stopped too")
+	}
+	if _, err := a.f.GetU64(vt.GetFeatures); err != nil {
+		t.Fatalf("connection dropped: %v", err)
+	}
+}
