@@ -15,18 +15,20 @@ import (
 
 // TestTestpmdPacked has DPDK's virtio driver with packed virtqueues
 // (net_virtio_user packed_vq=1) send a fixed number of frames each way
-// through vhostd, with mergeable receive buffers on and off: every frame
-// arrives, vhostd's counters equal testpmd's, and both ports negotiated
-// ring_packed. A port with ring_packed masked (disable=ring_packed) makes
+// through vhostd, with mergeable receive buffers on and off, and with
+// IN_ORDER (DPDK's in-order packed paths): every frame arrives, vhostd's
+// counters equal testpmd's, and both ports negotiated ring_packed. A port with ring_packed masked (disable=ring_packed) makes
 // the same driver fall back to split rings, and traffic still flows.
 func TestTestpmdPacked(t *testing.T) {
 	requirePeer(t, testpmd.DefaultBinary)
 	const perPort = 5000
 	for _, c := range []struct {
-		mrg    bool
-		masked bool
-	}{{false, false}, {true, false}, {true, true}} {
+		mrg, inOrder, masked bool
+	}{{false, false, false}, {true, false, false}, {false, true, false}, {true, false, true}} {
 		name := fmt.Sprintf("mrg_rxbuf=%v", c.mrg)
+		if c.inOrder {
+			name += "/in_order"
+		}
 		if c.masked {
 			name += "/ring_packed_masked"
 		}
@@ -41,11 +43,11 @@ func TestTestpmdPacked(t *testing.T) {
 				"--socket", "b="+filepath.Join(dir, "b.sock")+opt)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			mrg := c.mrg
+			mrg, inOrder := c.mrg, c.inOrder
 			tp := v.startTestpmd(t, ctx, testpmd.Config{
 				Ports: []testpmd.Port{
-					{Socket: filepath.Join(dir, "a.sock"), MAC: macA, MrgRxbuf: &mrg, PackedVQ: true},
-					{Socket: filepath.Join(dir, "b.sock"), MAC: macB, MrgRxbuf: &mrg, PackedVQ: true},
+					{Socket: filepath.Join(dir, "a.sock"), MAC: macA, MrgRxbuf: &mrg, InOrder: &inOrder, PackedVQ: true},
+					{Socket: filepath.Join(dir, "b.sock"), MAC: macB, MrgRxbuf: &mrg, InOrder: &inOrder, PackedVQ: true},
 				},
 				PeerMACs: []string{macB, macA},
 				TxPkts:   60,
@@ -68,7 +70,7 @@ func TestTestpmdPacked(t *testing.T) {
 				p := ports[name]
 				feats := strings.Join(p.Vhost.Features, ",")
 				if p.State != "running" || strings.Contains(feats, "mrg_rxbuf") != c.mrg ||
-					strings.Contains(feats, "ring_packed") == c.masked {
+					strings.Contains(feats, "ring_packed") == c.masked || strings.Contains(feats, "in_order") != c.inOrder {
 					t.Errorf("port %s: state %s features %s", name, p.State, feats)
 				}
 				masked := strings.Join(p.Vhost.Masked, ",")
