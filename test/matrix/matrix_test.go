@@ -62,6 +62,9 @@ func TestDefaultCombinations(t *testing.T) {
 		}
 	}
 	for _, p := range Pairs {
+		if !slices.Contains(vhost.Maskable(), p[0]) || !slices.Contains(vhost.Maskable(), p[1]) {
+			continue // not offered (yet): no row
+		}
 		if !seen["no-"+p[0]+"+"+p[1]] {
 			t.Errorf("no row for pair %v", p)
 		}
