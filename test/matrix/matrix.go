@@ -144,7 +144,7 @@ func Combinations(maskable []string) []Combination {
 func DefaultCombinations() []Combination { return Combinations(vhost.Maskable()) }
 
 // Reduced is the subset make test runs with both frontends.
-var Reduced = []string{"baseline", "no-mrg_rxbuf", "no-mrg_rxbuf+version_1", "no-event_idx+indirect_desc", "mq2"}
+var Reduced = []string{"baseline", "no-mrg_rxbuf", "no-mrg_rxbuf+version_1", "no-event_idx+indirect_desc", "mq2", "packed"}
 
 // Select returns the combinations of all named in names, in the order of
 // names; an unknown name is an error.
