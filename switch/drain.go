@@ -1,14 +1,14 @@
 package vswitch
 
 import (
-	"github.com/vhostd/vhostd/virtqueue"
+	"github.com/vhostd/vhostd/vhost"
 )
 
 // TxMark is how far a guest transmit ring had been filled when a drain
 // began: the chains before Target are the ones the drain waits for.
 type TxMark struct {
 	port   *VMPort
-	q      *virtqueue.Queue
+	ring   *vhost.Ring
 	Start  uint16 // published used index when the mark was taken
 	Target uint16 // avail index when the mark was taken
 }
@@ -21,15 +21,14 @@ func (v *VMPort) MarkTx(dst []TxMark) []TxMark {
 		return dst
 	}
 	for _, ring := range r.TX {
-		q := ring.Queue
-		if q.Broken() != nil {
+		if ring.Broken() != nil {
 			continue
 		}
-		avail, used := q.Backlog()
-		if avail-used > q.Size() {
+		avail, used := ring.Backlog()
+		if avail-used > ring.Size() {
 			continue // not a state a driver may leave: nothing to wait for
 		}
-		dst = append(dst, TxMark{port: v, q: q, Start: used, Target: avail})
+		dst = append(dst, TxMark{port: v, ring: ring, Start: used, Target: avail})
 	}
 	return dst
 }
@@ -48,7 +47,7 @@ func (m TxMark) Progress() (done, left int, running bool) {
 	running = false
 	if r != nil {
 		for _, ring := range r.TX {
-			if ring.Queue == m.q {
+			if ring.Same(m.ring) {
 				running = true
 			}
 		}
@@ -56,7 +55,7 @@ func (m TxMark) Progress() (done, left int, running bool) {
 	if !running {
 		return 0, 0, false
 	}
-	_, used := m.q.Backlog()
+	_, used := m.ring.Backlog()
 	want := m.Target - m.Start
 	got := used - m.Start
 	if got > want {

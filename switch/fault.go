@@ -120,7 +120,7 @@ func ringAt(r *vhost.Rings, addr uintptr) int {
 	}
 	for _, rings := range [][]*vhost.Ring{r.RX, r.TX} {
 		for _, ring := range rings {
-			if ring.Queue.RingContains(addr) {
+			if ring.RingContains(addr) {
 				return ring.Index
 			}
 		}
@@ -151,22 +151,21 @@ func (l *vmLane) abandon() {
 // Only a ring t has transmitted into is repaired, and only while it is
 // t's current ring: one replaced since may lie in memory already unmapped.
 func (t *txQueue) syncTx(ring *vhost.Ring, mem *guestmem.Memory) {
-	q := ring.Queue
-	gap := q.LastAvail() - q.UsedIdx()
+	gap := ring.Out()
 	if ring != t.ring {
 		t.ring, t.mem, t.gap = ring, mem, gap
 		return
 	}
-	if gap == t.gap || gap-t.gap > q.Size() || q.Err() != nil {
+	if gap == t.gap || gap-t.gap > ring.Size() || ring.Err() != nil {
 		// Nothing cut short, or a queue that is broken (a Pop that
 		// breaks it consumes its chain) or that this repair cannot
 		// explain: go on from where it is.
 		t.gap = gap
 		return
 	}
-	q.Unpop(int(gap - t.gap))
-	q.Publish()
-	if ring.Call >= 0 && q.NeedCall() {
+	ring.Unpop(int(gap - t.gap))
+	ring.Publish()
+	if ring.Call >= 0 && ring.NeedCall() {
 		t.calls.call(ring.Call, ring.Index)
 	}
 }

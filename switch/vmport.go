@@ -14,6 +14,10 @@ import (
 	"github.com/vhostd/vhostd/virtqueue/prefetch"
 )
 
+// The Split functions below are the template of the packed copies in
+// vmport_packed.go (see internal/ringgen).
+//go:generate go run ./internal/ringgen -in vmport.go -out vmport_packed.go
+
 const (
 	// maxMergeBufs is the most receive chains one frame may span with
 	// MRG_RXBUF (enough for a 64 KiB frame in 1 KiB buffers).
@@ -73,7 +77,7 @@ type vmLane struct {
 	cur      *vhost.Rings // rings of the burst in progress
 	touched  uint64       // bit i: cur.TX[i] had chains popped
 	chain    virtqueue.Chain
-	txLogged [16]*virtqueue.Queue
+	txLogged [16]*vhost.Ring
 	calls    callGuard // signals the guest's transmit rings
 	// rarpFrame holds the announcement of the burst in progress (rarp.go).
 	rarpFrame [RARPFrameLen]byte
@@ -91,7 +95,7 @@ type txQueue struct {
 	rxGPAs   [rxChains * rxChainSegs]uint64 // guest addresses of rxSegs, for the dirty log
 	rxAll    [maxMergeBufs * rxChainSegs][]byte
 	plan     [BurstSize]rxPlan
-	rxLogged *virtqueue.Queue
+	rxLogged *vhost.Ring
 	spin     atomic.Uint32 // read by waitBuffers' pause loop
 	calls    callGuard     // signals the receive ring
 	// The ring transmitted into last, its memory, and the gap between its
@@ -212,7 +216,7 @@ func (v *VMPort) Publish(r *vhost.Rings) {
 		// syscall (DPDK's virtio-user) or a VM exit (a guest) per refill.
 		// No poller uses these rings before the Store below.
 		for _, ring := range r.RX {
-			ring.Queue.DisableNotify()
+			ring.DisableNotify()
 		}
 	}
 	// The old rings are retiring before they stop being current: a fault
@@ -307,7 +311,7 @@ func (l *vmLane) Arm() bool {
 			continue
 		}
 		// A ring without a kick fd is polled: never sleep on it.
-		if ring.Queue.EnableNotify() || (ring.Kick < 0 && ring.Queue.Err() == nil) {
+		if ring.EnableNotify() || (ring.Kick < 0 && ring.Err() == nil) {
 			pending = true
 		}
 	}
@@ -328,78 +332,94 @@ func (l *vmLane) Receive(b *Burst) int {
 		return n
 	}
 	limit := frameLimit(r)
-	var runts, segs, mtu uint64
+	var drops rxDrops
 	for ti, ring := range r.TX {
 		if !l.mine(ring.Index) {
 			continue
 		}
-		q := ring.Queue
-		pending := q.Pending()
-		if pending == 0 {
-			if q.Err() != nil {
-				v.broken(&l.txLogged[ring.Index%len(l.txLogged)], q, ring.Index, DropRxBroken)
-			}
-			continue
-		}
-		q.DisableNotify()
-		l.touched |= 1 << uint(ti%64)
-		c := &l.chain
-		for ; pending > 0 && n < BurstSize; pending-- {
-			c.Segs = b.SegPool(n)
-			err := q.Pop(r.Mem, c)
-			if err == virtqueue.ErrBroken {
-				v.broken(&l.txLogged[ring.Index%len(l.txLogged)], q, ring.Index, DropRxBroken)
-				break
-			}
-			if err == virtqueue.ErrEmpty {
-				break
-			}
-			q.PushUsed(c.Head, 0)
-			if err == virtqueue.ErrTooManySegments {
-				segs++
-				continue
-			}
-			if int(c.ReadLen) < r.HdrLen {
-				runts++
-				continue
-			}
-			// Strip the virtio-net header; nothing in it matters without
-			// offloads, which vhostd does not offer.
-			fs := c.Segs[:c.NRead]
-			for skip := r.HdrLen; skip > 0; {
-				if len(fs[0]) <= skip {
-					skip -= len(fs[0])
-					fs = fs[1:]
-				} else {
-					fs[0] = fs[0][skip:]
-					skip = 0
-				}
-			}
-			f := &b.Frames[n]
-			f.Segs = fs
-			f.Len = int(c.ReadLen) - r.HdrLen
-			if f.Len > limit && overMTU(fs, f.Len, limit) {
-				mtu++
-				continue
-			}
-			// The switch reads the MACs next: start that cache miss
-			// now, so the misses of a burst overlap.
-			if len(fs) > 0 {
-				prefetch.Read(fs[0])
-			}
-			n++
+		if ring.Packed != nil {
+			n = l.receivePacked(ring.Packed, ring, ti, r, b, n, limit, &drops)
+		} else {
+			n = l.receiveSplit(ring.Queue, ring, ti, r, b, n, limit, &drops)
 		}
 	}
-	if runts > 0 {
-		l.counters.Drops[DropRxRunt].addOwned(runts)
+	if drops.runts > 0 {
+		l.counters.Drops[DropRxRunt].addOwned(drops.runts)
 	}
-	if segs > 0 {
-		l.counters.Drops[DropRxSegments].addOwned(segs)
+	if drops.segs > 0 {
+		l.counters.Drops[DropRxSegments].addOwned(drops.segs)
 	}
-	if mtu > 0 {
-		l.counters.Drops[DropMTUExceeded].addOwned(mtu)
+	if drops.mtu > 0 {
+		l.counters.Drops[DropMTUExceeded].addOwned(drops.mtu)
 	}
 	b.N = n
+	return n
+}
+
+// rxDrops counts a Receive's drops, added to the lane's counters once.
+type rxDrops struct{ runts, segs, mtu uint64 }
+
+// receiveSplit pops up to BurstSize-n chains of ring (the TX ring ti of
+// r, whose queue is q) into b from frame n on, and returns the new frame
+// count. Written for split queues in vmport.go and copied for packed ones
+// into vmport_packed.go by go generate: edit the one in vmport.go.
+func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *vhost.Rings, b *Burst, n, limit int, drops *rxDrops) int {
+	v := l.v
+	pending := q.Pending()
+	if pending == 0 {
+		if q.Err() != nil {
+			v.broken(&l.txLogged[ring.Index%len(l.txLogged)], ring, DropRxBroken)
+		}
+		return n
+	}
+	q.DisableNotify()
+	l.touched |= 1 << uint(ti%64)
+	c := &l.chain
+	for ; pending > 0 && n < BurstSize; pending-- {
+		c.Segs = b.SegPool(n)
+		err := q.Pop(r.Mem, c)
+		if err == virtqueue.ErrBroken {
+			v.broken(&l.txLogged[ring.Index%len(l.txLogged)], ring, DropRxBroken)
+			break
+		}
+		if err == virtqueue.ErrEmpty {
+			break
+		}
+		q.PushUsed(c.Head, 0)
+		if err == virtqueue.ErrTooManySegments {
+			drops.segs++
+			continue
+		}
+		if int(c.ReadLen) < r.HdrLen {
+			drops.runts++
+			continue
+		}
+		// Strip the virtio-net header; nothing in it matters without
+		// offloads, which vhostd does not offer.
+		fs := c.Segs[:c.NRead]
+		for skip := r.HdrLen; skip > 0; {
+			if len(fs[0]) <= skip {
+				skip -= len(fs[0])
+				fs = fs[1:]
+			} else {
+				fs[0] = fs[0][skip:]
+				skip = 0
+			}
+		}
+		f := &b.Frames[n]
+		f.Segs = fs
+		f.Len = int(c.ReadLen) - r.HdrLen
+		if f.Len > limit && overMTU(fs, f.Len, limit) {
+			drops.mtu++
+			continue
+		}
+		// The switch reads the MACs next: start that cache miss
+		// now, so the misses of a burst overlap.
+		if len(fs) > 0 {
+			prefetch.Read(fs[0])
+		}
+		n++
+	}
 	return n
 }
 
@@ -414,8 +434,8 @@ func (l *vmLane) Done(b *Burst) {
 		if l.touched&(1<<uint(ti%64)) == 0 {
 			continue
 		}
-		ring.Queue.Publish()
-		if ring.Call >= 0 && ring.Queue.NeedCall() {
+		ring.Publish()
+		if ring.Call >= 0 && ring.NeedCall() {
 			l.calls.call(ring.Call, ring.Index)
 		}
 	}
@@ -423,14 +443,15 @@ func (l *vmLane) Done(b *Burst) {
 	l.cur = nil
 }
 
-// broken logs a queue's break once and counts it.
-func (v *VMPort) broken(logged **virtqueue.Queue, q *virtqueue.Queue, index int, reason int) {
-	if *logged == q {
+// broken logs a ring's break once and counts it. Only the ring's owner
+// may call it.
+func (v *VMPort) broken(logged **vhost.Ring, ring *vhost.Ring, reason int) {
+	if *logged == ring {
 		return
 	}
-	*logged = q
+	*logged = ring
 	v.counters.Drops[reason].Add(1)
-	v.log.WithFields(logrus.Fields{"queue": index, "reason": q.Err()}).Error("virtqueue broken by the guest; it stays stopped until the driver resets it")
+	v.log.WithFields(logrus.Fields{"queue": ring.Index, "reason": ring.Err()}).Error("virtqueue broken by the guest; it stays stopped until the driver resets it")
 }
 
 // Transmit implements Port: it copies each frame into one of the guest's
@@ -451,14 +472,20 @@ func (v *VMPort) Transmit(q int, frames []*Frame) {
 		t.mu.Lock()
 		defer t.mu.Unlock()
 	}
-	t.transmit(v, r, r.RX[slot], frames)
+	if ring := r.RX[slot]; ring.Packed != nil {
+		t.transmitPacked(ring.Packed, v, r, ring, frames)
+	} else {
+		t.transmitSplit(ring.Queue, v, r, ring, frames)
+	}
 }
 
-// transmit works in two passes so that the guest-buffer cache misses of a
-// burst overlap: first it reserves receive chains for every frame and
-// prefetches them for writing, then it copies.
-func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames []*Frame) {
-	q := ring.Queue
+// transmitSplit transmits frames into ring, whose queue is q. It works
+// in two passes so that the guest-buffer cache misses of a burst overlap:
+// first it reserves receive chains for every frame and prefetches them for
+// writing, then it copies. Written for split queues in vmport.go and
+// copied for packed ones into vmport_packed.go by go generate, as are the
+// methods it calls with q: edit the ones in vmport.go.
+func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames []*Frame) {
 	if ring != t.ring || q.LastAvail()-q.UsedIdx() != t.gap {
 		t.syncTx(ring, r.Mem)
 	}
@@ -466,7 +493,7 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 	limit := frameLimit(r)
 	avail := q.Pending()
 	if q.Err() != nil {
-		v.broken(&t.rxLogged, q, ring.Index, DropTxBroken)
+		v.broken(&t.rxLogged, ring, DropTxBroken)
 		broken = uint64(len(frames))
 		frames = nil
 	}
@@ -483,7 +510,7 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 			}
 			need := hdr + frames[nf].Len
 			if avail == 0 && !waited {
-				avail, waited = t.waitBuffers(q), true
+				avail, waited = t.waitBuffersSplit(q), true
 			}
 			// Fast path: one chain with room for the whole frame.
 			if avail > 0 && used < len(t.rx) {
@@ -530,7 +557,7 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 			}
 			if err == virtqueue.ErrBroken {
 				q.Unpop(k)
-				v.broken(&t.rxLogged, q, ring.Index, DropTxBroken)
+				v.broken(&t.rxLogged, ring, DropTxBroken)
 				broken += uint64(len(frames) - nf)
 				frames = frames[:nf]
 				break
@@ -559,7 +586,7 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 				continue
 			}
 			f := frames[i]
-			t.copyInto(q, p, f, hdr)
+			t.copyIntoSplit(q, p, f, hdr)
 			sent++
 			bytes += uint64(f.Len)
 		}
@@ -598,10 +625,10 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 // by default too. It costs nothing while the ring has room.
 const txRetries = 8
 
-// waitBuffers re-reads the available index of q up to txRetries times,
-// pausing about half a microsecond between reads, and returns how many
-// chains are now available.
-func (t *txQueue) waitBuffers(q *virtqueue.Queue) int {
+// waitBuffersSplit re-reads the available index of q up to txRetries
+// times, pausing about half a microsecond between reads, and returns how
+// many chains are now available.
+func (t *txQueue) waitBuffersSplit(q *virtqueue.Queue) int {
 	for i := 0; i < txRetries; i++ {
 		// A short pause without touching the guest's cache lines: loads
 		// of a private word (Go has no PAUSE intrinsic; an atomic load
@@ -636,12 +663,12 @@ func prefetchFrame(seg []byte, hdr int) {
 // rxPlan is the receive chains reserved for one frame: t.rx[first:first+k].
 type rxPlan struct{ first, k int }
 
-// copyInto writes f with its virtio-net header into the chains of p and
+// copyIntoSplit writes f with its virtio-net header into the chains of p and
 // puts them on the used ring. Each chain's used length is exactly the bytes
 // written at the start of its writable segments, which is what the queue
 // marks in the dirty log while the guest migrates: every write into a
 // receive buffer passes here.
-func (t *txQueue) copyInto(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int) {
+func (t *txQueue) copyIntoSplit(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int) {
 	need := hdr + f.Len
 	if p.k == 1 {
 		c := &t.rx[p.first]
@@ -672,13 +699,13 @@ func (t *txQueue) copyInto(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int) {
 	}
 	// One inlined, predictable branch while logging is off.
 	if q.Logging() {
-		t.logWritten(q, p, need)
+		t.logWrittenSplit(q, p, need)
 	}
 }
 
-// logWritten marks in q's dirty log the need bytes copyInto wrote into the
-// chains of p, chain by chain as it filled them.
-func (t *txQueue) logWritten(q *virtqueue.Queue, p rxPlan, need int) {
+// logWrittenSplit marks in q's dirty log the need bytes copyIntoSplit
+// wrote into the chains of p, chain by chain as it filled them.
+func (t *txQueue) logWrittenSplit(q *virtqueue.Queue, p rxPlan, need int) {
 	for j := p.first; j < p.first+p.k; j++ {
 		w := min(t.rxRoom[j], need)
 		need -= w

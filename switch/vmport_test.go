@@ -18,10 +18,11 @@ import (
 // vmEnd is a fake guest on a VMPort: a driver for its receive queue and one
 // for its transmit queue.
 type vmEnd struct {
-	rx, tx *virtqueuetest.Driver
-	port   *VMPort
-	idx    int
-	hdr    int
+	rx, tx   *virtqueuetest.Driver
+	prx, ptx *virtqueuetest.PackedDriver // instead of rx, tx for a guest on packed rings
+	port     *VMPort
+	idx      int
+	hdr      int
 }
 
 func quietLog() *logrus.Entry {

@@ -64,12 +64,22 @@ func addRecord(acc *virtqueue.ViolationRecord, r virtqueue.ViolationRecord) {
 	acc.Count += r.Count
 }
 
-// addQueue adds what q saw.
-func (rv *ringViolations) addQueue(q *virtqueue.Queue) {
-	for k, r := range q.Violations() {
-		addRecord(&rv.kinds[k], r)
+// addQueue adds what the queue of ring saw. A packed queue counts no
+// tolerated violations (its walker has no direction check yet); what
+// broke it is recorded as for a split one.
+func (rv *ringViolations) addQueue(ring *Ring) {
+	var err error
+	var rec virtqueue.ViolationRecord
+	var walker bool
+	if q := ring.Queue; q != nil {
+		for k, r := range q.Violations() {
+			addRecord(&rv.kinds[k], r)
+		}
+		err, rec, walker = q.BrokenRecord()
+	} else {
+		err, rec, walker = ring.Packed.BrokenRecord()
 	}
-	if err, rec, walker := q.BrokenRecord(); err != nil && virtqueue.BreakSpec(err) != "" {
+	if err != nil && virtqueue.BreakSpec(err) != "" {
 		if rv.broken.Count == 0 || rec.First.Before(rv.broken.First) {
 			rv.brokenWalker, rv.brokenErr = walker, err
 		}
@@ -252,7 +262,7 @@ func (d *device) syncKickWatches() {
 // dataViolations returns the data-path violations of rings (as added up
 // when their queues stopped) plus what the running queues and the watched
 // kick fds (live) show now.
-func dataViolations(rings []ringViolations, queues map[int]*virtqueue.Queue, live liveKicks) []Violation {
+func dataViolations(rings []ringViolations, queues map[int]*Ring, live liveKicks) []Violation {
 	var out []Violation
 	now := time.Now().UnixNano()
 	for i := range rings {

@@ -20,14 +20,6 @@ func (d *device) takeReplyFD() int {
 	return fd
 }
 
-// Ring is a running virtqueue as the data path sees it.
-type Ring struct {
-	Index int              // virtqueue index: even = guest receive, odd = guest transmit
-	Queue *virtqueue.Queue // owned by the data path while published
-	Kick  int              // eventfd the driver kicks, or -1 when the frontend wants polling
-	Call  int              // eventfd to call the driver, or -1 for none
-}
-
 // Rings is everything the data path may touch of one device, valid from the
 // Publish that hands it over until the next Publish returns.
 type Rings struct {
@@ -82,15 +74,16 @@ type ring struct {
 	num      uint16
 	addr     VringAddr
 	addrSet  bool
-	base     uint16
-	kick     int // -1: none yet or polling (see kickSet)
+	base     uint32 // SET_VRING_BASE: an index (split) or positions and wrap counters (packed, see virtqueue.PackedBase)
+	kick     int    // -1: none yet or polling (see kickSet)
 	call     int
 	errFD    int
 	started  bool // a kick fd (or polling) was set and GET_VRING_BASE has not stopped it
 	enabled  bool
-	brokenBy error // why the data path broke this ring; cleared when the frontend reconfigures it
-	q        *virtqueue.Queue
-	kickGen  uint64 // which SET_VRING_KICK set kick (device.kickGen), for its watch
+	brokenBy error                  // why the data path broke this ring; cleared when the frontend reconfigures it
+	q        *virtqueue.Queue       // the running split queue, or nil
+	pq       *virtqueue.PackedQueue // the running packed queue, or nil
+	kickGen  uint64                 // which SET_VRING_KICK set kick (device.kickGen), for its watch
 }
 
 // device is the state of one frontend connection.
@@ -242,7 +235,14 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 		// Size 0 marks a queue the driver does not use (virtio 1.2,
 		// 4.1.4.3: queue_size 0 means unavailable); DPDK's virtio PMD
 		// announces its unused queue pairs so. Such a ring never starts.
-		if s.Num > virtqueue.MaxSize || s.Num&(s.Num-1) != 0 {
+		// A packed ring may have any size up to 2^15 (virtio 1.2, 2.8:
+		// "Queue Size ... need not be a power of 2"), a split one only a
+		// power of two.
+		if d.packed() {
+			if s.Num > virtqueue.MaxPackedSize {
+				return nil, fmt.Errorf("ring %d: size %d is over the packed ring maximum %d", s.Index, s.Num, virtqueue.MaxPackedSize)
+			}
+		} else if s.Num > virtqueue.MaxSize || s.Num&(s.Num-1) != 0 {
 			return nil, fmt.Errorf("ring %d: size %d is not 0 or a power of two up to %d", s.Index, s.Num, virtqueue.MaxSize)
 		}
 		r.num = uint16(s.Num)
@@ -257,10 +257,13 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 		if err := r.stoppedFor("base"); err != nil {
 			return nil, fmt.Errorf("ring %d: %w", s.Index, err)
 		}
-		if s.Num > 0xffff {
+		// A packed ring's base is its positions and wrap counters
+		// (virtqueue.PackedBase, checked against the size when the
+		// ring starts); a split ring's an index.
+		if s.Num > 0xffff && !d.packed() {
 			return nil, fmt.Errorf("ring %d: base %d does not fit 16 bits", s.Index, s.Num)
 		}
-		r.base = uint16(s.Num)
+		r.base = s.Num
 		return nil, nil
 	case SetVringAddr:
 		a := m.vringAddr()
@@ -293,7 +296,7 @@ func (d *device) handle(m *Message) (reply []byte, err error) {
 		}
 		var b [8]byte
 		binary.LittleEndian.PutUint32(b[0:], s.Index)
-		binary.LittleEndian.PutUint32(b[4:], uint32(r.base))
+		binary.LittleEndian.PutUint32(b[4:], r.base)
 		return b[:], nil
 	case SetVringKick, SetVringCall, SetVringErr:
 		return nil, d.setVringFD(m)
@@ -540,15 +543,22 @@ func (d *device) stop() {
 	d.backend.Publish(nil)
 	for i := range d.rings {
 		r := &d.rings[i]
-		if r.q == nil {
+		switch {
+		case r.q != nil:
+			r.base = uint32(r.q.ResumeIndex())
+			if err := r.q.Err(); err != nil && r.brokenBy == nil {
+				r.brokenBy = err
+			}
+		case r.pq != nil:
+			r.base = r.pq.RingBase()
+			if err := r.pq.Err(); err != nil && r.brokenBy == nil {
+				r.brokenBy = err
+			}
+		default:
 			continue
 		}
-		r.base = r.q.ResumeIndex()
-		if err := r.q.Err(); err != nil && r.brokenBy == nil {
-			r.brokenBy = err
-		}
-		d.ringViol[i].addQueue(r.q)
-		r.q = nil
+		d.ringViol[i].addQueue(r.running())
+		r.q, r.pq = nil, nil
 	}
 	d.running = nil
 }
@@ -571,20 +581,14 @@ func (d *device) start() error {
 		if !r.started || !r.enabled || !r.addrSet || r.num == 0 || r.brokenBy != nil {
 			continue
 		}
-		cfg, err := d.queueConfig(i, r)
-		if err == nil {
-			r.q, err = virtqueue.New(d.mem, cfg, r.base)
-		}
-		if err == nil {
-			// A ring tracked in an inflight region resumes where the
-			// region says; any other at the used index (resume.go).
-			if d.inflight == nil || i%2 == 0 {
-				d.resumeAtUsed(i, r)
-			}
-			err = d.attachInflight(i, r)
+		var err error
+		if d.packed() {
+			err = d.startPacked(i, r)
+		} else {
+			err = d.startSplit(i, r)
 		}
 		if err != nil {
-			r.q = nil
+			r.q, r.pq = nil, nil
 			err = fmt.Errorf("ring %d: %w", i, err)
 			r.brokenBy = err
 			if firstErr == nil {
@@ -592,8 +596,8 @@ func (d *device) start() error {
 			}
 			continue
 		}
-		d.logRing(r, cfg)
-		ring := &Ring{Index: i, Queue: r.q, Kick: r.kick, Call: r.call}
+		ring := r.running()
+		ring.Index, ring.Kick, ring.Call = i, r.kick, r.call
 		if i%2 == 0 {
 			rs.RX = append(rs.RX, ring)
 		} else {
@@ -606,6 +610,62 @@ func (d *device) start() error {
 	d.running = rs
 	d.backend.Publish(rs)
 	return firstErr
+}
+
+// packed reports whether the frontend acked VIRTIO_F_RING_PACKED: every
+// ring of the device then has the packed layout (virtio 1.2, 2.8).
+func (d *device) packed() bool { return d.features&(1<<FeatureRingPacked) != 0 }
+
+// running returns ring r's running queue as the data path sees it (Index,
+// Queue or Packed set), or nil.
+func (r *ring) running() *Ring {
+	switch {
+	case r.q != nil:
+		return &Ring{Index: -1, Queue: r.q, Kick: -1, Call: -1}
+	case r.pq != nil:
+		return &Ring{Index: -1, Packed: r.pq, Kick: -1, Call: -1}
+	}
+	return nil
+}
+
+// startSplit builds ring i's split queue from r.
+func (d *device) startSplit(i int, r *ring) error {
+	cfg, err := d.queueConfig(i, r)
+	if err != nil {
+		return err
+	}
+	if r.base > 0xffff {
+		return fmt.Errorf("base %#x does not fit a split ring's 16-bit index", r.base)
+	}
+	if r.q, err = virtqueue.New(d.mem, cfg, uint16(r.base)); err != nil {
+		return err
+	}
+	// A ring tracked in an inflight region resumes where the region
+	// says; any other at the used index (resume.go).
+	if d.inflight == nil || i%2 == 0 {
+		d.resumeAtUsed(i, r)
+	}
+	if err := d.attachInflight(i, r); err != nil {
+		return err
+	}
+	d.logRing(r, cfg)
+	return nil
+}
+
+// startPacked builds ring i's packed queue from r.
+func (d *device) startPacked(i int, r *ring) error {
+	if d.inflight != nil {
+		return errInflightPacked
+	}
+	cfg, err := d.packedConfig(r)
+	if err != nil {
+		return err
+	}
+	if r.pq, err = virtqueue.NewPacked(d.mem, cfg, d.packedResumeBase(i, r.base)); err != nil {
+		return err
+	}
+	d.logPacked(r)
+	return nil
 }
 
 // queueConfig is the configuration of ring i, r.
@@ -630,6 +690,30 @@ func (d *device) queueConfig(i int, r *ring) (virtqueue.Config, error) {
 	}
 	if cfg.Used, err = d.mem.UserToGuest(r.addr.Used, 6+8*uint64(r.num)); err != nil {
 		return cfg, fmt.Errorf("used ring at %#x: %w", r.addr.Used, err)
+	}
+	return cfg, nil
+}
+
+// packedConfig is the configuration of packed ring r. With RING_PACKED,
+// SET_VRING_ADDR's three addresses are the descriptor ring, the driver
+// area and the device area (vhost-user.rst, "Ring addresses"; virtio
+// 1.2, 2.8: "Descriptor Ring", "Driver Event Suppression", "Device Event
+// Suppression"), each translated whole or refused.
+func (d *device) packedConfig(r *ring) (virtqueue.PackedConfig, error) {
+	cfg := virtqueue.PackedConfig{
+		Size:     r.num,
+		EventIdx: d.features&(1<<FeatureEventIdx) != 0,
+		Indirect: d.features&(1<<FeatureIndirectDesc) != 0,
+	}
+	var err error
+	if cfg.Desc, err = d.mem.UserToGuest(r.addr.Desc, uint64(r.num)*16); err != nil {
+		return cfg, fmt.Errorf("packed descriptor ring at %#x: %w", r.addr.Desc, err)
+	}
+	if cfg.Driver, err = d.mem.UserToGuest(r.addr.Avail, 4); err != nil {
+		return cfg, fmt.Errorf("driver event suppression area at %#x: %w", r.addr.Avail, err)
+	}
+	if cfg.Device, err = d.mem.UserToGuest(r.addr.Used, 4); err != nil {
+		return cfg, fmt.Errorf("device event suppression area at %#x: %w", r.addr.Used, err)
 	}
 	return cfg, nil
 }

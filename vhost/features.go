@@ -92,11 +92,13 @@ var protocolNames = map[uint]string{
 // MTU lets the frontend tell the driver the port's MTU (NET_SET_MTU,
 // mtu.go); with GUEST_ANNOUNCE a migrated guest announces itself, and
 // for a driver without it the frontend asks for a RARP (rarp.go).
+// RING_PACKED: every ring of a device that acks it has the packed layout
+// (virtio 1.2, 2.8; device.go builds virtqueue.PackedQueue for it).
 // LOG_ALL: vhostd marks its writes into guest memory in the frontend's
 // dirty-page log when asked (log.go), so that QEMU can migrate the guest.
 const OfferedFeatures = 1<<FeatureVersion1 | 1<<FeatureIndirectDesc | 1<<FeatureEventIdx | 1<<FeatureNetMQ |
 	1<<FeatureNetMrgRxbuf | 1<<FeatureAnyLayout | 1<<FeatureProtocolFeature | 1<<FeatureInOrder |
-	1<<FeatureNetMTU | 1<<FeatureNetGuestAnnounce | 1<<FeatureLogAll
+	1<<FeatureNetMTU | 1<<FeatureNetGuestAnnounce | 1<<FeatureLogAll | 1<<FeatureRingPacked
 
 // OfferedProtocolFeatures are the protocol features vhostd offers.
 const OfferedProtocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfigureMemSlots | 1<<ProtocolInflightShmfd |

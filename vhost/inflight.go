@@ -2,6 +2,7 @@ package vhost
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -95,6 +96,16 @@ func (r *inflightRegion) unmap() {
 // shrink it under a mapping, and the payload with mmap_size filled in.
 // The fd is the reply's; the caller sends and closes it.
 func (d *device) getInflightFD(m *Message) ([]byte, int, error) {
+	if d.packed() {
+		// A reply is due whatever happens (a NACK-less refusal would
+		// leave the frontend waiting): mmap_size 0 and no fd is how a
+		// back-end says it has no region, which QEMU takes as inflight
+		// tracking off (vhost_user_get_inflight_fd).
+		req := m.inflight()
+		d.log.WithField("queues", req.NumQueues).Warn("GET_INFLIGHT_FD: " + errInflightPacked.Error() + "; replied with no region")
+		reply := inflightMsg{NumQueues: req.NumQueues, QueueSize: req.QueueSize}
+		return reply.encode(), -1, nil
+	}
 	req := m.inflight()
 	size, err := req.check(len(d.rings))
 	if err != nil {
@@ -117,6 +128,15 @@ func (d *device) getInflightFD(m *Message) ([]byte, int, error) {
 	return reply.encode(), fd, nil
 }
 
+// errInflightPacked refuses inflight tracking of packed rings. The
+// region's packed layout (vhost-user.rst, "Inflight I/O tracking") keeps
+// per-descriptor state and wrap counters that virtqueue's tracking of
+// split rings does not have; QEMU asks for a region only for block and
+// SCSI devices, and DPDK's virtio-user never, so no frontend of a
+// virtio-net device needs it. Refused (NACKed, the connection stays) so
+// a frontend that asks learns it plainly.
+var errInflightPacked = errors.New("inflight tracking (GET/SET_INFLIGHT_FD) is not supported for packed rings (VIRTIO_F_RING_PACKED acked)")
+
 // setInflightFD maps the frontend's region after checking it holds what
 // its payload says: the queue count and size vhostd can serve, an offset
 // and size inside the file, and a file sealed against shrinking (a
@@ -124,6 +144,9 @@ func (d *device) getInflightFD(m *Message) ([]byte, int, error) {
 func (d *device) setInflightFD(m *Message) error {
 	fd := m.FDs[0]
 	defer unixClose(fd)
+	if d.packed() {
+		return &refusal{errInflightPacked}
+	}
 	req := m.inflight()
 	need, err := req.check(len(d.rings))
 	if err != nil {

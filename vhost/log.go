@@ -96,14 +96,7 @@ func (d *device) setLogFD(m *Message) {
 // VHOST_VRING_F_LOG is part of ring's flags"), but a page marked in vain
 // costs one copy, and one missed corrupts the guest.
 func (d *device) logRing(r *ring, cfg virtqueue.Config) {
-	if d.features&(1<<FeatureLogAll) == 0 {
-		return
-	}
-	if d.dirty.log == nil {
-		if !d.dirty.warned {
-			d.dirty.warned = true
-			d.log.Warn("VHOST_F_LOG_ALL acknowledged without a log (SET_LOG_BASE): guest memory writes cannot be logged")
-		}
+	if !d.logging() {
 		return
 	}
 	used := cfg.Used
@@ -111,6 +104,34 @@ func (d *device) logRing(r *ring, cfg virtqueue.Config) {
 		used = r.addr.Log
 	}
 	r.q.SetLog(d.dirty.log, used)
+}
+
+// logPacked is logRing for a packed ring: its used descriptors are
+// written into the descriptor ring and its event suppression into the
+// device area, both logged at their own guest-physical addresses (a
+// packed ring has no separate used ring for VHOST_VRING_F_LOG's
+// log_guest_addr to name).
+func (d *device) logPacked(r *ring) {
+	if !d.logging() {
+		return
+	}
+	r.pq.SetLog(d.dirty.log)
+}
+
+// logging reports whether a new queue must log its writes: VHOST_F_LOG_ALL
+// acknowledged and a log mapped (warned about once if missing).
+func (d *device) logging() bool {
+	if d.features&(1<<FeatureLogAll) == 0 {
+		return false
+	}
+	if d.dirty.log == nil {
+		if !d.dirty.warned {
+			d.dirty.warned = true
+			d.log.Warn("VHOST_F_LOG_ALL acknowledged without a log (SET_LOG_BASE): guest memory writes cannot be logged")
+		}
+		return false
+	}
+	return true
 }
 
 // unmapLog releases the log; the rings must be stopped.

@@ -39,3 +39,26 @@ func (d *device) resumeAtUsed(i int, r *ring) {
 	d.log.WithFields(logrus.Fields{"ring": i, "base": base, "used_idx": used}).
 		Warn("ring base from the frontend differs from the ring's used index: resuming at the used index (a frontend that sets the ring up again after its backend went away)")
 }
+
+// packedResumeBase returns the base packed ring i resumes at, given the
+// frontend's base (virtqueue.PackedBase: the next available position and
+// wrap counter in the low half, QEMU's used ones in the high half).
+//
+// A packed ring keeps its used position nowhere in guest memory: the
+// device's used descriptors overwrite available ones in the one ring. So
+// the frontend's base is all there is, and what the split rule above
+// does with the used index is done with its high half: a base whose
+// available and used positions differ (QEMU resending the state of a
+// backend that went away holding chains) resumes at the used position,
+// and the chains between are read again, exactly as a split ring's. A
+// base with a zero high half (DPDK's virtio-user, vhost-user.rst alone)
+// means "used where available", which NewPacked already assumes.
+func (d *device) packedResumeBase(i int, base uint32) uint32 {
+	hi := base >> 16
+	if hi == 0 || hi == base&0xffff {
+		return base
+	}
+	d.log.WithFields(logrus.Fields{"ring": i, "base": base & 0xffff, "used": hi}).
+		Warn("packed ring base from the frontend has chains taken and not returned: resuming at the used position (a frontend that sets the ring up again after its backend went away)")
+	return hi | hi<<16
+}

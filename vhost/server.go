@@ -17,8 +17,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
-
-	"github.com/vhostd/vhostd/virtqueue"
 )
 
 // RingStatus describes one configured ring.
@@ -152,7 +150,7 @@ type Server struct {
 	status      Status
 	// queues are the running queues by ring index as of the last
 	// setStatus: Status asks them whether the data path broke them since.
-	queues map[int]*virtqueue.Queue
+	queues map[int]*Ring
 	// ringViol and watches are the data-path violations of the
 	// connection's stopped queues and the kick watches of its disabled
 	// rings as of the last setStatus, for Status (dataviolation.go).
@@ -468,7 +466,7 @@ func (s *Server) loop(c *conn, d *device) error {
 		}
 		if s.trace.on() {
 			s.trace.emit(TraceEvent{Kind: TraceRequest, Request: m.Request.String(), Code: uint32(m.Request),
-				Flags: headerFlags(m.Flags), Size: len(m.Payload), Fields: decodeRequest(m, d.mem), FDs: fdKinds(m.FDs)})
+				Flags: headerFlags(m.Flags), Size: len(m.Payload), Fields: decodeRequest(m, d.mem, d.packed()), FDs: fdKinds(m.FDs)})
 		}
 		if !m.Request.implemented() {
 			// A request vhostd does not implement ends the connection, as
@@ -540,7 +538,7 @@ func (s *Server) loop(c *conn, d *device) error {
 					fds = fdKinds([]int{replyFD})
 				}
 				s.trace.emit(TraceEvent{Kind: TraceReply, Request: m.Request.String(), Code: uint32(m.Request),
-					Flags: []string{"REPLY"}, Size: len(reply), Fields: decodeReply(m.Request, reply, false), FDs: fds})
+					Flags: []string{"REPLY"}, Size: len(reply), Fields: decodeReply(m.Request, reply, false, d.packed()), FDs: fds})
 			}
 			err = c.replyFD(m.Request, reply, replyFD)
 		case ack:
@@ -584,14 +582,14 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 	st.Violations = append([]Violation(nil), d.violations...)
 	st.ViolationsSeen = d.violationsSeen
 	st.DeviceStatus, st.MTU = d.net.status, d.net.mtu
-	queues := map[int]*virtqueue.Queue{}
+	queues := map[int]*Ring{}
 	for i := range d.rings {
 		r := &d.rings[i]
 		if r.num == 0 && !r.started {
 			continue
 		}
 		rs := RingStatus{Index: i, Size: int(r.num), Enabled: r.enabled, Started: r.started,
-			Running: r.q != nil, Polling: r.started && r.kick < 0}
+			Running: r.q != nil || r.pq != nil, Polling: r.started && r.kick < 0}
 		if r.brokenBy != nil {
 			rs.Broken = r.brokenBy.Error()
 		}
@@ -606,8 +604,8 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 			rs.Kick = "polling"
 		}
 		rs.Call = r.call >= 0
-		if r.q != nil {
-			queues[i] = r.q
+		if q := r.running(); q != nil {
+			queues[i] = q
 		}
 		st.Rings = append(st.Rings, rs)
 	}

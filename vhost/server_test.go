@@ -61,19 +61,20 @@ func dial(t *testing.T, path string) *vt.Frontend {
 }
 
 const (
-	fVersion1  = 1 << 32
-	fProtocol  = 1 << 30
-	fMrgRxbuf  = 1 << 15
-	fEventIdx  = 1 << 29
-	fIndirect  = 1 << 28
-	fAnyLayout = 1 << 27
-	fNetMQ     = 1 << 22
-	fInOrder   = 1 << 35
-	fLogAll    = 1 << 26
-	pLogShmfd  = 1 << 1
-	pMQ        = 1 << 0
-	pReplyAck  = 1 << 3
-	pMemSlots  = 1 << 15
+	fVersion1   = 1 << 32
+	fProtocol   = 1 << 30
+	fMrgRxbuf   = 1 << 15
+	fEventIdx   = 1 << 29
+	fIndirect   = 1 << 28
+	fAnyLayout  = 1 << 27
+	fNetMQ      = 1 << 22
+	fInOrder    = 1 << 35
+	fLogAll     = 1 << 26
+	fRingPacked = 1 << 34
+	pLogShmfd   = 1 << 1
+	pMQ         = 1 << 0
+	pReplyAck   = 1 << 3
+	pMemSlots   = 1 << 15
 )
 
 func TestNegotiation(t *testing.T) {
@@ -83,7 +84,7 @@ func TestNegotiation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout | fNetMQ | fInOrder | fMTU | fGuestAnnounce | fLogAll)
+	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout | fNetMQ | fInOrder | fMTU | fGuestAnnounce | fLogAll | fRingPacked)
 	if offered != want {
 		t.Fatalf("offered %#x, want %#x", offered, want)
 	}

@@ -129,8 +129,9 @@ func where(mem *guestmem.Memory, uaddr uint64) string {
 }
 
 // decodeRequest decodes m's payload. mem, the device's memory table, if
-// any, translates ring addresses.
-func decodeRequest(m *Message, mem *guestmem.Memory) Fields {
+// any, translates ring addresses; packed says the frontend acked
+// VIRTIO_F_RING_PACKED, which changes what ring addresses and bases mean.
+func decodeRequest(m *Message, mem *guestmem.Memory, packed bool) Fields {
 	r := &payload{p: m.Payload}
 	switch m.Request {
 	case SetFeatures:
@@ -166,6 +167,16 @@ func decodeRequest(m *Message, mem *guestmem.Memory) Fields {
 				name = "base"
 			}
 			r.add(name, dec(uint64(num)))
+			if packed && m.Request != SetVringNum {
+				// virtqueue.PackedBase: avail position and wrap
+				// counter, then QEMU's used ones.
+				r.add("avail_idx", dec(uint64(num&0x7fff)))
+				r.add("avail_wrap", dec(uint64(num>>15&1)))
+				if num>>16 != 0 {
+					r.add("used_idx", dec(uint64(num>>16&0x7fff)))
+					r.add("used_wrap", dec(uint64(num>>31)))
+				}
+			}
 		}
 	case SetVringEnable:
 		idx, ok1 := r.u32(0)
@@ -187,8 +198,14 @@ func decodeRequest(m *Message, mem *guestmem.Memory) Fields {
 		}
 		r.add("flags", flags)
 		r.add("desc", fmt.Sprintf("%s (%s)", hex(a.Desc), where(mem, a.Desc)))
-		r.add("used", fmt.Sprintf("%s (%s)", hex(a.Used), where(mem, a.Used)))
-		r.add("avail", fmt.Sprintf("%s (%s)", hex(a.Avail), where(mem, a.Avail)))
+		if packed {
+			// The same three fields name a packed ring's parts.
+			r.add("device_area", fmt.Sprintf("%s (%s)", hex(a.Used), where(mem, a.Used)))
+			r.add("driver_area", fmt.Sprintf("%s (%s)", hex(a.Avail), where(mem, a.Avail)))
+		} else {
+			r.add("used", fmt.Sprintf("%s (%s)", hex(a.Used), where(mem, a.Used)))
+			r.add("avail", fmt.Sprintf("%s (%s)", hex(a.Avail), where(mem, a.Avail)))
+		}
 		r.add("log", hex(a.Log))
 	case SetVringKick, SetVringCall, SetVringErr:
 		if v, ok := r.u64(0); ok {
@@ -251,7 +268,7 @@ func decodeRequest(m *Message, mem *guestmem.Memory) Fields {
 }
 
 // decodeReply decodes the payload of vhostd's reply to req.
-func decodeReply(req Request, p []byte, ack bool) Fields {
+func decodeReply(req Request, p []byte, ack, packed bool) Fields {
 	r := &payload{p: p}
 	if ack {
 		if v, ok := r.u64(0); ok {
@@ -281,7 +298,7 @@ func decodeReply(req Request, p []byte, ack bool) Fields {
 			r.add("status", statusList(v))
 		}
 	case GetVringBase, GetInflightFD, GetConfig:
-		return decodeRequest(&Message{Header: Header{Request: req}, Payload: p}, nil)
+		return decodeRequest(&Message{Header: Header{Request: req}, Payload: p}, nil, packed)
 	default:
 		if len(p) > 0 {
 			r.add("bytes", fmt.Sprintf("% x", p[:min(len(p), 32)]))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/vhostd/vhostd/virtqueue/guestmem"
@@ -160,6 +161,7 @@ type PackedQueue struct {
 	tableErr  tableSizeError
 	broken    atomic.Pointer[error]
 	brokenErr error
+	brokeAt   int64 // when it broke (unix nanoseconds), for BrokenRecord
 }
 
 // NewPacked builds a packed queue over mem from cfg, resuming at base
@@ -296,6 +298,7 @@ func (q *PackedQueue) Err() error { return q.err }
 
 func (q *PackedQueue) breakWith(reason error) error {
 	if q.err == nil {
+		q.brokeAt = time.Now().UnixNano()
 		q.err, q.brokenErr = reason, reason
 		q.broken.Store(&q.brokenErr)
 	}
@@ -308,6 +311,18 @@ func (q *PackedQueue) Broken() error {
 		return *p
 	}
 	return nil
+}
+
+// BrokenRecord returns why the queue broke and when, as Queue's does, or
+// a nil error. A packed queue does not record where in a chain (walker is
+// false). Any goroutine may call it: brokeAt is written before the
+// atomic store of broken that publishes it.
+func (q *PackedQueue) BrokenRecord() (err error, rec ViolationRecord, walker bool) {
+	p := q.broken.Load()
+	if p == nil {
+		return nil, ViolationRecord{}, false
+	}
+	return *p, ViolationRecord{Count: 1, First: time.Unix(0, q.brokeAt)}, false
 }
 
 // wordAt loads the id and flags of the descriptor at position p (id |

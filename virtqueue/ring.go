@@ -24,12 +24,14 @@ import "github.com/vhostd/vhostd/virtqueue/guestmem"
 //   - SetLog, the constructors, ring bases and inflight tracking are
 //     control path and differ by layout.
 //
-// What the switch needs to run packed rings (not wired yet):
-//   - vhost.Ring must carry either layout: a *Queue and a *PackedQueue
-//     field, one of them nil, chosen at SET_VRING_ADDR by whether
-//     VIRTIO_F_RING_PACKED was acked (the addresses are desc, driver and
-//     device areas; SET/GET_VRING_BASE go through NewPacked and
-//     RingBase; SET_LOG_BASE calls PackedQueue.SetLog).
+// How the rest of vhostd runs packed rings (wired):
+//   - vhost.Ring carries either layout: a *Queue and a *PackedQueue
+//     field, exactly one set, chosen when the ring starts by whether
+//     VIRTIO_F_RING_PACKED was acked (vhost/device.go: SET_VRING_ADDR's
+//     addresses are then the desc, driver and device areas;
+//     SET/GET_VRING_BASE go through NewPacked and RingBase; SET_LOG_BASE
+//     calls PackedQueue.SetLog; inflight regions are refused). Its
+//     methods choose per call, for what runs once per burst or less.
 //   - Dispatch once per burst, never per frame. A burst loop written
 //     as func[R Ring](q R, ...) calling q.Pop, q.PushUsed, ... is NOT
 //     enough: checked on go1.26 with -gcflags=-S, each layout gets a body
@@ -51,9 +53,11 @@ import "github.com/vhostd/vhostd/virtqueue/guestmem"
 //     the type-switch helpers buy nothing over plain generic calls. For
 //     no cost at all, dispatch once per burst (a type switch on the ring)
 //     into two concrete copies of the loop: the body written once as a
-//     template and generated for *Queue and *PackedQueue (go:generate),
-//     which is what the switch should do if its benchmarks show the
-//     nanosecond.
+//     template and generated for *Queue and *PackedQueue (go:generate).
+//     That is what the switch does: switch/vmport.go's functions named
+//     *Split are the template, switch/vmport_packed.go their generated
+//     packed copies (switch/internal/ringgen, whose test fails on a
+//     stale copy), and Receive and Transmit pick one per ring and burst.
 //   - What switch/ calls on a queue today is all in Ring: Receive and
 //     Transmit (vmport.go; Transmit's Unpop of the chains of a frame
 //     that found no room gives back the latest unpushed chains, which

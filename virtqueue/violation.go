@@ -212,6 +212,10 @@ func BreakSpec(err error) string {
 		return "vhost-user.rst, Memory regions description (every address the rings use lies in the memory table); virtio 1.2, 2.7.5"
 	case errReadAfterWrite:
 		return "virtio 1.2, 2.7.4.2 (the driver MUST place any device-writable descriptor elements after any device-readable ones)"
+	case errPackedID:
+		return "virtio 1.2, 2.8.6 (the Buffer ID of an available descriptor is one the driver gave out; vhostd takes ids below the queue size, as every driver uses them)"
+	case errPackedOverrun:
+		return "virtio 1.2, 2.8.6 and 2.8.13 (a chain's descriptors are all made available together, never more than the queue size outstanding)"
 	case errChainTooBig:
 		return "virtio 1.2, 2.7.5.2 (drivers MUST NOT add a descriptor chain longer than 2^32 bytes in total)"
 	}

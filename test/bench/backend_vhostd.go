@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -157,6 +158,25 @@ func PollersMark(ps []control.PollerStats) CostMark {
 		}
 	}
 	return m
+}
+
+// CheckLayout returns an error unless every VM port with a frontend
+// negotiated the ring layout the case asks for (ring_packed acked iff
+// packed), so a packed row never reports split rings by mistake.
+func (v *vhostdInst) CheckLayout(ctx context.Context, packed bool) error {
+	var ps []control.PortInfo
+	if err := control.Call(ctx, v.ctl, "ports", &ps); err != nil {
+		return fmt.Errorf("vhostd ports: %w", err)
+	}
+	for _, p := range ps {
+		if !p.Vhost.Negotiated {
+			continue
+		}
+		if slices.Contains(p.Vhost.Features, "ring_packed") != packed {
+			return fmt.Errorf("vhostd port %s negotiated %v: ring_packed acked is not %v", p.Name, p.Vhost.Features, packed)
+		}
+	}
+	return nil
 }
 
 // Stop implements Instance: SIGTERM; vhostd removes its sockets itself.

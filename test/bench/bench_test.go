@@ -537,3 +537,36 @@ func TestSkipPerTopology(t *testing.T) {
 		t.Error("vhostd skipped")
 	}
 }
+
+// TestPackedRows: the packed section's cases are named apart from their
+// split twins, ask the generator for packed_vq, and report the ratio to
+// dpdk-io on packed rings and to the backend's own split figure.
+func TestPackedRows(t *testing.T) {
+	res, cases := testResults()
+	split := BuildRows(res, cases, []string{"vhostd", RefDPDK})
+	pc := PackedCases([]int{64, 1518}, true)
+	if len(pc) != 2 || pc[0].Name() != "64B mrg=on packed" || !pc[0].Packed || pc[0].Split() != cases[0] {
+		t.Fatalf("packed cases %+v", pc)
+	}
+	pres := []RepResult{
+		{Backend: "vhostd", Case: pc[0], Rep: 1, PPS: 9e6},
+		{Backend: RefDPDK, Case: pc[0], Rep: 1, PPS: 6e6},
+		{Backend: "vhostd", Case: pc[1], Rep: 1, PPS: 2e6},
+	}
+	rows := BuildRows(pres, pc, []string{"vhostd", RefDPDK})
+	SetSplitBase(rows, split)
+	if !near(rows[0].VsDPDK, 1.5) || !near(rows[0].Base, 1) || !near(rows[1].Base, 6.0/9) {
+		t.Errorf("packed 64B ratios: vhostd x dpdk %v x split %v, dpdk x split %v", rows[0].VsDPDK, rows[0].Base, rows[1].Base)
+	}
+	// 1518B mrg=on was not measured split (testResults has mrg=off).
+	if !math.IsNaN(rows[2].Base) {
+		t.Errorf("1518B x split %v, want n/a", rows[2].Base)
+	}
+	var buf bytes.Buffer
+	WritePackedTable(&buf, rows)
+	for _, want := range []string{"x dpdk-io packed", "x own split", "64B mrg=on packed", "1.50x", "1.00x", "n/a"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("packed table lacks %q:\n%s", want, buf.String())
+		}
+	}
+}

@@ -54,6 +54,9 @@ type Case struct {
 	// Huge runs the DPDK processes (generator, dpdk-io, OVS) on 2 MiB
 	// hugepages; vhostd maps the generator's memory, so it follows.
 	Huge bool
+	// Packed has the generator ask for packed virtqueues (packed_vq=1),
+	// which every backend here offers (VIRTIO_F_RING_PACKED).
+	Packed bool
 }
 
 // Name is a short stable label: "64B mrg=on", with " q2 p2" when the
@@ -69,6 +72,9 @@ func (c Case) Name() string {
 	}
 	if c.Huge {
 		s += " huge"
+	}
+	if c.Packed {
+		s += " packed"
 	}
 	return s
 }
@@ -165,6 +171,24 @@ func CasesOf(cases []Case, t Topology) []Case {
 		}
 	}
 	return out
+}
+
+// PackedCases are the packed-ring cases (VM-to-VM, one queue pair, no
+// hugepages): each frame size with mergeable buffers mrg. Each is the
+// split case of the same name without " packed", which the main table
+// measures in the same run, with the generator's packed_vq=1.
+func PackedCases(frames []int, mrg bool) []Case {
+	var out []Case
+	for _, f := range frames {
+		out = append(out, Case{Frame: f, MrgRxbuf: mrg, Topology: VMToVM, Queues: 1, Packed: true})
+	}
+	return out
+}
+
+// Split returns the case with split rings that c is the packed variant of.
+func (c Case) Split() Case {
+	c.Packed = false
+	return c
 }
 
 // MQCases are the multi-queue variants measured on vhostd alone: the

@@ -35,7 +35,7 @@ type Generator struct {
 func StartGenerator(ctx context.Context, env RunEnv, cpu int, server bool) (*Generator, error) {
 	mrg := env.Case.MrgRxbuf
 	port := func(sock, mac string, server bool) testpmd.Port {
-		return testpmd.Port{Socket: sock, MAC: mac, Server: server, MrgRxbuf: &mrg, Queues: max(env.Case.Queues, 1)}
+		return testpmd.Port{Socket: sock, MAC: mac, Server: server, MrgRxbuf: &mrg, Queues: max(env.Case.Queues, 1), PackedVQ: env.Case.Packed}
 	}
 	cfg := testpmd.Config{
 		Ports:    []testpmd.Port{port(env.SockA(), macA, server), port(env.Sock1(), macB, server && !env.Uplink())},

@@ -39,11 +39,17 @@ func main() {
 
 // Outcome is everything one run measured, for the report and the files.
 type Outcome struct {
-	Start                time.Time
-	LoadBefore           string
-	Cases, MQCases       []Case
-	Names, MQNames       []string
-	Results, MQResults   []RepResult
+	Start              time.Time
+	LoadBefore         string
+	Cases, MQCases     []Case
+	Names, MQNames     []string
+	Results, MQResults []RepResult
+	// PackedCases and PackedResults are the packed-ring section, on
+	// PackedNames (vhostd and dpdk-io of the backends run).
+	PackedCases          []Case
+	PackedNames          []string
+	PackedResults        []RepResult
+	PackedRows           []Row // built by PrintReport
 	Probes               []IdleProbe
 	IdleErr              error
 	IdleRun              bool
@@ -122,8 +128,8 @@ func run(args []string) (int, error) {
 		return 1, fmt.Errorf("left processes or files behind")
 	case !vhostdMeasured(rows):
 		return 1, fmt.Errorf("no vhostd measurement succeeded")
-	case vhostdFailures(o.Results, o.MQResults) > 0:
-		return 1, fmt.Errorf("%d vhostd repetition(s) failed (see the notes under the tables)", vhostdFailures(o.Results, o.MQResults))
+	case vhostdFailures(o.Results, o.MQResults, o.PackedResults) > 0:
+		return 1, fmt.Errorf("%d vhostd repetition(s) failed (see the notes under the tables)", vhostdFailures(o.Results, o.MQResults, o.PackedResults))
 	case o.IdleErr != nil:
 		return 1, fmt.Errorf("idle probe: %w", o.IdleErr)
 	}
@@ -183,6 +189,19 @@ func measure(ctx context.Context, opt Options, backends []Backend, o *Outcome) {
 			o.PoolNote = note
 		}
 		fmt.Fprintf(prog, "bench: %s\n", o.PoolNote)
+	}
+
+	var packedBackends []Backend
+	for _, n := range []string{"vhostd", RefDPDK} {
+		if b := backendByName(backends, n); b != nil {
+			packedBackends = append(packedBackends, b)
+			o.PackedNames = append(o.PackedNames, n)
+		}
+	}
+	if opt.Packed && opt.VMVM && ctx.Err() == nil && len(packedBackends) > 0 {
+		o.PackedCases = PackedCases(opt.Frames, opt.Mrg[0])
+		fmt.Fprintf(prog, "bench: packed rings: %d case(s) on %s\n", len(o.PackedCases), strings.Join(o.PackedNames, ", "))
+		o.PackedResults = r.Throughput(ctx, packedBackends, o.PackedCases)
 	}
 
 	var mqBackends []Backend

@@ -35,6 +35,9 @@ type Options struct {
 	MQ         bool
 	IdleProbes int
 	Idle       time.Duration
+	// Packed enables the packed-ring section (VM-to-VM, --frames, the
+	// first --mrg value, vhostd and dpdk-io).
+	Packed bool
 }
 
 // ParseOptions parses the command line. --quick changes the defaults of
@@ -63,6 +66,7 @@ func ParseOptions(args []string) (Options, error) {
 	fs.StringVar(&o.Out, "out", "build/bench", "output directory")
 	fs.StringVar(&pool, "pool", "", "comma-separated reps.csv files of earlier runs to pool with this run's repetitions (same case names)")
 	fs.BoolVar(&o.MQ, "mq", true, "measure with 2 queue pairs and (vhostd) 2 pollers")
+	fs.BoolVar(&o.Packed, "packed", true, "measure VM-to-VM with packed virtqueues (generator packed_vq=1) on vhostd and dpdk-io")
 	fs.StringVar(&mqBackends, "mq-backends", "vhostd,dpdk-io", "backends of the multi-queue section (of those in --backends)")
 	fs.IntVar(&o.IdleProbes, "idle-probes", 5, "first-frame-after-idle probes (0: skip the idle measures)")
 	fs.DurationVar(&o.Idle, "idle", time.Second, "idle time before each probe (and CPU measuring interval)")

@@ -68,6 +68,13 @@ func PrintReport(w io.Writer, opt Options, o *Outcome) (rows, mqRows []Row) {
 		rows = append(rows, rs...)
 	}
 
+	if len(o.PackedResults) > 0 {
+		fmt.Fprintf(w, "\nPacked rings, VM-to-VM (generator packed_vq=1; x dpdk-io = over DPDK's backend on packed rings; x split = over the same backend's split figure of the same case in the VM-to-VM table above, this run):\n")
+		o.PackedRows = BuildRows(o.PackedResults, o.PackedCases, o.PackedNames)
+		SetSplitBase(o.PackedRows, rows)
+		WritePackedTable(w, o.PackedRows)
+	}
+
 	if len(o.MQResults) > 0 {
 		fmt.Fprintf(w, "\nMulti-queue, backend confined to CPU %d (qN = queue pairs per generator port, pN = vhostd --pollers; x baseline = over the same backend's q1 p1):\n", opt.BackendCPU)
 		mqRows = BuildRows(o.MQResults, o.MQCases, o.MQNames)
@@ -107,7 +114,7 @@ func WriteOutputs(opt Options, o *Outcome, rows, mqRows []Row) ([]string, error)
 	// This run's repetitions only: pooled ones are in their own run's
 	// reps.csv already.
 	var all []RepResult
-	for _, r := range append(append([]RepResult(nil), o.Results...), o.MQResults...) {
+	for _, r := range append(append(append([]RepResult(nil), o.Results...), o.MQResults...), o.PackedResults...) {
 		if !r.Pooled {
 			all = append(all, r)
 		}
@@ -126,6 +133,10 @@ func WriteOutputs(opt Options, o *Outcome, rows, mqRows []Row) ([]string, error)
 		}
 		panels = append(panels, RatePanels(o.Results, CasesOf(o.Cases, t), o.Names, t.Title()+" ", opt.Warmup.Seconds())...)
 	}
+	if len(o.PackedRows) > 0 {
+		sections = append(sections, Section{"packed", o.PackedRows})
+		panels = append(panels, RatePanels(o.PackedResults, o.PackedCases, o.PackedNames, "packed ", opt.Warmup.Seconds())...)
+	}
 	if len(mqRows) > 0 {
 		sections = append(sections, Section{"mq", mqRows})
 	}
@@ -136,7 +147,7 @@ func WriteOutputs(opt Options, o *Outcome, rows, mqRows []Row) ([]string, error)
 	}
 	var cis []RatioCI
 	for _, sec := range sections {
-		if sec.Name != "mq" {
+		if sec.Name != "mq" && sec.Name != "packed" {
 			cis = append(cis, RatioCIs(sec.Rows)...)
 		}
 	}

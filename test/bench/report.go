@@ -255,6 +255,55 @@ func WriteTable(w io.Writer, rows []Row, mq bool) {
 	}
 }
 
+// SetSplitBase fills Row.Base of the packed rows with each row's median
+// over the median of the same backend on the split case of the same name
+// among split (NaN where that was not measured).
+func SetSplitBase(packed, split []Row) {
+	for i := range packed {
+		packed[i].Base = nan()
+		if packed[i].PPS.N == 0 {
+			continue
+		}
+		for _, r := range split {
+			if r.Backend == packed[i].Backend && r.Case == packed[i].Case.Split() && r.PPS.N > 0 {
+				packed[i].Base = Ratio(packed[i].PPS.Median, r.PPS.Median)
+			}
+		}
+	}
+}
+
+// WritePackedTable prints the packed-ring table: per backend and case the
+// rate, the ratio to dpdk-io on the same packed case, and the ratio to the
+// backend's own split figure (Row.Base, see SetSplitBase).
+func WritePackedTable(w io.Writer, rows []Row) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  "+strings.Join([]string{"backend", "case", "Mpps", "min..max", "spread", "Gbps", "x dpdk-io packed", "x own split", "reps ok"}, "\t")+"\t")
+	var notes []string
+	for _, r := range rows {
+		s := r.PPS
+		cells := []string{r.Backend, r.Case.Name()}
+		if s.N == 0 {
+			cells = append(cells, "failed", "", "", "", "", "")
+		} else {
+			cells = append(cells, fmt.Sprintf("%.3f", s.Median/1e6), fmt.Sprintf("%.2f..%.2f", s.Min/1e6, s.Max/1e6),
+				fmt.Sprintf("%.1f%%", s.SpreadPct()), fmt.Sprintf("%.2f", r.Case.Gbps(s.Median)),
+				fmtRatio(r.VsDPDK), fmtRatio(r.Base))
+		}
+		cells = append(cells, fmt.Sprintf("%d/%d", s.N, s.N+r.Failed))
+		fmt.Fprintln(tw, "  "+strings.Join(cells, "\t")+"\t")
+		if r.Failed > 0 {
+			notes = append(notes, fmt.Sprintf("  %s %s: %d of %d repetitions failed: %s", r.Backend, r.Case.Name(), r.Failed, s.N+r.Failed, r.Err))
+		}
+		if r.Lossy > 0 {
+			notes = append(notes, fmt.Sprintf("  %s %s: frames dropped in %d of %d repetitions (%d in all)", r.Backend, r.Case.Name(), r.Lossy, s.N, r.Dropped))
+		}
+	}
+	tw.Flush()
+	for _, n := range notes {
+		fmt.Fprintln(w, n)
+	}
+}
+
 // IdleSummary condenses the idle probes.
 type IdleSummary struct {
 	// CPU is vhostd's CPU use over each idle gap, in percent of a core.

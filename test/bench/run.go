@@ -334,6 +334,13 @@ func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res Re
 	}
 	if v, ok := inst.(*vhostdInst); ok {
 		r.saveVhostdStats(ctx, v, env.Log("vhostd-stats"))
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := v.CheckLayout(cctx, c.Packed)
+		cancel()
+		if err != nil {
+			res.Err = err
+			return res
+		}
 	}
 	if dc, ok := inst.(DropCounter); ok {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -37,7 +37,17 @@ func dialQMP(t *testing.T, ctx context.Context, path string) *qemu.QMP {
 // runs on the destination QEMU, and vhostd's FDB has its MAC on the
 // destination port. Before vhostd offered VHOST_F_LOG_ALL, QEMU refused:
 // "Migration disabled: vhost lacks VHOST_F_LOG_ALL feature".
-func TestQEMUMigration(t *testing.T) {
+func TestQEMUMigration(t *testing.T) { qemuMigration(t, "") }
+
+// TestQEMUMigrationPacked is TestQEMUMigration with packed virtqueues
+// (packed=on on every guest's virtio-net device): the destination resumes
+// each ring from the positions and wrap counters GET_VRING_BASE gave the
+// source's QEMU, and the dirty log covers the packed rings.
+func TestQEMUMigrationPacked(t *testing.T) { qemuMigration(t, "packed=on") }
+
+// qemuMigration runs TestQEMUMigration with deviceExtra on every guest's
+// virtio-net device.
+func qemuMigration(t *testing.T, deviceExtra string) {
 	requirePeer(t, qemu.DefaultBinary)
 	kernel, initrd := guestimage.ForTest(t)
 	dir := sockDir(t)
@@ -50,7 +60,10 @@ func TestQEMUMigration(t *testing.T) {
 	peer := vm{"vm2", "10.9.0.2", "52:54:00:00:00:02", sock("peer")}
 	cfg := mover.config(t, kernel, initrd)
 	cfg.QMPSocket = filepath.Join(dir, "q0.qmp")
-	guests := startGuests(t, ctx, cfg, peer.config(t, kernel, initrd))
+	cfg.NICs[0].DeviceExtra = deviceExtra
+	pcfg := peer.config(t, kernel, initrd)
+	pcfg.NICs[0].DeviceExtra = deviceExtra
+	guests := startGuests(t, ctx, cfg, pcfg)
 	here, pg := guests[0], guests[1]
 	q := dialQMP(t, ctx, cfg.QMPSocket) // QEMU serves one QMP client at a time: keep it
 	warmUp(t, ctx, pg, mover.ip)
@@ -60,6 +73,7 @@ func TestQEMUMigration(t *testing.T) {
 		next := vm{fmt.Sprintf("%s-%d", mover.name, round+1), mover.ip, mover.mac, sock(port)}
 		ncfg := next.config(t, kernel, initrd)
 		ncfg.QMPSocket = filepath.Join(dir, fmt.Sprintf("q%d.qmp", round+1))
+		ncfg.NICs[0].DeviceExtra = deviceExtra
 		uri := "unix:" + filepath.Join(dir, fmt.Sprintf("mig%d", round+1))
 		there, err := qemu.StartIncoming(ncfg, uri)
 		if err != nil {
@@ -153,5 +167,12 @@ func TestQEMUMigration(t *testing.T) {
 	}
 	if n := strings.Count(v.Log(), "level=error"); n > 0 {
 		t.Logf("vhostd logged %d errors:\n%s", n, tail(v.Log(), 3000))
+	}
+	if deviceExtra == "packed=on" {
+		for _, name := range []string{"src", "dst", "peer"} {
+			if f := strings.Join(v.ports(t)[name].Vhost.Features, ","); v.ports(t)[name].Vhost.Negotiated && !strings.Contains(f, "ring_packed") {
+				t.Errorf("port %s negotiated %s, want ring_packed", name, f)
+			}
+		}
 	}
 }

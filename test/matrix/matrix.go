@@ -7,9 +7,8 @@
 // features the frontend itself turns off. Each combination runs with each
 // frontend: DPDK's virtio_user in dpdk-testpmd (a fixed count of frames
 // each way, counters must match exactly) and two Linux guests under QEMU
-// (pings of 56, 1400 and 4000 bytes both ways). The list is data: packed
-// rings and offloads are added to Combinations once vhostd offers them
-// (it does not yet).
+// (pings of 56, 1400 and 4000 bytes both ways). The list is data: a
+// feature vhostd starts to offer joins as a no-FEAT row by itself.
 //
 // The package is a library for cmd/vhostd-matrix (make matrix, the full
 // run) and for TestMatrixReduced (make e2e, a few rows with both
@@ -49,6 +48,10 @@ type Combination struct {
 	// frontends that can (testpmd: "mrg_rxbuf", "in_order"). A row with
 	// FrontendOff runs only with such frontends.
 	FrontendOff []string
+	// Packed makes the frontend ask for packed virtqueues (testpmd
+	// packed_vq=1, QEMU's device packed=on): both frontends only use
+	// them when asked. The row fails unless ring_packed is acked.
+	Packed bool
 	// QueuePairs is how many queue pairs the frontend asks for (testpmd
 	// queues=, QEMU queues= with as many vCPUs, so Linux uses them all);
 	// 0 means 1. vhostd then runs as many pollers, so each pair has a
@@ -76,19 +79,25 @@ var frontendKnobs = []string{"mrg_rxbuf", "in_order"}
 
 // Pairs are the masked pairs whose features interact: the header layout
 // (mrg_rxbuf decides its size, version_1 whether it is always 12 bytes),
-// the notification paths (event_idx) with indirect tables, and several
-// queue pairs with in-order use. Packed rings and offloads join here once
-// vhostd offers them.
+// the notification paths (event_idx) with indirect tables, several queue
+// pairs with in-order use, and the offloads of both directions.
 var Pairs = [][2]string{
 	{"mrg_rxbuf", "version_1"},
 	{"event_idx", "indirect_desc"},
 	{"mq", "in_order"},
+	// Offloads: checksums both ways off (frames then carry no partial
+	// checksum at all), and segmentation both ways off with checksums
+	// still on (vhostd completes what a peer without TSO cannot take).
+	{"csum", "guest_csum"},
+	{"host_tso4", "guest_tso4"},
 }
 
 // Combinations returns the full matrix: the baseline (nothing masked),
 // each of maskable masked alone, the interacting Pairs (those whose
 // features are both maskable), two queue pairs in use (with and without
-// in_order), and the baseline with each frontend knob of testpmd off.
+// in_order), packed rings (alone, with the features whose packed form
+// differs masked, and with two queue pairs), and the baseline with each
+// frontend knob of testpmd off.
 // maskable is vhost.Maskable() outside tests.
 func Combinations(maskable []string) []Combination {
 	out := []Combination{{Name: "baseline", Why: "every feature vhostd offers"}}
@@ -109,6 +118,21 @@ func Combinations(maskable []string) []Combination {
 		out = append(out, Combination{Name: "mq2+no-in_order", QueuePairs: 2, Disable: []string{"in_order"},
 			Why: "two queue pairs used by the frontend, in_order masked"})
 	}
+	// Packed rings, asked for by the frontend: alone, and with each
+	// feature whose packed-ring form differs from the split one masked
+	// (event suppression, indirect tables, in-order use, merged
+	// receive buffers), and with two queue pairs.
+	// Only when vhostd offers them (ring_packed is maskable then).
+	if slices.Contains(maskable, "ring_packed") {
+		out = append(out, Combination{Name: "packed", Packed: true, Why: "packed virtqueues, nothing masked"})
+		for _, f := range []string{"event_idx", "indirect_desc", "in_order", "mrg_rxbuf"} {
+			if slices.Contains(maskable, f) {
+				out = append(out, Combination{Name: "packed+no-" + f, Packed: true, Disable: []string{f},
+					Why: "packed virtqueues, " + f + " masked"})
+			}
+		}
+		out = append(out, Combination{Name: "packed+mq2", Packed: true, QueuePairs: 2, Why: "packed virtqueues, two queue pairs"})
+	}
 	for _, k := range frontendKnobs {
 		out = append(out, Combination{Name: "fe-no-" + k, FrontendOff: []string{k},
 			Why: k + " turned off by the frontend (testpmd " + k + "=0), nothing masked"})
@@ -120,7 +144,7 @@ func Combinations(maskable []string) []Combination {
 func DefaultCombinations() []Combination { return Combinations(vhost.Maskable()) }
 
 // Reduced is the subset make test runs with both frontends.
-var Reduced = []string{"baseline", "no-mrg_rxbuf", "no-mrg_rxbuf+version_1", "no-event_idx+indirect_desc", "mq2"}
+var Reduced = []string{"baseline", "no-mrg_rxbuf", "no-mrg_rxbuf+version_1", "no-event_idx+indirect_desc", "mq2", "packed"}
 
 // Select returns the combinations of all named in names, in the order of
 // names; an unknown name is an error.

@@ -26,6 +26,12 @@ func masked(c Combination) string {
 	if len(c.FrontendOff) > 0 {
 		parts = append(parts, "frontend: "+strings.Join(c.FrontendOff, "+"))
 	}
+	if c.Packed {
+		parts = append(parts, "frontend: packed")
+	}
+	if c.QueuePairs > 1 {
+		parts = append(parts, fmt.Sprintf("frontend: %d queue pairs", c.QueuePairs))
+	}
 	if len(parts) == 0 {
 		return "-"
 	}

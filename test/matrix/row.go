@@ -107,6 +107,9 @@ func judge(r *Row) (bool, string) {
 			return false, "masked feature " + f + " was acked"
 		}
 	}
+	if r.Combination.Packed && !slices.Contains(r.Features, "ring_packed") {
+		return false, "the frontend asked for packed rings, ring_packed was not acked"
+	}
 	for _, f := range r.Combination.FrontendOff {
 		if slices.Contains(r.Features, f) {
 			return false, "feature " + f + " acked though the frontend turned it off"

@@ -166,10 +166,11 @@ func (r *Runner) runTestpmd(ctx context.Context, dir string, row *Row, mark, col
 		{Socket: filepath.Join(dir, "a.sock"), MAC: macA},
 		{Socket: filepath.Join(dir, "b.sock"), MAC: macB},
 	}
-	if q > 1 {
-		for i := range ports {
+	for i := range ports {
+		if q > 1 {
 			ports[i].Queues = q
 		}
+		ports[i].PackedVQ = row.Combination.Packed
 	}
 	off := false
 	for _, k := range row.Combination.FrontendOff {
@@ -248,6 +249,10 @@ func (r *Runner) runQEMU(ctx context.Context, dir string, row *Row, mark, collec
 		// Linux's virtio-net uses as many queue pairs as it has vCPUs.
 		extra = []string{"-smp", strconv.Itoa(q)}
 	}
+	extraDev := ""
+	if row.Combination.Packed {
+		extraDev = "packed=on"
+	}
 	guests := make([]*qemu.Guest, len(vms))
 	errs := make([]error, len(vms))
 	var wg sync.WaitGroup
@@ -258,7 +263,7 @@ func (r *Runner) runQEMU(ctx context.Context, dir string, row *Row, mark, collec
 			guests[i], errs[i] = qemu.Start(ctx, qemu.GuestConfig{
 				Kernel: r.Kernel, Initrd: r.Initrd,
 				Append:     "guestip=" + m.ip + "/24",
-				NICs:       []qemu.NIC{{SocketPath: filepath.Join(dir, m.name+".sock"), MAC: m.mac, Queues: q}},
+				NICs:       []qemu.NIC{{SocketPath: filepath.Join(dir, m.name+".sock"), MAC: m.mac, Queues: q, DeviceExtra: extraDev}},
 				ConsoleLog: filepath.Join(dir, m.name+"-console.log"),
 				ExtraArgs:  extra,
 			})

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"time"
 
@@ -307,8 +308,58 @@ func (c *Capture) Read(b []byte, timeout time.Duration) (int, error) {
 	}
 }
 
+// Write sends frame, a whole Ethernet frame, out of the captured
+// interface as it is: no checksum or header is added or completed.
+func (c *Capture) Write(frame []byte) error {
+	if _, err := unix.Write(c.fd, frame); err != nil {
+		return fmt.Errorf("capture: send: %w", err)
+	}
+	return nil
+}
+
 // Close closes the capture.
 func (c *Capture) Close() error { return unix.Close(c.fd) }
+
+// Do runs fn on an OS thread that is in the namespace n (so that fn sees
+// n's /proc/sys/net, and sockets it makes belong to n), and returns its
+// error. If the thread cannot be switched back, it is discarded.
+func (n *NS) Do(fn func() error) error {
+	ch := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- fmt.Errorf("current network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(n.ns); err != nil {
+			runtime.UnlockOSThread()
+			ch <- fmt.Errorf("enter the namespace: %w", err)
+			return
+		}
+		err = fn()
+		if serr := netns.Set(orig); serr != nil {
+			ch <- fmt.Errorf("back to the original network namespace: %w", serr)
+			return // the thread stays locked: Go discards it
+		}
+		runtime.UnlockOSThread()
+		ch <- err
+	}()
+	return <-ch
+}
+
+// Sysctl writes value to the network sysctl name of n, as a path below
+// /proc/sys/net (e.g. "ipv6/conf/all/disable_ipv6").
+func (n *NS) Sysctl(name, value string) error {
+	return n.Do(func() error {
+		if err := os.WriteFile("/proc/sys/net/"+name, []byte(value), 0o644); err != nil {
+			return fmt.Errorf("sysctl net/%s: %w", name, err)
+		}
+		return nil
+	})
+}
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 

@@ -104,3 +104,78 @@ func TestCapture(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteAndSysctl sends a frame out of a capture in the namespace
+// (Capture.Write) and receives it on the local end; and sets a sysctl in
+// the namespace only (NS.Sysctl), read back there with NS.Do.
+func TestWriteAndSysctl(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	ns, err := NewNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	v, err := NewVeth("vdnw0", "vdnw1", ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if err := ns.Sysctl("ipv6/conf/vdnw1/disable_ipv6", "1"); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	if err := ns.Do(func() (err error) {
+		got, err = os.ReadFile("/proc/sys/net/ipv6/conf/vdnw1/disable_ipv6")
+		return err
+	}); err != nil || string(got) != "1\n" {
+		t.Fatalf("disable_ipv6 in the namespace: %q, %v; want 1", got, err)
+	}
+	if _, err := os.Stat("/proc/sys/net/ipv6/conf/vdnw1"); err == nil {
+		t.Fatal("the namespace's interface shows in this namespace's /proc/sys/net")
+	}
+	if err := ns.SetUp("vdnw1", true); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ns.Capture("vdnw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l, err := netlink.LinkByName("vdnw0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: l.Attrs().Index}); err != nil {
+		t.Fatal(err)
+	}
+	tv := unix.NsecToTimeval((500 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	frame := make([]byte, 60)
+	copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x43, 0x88, 0xb5})
+	copy(frame[14:], "vhostd write test")
+	buf := make([]byte, 2048)
+	for try := 0; ; try++ {
+		if err := c.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		for err == nil && !bytes.Equal(buf[:n], frame) { // the kernel's own frames
+			n, _, err = unix.Recvfrom(fd, buf, 0)
+		}
+		if err == nil {
+			break
+		}
+		if try == 10 {
+			t.Fatalf("frame not received on the local end: %v", err)
+		}
+	}
+}

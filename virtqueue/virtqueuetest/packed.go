@@ -293,6 +293,10 @@ func (d *PackedDriver) Recycle() int {
 // not yet collected back.
 func (d *PackedDriver) Outstanding() int { return d.out }
 
+// BufAddr returns the guest address of the buffer of single-descriptor
+// chain id (as AddChain placed it), to read what the device wrote.
+func (d *PackedDriver) BufAddr(id uint16) uint64 { return d.idAddr[id] }
+
 // SetDriverEvent writes the driver event suppression area: flags (one of
 // virtqueue.EventFlag*) and, for DESC, the slot and wrap counter of the
 // used descriptor the driver wants a call for.
