@@ -170,29 +170,26 @@ func (t *txQueue) syncTx(ring *vhost.Ring, mem *guestmem.Memory) {
 	}
 }
 
-// settleTx repairs the receive queue the poller numbered poller transmits
-// into, after a fault cut a transmit short. It locks as Transmit does.
-func (v *VMPort) settleTx(poller int) {
+// settleTx repairs the receive queues a poller transmits into, after a
+// fault cut a transmit short. The one cut short may be any of them (flow
+// hashing picks the queue per frame), and its lock was released as the
+// fault unwound; it locks as Transmit does.
+func (v *VMPort) settleTx() {
 	r := v.rings.Load()
 	if r == nil || len(r.RX) == 0 {
 		return
 	}
 	m := min(len(r.RX), len(v.txqs))
-	if v.pollers > m {
-		// Shared queues: the one cut short may be any of them, and its
-		// lock was released as the fault unwound.
-		for slot, t := range v.txqs[:m] {
+	for slot, t := range v.txqs[:m] {
+		if v.pollers > 1 {
 			t.mu.Lock()
-			if t.ring == r.RX[slot] {
-				t.syncTx(r.RX[slot], r.Mem)
-			}
+		}
+		if t.ring == r.RX[slot] {
+			t.syncTx(r.RX[slot], r.Mem)
+		}
+		if v.pollers > 1 {
 			t.mu.Unlock()
 		}
-		return
-	}
-	slot := poller % m
-	if t := v.txqs[slot]; t.ring == r.RX[slot] {
-		t.syncTx(r.RX[slot], r.Mem)
 	}
 }
 
@@ -256,7 +253,7 @@ func (p *poller) settle() {
 	if t := p.t; t != nil {
 		for i := 0; i < t.n; i++ {
 			if v, ok := t.ports[i].(*VMPort); ok {
-				v.settleTx(p.id)
+				v.settleTx()
 			}
 		}
 	}

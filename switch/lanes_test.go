@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vhostd/vhostd/switch/flowhash"
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
 	"github.com/vhostd/vhostd/virtqueue/virtqueuetest"
@@ -75,8 +76,8 @@ func forwardAll(s *Switch) int {
 
 // TestLanesSpreadQueuesOverPollers checks the ownership of a multi-queue
 // VM port's traffic: one lane per poller (up to the queue pairs), lane k
-// taking the transmit queues of pairs k, k+n, ..., and poller k delivering
-// into receive queue k, or into those there are when the guest runs fewer.
+// taking the transmit queues of pairs k, k+n, ..., and frames delivered
+// into the receive queue their flow hashes to, of those the guest runs.
 func TestLanesSpreadQueuesOverPollers(t *testing.T) {
 	s, err := New(Config{Pollers: 2}, quietLog())
 	if err != nil {
@@ -124,8 +125,13 @@ func TestLanesSpreadQueuesOverPollers(t *testing.T) {
 		t.Fatalf("second round forwarded %d frames, want 0", n)
 	}
 	count := func(d *virtqueuetest.Driver) int { return len(d.CollectUsed()) }
-	if got := [2]int{count(a.rx[0]), count(a.rx[1])}; got != [2]int{1, 1} {
-		t.Errorf("a's receive queues got %v frames, want one each (one per poller)", got)
+	// c's two frames to a are one flow (same addresses): they meet in
+	// the receive queue of a their hash picks, whichever poller
+	// forwarded them.
+	var want [2]int
+	want[flowhash.Queue(flowhash.Bytes(ethFrame(0xb, 0xc, 60)), 2)] = 2
+	if got := [2]int{count(a.rx[0]), count(a.rx[1])}; got != want {
+		t.Errorf("a's receive queues got %v frames, want %v (one flow, one queue)", got, want)
 	}
 	if got := count(c.rx[0]); got != 4 {
 		t.Errorf("c's one receive queue got %d frames, want 4 (from both pollers)", got)
@@ -213,5 +219,100 @@ func TestFirstLanesSpreadOverPollers(t *testing.T) {
 	add("d", 1)
 	if g := got(); g != "[a[0 1 2] d[1] c[2]]" {
 		t.Fatalf("after removing b: lanes on pollers %s, want d's on b's poller 1", g)
+	}
+}
+
+// udpFrame is an IPv4/UDP frame from MAC src to MAC dst, from port sport
+// to 5201, size bytes long, its payload seq.
+func udpFrame(dst, src byte, sport uint16, seq byte, size int) []byte {
+	f := make([]byte, size)
+	copy(f, []byte{0x52, 0x54, 0, 0, 0, dst, 0x52, 0x54, 0, 0, 0, src, 0x08, 0x00})
+	ip := f[14:]
+	ip[0], ip[8], ip[9] = 0x45, 64, 17
+	copy(ip[12:], []byte{10, 0, 0, src, 10, 0, 0, dst})
+	ip[20], ip[21], ip[22], ip[23] = byte(sport>>8), byte(sport), 0x14, 0x51
+	f[size-1] = seq
+	return f
+}
+
+// TestFlowHashSpreadsReceiveQueues sends flows from one single-queue
+// guest to a guest with 4 receive queues and reports how they spread: every
+// queue gets flows, none more than twice its share, each flow's frames all
+// land in one queue in the order sent, whatever poller forwards them.
+func TestFlowHashSpreadsReceiveQueues(t *testing.T) {
+	for _, pollers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("pollers=%d", pollers), func(t *testing.T) {
+			s, err := New(Config{Pollers: pollers}, quietLog())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(s.Close)
+			const flows, perFlow, queues = 64, 3, 4
+			a := newMQEnd(t, s, "a", 0, queues, queues, 1)
+			b := newMQEnd(t, s, "b", 0x100000000, 1, 1, 1)
+			for _, d := range a.rx {
+				for range flows * perFlow {
+					d.AddChain([]virtqueuetest.Buf{{Write: true, WriteLen: 2048}})
+				}
+			}
+			// a announces itself so b's frames are not flooded.
+			a.tx[0].AddChain([]virtqueuetest.Buf{{Data: append(make([]byte, 12), ethFrame(0xb, 0xa, 60)...)}})
+			for i := range b.rx {
+				b.rx[i].AddChain([]virtqueuetest.Buf{{Write: true, WriteLen: 2048}})
+			}
+			forwardAll(s)
+			for seq := range perFlow {
+				for f := range flows {
+					b.tx[0].AddChain([]virtqueuetest.Buf{{Data: append(make([]byte, 12), udpFrame(0xa, 0xb, uint16(40000+f), byte(seq), 80)...)}})
+				}
+				for forwardAll(s) > 0 {
+				}
+			}
+			perQueue := make([]int, queues)
+			flowQueue := map[uint16]int{}
+			for q, d := range a.rx {
+				last := map[uint16]int{}
+				for _, u := range d.CollectUsed() {
+					got := d.Read(d.DescAddr(u.ID), int(u.Len))[12:]
+					sport := uint16(got[34])<<8 | uint16(got[35])
+					seq := int(got[len(got)-1])
+					if prev, ok := flowQueue[sport]; ok && prev != q {
+						t.Errorf("flow %d in queues %d and %d", sport, prev, q)
+					}
+					flowQueue[sport] = q
+					if n, ok := last[sport]; ok && seq != n+1 {
+						t.Errorf("flow %d: frame %d after %d in queue %d", sport, seq, n, q)
+					}
+					last[sport] = seq
+					perQueue[q]++
+				}
+			}
+			t.Logf("%d flows of %d frames over %d receive queues: %v frames per queue", flows, perFlow, queues, perQueue)
+			if len(flowQueue) != flows {
+				t.Errorf("%d flows arrived, want %d", len(flowQueue), flows)
+			}
+			for q, n := range perQueue {
+				if n == 0 || n > 2*flows*perFlow/queues {
+					t.Errorf("queue %d got %d frames of %d (share %d)", q, n, flows*perFlow, flows*perFlow/queues)
+				}
+			}
+
+			// Hashing and sorting bursts by queue allocates nothing
+			// (the frames and buffers are prepared first: the mock
+			// driver allocates). Each of a's receive queues still has
+			// more buffers posted than the frames sent here.
+			b.tx[0].CollectUsed()
+			for i := range (allocRuns + 1) * BurstSize {
+				b.tx[0].AddChain([]virtqueuetest.Buf{{Data: append(make([]byte, 12), udpFrame(0xa, 0xb, uint16(i), 0, 80)...)}})
+			}
+			allocs := testing.AllocsPerRun(allocRuns, func() {
+				if n := forwardAll(s); n != BurstSize {
+					t.Fatalf("forwarded %d frames, want a burst", n)
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("forwarding to a multi-queue guest allocates %.2f times per burst", allocs)
+			}
+		})
 	}
 }

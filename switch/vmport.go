@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vhostd/vhostd/switch/flowhash"
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
 	"github.com/vhostd/vhostd/virtqueue/guestmem"
@@ -35,8 +36,10 @@ const (
 //
 // With several pollers and a multi-queue device the port has one lane per
 // poller (up to the queue pairs): lane k receives from the transmit queues
-// of pairs k, k+n, k+2n, ..., and poller k transmits into receive queue k
-// (modulo the queues running), so a VM's traffic spreads over the pollers.
+// of pairs k, k+n, k+2n, ..., so a VM's traffic spreads over the pollers.
+// Frames to a guest running several receive queues go to the queue their
+// flow hashes to (flowhash), whichever poller forwards them, so its flows
+// spread over its queues and vCPUs and each flow keeps one queue.
 type VMPort struct {
 	name     string
 	log      *logrus.Entry
@@ -64,8 +67,9 @@ type VMPort struct {
 	faultMem atomic.Pointer[guestmem.Memory]
 
 	// Fixed at Attach.
-	lanes []*vmLane
-	txqs  []*txQueue // by receive queue slot: see Transmit
+	lanes  []*vmLane
+	txqs   []*txQueue // by receive queue: see Transmit
+	spread []spread   // by poller: Transmit's scratch for flow hashing
 }
 
 // vmLane is the receive side of a VMPort, or one lane of it: owned by one
@@ -121,15 +125,25 @@ func NewVMPort(name string, queuePairs int, log *logrus.Entry) *VMPort {
 		queuePairs = vhost.DefaultQueuePairs
 	}
 	v := &VMPort{name: name, log: log.WithField("port", name), pairs: queuePairs, pollers: 1}
-	v.setLanes(1)
+	v.setLanes(1, 1)
 	return v
 }
 
-func (v *VMPort) setLanes(n int) {
-	v.lanes, v.txqs = make([]*vmLane, n), make([]*txQueue, n)
+// setLanes gives the port n lanes, a transmit queue state for each
+// receive queue the device may run (flow hashing may pick any of them,
+// whatever the pollers), and flow-hashing scratch for each of pollers.
+func (v *VMPort) setLanes(n, pollers int) {
+	v.lanes, v.txqs = make([]*vmLane, n), make([]*txQueue, max(n, v.pairs))
 	for i := range v.lanes {
 		v.lanes[i] = &vmLane{v: v, id: i, n: n}
+	}
+	for i := range v.txqs {
 		v.txqs[i] = newTxQueue()
+	}
+	v.spread = make([]spread, pollers)
+	for i := range v.spread {
+		s := &v.spread[i]
+		s.counts, s.start, s.next = make([]int, len(v.txqs)), make([]int, len(v.txqs)), make([]int, len(v.txqs))
 	}
 }
 
@@ -142,7 +156,7 @@ func (v *VMPort) Name() string { return v.name }
 func (v *VMPort) Attach(c Control) {
 	v.ctl = c
 	v.pollers = max(c.Pollers(), 1)
-	v.setLanes(min(v.pollers, v.pairs))
+	v.setLanes(min(v.pollers, v.pairs), v.pollers)
 }
 
 // Receivers implements LanedPort: one lane per poller, up to the queue pairs.
@@ -184,8 +198,17 @@ func (v *VMPort) QueueStats() []QueueSnapshot {
 	for i, l := range v.lanes {
 		out = append(out, QueueSnapshot{Queue: i, Dir: "rx", Snapshot: SumCounters(&l.counters)})
 	}
+	// The guest receive queues: as many as lanes, those running and
+	// those that carried anything (a port has room for all its pairs).
+	running := 0
+	if r := v.rings.Load(); r != nil {
+		running = len(r.RX)
+	}
 	for i, t := range v.txqs {
-		out = append(out, QueueSnapshot{Queue: i, Dir: "tx", Snapshot: SumCounters(&t.counters)})
+		snap := SumCounters(&t.counters)
+		if i < len(v.lanes) || i < running || snap.TxPackets != 0 || len(snap.Drops) != 0 {
+			out = append(out, QueueSnapshot{Queue: i, Dir: "tx", Snapshot: snap})
+		}
 	}
 	return out
 }
@@ -456,26 +479,78 @@ func (v *VMPort) broken(logged **vhost.Ring, ring *vhost.Ring, reason int) {
 
 // Transmit implements Port: it copies each frame into one of the guest's
 // receive queues, from the source buffers straight into the guest's.
-// Poller q uses receive queue q modulo the queues there are to use (those
-// running, and no more than the port has lanes): with no more pollers than
-// that, each queue has one writer and no lock is taken.
+// With one receive queue running, that one (locked only if there are
+// several pollers). With several, each frame goes to the queue its flow
+// hashes to, in batches: the frames of the call are sorted by queue
+// (keeping their order), and each queue's batch is copied under that
+// queue's lock, taken once per batch and only with several pollers.
 func (v *VMPort) Transmit(q int, frames []*Frame) {
 	r := v.rings.Load()
 	if r == nil || len(r.RX) == 0 {
 		v.counters.Drops[DropTxNotReady].Add(uint64(len(frames)))
 		return
 	}
-	m := min(len(r.RX), len(v.txqs))
-	slot := q % m
+	if m := min(len(r.RX), len(v.txqs)); m > 1 {
+		s := &v.spread[q%len(v.spread)]
+		for len(frames) > 0 {
+			n := min(len(frames), BurstSize)
+			s.sort(frames[:n], m)
+			for slot, c := range s.counts[:m] {
+				if c > 0 {
+					v.transmitSlot(slot, r, s.sorted[s.start[slot]:s.start[slot]+c])
+				}
+			}
+			frames = frames[n:]
+		}
+		return
+	}
+	v.transmitSlot(0, r, frames)
+}
+
+// transmitSlot transmits frames into receive queue slot of r, under the
+// queue's lock if other pollers may transmit into it too.
+func (v *VMPort) transmitSlot(slot int, r *vhost.Rings, frames []*Frame) {
 	t := v.txqs[slot]
-	if v.pollers > m {
+	if v.pollers > 1 {
 		t.mu.Lock()
-		defer t.mu.Unlock()
+		defer t.mu.Unlock() // also when a guest memory fault unwinds
 	}
 	if ring := r.RX[slot]; ring.Packed != nil {
 		t.transmitPacked(ring.Packed, v, r, ring, frames)
 	} else {
 		t.transmitSplit(ring.Queue, v, r, ring, frames)
+	}
+}
+
+// spread is one poller's scratch for sorting a burst by receive queue.
+type spread struct {
+	slot   [BurstSize]uint16 // receive queue of each frame
+	sorted [BurstSize]*Frame // the frames, grouped by queue, in order
+	// Per receive queue (one each per txQueue): frames, where its group
+	// begins in sorted, and the next free place of the group.
+	counts, start, next []int
+}
+
+// sort hashes each of frames (at most BurstSize) to one of m queues and
+// groups them by queue in s.sorted, keeping their order within a queue
+// (a counting sort: two passes, no allocation).
+func (s *spread) sort(frames []*Frame, m int) {
+	clear(s.counts[:m])
+	for i, f := range frames {
+		k := flowhash.Queue(flowhash.Of(f.Segs), m)
+		s.slot[i] = uint16(k)
+		s.counts[k]++
+	}
+	at := 0
+	for k, c := range s.counts[:m] {
+		s.start[k] = at
+		at += c
+	}
+	copy(s.next[:m], s.start[:m])
+	for i, f := range frames {
+		k := s.slot[i]
+		s.sorted[s.next[k]] = f
+		s.next[k]++
 	}
 }
 

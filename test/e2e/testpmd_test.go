@@ -127,13 +127,22 @@ func TestTestpmdRestart(t *testing.T) {
 // port (MQ negotiated): frames sent on both transmit queues of each port
 // all arrive at the other port, and vhostd runs all four rings per port.
 // With two pollers each VM port has a lane per poller: both pollers
-// receive from each port, and each delivers into its own receive queue of
-// the destination, so frames arrive on both of the driver's receive
-// queues; with one poller they all arrive on queue 0.
+// receive from each port. Frames land in the receive queue their flow
+// hashes to, whichever poller forwards them: with testpmd's multi-flow
+// transmit (the source address varies) on both receive queues of the
+// driver, with one flow all on one of them.
 func TestTestpmdMultiQueue(t *testing.T) {
 	requirePeer(t, testpmd.DefaultBinary)
-	for _, pollers := range []int{1, 2} {
-		t.Run(fmt.Sprintf("pollers=%d", pollers), func(t *testing.T) {
+	for _, tc := range []struct {
+		pollers   int
+		multiFlow bool
+	}{{1, true}, {2, true}, {1, false}, {2, false}} {
+		pollers := tc.pollers
+		t.Run(fmt.Sprintf("pollers=%d,multiflow=%v", pollers, tc.multiFlow), func(t *testing.T) {
+			var extra []string
+			if tc.multiFlow {
+				extra = []string{"--txonly-multi-flow"}
+			}
 			dir := sockDir(t)
 			v := startVhostd(t, dir, "--pollers", fmt.Sprint(pollers),
 				"--socket", "a="+filepath.Join(dir, "a.sock"), "--socket", "b="+filepath.Join(dir, "b.sock"))
@@ -147,6 +156,7 @@ func TestTestpmdMultiQueue(t *testing.T) {
 				PeerMACs:    []string{macB, macA},
 				TxPkts:      60,
 				ForwardMode: "rxonly",
+				ExtraArgs:   extra,
 			})
 			if err := tp.ClearStats(ctx); err != nil {
 				t.Fatal(err)
@@ -179,8 +189,11 @@ func TestTestpmdMultiQueue(t *testing.T) {
 					t.Errorf("testpmd port %d: tx %d rx %d, want %d each", i, s.TxPackets, s.RxPackets, want)
 				}
 				q0, q1 := rxQueuePackets(t, ctx, tp, i)
-				if q0+q1 != want || (pollers == 1 && q1 != 0) || (pollers == 2 && (q0 == 0 || q1 == 0)) {
-					t.Errorf("testpmd port %d received %d on queue 0 and %d on queue 1 with %d pollers", i, q0, q1, pollers)
+				t.Logf("testpmd port %d received %d on queue 0 and %d on queue 1", i, q0, q1)
+				spread := q0 != 0 && q1 != 0
+				if q0+q1 != want || spread != tc.multiFlow {
+					t.Errorf("testpmd port %d received %d on queue 0 and %d on queue 1 with %d pollers; want both used iff several flows (%v)",
+						i, q0, q1, pollers, tc.multiFlow)
 				}
 			}
 			vs := v.stats(t)

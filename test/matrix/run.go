@@ -185,11 +185,18 @@ func (r *Runner) runTestpmd(ctx context.Context, dir string, row *Row, mark, col
 			}
 		}
 	}
+	var extra []string
+	if q > 1 {
+		// Several flows (the source address varies), so that vhostd's
+		// flow hashing spreads them over the receiving port's queues.
+		extra = []string{"--txonly-multi-flow"}
+	}
 	tp, err := testpmd.Start(ctx, testpmd.Config{
-		Ports:    ports,
-		PeerMACs: []string{macB, macA},
-		TxPkts:   60,
-		LogFile:  filepath.Join(dir, "testpmd.log"),
+		Ports:     ports,
+		PeerMACs:  []string{macB, macA},
+		TxPkts:    60,
+		LogFile:   filepath.Join(dir, "testpmd.log"),
+		ExtraArgs: extra,
 	})
 	if err != nil {
 		return fmt.Errorf("testpmd: %w", err)
