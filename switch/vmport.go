@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vhostd/vhostd/switch/offload"
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
 	"github.com/vhostd/vhostd/virtqueue/guestmem"
@@ -77,6 +78,7 @@ type vmLane struct {
 	calls    callGuard // signals the guest's transmit rings
 	// rarpFrame holds the announcement of the burst in progress (rarp.go).
 	rarpFrame [RARPFrameLen]byte
+	rxo       *rxOffload // the burst's virtio-net headers (vmoffload.go)
 }
 
 // txQueue is the state of transmitting into one of the guest's receive
@@ -94,6 +96,7 @@ type txQueue struct {
 	rxLogged *virtqueue.Queue
 	spin     atomic.Uint32 // read by waitBuffers' pause loop
 	calls    callGuard     // signals the receive ring
+	ox       *SoftOffload  // offloads the receiver does not take (vmoffload.go)
 	// The ring transmitted into last, its memory, and the gap between its
 	// avail and used indices between two transmits (see syncTx).
 	ring *vhost.Ring
@@ -102,7 +105,7 @@ type txQueue struct {
 }
 
 func newTxQueue() *txQueue {
-	t := &txQueue{}
+	t := &txQueue{ox: NewSoftOffload(false)}
 	for i := range t.rx {
 		t.rx[i].Segs = t.rxSegs[i*rxChainSegs : i*rxChainSegs : (i+1)*rxChainSegs]
 		t.rx[i].GPAs = t.rxGPAs[i*rxChainSegs : i*rxChainSegs : (i+1)*rxChainSegs]
@@ -124,7 +127,7 @@ func NewVMPort(name string, queuePairs int, log *logrus.Entry) *VMPort {
 func (v *VMPort) setLanes(n int) {
 	v.lanes, v.txqs = make([]*vmLane, n), make([]*txQueue, n)
 	for i := range v.lanes {
-		v.lanes[i] = &vmLane{v: v, id: i, n: n}
+		v.lanes[i] = &vmLane{v: v, id: i, n: n, rxo: newRxOffload()}
 		v.txqs[i] = newTxQueue()
 	}
 }
@@ -327,6 +330,7 @@ func (l *vmLane) Receive(b *Burst) int {
 		b.N = n
 		return n
 	}
+	start := n
 	limit := frameLimit(r)
 	var runts, segs, mtu uint64
 	for ti, ring := range r.TX {
@@ -363,9 +367,9 @@ func (l *vmLane) Receive(b *Burst) int {
 				runts++
 				continue
 			}
-			// Strip the virtio-net header; nothing in it matters without
-			// offloads, which vhostd does not offer.
+			// Strip the virtio-net header (kept for offloads below).
 			fs := c.Segs[:c.NRead]
+			l.rxo.keep(n, fs, r.HdrLen)
 			for skip := r.HdrLen; skip > 0; {
 				if len(fs[0]) <= skip {
 					skip -= len(fs[0])
@@ -378,7 +382,7 @@ func (l *vmLane) Receive(b *Burst) int {
 			f := &b.Frames[n]
 			f.Segs = fs
 			f.Len = int(c.ReadLen) - r.HdrLen
-			if f.Len > limit && overMTU(fs, f.Len, limit) {
+			if f.Len > limit && !l.rxo.gso(n) && overMTU(fs, f.Len, limit) {
 				mtu++
 				continue
 			}
@@ -390,6 +394,7 @@ func (l *vmLane) Receive(b *Burst) int {
 			n++
 		}
 	}
+	n = l.offloads(b, start, n, r.Features)
 	if runts > 0 {
 		l.counters.Drops[DropRxRunt].addOwned(runts)
 	}
@@ -472,11 +477,11 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 	}
 	hdr := r.HdrLen
 	waited := false // wait for buffers at most once per call
-	for len(frames) > 0 {
+	for frames = t.ox.Begin(frames, offload.Features(r.Features)); len(frames) > 0; frames = t.ox.Next(frames) {
 		// Pass 1: reserve chains.
 		used, nf := 0, 0
 		for ; nf < len(frames); nf++ {
-			if f := frames[nf]; f.Len > limit && overMTU(f.Segs, f.Len, limit) {
+			if f := frames[nf]; f.Len > limit && !f.Offload.GSO() && overMTU(f.Segs, f.Len, limit) {
 				t.plan[nf] = rxPlan{}
 				mtu++
 				continue
@@ -560,6 +565,7 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 			}
 			f := frames[i]
 			t.copyInto(q, p, f, hdr)
+			t.finish(frames, i, p, hdr)
 			sent++
 			bytes += uint64(f.Len)
 		}
@@ -589,6 +595,7 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 	if mtu > 0 {
 		c.Drops[DropMTUExceeded].addOwned(mtu)
 	}
+	t.ox.Count(c)
 }
 
 // txRetries bounds how often Transmit re-reads a full receive ring before
