@@ -320,3 +320,82 @@ func TestOffloadAllocatesNothing(t *testing.T) {
 		t.Fatalf("counters of the TSO receiver %+v", st)
 	}
 }
+
+// TestSoftOffloadLinear is the uplink's use: a port that takes no
+// offloads gets, in order, the plain frames as they are, the checksummed
+// frame completed in a copy (the sender's bytes untouched), and the
+// super-frame's segments, in chunks of at most BurstSize frames; with no
+// allocation.
+func TestSoftOffloadLinear(t *testing.T) {
+	x := NewSoftOffload(true)
+	mk := func(b []byte, h offload.Header) *Frame {
+		f := &Frame{Segs: [][]byte{b[:20], b[20:]}, Len: len(b)}
+		if h != (offload.Header{}) {
+			lay, r := offload.Validate(&h, b, offload.Features(hostOffloads))
+			if r != offload.ReasonOK {
+				t.Fatalf("validate: %v", r)
+			}
+			f.Offload = offload.MetaOf(&h, lay)
+		}
+		return f
+	}
+	plain := ethFrame(0xb, 0xa, 60)
+	csum := tcp4Frame(0xb, 0xa, 777, 9)
+	csumCopy := append([]byte(nil), csum...)
+	const payload = 40*mss + 10 // 41 segments: two chunks
+	super := tcp4Frame(0xb, 0xa, payload, 100)
+	frames := []*Frame{
+		mk(plain, offload.Header{}),
+		mk(csum, offload.Header{Flags: offload.FlagNeedsCsum, CsumStart: 34, CsumOffset: 16}),
+		mk(super, tsoHeader(super)),
+		mk(plain, offload.Header{}),
+	}
+	var got [][]byte
+	chunks := 0
+	for fs := x.Begin(frames, 0); len(fs) > 0; fs = x.Next(nil) {
+		if len(fs) > BurstSize {
+			t.Fatalf("chunk of %d frames", len(fs))
+		}
+		chunks++
+		for _, f := range fs {
+			if !f.Offload.Plain() {
+				t.Fatal("a frame with an offload left in a chunk")
+			}
+			var b []byte
+			for _, s := range f.Segs {
+				b = append(b, s...)
+			}
+			got = append(got, b)
+		}
+	}
+	if len(got) != 2+41+1 || chunks < 2 {
+		t.Fatalf("%d frames in %d chunks", len(got), chunks)
+	}
+	if !bytes.Equal(got[0], plain) || !bytes.Equal(got[len(got)-1], plain) {
+		t.Fatal("plain frames changed or out of order")
+	}
+	checkTCP4(t, got[1])
+	if !bytes.Equal(csum, csumCopy) {
+		t.Fatal("completing the checksum wrote into the sender's frame")
+	}
+	var data []byte
+	for _, f := range got[2 : 2+41] {
+		_, p := checkTCP4(t, f)
+		data = append(data, p...)
+	}
+	if !bytes.Equal(data, super[54:]) {
+		t.Fatal("segments' payload differs")
+	}
+	var c Counters
+	x.Count(&c)
+	if c.GSOSegmented.Load() != 1 || c.GSOSegments.Load() != 41 || c.CsumCompleted.Load() != 1 {
+		t.Fatalf("counters: segmented %d segments %d csum %d", c.GSOSegmented.Load(), c.GSOSegments.Load(), c.CsumCompleted.Load())
+	}
+	allocs := testing.AllocsPerRun(5, func() {
+		for fs := x.Begin(frames, 0); len(fs) > 0; fs = x.Next(nil) {
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per transmit", allocs)
+	}
+}
