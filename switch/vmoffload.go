@@ -2,8 +2,10 @@ package vswitch
 
 import (
 	"encoding/binary"
+	"unsafe"
 
 	"github.com/vhostd/vhostd/switch/offload"
+	"github.com/vhostd/vhostd/vhost"
 )
 
 // Offloads through the switch. A VM port reads the virtio-net header of
@@ -34,8 +36,12 @@ const gsoPeek = 512
 
 // rxOffload is a receive lane's scratch for the headers of one burst.
 type rxOffload struct {
-	hdrs  [BurstSize][]byte   // each frame's virtio-net header as the guest wrote it
-	split [BurstSize][12]byte // a header split over descriptors, gathered
+	// hdrs points at each frame's virtio-net header as the guest wrote
+	// it (hdrLen bytes): a bare pointer, not a slice, since all that a
+	// plain frame costs is its store here and one 2-byte load.
+	hdrs   [BurstSize]*byte
+	hdrLen int
+	split  [BurstSize][12]byte // a header split over descriptors, gathered
 	// frame is where a GSO frame's headers are gathered for Validate:
 	// maxOffloadFrame long, so that a slice of the frame's length fits.
 	frame []byte
@@ -46,30 +52,50 @@ func newRxOffload() *rxOffload { return &rxOffload{frame: make([]byte, maxOffloa
 // keep notes where frame n's header is: segs (the chain's readable
 // segments) start with at least hdrLen bytes of it.
 func (x *rxOffload) keep(n int, segs [][]byte, hdrLen int) {
-	if len(segs[0]) >= hdrLen {
-		x.hdrs[n] = segs[0][:hdrLen]
+	if s := segs[0]; len(s) >= hdrLen {
+		x.hdrs[n] = &s[0]
 		return
 	}
-	k := gather(x.split[n][:hdrLen], segs)
-	x.hdrs[n] = x.split[n][:k]
+	gather(x.split[n][:hdrLen], segs)
+	x.hdrs[n] = &x.split[n][0]
 }
+
+// flagsGSO returns the first two bytes of frame n's header (flags and
+// gso_type): 0 for a frame that asks for nothing.
+func (x *rxOffload) flagsGSO(n int) uint16 { return *(*uint16)(unsafe.Pointer(x.hdrs[n])) }
+
+// header returns frame n's header.
+func (x *rxOffload) header(n int) []byte { return unsafe.Slice(x.hdrs[n], x.hdrLen) }
 
 // gso reports whether frame n's header asks for segmentation (or holds
 // garbage in gso_type): such a frame may be longer than the MTU, and is
 // validated before anything else looks at it.
-func (x *rxOffload) gso(n int) bool { return x.hdrs[n][1] != 0 }
+func (x *rxOffload) gso(n int) bool { return x.flagsGSO(n)>>8 != 0 }
 
 // offloads validates the headers of frames [start, n) of b, sets each
 // frame's Offload, drops (and counts on l) those refused, and returns
 // the frames kept, moved down to close the gaps. Frames before start
 // are the port's own announcements (rarp.go), complete.
-func (l *vmLane) offloads(b *Burst, start, n int, features uint64) int {
+func (l *vmLane) offloads(b *Burst, start, n int, r *vhost.Rings) int {
 	x := l.rxo
-	k := start
 	for i := start; i < n; i++ {
+		if x.flagsGSO(i) != 0 {
+			x.hdrLen = r.HdrLen
+			return l.offloadsFrom(b, i, n, offload.Features(r.Features))
+		}
+		b.Frames[i].Offload = offload.Meta{}
+	}
+	return n
+}
+
+// offloadsFrom is offloads from frame i on, the first with an offload.
+func (l *vmLane) offloadsFrom(b *Burst, i, n int, features offload.Features) int {
+	x := l.rxo
+	k := i
+	for ; i < n; i++ {
 		f := &b.Frames[i]
-		if h := x.hdrs[i]; h[0]|h[1] != 0 {
-			m, r := x.validate(h, f, offload.Features(features))
+		if x.flagsGSO(i) != 0 {
+			m, r := x.validate(x.header(i), f, features)
 			if r != offload.ReasonOK {
 				if r == reasonTooLong {
 					l.counters.Drops[DropMTUExceeded].addOwned(1)
@@ -118,6 +144,20 @@ func (x *rxOffload) validate(h []byte, f *Frame, feat offload.Features) (offload
 		return offload.Meta{}, offload.ReasonL4Unsupported
 	}
 	return offload.MetaOf(&hd, lay), offload.ReasonOK
+}
+
+// rxOffloads returns the offloads a guest takes in its receive queues: the
+// GUEST_* features it negotiated, but no GSO without mergeable buffers. A
+// driver without them posts chains of page-sized buffers for GSO frames
+// (Linux: 19 for 64 KiB), more segments than transmit uses of a chain
+// (rxChainSegs): such a receiver gets the segments.
+func rxOffloads(r *vhost.Rings) offload.Features {
+	f := offload.Features(r.Features)
+	if !r.MrgRxbuf {
+		f &^= offload.FeatureGuestTSO4 | offload.FeatureGuestTSO6 | offload.FeatureGuestECN | offload.FeatureGuestUFO |
+			offload.FeatureGuestUSO4 | offload.FeatureGuestUSO6
+	}
+	return f
 }
 
 // What the transmit loop does to a frame of a chunk once it is copied.

@@ -399,3 +399,29 @@ func TestSoftOffloadLinear(t *testing.T) {
 		t.Fatalf("%.1f allocations per transmit", allocs)
 	}
 }
+
+// TestOffloadNoMergeableSegments: a guest that negotiated GUEST_TSO4 but
+// not mergeable buffers gets segments, marked DATA_VALID (its GSO
+// buffers would be chains of more segments than transmit uses).
+func TestOffloadNoMergeableSegments(t *testing.T) {
+	s := newTestSwitch(t)
+	a := newOffloadEnd(t, s, "a", 0, hostOffloads)
+	b := newVMEnd(t, s, "b", 0x100000000, 12, false)
+	r := *b.port.rings.Load()
+	r.Features = guestOffloads
+	b.port.Publish(&r)
+	b.post(8, 2048)
+	super := tcp4Frame(0xee, 0xa, 2*mss, 1)
+	a.sendHdr(tsoHeader(super), super, 54)
+	pump(s, a)
+	got := b.received()
+	if len(got) != 2 {
+		t.Fatalf("%d frames, want 2 segments", len(got))
+	}
+	for _, g := range got {
+		if g[0] != offload.FlagDataValid {
+			t.Fatalf("segment header %x", g[:12])
+		}
+		checkTCP4(t, g[12:])
+	}
+}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/vhostd/vhostd/switch/offload"
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
 	"github.com/vhostd/vhostd/virtqueue/guestmem"
@@ -394,7 +393,7 @@ func (l *vmLane) Receive(b *Burst) int {
 			n++
 		}
 	}
-	n = l.offloads(b, start, n, r.Features)
+	n = l.offloads(b, start, n, r)
 	if runts > 0 {
 		l.counters.Drops[DropRxRunt].addOwned(runts)
 	}
@@ -477,7 +476,7 @@ func (t *txQueue) transmit(v *VMPort, r *vhost.Rings, ring *vhost.Ring, frames [
 	}
 	hdr := r.HdrLen
 	waited := false // wait for buffers at most once per call
-	for frames = t.ox.Begin(frames, offload.Features(r.Features)); len(frames) > 0; frames = t.ox.Next(frames) {
+	for frames = t.ox.Begin(frames, rxOffloads(r)); len(frames) > 0; frames = t.ox.Next(frames) {
 		// Pass 1: reserve chains.
 		used, nf := 0, 0
 		for ; nf < len(frames); nf++ {
