@@ -316,3 +316,22 @@ func TestFlowHashSpreadsReceiveQueues(t *testing.T) {
 		})
 	}
 }
+
+// TestQueueStatsListsUsedQueues: a port has transmit state for every
+// queue pair it may run, but lists only the receive queues running or
+// that carried something.
+func TestQueueStatsListsUsedQueues(t *testing.T) {
+	s, err := New(Config{}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	a := newMQEnd(t, s, "a", 0, 8, 2, 1)
+	var dirs []string
+	for _, q := range a.port.QueueStats() {
+		dirs = append(dirs, fmt.Sprintf("%s%d", q.Dir, q.Queue))
+	}
+	if got := fmt.Sprint(dirs); got != "[rx0 tx0 tx1]" {
+		t.Errorf("queues listed %s, want [rx0 tx0 tx1] (one lane, two receive queues running of 8)", got)
+	}
+}

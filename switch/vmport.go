@@ -208,11 +208,21 @@ func (v *VMPort) QueueStats() []QueueSnapshot {
 	}
 	for i, t := range v.txqs {
 		snap := SumCounters(&t.counters)
-		if i < len(v.lanes) || i < running || snap.TxPackets != 0 || len(snap.Drops) != 0 {
+		if i < len(v.lanes) || i < running || snap.TxPackets != 0 || anyDrops(snap.Drops) {
 			out = append(out, QueueSnapshot{Queue: i, Dir: "tx", Snapshot: snap})
 		}
 	}
 	return out
+}
+
+// anyDrops reports whether any of drops is not zero.
+func anyDrops(drops map[string]uint64) bool {
+	for _, n := range drops {
+		if n != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // fail logs why the port's frontend must go and asks for it.
