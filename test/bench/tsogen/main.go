@@ -83,6 +83,7 @@ func main() {
 		warmup, window, memcpy        time.Duration
 		nTemplates, frameLen, sample  int
 		memMB                         int
+		out                           string
 	)
 	flag.StringVar(&sockA, "a", "", "vhost-user socket of port A (sender)")
 	flag.StringVar(&sockB, "b", "", "vhost-user socket of port B (receiver)")
@@ -96,6 +97,7 @@ func main() {
 	flag.IntVar(&frameLen, "frame", SegFrameLen, "frame size in bytes, headers included")
 	flag.IntVar(&sample, "sample", 64, "verify one received frame in this many")
 	flag.DurationVar(&memcpy, "memcpy", 0, "measure copy bandwidth for this long instead")
+	flag.StringVar(&out, "out", "", "write the JSON result to this file (default: stdout)")
 	flag.Parse()
 	var res Result
 	var err error
@@ -112,7 +114,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tsogen:", err)
 		os.Exit(1)
 	}
-	json.NewEncoder(os.Stdout).Encode(res)
+	b, _ := json.Marshal(res)
+	b = append(b, '\n')
+	if out == "" {
+		os.Stdout.Write(b)
+	} else if err := os.WriteFile(out, b, 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "tsogen:", err)
+		os.Exit(1)
+	}
 }
 
 // MemcpyGbps measures one core's copy bandwidth on 64 KiB buffers, half
@@ -164,7 +173,7 @@ func run(sockA, sockB string, server bool, prefix, hugeDir string, memMB int, wa
 	// Room for a whole 64 KiB segment in two mbufs (the data room is a
 	// uint16), and receive buffers as large: every backend then fills
 	// two descriptors per segment.
-	txPool, err := e.NewPktmbufPool(63, 0, dpdk.MaxDataRoom)
+	txPool, err := e.NewPktmbufPool(191, 0, dpdk.MaxDataRoom)
 	if err != nil {
 		return res, err
 	}
@@ -231,6 +240,19 @@ func run(sockA, sockB string, server bool, prefix, hugeDir string, memMB int, wa
 	if err := waitLinks(ports[:], 20*time.Second); err != nil {
 		return res, err
 	}
+	// Port B announces its MAC (a broadcast from it) so learning
+	// switches deliver to it rather than flood.
+	txB := ports[1].NewTxQueue(txPool)
+	announce := make([]byte, 60)
+	copy(announce, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(announce[6:], flow.DstMAC)
+	announce[12], announce[13] = 0x88, 0xb5 // local experimental ethertype
+	for i := 0; i < 3; i++ {
+		txB.Add([][]byte{announce}, len(announce))
+		txB.Flush()
+		time.Sleep(50 * time.Millisecond)
+	}
+	txB.Close()
 	res = loop(res, flow, rep, rxA, rxB, nTemplates, frameLen, sample, warmup, window)
 	rxA.Close()
 	rxB.Close()
