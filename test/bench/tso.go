@@ -24,6 +24,10 @@ import (
 // tsoMSS is tsogen's MSS (its gso_size).
 const tsoMSS = 1448
 
+// tsoMbufSize is the mbuf size (data room) of DPDK's backend in the TSO
+// section: the largest even one (see DPDKRef.Start).
+const tsoMbufSize = 65534
+
 // TSOFrame is the frame of one segment the TSO section sends (headers
 // included): 64 KiB.
 const TSOFrame = 64 << 10

@@ -172,12 +172,15 @@ func run(sockA, sockB string, server bool, prefix, hugeDir string, memMB int, wa
 	}
 	// Room for a whole 64 KiB segment in two mbufs (the data room is a
 	// uint16), and receive buffers as large: every backend then fills
-	// two descriptors per segment.
-	txPool, err := e.NewPktmbufPool(191, 0, dpdk.MaxDataRoom)
+	// two descriptors per segment. An even room, so that no mbuf ends at
+	// an odd offset of the frame (software checksums over mbuf chains,
+	// DPDK's rte_raw_cksum_mbuf, get those wrong).
+	const dataRoom = dpdk.MaxDataRoom - 1
+	txPool, err := e.NewPktmbufPool(191, 0, dataRoom)
 	if err != nil {
 		return res, err
 	}
-	rxPool, err := e.NewPktmbufPool(1023, 32, dpdk.MaxDataRoom)
+	rxPool, err := e.NewPktmbufPool(1023, 32, dataRoom)
 	if err != nil {
 		return res, err
 	}
