@@ -29,8 +29,9 @@ const tsoMSS = 1448
 const tsoMbufSize = 65534
 
 // TSOFrame is the frame of one segment the TSO section sends (headers
-// included): 64 KiB.
-const TSOFrame = 64 << 10
+// included): 45 MSS of payload, as a Linux guest's largest (tsogen's
+// SegFrameLen).
+const TSOFrame = 54 + 45*tsoMSS
 
 // TSOCase is the case the TSO section hands the backends (env.Case):
 // VM-to-VM, mergeable buffers, one queue pair, no hugepages, TSO.
@@ -196,7 +197,7 @@ func (r *Runner) memcpy(ctx context.Context, gen string, rep int) MemcpyRep {
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, "memcpy.json")
 	g, err := r.runGen(ctx, filepath.Join(r.logDir, fmt.Sprintf("tso-memcpy-r%d.log", rep)),
-		[]string{"taskset", "-c", strconv.Itoa(r.opt.BackendCPU), gen, "-memcpy", "2s", "-out", out}, out, 30*time.Second)
+		[]string{"taskset", "-c", strconv.Itoa(r.opt.BackendCPU), gen, "-memcpy", "2s", "-out", out}, out, 30*time.Second, nil)
 	if err != nil {
 		m.Err = err
 		return m
@@ -205,11 +206,18 @@ func (r *Runner) memcpy(ctx context.Context, gen string, rep int) MemcpyRep {
 	return m
 }
 
-// runGen runs tsogen to its end and parses its result file.
-func (r *Runner) runGen(ctx context.Context, logPath string, argv []string, out string, timeout time.Duration) (TSOGen, error) {
+// runGen runs tsogen to its end, calling started (if not nil) with its
+// pid once it runs, and parses its result file.
+func (r *Runner) runGen(ctx context.Context, logPath string, argv []string, out string, timeout time.Duration, started func(pid int) error) (TSOGen, error) {
 	p, err := StartProc(r.tr, "tsogen", logPath, nil, argv...)
 	if err != nil {
 		return TSOGen{}, err
+	}
+	if started != nil {
+		if err := started(p.Pid()); err != nil {
+			p.Stop(2 * time.Second)
+			return TSOGen{}, err
+		}
 	}
 	select {
 	case <-p.Done():
@@ -265,13 +273,35 @@ func (r *Runner) runTSO(ctx context.Context, b Backend, gen string, rep int) (re
 	if b.FrontendServer() {
 		argv = append(argv, "-server")
 	}
+	// tsogen sends once this file exists: after the backend says it is
+	// ready (OVS enables its receive queues a while after the links).
+	startFile := filepath.Join(dir, "start")
+	argv = append(argv, "-start-file", startFile)
 	pids := []int{os.Getpid()}
 	if p := inst.Pid(); p > 0 {
 		pids = append(pids, p)
 	}
-	noise := StartInterference([]int{r.opt.GenCPU, r.opt.BackendCPU}, pids)
-	res.Gen, res.Err = r.runGen(ctx, env.Log("tsogen"), argv, out, r.opt.Warmup+r.opt.Window+60*time.Second)
-	res.OtherLoad = noise.Pct()
+	// Other load over (about) tsogen's window: it starts after B's
+	// announcements (150 ms) and the warm-up; read before tsogen exits.
+	load := make(chan float64, 1)
+	res.Gen, res.Err = r.runGen(ctx, env.Log("tsogen"), argv, out, r.opt.Warmup+r.opt.Window+90*time.Second, func(gen int) error {
+		if rw, ok := inst.(ReadyWaiter); ok {
+			if err := rw.WaitReady(ctx, 30*time.Second); err != nil {
+				return err
+			}
+		}
+		go func() {
+			time.Sleep(150*time.Millisecond + r.opt.Warmup)
+			noise := StartInterference([]int{r.opt.GenCPU, r.opt.BackendCPU}, append(pids, gen))
+			time.Sleep(r.opt.Window - min(r.opt.Window/10, 200*time.Millisecond))
+			load <- noise.Pct()
+		}()
+		return os.WriteFile(startFile, nil, 0o644)
+	})
+	select {
+	case res.OtherLoad = <-load:
+	default:
+	}
 	if res.Err != nil {
 		return res
 	}

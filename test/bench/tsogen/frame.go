@@ -14,12 +14,17 @@ const (
 	IPLen  = 20
 	TCPLen = 20
 	HdrLen = EthLen + IPLen + TCPLen
-	// SegFrameLen is the frame of one "64 KiB segment": 65536 bytes,
-	// headers included (IPv4 total length 65522, under its 65535 limit).
-	SegFrameLen = 64 << 10
 	// MSS is the segment size the frames ask a segmenting backend (or
-	// the receiving stack) for: a 1500-byte MTU's.
+	// the receiving stack) for: a 1500-byte MTU's with TCP timestamps.
 	MSS = 1448
+	// SegFrameLen is the frame of one "64 KiB segment": 45 MSS of
+	// payload and the headers, 65214 bytes, the largest a Linux guest's
+	// TCP sends (its GSO limit is 65536 bytes less room for headers,
+	// rounded down to whole MSS). A 65536-byte frame would be more than
+	// rte_vhost can dequeue into one buffer (an external mbuf buffer is
+	// limited to 65535 bytes with its headroom and shared info), which
+	// OVS's userspace TSO requires: OVS would drop every one.
+	SegFrameLen = HdrLen + 45*MSS
 	// seqStride separates the sequence numbers of the template frames,
 	// so a byte's sequence number names its frame and offset.
 	seqStride = 1 << 20

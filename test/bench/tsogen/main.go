@@ -83,7 +83,7 @@ func main() {
 		warmup, window, memcpy        time.Duration
 		nTemplates, frameLen, sample  int
 		memMB                         int
-		out                           string
+		out, startFile                string
 	)
 	flag.StringVar(&sockA, "a", "", "vhost-user socket of port A (sender)")
 	flag.StringVar(&sockB, "b", "", "vhost-user socket of port B (receiver)")
@@ -98,6 +98,7 @@ func main() {
 	flag.IntVar(&sample, "sample", 64, "verify one received frame in this many")
 	flag.DurationVar(&memcpy, "memcpy", 0, "measure copy bandwidth for this long instead")
 	flag.StringVar(&out, "out", "", "write the JSON result to this file (default: stdout)")
+	flag.StringVar(&startFile, "start-file", "", "once the links are up, wait for this file to exist before sending (the bench creates it when the backend is ready)")
 	flag.Parse()
 	var res Result
 	var err error
@@ -108,7 +109,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "tsogen: -a and -b are required")
 			os.Exit(2)
 		}
-		res, err = run(sockA, sockB, server, prefix, hugeDir, memMB, warmup, window, nTemplates, frameLen, sample)
+		res, err = run(sockA, sockB, server, prefix, hugeDir, startFile, memMB, warmup, window, nTemplates, frameLen, sample)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tsogen:", err)
@@ -152,7 +153,7 @@ func MemcpyGbps(d time.Duration) (hot, ring float64) {
 	return measure(1, d/2), measure(n, d/2)
 }
 
-func run(sockA, sockB string, server bool, prefix, hugeDir string, memMB int, warmup, window time.Duration, nTemplates, frameLen, sample int) (Result, error) {
+func run(sockA, sockB string, server bool, prefix, hugeDir, startFile string, memMB int, warmup, window time.Duration, nTemplates, frameLen, sample int) (Result, error) {
 	var res Result
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
@@ -243,6 +244,11 @@ func run(sockA, sockB string, server bool, prefix, hugeDir string, memMB int, wa
 	if err := waitLinks(ports[:], 20*time.Second); err != nil {
 		return res, err
 	}
+	if startFile != "" {
+		if err := waitFile(startFile, 60*time.Second); err != nil {
+			return res, err
+		}
+	}
 	// Port B announces its MAC (a broadcast from it) so learning
 	// switches deliver to it rather than flood.
 	txB := ports[1].NewTxQueue(txPool)
@@ -270,6 +276,19 @@ func run(sockA, sockB string, server bool, prefix, hugeDir string, memMB int, wa
 		res.RxMissed = st.RxMissed
 	}
 	return res, nil
+}
+
+func waitFile(path string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no start signal (%s) after %v", path, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func waitLinks(ports []*dpdk.Port, d time.Duration) error {
