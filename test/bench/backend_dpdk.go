@@ -29,7 +29,7 @@ type DPDKRef struct {
 // Name implements Backend.
 func (d DPDKRef) Name() string {
 	if d.LegacyOL {
-		return RefDPDK + "-legacy-ol"
+		return RefDPDKLegacy
 	}
 	return RefDPDK
 }
