@@ -440,10 +440,10 @@ func MemcpyHot(mems []MemcpyRep) Summary {
 
 // TSO targets of issue 15.
 const (
-	TSOTargetVsDPDK   = 1.5
+	TSOTargetVsDPDK = 1.5
 	// RefDPDKLegacy is DPDK's backend with legacy offload flags, the one
 	// configuration of it that hands the GSO request on.
-	RefDPDKLegacy = RefDPDK + "-legacy-ol"
+	RefDPDKLegacy     = RefDPDK + "-legacy-ol"
 	TSOTargetOfMemcpy = 0.8
 )
 
