@@ -164,7 +164,7 @@ func (r *Runner) TSO(ctx context.Context, backends []Backend, gen string) ([]TSO
 		if m.Err != nil {
 			fmt.Fprintf(r.out, "  rep %d/%d  memcpy on CPU %d FAILED: %s\n", rep, r.opt.Reps, r.opt.BackendCPU, firstLine(m.Err.Error()))
 		} else {
-			fmt.Fprintf(r.out, "  rep %d/%d  memcpy on CPU %d: %.1f Gbps over 32 MiB of 64 KiB buffers, %.1f Gbps in cache\n", rep, r.opt.Reps, r.opt.BackendCPU, m.Ring, m.Hot)
+			fmt.Fprintf(r.out, "  rep %d/%d  memcpy on CPU %d: %.1f Gbps from 8 into 256 buffers of 64 KiB, %.1f Gbps in cache\n", rep, r.opt.Reps, r.opt.BackendCPU, m.Ring, m.Hot)
 		}
 		for i := range backends {
 			b := backends[(i+rep-1)%len(backends)]
@@ -470,7 +470,7 @@ func WriteTSOTable(w io.Writer, rows []TSORow, mems []MemcpyRep) {
 	tw.Flush()
 	ring, hot := MemcpyRing(mems), MemcpyHot(mems)
 	if ring.N > 0 {
-		fmt.Fprintf(w, "  memcpy, one core (the backend's CPU, Go copy of 64 KiB buffers): %.1f Gbps over 32 MiB of buffers (min..max %.1f..%.1f), %.1f Gbps in cache; 'of memcpy' is over the first\n",
+		fmt.Fprintf(w, "  memcpy, one core (the backend's CPU, Go copy of 64 KiB buffers): %.1f Gbps from 8 source buffers into 256 (16 MiB; min..max %.1f..%.1f), %.1f Gbps in cache; 'of memcpy' is over the first\n",
 			ring.Median, ring.Min, ring.Max, hot.Median)
 	} else {
 		fmt.Fprintf(w, "  memcpy: not measured\n")

@@ -59,7 +59,7 @@ func TestBuildTSORows(t *testing.T) {
 	var out bytes.Buffer
 	WriteTSOTable(&out, rows, mems)
 	s := out.String()
-	for _, want := range []string{"2.17x", "72%", "target vhostd >= 1.5x DPDK: met over dpdk-io (2.17x), n/a over dpdk-io-legacy-ol", "80% of memcpy: NOT met", "does not offer", "90.0 Gbps over 32 MiB"} {
+	for _, want := range []string{"2.17x", "72%", "target vhostd >= 1.5x DPDK: met over dpdk-io (2.17x), n/a over dpdk-io-legacy-ol", "80% of memcpy: NOT met", "does not offer", "90.0 Gbps from 8 source buffers into 256"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("table lacks %q:\n%s", want, s)
 		}

@@ -70,8 +70,9 @@ type Result struct {
 	TxErrors uint64 `json:"tx_errors"`
 	RxMissed uint64 `json:"rx_missed"`
 	// MemcpyGbps (-memcpy): one core copying 64 KiB buffers; Hot over
-	// one pair of buffers (in cache), Ring over as many buffers as two
-	// 256-entry rings of 64 KiB hold (out of cache, like the backend's).
+	// one pair of buffers (in cache), Ring from 8 source buffers into
+	// 256 (the shape of the TSO run: the generator's 8 frames into a
+	// 256-entry receive ring's worth of buffers).
 	MemcpyHotGbps  float64 `json:"memcpy_hot_gbps,omitempty"`
 	MemcpyRingGbps float64 `json:"memcpy_ring_gbps,omitempty"`
 }
@@ -125,8 +126,10 @@ func main() {
 	}
 }
 
-// MemcpyGbps measures one core's copy bandwidth on 64 KiB buffers, half
-// of d in cache (one pair of buffers) and half over 32 MiB of buffers.
+// MemcpyGbps measures one core's copy bandwidth on 64 KiB buffers: half
+// of d in cache (one pair of buffers), half from 8 source buffers into
+// 256 destinations (16 MiB), as a backend copies tsogen's 8 frames into
+// the receiver's ring.
 func MemcpyGbps(d time.Duration) (hot, ring float64) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -136,12 +139,12 @@ func MemcpyGbps(d time.Duration) (hot, ring float64) {
 	for i := range src {
 		src[i] = byte(i)
 	}
-	measure := func(span int, d time.Duration) float64 {
+	measure := func(srcSpan, dstSpan int, d time.Duration) float64 {
 		var bytes uint64
 		start := time.Now()
 		for i := 0; ; i++ {
-			k := i % span
-			copy(dst[k*size:(k+1)*size], src[k*size:(k+1)*size])
+			s, k := i%srcSpan, i%dstSpan
+			copy(dst[k*size:(k+1)*size], src[s*size:(s+1)*size])
 			bytes += size
 			if i%64 == 63 && time.Since(start) >= d {
 				break
@@ -149,8 +152,8 @@ func MemcpyGbps(d time.Duration) (hot, ring float64) {
 		}
 		return float64(bytes) * 8 / time.Since(start).Seconds() / 1e9
 	}
-	measure(n, d/10) // fault the pages in
-	return measure(1, d/2), measure(n, d/2)
+	measure(n, n, d/10) // fault the pages in
+	return measure(1, 1, d/2), measure(8, n, d/2)
 }
 
 func run(sockA, sockB string, server bool, prefix, hugeDir, startFile string, memMB int, warmup, window time.Duration, nTemplates, frameLen, sample int) (Result, error) {
