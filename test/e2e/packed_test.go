@@ -52,19 +52,7 @@ func TestTestpmdPacked(t *testing.T) {
 				PeerMACs: []string{macB, macA},
 				TxPkts:   60,
 			})
-			st, err := tp.SendExact(ctx, perPort, testpmd.SendOptions{})
-			if err != nil {
-				t.Fatalf("send: %v\nvhostd log:\n%s", err, tail(v.Log(), 3000))
-			}
-			if len(st) != 2 {
-				t.Fatalf("testpmd reports %d ports", len(st))
-			}
-			for i, s := range st {
-				if s.TxPackets != perPort || s.RxPackets != perPort {
-					t.Errorf("testpmd port %d: tx %d rx %d, want %d each way", i, s.TxPackets, s.RxPackets, perPort)
-				}
-			}
-			v.matchTestpmd(t, []string{"a", "b"}, st)
+			v.sendExactAB(t, ctx, tp, perPort)
 			ports := v.ports(t)
 			for _, name := range []string{"a", "b"} {
 				p := ports[name]

@@ -44,19 +44,7 @@ func TestTestpmdFixedCount(t *testing.T) {
 					PeerMACs: []string{macB, macA},
 					TxPkts:   60,
 				})
-				st, err := tp.SendExact(ctx, perPort, testpmd.SendOptions{})
-				if err != nil {
-					t.Fatalf("send: %v\nvhostd log:\n%s", err, tail(v.Log(), 3000))
-				}
-				if len(st) != 2 {
-					t.Fatalf("testpmd reports %d ports", len(st))
-				}
-				for i, s := range st {
-					if s.TxPackets != perPort || s.RxPackets != perPort {
-						t.Errorf("testpmd port %d: tx %d rx %d, want %d each way", i, s.TxPackets, s.RxPackets, perPort)
-					}
-				}
-				v.matchTestpmd(t, []string{"a", "b"}, st)
+				v.sendExactAB(t, ctx, tp, perPort)
 				ports := v.ports(t)
 				for _, name := range []string{"a", "b"} {
 					p := ports[name]
@@ -255,4 +243,24 @@ func rxQueuePackets(t *testing.T, ctx context.Context, tp *testpmd.TestPMD, port
 		t.Fatalf("no rx_q0_good_packets and rx_q1_good_packets in testpmd's xstats of port %d:\n%s", port, out)
 	}
 	return q0, q1
+}
+
+// sendExactAB has testpmd's two ports (on vhostd's ports a and b) send
+// perPort frames each to the other and checks that every frame arrived
+// and that vhostd counted exactly what testpmd did.
+func (v *vhostd) sendExactAB(t *testing.T, ctx context.Context, tp *testpmd.TestPMD, perPort int) {
+	t.Helper()
+	st, err := tp.SendExact(ctx, perPort, testpmd.SendOptions{})
+	if err != nil {
+		t.Fatalf("send: %v\nvhostd log:\n%s", err, tail(v.Log(), 3000))
+	}
+	if len(st) != 2 {
+		t.Fatalf("testpmd reports %d ports", len(st))
+	}
+	for i, s := range st {
+		if s.TxPackets != uint64(perPort) || s.RxPackets != uint64(perPort) {
+			t.Errorf("testpmd port %d: tx %d rx %d, want %d each way", i, s.TxPackets, s.RxPackets, perPort)
+		}
+	}
+	v.matchTestpmd(t, []string{"a", "b"}, st)
 }
