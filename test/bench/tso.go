@@ -453,11 +453,11 @@ func WriteTSOTable(w io.Writer, rows []TSORow, mems []MemcpyRep) {
 	fmt.Fprintln(tw, "  "+strings.Join([]string{"backend", "Gbps", "min..max", "x dpdk-io", "x legacy-ol", "x ovs-dpdk", "of memcpy", "delivered (last rep, frames)", "TCP checksum (sample)", "bad", "backend drops", "reps ok"}, "\t")+"\t")
 	for _, r := range rows {
 		if r.Gbps.N == 0 {
-			why := r.Refused
-			if why == "" {
-				why = r.Err
+			why, reps := r.Err, fmt.Sprintf("0/%d", r.Failed)
+			if r.Refused != "" {
+				why, reps = "refused: "+r.Refused, "refused"
 			}
-			fmt.Fprintf(tw, "  %s\t-\t-\t-\t-\t-\t-\t%s\t-\t-\t-\t0/%d\t\n", r.Backend, clip(why, 90), r.Failed)
+			fmt.Fprintf(tw, "  %s\t-\t-\t-\t-\t-\t-\t%s\t-\t-\t-\t%s\t\n", r.Backend, clip(why, 100), reps)
 			continue
 		}
 		drops := "?"
