@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vhostd/vhostd/switch/offload"
 	"github.com/vhostd/vhostd/virtqueue/release"
 )
 
@@ -24,6 +25,11 @@ const MaxSegs = 64
 type Frame struct {
 	Segs [][]byte // the frame's bytes, in order, without any virtio header
 	Len  int      // total bytes in Segs
+	// Offload is what the sender left for the receiver or the switch to
+	// do (a partial checksum, segmentation), validated: zero for a
+	// complete frame, which is all a port other than a VM port sends. A
+	// Receiver sets it for every frame it returns.
+	Offload offload.Meta
 }
 
 // Burst is a poller's scratch for one receive call: the frames and the
@@ -164,15 +170,34 @@ const (
 	DropRxSpoofed          // source address not the one the port is pinned to
 	DropGuestFault         // in a burst a guest memory fault cut short (counted on the port that faulted)
 	DropMTUExceeded        // frame longer than the VM port's MTU allows, either way (mtu.go)
-	NumDropReasons
+	// DropTxOffload: an offloaded frame the destination cannot take and
+	// software cannot complete (UFO to a receiver without GUEST_UFO).
+	DropTxOffload
+	// DropRxOffload is the first of the drops of frames whose virtio-net
+	// header the guest filled in wrongly (or asked for an offload it did
+	// not negotiate): one reason per offload.Reason but ReasonOK, in its
+	// order, named rx_offload_<reason>.
+	DropRxOffload
+	NumDropReasons = DropRxOffload + offload.NumReasons - 1
 )
 
+// dropOffload returns the drop reason of an offload.Reason other than OK.
+func dropOffload(r offload.Reason) int { return DropRxOffload + int(r) - 1 }
+
 // DropNames maps drop reasons to their names in stats.
-var DropNames = [NumDropReasons]string{
-	"rx_runt", "rx_too_many_segments", "rx_queue_broken", "same_port",
-	"tx_not_ready", "tx_no_buffers", "tx_too_big", "tx_queue_broken",
-	"tx_uplink_full", "tx_no_mbufs", "rx_spoofed", "guest_memory_fault",
-	"mtu_exceeded",
+var DropNames = dropNames()
+
+func dropNames() [NumDropReasons]string {
+	n := [NumDropReasons]string{
+		"rx_runt", "rx_too_many_segments", "rx_queue_broken", "same_port",
+		"tx_not_ready", "tx_no_buffers", "tx_too_big", "tx_queue_broken",
+		"tx_uplink_full", "tx_no_mbufs", "rx_spoofed", "guest_memory_fault",
+		"mtu_exceeded", "tx_offload_unsupported",
+	}
+	for r := offload.ReasonOK + 1; int(r) < offload.NumReasons; r++ {
+		n[dropOffload(r)] = "rx_offload_" + r.String()
+	}
+	return n
 }
 
 // Counter is one statistic: read at any time by anyone, written once per
@@ -206,6 +231,11 @@ type Counters struct {
 	FDBMovesRefused Counter // the address is pinned to another port
 	FDBLearnLimited Counter // the port holds its limit of addresses
 	FDBFull         Counter // the address's bucket had no entry the port may evict
+	// Offloads done for frames delivered to the port (vmoffload.go).
+	GSOPassed     Counter // GSO super-frames delivered whole (the receiver took the offload)
+	GSOSegmented  Counter // GSO super-frames segmented in software
+	GSOSegments   Counter // the frames those were cut into
+	CsumCompleted Counter // partial checksums completed in software
 }
 
 // Snapshot is a copy of Counters for reporting.
@@ -221,6 +251,13 @@ type Snapshot struct {
 	FDBMovesRefused uint64 `json:"fdb_moves_refused"`
 	FDBLearnLimited uint64 `json:"fdb_learn_limited"`
 	FDBFull         uint64 `json:"fdb_full"`
+	// Offloads done for frames delivered to the port: GSO super-frames
+	// delivered whole, segmented in software (and the segments made), and
+	// partial checksums completed in software.
+	GSOPassed     uint64 `json:"gso_passed"`
+	GSOSegmented  uint64 `json:"gso_segmented"`
+	GSOSegments   uint64 `json:"gso_segments"`
+	CsumCompleted uint64 `json:"csum_completed"`
 }
 
 // Snapshot copies the counters.
@@ -242,6 +279,10 @@ func SumCounters(cs ...*Counters) Snapshot {
 		s.FDBMovesRefused += c.FDBMovesRefused.Load()
 		s.FDBLearnLimited += c.FDBLearnLimited.Load()
 		s.FDBFull += c.FDBFull.Load()
+		s.GSOPassed += c.GSOPassed.Load()
+		s.GSOSegmented += c.GSOSegmented.Load()
+		s.GSOSegments += c.GSOSegments.Load()
+		s.CsumCompleted += c.CsumCompleted.Load()
 	}
 	for i, n := range drops {
 		s.Drops[DropNames[i]] = n

@@ -5,6 +5,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vhostd/vhostd/switch/offload"
 	"github.com/vhostd/vhostd/vhost"
 )
 
@@ -97,6 +98,7 @@ func (l *vmLane) announce(b *Burst) int {
 	f := &b.Frames[0]
 	f.Segs = append(b.SegPool(0), l.rarpFrame[:])
 	f.Len = RARPFrameLen
+	f.Offload = offload.Meta{}
 	return 1
 }
 

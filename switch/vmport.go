@@ -85,6 +85,7 @@ type vmLane struct {
 	calls    callGuard // signals the guest's transmit rings
 	// rarpFrame holds the announcement of the burst in progress (rarp.go).
 	rarpFrame [RARPFrameLen]byte
+	rxo       *rxOffload // the burst's virtio-net headers (vmoffload.go)
 }
 
 // txQueue is the state of transmitting into one of the guest's receive
@@ -102,6 +103,7 @@ type txQueue struct {
 	rxLogged *vhost.Ring
 	spin     atomic.Uint32 // read by waitBuffers' pause loop
 	calls    callGuard     // signals the receive ring
+	ox       *SoftOffload  // offloads the receiver does not take (vmoffload.go)
 	// The ring transmitted into last, its memory, and the gap between its
 	// avail and used indices between two transmits (see syncTx).
 	ring *vhost.Ring
@@ -110,7 +112,7 @@ type txQueue struct {
 }
 
 func newTxQueue() *txQueue {
-	t := &txQueue{}
+	t := &txQueue{ox: NewSoftOffload(false)}
 	for i := range t.rx {
 		t.rx[i].Segs = t.rxSegs[i*rxChainSegs : i*rxChainSegs : (i+1)*rxChainSegs]
 		t.rx[i].GPAs = t.rxGPAs[i*rxChainSegs : i*rxChainSegs : (i+1)*rxChainSegs]
@@ -135,7 +137,7 @@ func NewVMPort(name string, queuePairs int, log *logrus.Entry) *VMPort {
 func (v *VMPort) setLanes(n, pollers int) {
 	v.lanes, v.txqs = make([]*vmLane, n), make([]*txQueue, max(n, v.pairs))
 	for i := range v.lanes {
-		v.lanes[i] = &vmLane{v: v, id: i, n: n}
+		v.lanes[i] = &vmLane{v: v, id: i, n: n, rxo: newRxOffload()}
 	}
 	for i := range v.txqs {
 		v.txqs[i] = newTxQueue()
@@ -354,6 +356,7 @@ func (l *vmLane) Receive(b *Burst) int {
 		b.N = n
 		return n
 	}
+	start := n
 	limit := frameLimit(r)
 	var drops rxDrops
 	for ti, ring := range r.TX {
@@ -366,6 +369,7 @@ func (l *vmLane) Receive(b *Burst) int {
 			n = l.receiveSplit(ring.Queue, ring, ti, r, b, n, limit, &drops)
 		}
 	}
+	n = l.offloads(b, start, n, r)
 	if drops.runts > 0 {
 		l.counters.Drops[DropRxRunt].addOwned(drops.runts)
 	}
@@ -417,9 +421,9 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 			drops.runts++
 			continue
 		}
-		// Strip the virtio-net header; nothing in it matters without
-		// offloads, which vhostd does not offer.
+		// Strip the virtio-net header (kept for offloads: l.offloads).
 		fs := c.Segs[:c.NRead]
+		l.rxo.keep(n, fs, r.HdrLen)
 		for skip := r.HdrLen; skip > 0; {
 			if len(fs[0]) <= skip {
 				skip -= len(fs[0])
@@ -432,7 +436,7 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 		f := &b.Frames[n]
 		f.Segs = fs
 		f.Len = int(c.ReadLen) - r.HdrLen
-		if f.Len > limit && overMTU(fs, f.Len, limit) {
+		if f.Len > limit && !l.rxo.gso(n) && overMTU(fs, f.Len, limit) {
 			drops.mtu++
 			continue
 		}
@@ -574,11 +578,11 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 	}
 	hdr := r.HdrLen
 	waited := false // wait for buffers at most once per call
-	for len(frames) > 0 {
+	for frames = t.ox.Begin(frames, rxOffloads(r)); len(frames) > 0; frames = t.ox.Next(frames) {
 		// Pass 1: reserve chains.
 		used, nf := 0, 0
 		for ; nf < len(frames); nf++ {
-			if f := frames[nf]; f.Len > limit && overMTU(f.Segs, f.Len, limit) {
+			if f := frames[nf]; f.Len > limit && !f.Offload.GSO() && overMTU(f.Segs, f.Len, limit) {
 				t.plan[nf] = rxPlan{}
 				mtu++
 				continue
@@ -662,6 +666,14 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 			}
 			f := frames[i]
 			t.copyIntoSplit(q, p, f, hdr)
+			t.finish(frames, i, p, hdr)
+			// Logged once every byte of the frame is written (finish
+			// writes the header or a checksum after the copy), so no
+			// dirty-log sync can fall between a write and its mark.
+			// One inlined, predictable branch while logging is off.
+			if q.Logging() {
+				t.logWrittenSplit(q, p, hdr+f.Len)
+			}
 			sent++
 			bytes += uint64(f.Len)
 		}
@@ -691,6 +703,7 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 	if mtu > 0 {
 		c.Drops[DropMTUExceeded].addOwned(mtu)
 	}
+	t.ox.Count(c)
 }
 
 // txRetries bounds how often Transmit re-reads a full receive ring before
@@ -740,9 +753,9 @@ type rxPlan struct{ first, k int }
 
 // copyIntoSplit writes f with its virtio-net header into the chains of p and
 // puts them on the used ring. Each chain's used length is exactly the bytes
-// written at the start of its writable segments, which is what the queue
-// marks in the dirty log while the guest migrates: every write into a
-// receive buffer passes here.
+// written at the start of its writable segments, which is what the
+// caller marks in the dirty log while the guest migrates, after finish
+// (logWrittenSplit): every write into a receive buffer passes there.
 func (t *txQueue) copyIntoSplit(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int) {
 	need := hdr + f.Len
 	if p.k == 1 {
@@ -771,10 +784,6 @@ func (t *txQueue) copyIntoSplit(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int)
 			left -= w
 			q.PushUsed(t.rx[j].Head, uint32(w))
 		}
-	}
-	// One inlined, predictable branch while logging is off.
-	if q.Logging() {
-		t.logWrittenSplit(q, p, need)
 	}
 }
 

@@ -43,9 +43,9 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 			drops.runts++
 			continue
 		}
-		// Strip the virtio-net header; nothing in it matters without
-		// offloads, which vhostd does not offer.
+		// Strip the virtio-net header (kept for offloads: l.offloads).
 		fs := c.Segs[:c.NRead]
+		l.rxo.keep(n, fs, r.HdrLen)
 		for skip := r.HdrLen; skip > 0; {
 			if len(fs[0]) <= skip {
 				skip -= len(fs[0])
@@ -58,7 +58,7 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 		f := &b.Frames[n]
 		f.Segs = fs
 		f.Len = int(c.ReadLen) - r.HdrLen
-		if f.Len > limit && overMTU(fs, f.Len, limit) {
+		if f.Len > limit && !l.rxo.gso(n) && overMTU(fs, f.Len, limit) {
 			drops.mtu++
 			continue
 		}
@@ -92,11 +92,11 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 	}
 	hdr := r.HdrLen
 	waited := false // wait for buffers at most once per call
-	for len(frames) > 0 {
+	for frames = t.ox.Begin(frames, rxOffloads(r)); len(frames) > 0; frames = t.ox.Next(frames) {
 		// Pass 1: reserve chains.
 		used, nf := 0, 0
 		for ; nf < len(frames); nf++ {
-			if f := frames[nf]; f.Len > limit && overMTU(f.Segs, f.Len, limit) {
+			if f := frames[nf]; f.Len > limit && !f.Offload.GSO() && overMTU(f.Segs, f.Len, limit) {
 				t.plan[nf] = rxPlan{}
 				mtu++
 				continue
@@ -180,6 +180,14 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 			}
 			f := frames[i]
 			t.copyIntoPacked(q, p, f, hdr)
+			t.finish(frames, i, p, hdr)
+			// Logged once every byte of the frame is written (finish
+			// writes the header or a checksum after the copy), so no
+			// dirty-log sync can fall between a write and its mark.
+			// One inlined, predictable branch while logging is off.
+			if q.Logging() {
+				t.logWrittenPacked(q, p, hdr+f.Len)
+			}
 			sent++
 			bytes += uint64(f.Len)
 		}
@@ -209,6 +217,7 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 	if mtu > 0 {
 		c.Drops[DropMTUExceeded].addOwned(mtu)
 	}
+	t.ox.Count(c)
 }
 
 // waitBuffersPacked re-reads the available index of q up to txRetries
@@ -231,9 +240,9 @@ func (t *txQueue) waitBuffersPacked(q *virtqueue.PackedQueue) int {
 
 // copyIntoPacked writes f with its virtio-net header into the chains of p and
 // puts them on the used ring. Each chain's used length is exactly the bytes
-// written at the start of its writable segments, which is what the queue
-// marks in the dirty log while the guest migrates: every write into a
-// receive buffer passes here.
+// written at the start of its writable segments, which is what the
+// caller marks in the dirty log while the guest migrates, after finish
+// (logWrittenPacked): every write into a receive buffer passes there.
 func (t *txQueue) copyIntoPacked(q *virtqueue.PackedQueue, p rxPlan, f *Frame, hdr int) {
 	need := hdr + f.Len
 	if p.k == 1 {
@@ -262,10 +271,6 @@ func (t *txQueue) copyIntoPacked(q *virtqueue.PackedQueue, p rxPlan, f *Frame, h
 			left -= w
 			q.PushUsed(t.rx[j].Head, uint32(w))
 		}
-	}
-	// One inlined, predictable branch while logging is off.
-	if q.Logging() {
-		t.logWrittenPacked(q, p, need)
 	}
 }
 

@@ -31,6 +31,9 @@ type Rings struct {
 	// MTU is the largest frame payload the port takes or delivers: the
 	// frame may be MTU+14 bytes long, MTU+18 if VLAN-tagged. 0: no limit.
 	MTU int
+	// Features are the negotiated virtio features: the data path reads
+	// the offload bits (what the guest may send, what it may be sent).
+	Features uint64
 }
 
 // Backend is the data path of one port, driven by the device.
@@ -575,6 +578,7 @@ func (d *device) start() error {
 		rs.HdrLen = 12
 	}
 	rs.MTU = d.net.mtu
+	rs.Features = d.features
 	var firstErr error
 	for i := range d.rings {
 		r := &d.rings[i]

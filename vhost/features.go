@@ -13,6 +13,14 @@ const (
 	FeatureNetCsum         = 0
 	FeatureNetGuestCsum    = 1
 	FeatureNetMAC          = 5
+	FeatureNetGuestTSO4    = 7
+	FeatureNetGuestTSO6    = 8
+	FeatureNetGuestECN     = 9
+	FeatureNetGuestUFO     = 10
+	FeatureNetHostTSO4     = 11
+	FeatureNetHostTSO6     = 12
+	FeatureNetHostECN      = 13
+	FeatureNetHostUFO      = 14
 	FeatureNetMrgRxbuf     = 15
 	FeatureNetStatus       = 16
 	FeatureNetCtrlVQ       = 17
@@ -59,6 +67,9 @@ const (
 
 var featureNames = map[uint]string{
 	FeatureNetCsum: "csum", FeatureNetGuestCsum: "guest_csum", FeatureNetMAC: "mac",
+	FeatureNetGuestTSO4: "guest_tso4", FeatureNetGuestTSO6: "guest_tso6", FeatureNetGuestECN: "guest_ecn",
+	FeatureNetGuestUFO: "guest_ufo", FeatureNetHostTSO4: "host_tso4", FeatureNetHostTSO6: "host_tso6",
+	FeatureNetHostECN: "host_ecn", FeatureNetHostUFO: "host_ufo",
 	FeatureNetMrgRxbuf: "mrg_rxbuf", FeatureNetStatus: "status", FeatureNetCtrlVQ: "ctrl_vq",
 	FeatureNetMQ: "mq", FeatureNetMTU: "mtu", FeatureNetGuestAnnounce: "guest_announce", FeatureNotifyOnEmpty: "notify_on_empty", FeatureLogAll: "log_all",
 	FeatureAnyLayout: "any_layout", FeatureIndirectDesc: "indirect_desc",
@@ -96,9 +107,22 @@ var protocolNames = map[uint]string{
 // (virtio 1.2, 2.8; device.go builds virtqueue.PackedQueue for it).
 // LOG_ALL: vhostd marks its writes into guest memory in the frontend's
 // dirty-page log when asked (log.go), so that QEMU can migrate the guest.
+//
+// Offloads (OfferedOffloads): the switch carries each frame's
+// virtio-net header through and, per receiver, passes the offload on or
+// completes it in software (switch/vmoffload.go).
 const OfferedFeatures = 1<<FeatureVersion1 | 1<<FeatureIndirectDesc | 1<<FeatureEventIdx | 1<<FeatureNetMQ |
 	1<<FeatureNetMrgRxbuf | 1<<FeatureAnyLayout | 1<<FeatureProtocolFeature | 1<<FeatureInOrder |
-	1<<FeatureNetMTU | 1<<FeatureNetGuestAnnounce | 1<<FeatureLogAll | 1<<FeatureRingPacked
+	1<<FeatureNetMTU | 1<<FeatureNetGuestAnnounce | 1<<FeatureLogAll | 1<<FeatureRingPacked | OfferedOffloads
+
+// OfferedOffloads are the offload features offered: partial checksums
+// and TCP segmentation (with ECN) both ways. Not UFO: a UFO super-frame
+// to a receiver without it would need IP fragmentation, which vhostd does
+// not do (and Linux no longer sends UFO). Not USO: QEMU 7.2 knows no USO
+// bits to pass on.
+const OfferedOffloads = 1<<FeatureNetCsum | 1<<FeatureNetGuestCsum |
+	1<<FeatureNetHostTSO4 | 1<<FeatureNetHostTSO6 | 1<<FeatureNetHostECN |
+	1<<FeatureNetGuestTSO4 | 1<<FeatureNetGuestTSO6 | 1<<FeatureNetGuestECN
 
 // OfferedProtocolFeatures are the protocol features vhostd offers.
 const OfferedProtocolFeatures = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfigureMemSlots | 1<<ProtocolInflightShmfd |

@@ -84,7 +84,10 @@ func TestNegotiation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := uint64(fVersion1 | fProtocol | fMrgRxbuf | fEventIdx | fIndirect | fAnyLayout | fNetMQ | fInOrder | fMTU | fGuestAnnounce | fLogAll | fRingPacked)
+	// The offloads: CSUM, GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN,
+	// HOST_TSO4/6, HOST_ECN; no UFO.
+	offloads := uint64(1<<0 | 1<<1 | 1<<7 | 1<<8 | 1<<9 | 1<<11 | 1<<12 | 1<<13)
+	want := uint64(fVersion1|fProtocol|fMrgRxbuf|fEventIdx|fIndirect|fAnyLayout|fNetMQ|fInOrder|fMTU|fGuestAnnounce|fLogAll|fRingPacked) | offloads
 	if offered != want {
 		t.Fatalf("offered %#x, want %#x", offered, want)
 	}

@@ -58,6 +58,11 @@ var (
 	descLimited   = desc("port_fdb_learn_limited_total", "Received frames whose source address was not learned: the port holds its max_macs (still forwarded).", "port")
 	descFull      = desc("port_fdb_full_total", "Received frames whose source address was not learned: no room in the FDB (still forwarded).", "port")
 
+	descGSOPassed     = desc("port_gso_passed_total", "GSO super-frames delivered to the port whole (it negotiated the offload).", "port")
+	descGSOSegmented  = desc("port_gso_segmented_total", "GSO super-frames segmented in software on their way to the port (it did not negotiate the offload).", "port")
+	descGSOSegments   = desc("port_gso_segments_total", "Frames vhostd_port_gso_segmented_total were cut into.", "port")
+	descCsumCompleted = desc("port_csum_completed_total", "Partial checksums completed in software on their way to the port.", "port")
+
 	descConnected   = desc("port_connected", "1 while a vhost-user frontend is connected to the port, else 0.", "port")
 	descState       = desc("port_state", "The port's state, as vhostctl ports shows it: 1 for the state it is in, 0 for the others.", "port", "state")
 	descRings       = desc("port_rings_running", "Rings of the port's vhost-user frontend that the data path runs.", "port")
@@ -105,6 +110,7 @@ func NewCollector(src Source) *Collector { return &Collector{src: src} }
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descDrops, descMoves, descLimited, descFull,
+		descGSOPassed, descGSOSegmented, descGSOSegments, descCsumCompleted,
 		descConnected, descState, descRings, descLearned, descMaxMACs, descFDBEntries, descPortEntries,
 		descUpRxPackets, descUpTxPackets, descUpRxBytes, descUpTxBytes, descUpRxMissed, descUpRxErrors,
 		descUpTxErrors, descUpRxNoMbuf, descUpLinkUp, descUpStatsErr,
@@ -145,6 +151,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descMoves, s.FDBMovesRefused, s.Name)
 		counter(descLimited, s.FDBLearnLimited, s.Name)
 		counter(descFull, s.FDBFull, s.Name)
+		counter(descGSOPassed, s.GSOPassed, s.Name)
+		counter(descGSOSegmented, s.GSOSegmented, s.Name)
+		counter(descGSOSegments, s.GSOSegments, s.Name)
+		counter(descCsumCompleted, s.CsumCompleted, s.Name)
 		if u := s.DPDK; u != nil {
 			counter(descUpRxPackets, u.RxPackets, s.Name)
 			counter(descUpTxPackets, u.TxPackets, s.Name)

@@ -94,3 +94,35 @@ func CompleteChecksum(frame []byte, start, offset int) bool {
 	binary.LittleEndian.PutUint16(frame[start+offset:], v)
 	return true
 }
+
+// ChecksumSegs returns what CompleteChecksum would store for a frame
+// scattered over segs, with the same start (the value is written
+// little-endian at start+offset, as CompleteChecksum does), without
+// writing anything: the switch sums the sender's buffers and patches the
+// receiver's copy. It reports false if start is beyond the frame.
+func ChecksumSegs(segs [][]byte, start int) (uint16, bool) {
+	var acc, c uint64
+	odd := false // the next byte is at an odd offset from start
+	for _, s := range segs {
+		if start >= len(s) {
+			start -= len(s)
+			continue
+		}
+		s = s[start:]
+		start = 0
+		v := sum(0, s)
+		if odd {
+			// Bytes at odd offsets are the high bytes of LE-domain words.
+			v = uint64(bits.ReverseBytes16(fold(v)))
+		}
+		acc, c = bits.Add64(acc, v, 0)
+		acc += c
+		if len(s)&1 == 1 {
+			odd = !odd
+		}
+	}
+	if start > 0 {
+		return 0, false
+	}
+	return ^fold(acc), true
+}

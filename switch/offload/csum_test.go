@@ -100,3 +100,33 @@ func TestCompleteChecksum(t *testing.T) {
 		t.Fatalf("%v allocs", n)
 	}
 }
+
+func TestChecksumSegsMatchesComplete(t *testing.T) {
+	frame := make([]byte, 1001)
+	for i := range frame {
+		frame[i] = byte(i*7 + 3)
+	}
+	for _, start := range []int{0, 1, 14, 34, 35} {
+		want := append([]byte(nil), frame...)
+		if !CompleteChecksum(want, start, 6) {
+			t.Fatal("complete")
+		}
+		wv := uint16(want[start+6]) | uint16(want[start+7])<<8
+		for _, cuts := range [][]int{{}, {1}, {3, 4, 5}, {500}, {35, 36, 999}, {2, 7, 8, 9, 10, 11}} {
+			var segs [][]byte
+			prev := 0
+			for _, c := range cuts {
+				segs = append(segs, frame[prev:c])
+				prev = c
+			}
+			segs = append(segs, frame[prev:])
+			got, ok := ChecksumSegs(segs, start)
+			if !ok || got != wv {
+				t.Fatalf("start %d cuts %v: %#04x %v, want %#04x", start, cuts, got, ok, wv)
+			}
+		}
+	}
+	if _, ok := ChecksumSegs([][]byte{frame}, len(frame)+1); ok {
+		t.Fatal("start beyond the frame accepted")
+	}
+}

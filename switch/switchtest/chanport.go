@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	vswitch "github.com/vhostd/vhostd/switch"
+	"github.com/vhostd/vhostd/switch/offload"
 )
 
 // ChanPort is a switch port whose received frames are whatever the test
@@ -72,6 +73,7 @@ func (p *ChanPort) Receive(b *vswitch.Burst) int {
 		case f := <-p.in:
 			b.Frames[n].Segs = append(b.SegPool(n), f)
 			b.Frames[n].Len = len(f)
+			b.Frames[n].Offload = offload.Meta{}
 			n++
 		default:
 			b.N = n

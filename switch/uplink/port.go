@@ -17,6 +17,7 @@ import (
 
 	vswitch "github.com/vhostd/vhostd/switch"
 	"github.com/vhostd/vhostd/switch/dpdk"
+	"github.com/vhostd/vhostd/switch/offload"
 )
 
 // The uplink hands the switch at most BurstSize frames per Receive, which
@@ -136,6 +137,10 @@ type Port struct {
 
 	txMu sync.Mutex // serialises pollers transmitting
 	tx   *dpdk.TxQueue
+	// soft completes the offloads frames from VM ports left pending
+	// (partial checksums, GSO super-frames) before they are copied into
+	// mbufs: the device gets complete frames only. Under txMu.
+	soft *vswitch.SoftOffload
 
 	link        atomic.Pointer[LinkState]
 	linkChanges atomic.Uint64
@@ -161,7 +166,7 @@ func Open(eal *dpdk.EAL, cfg Config, log *logrus.Entry) (_ *Port, err error) {
 	if err := CheckInterfaces(da); err != nil {
 		return nil, err
 	}
-	p := &Port{cfg: cfg, log: log.WithField("port", cfg.Name), maxFrame: cfg.MTU + frameOverhead, intrFD: -1}
+	p := &Port{cfg: cfg, log: log.WithField("port", cfg.Name), maxFrame: cfg.MTU + frameOverhead, intrFD: -1, soft: vswitch.NewSoftOffload(true)}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -478,7 +483,7 @@ func (p *Port) Receive(b *vswitch.Burst) int {
 			tooMany++
 			continue
 		}
-		b.Frames[k].Segs, b.Frames[k].Len = segs, l
+		b.Frames[k].Segs, b.Frames[k].Len, b.Frames[k].Offload = segs, l, offload.Meta{}
 		k++
 	}
 	if tooMany > 0 {
@@ -519,25 +524,32 @@ func (p *Port) transmit(frames []*vswitch.Frame) (big, nombuf uint64, full int) 
 	p.txMu.Lock()
 	defer p.txMu.Unlock()
 	tx := p.tx
-	for _, f := range frames {
-		if f.Len > p.maxFrame {
-			big++
-			continue
-		}
-		if !tx.Add(f.Segs, f.Len) {
-			// The stash ran dry: send what is there (which refills it)
-			// and try once more.
-			sent, bytes := tx.Flush()
-			p.countSent(sent, bytes)
+	// Chunks of frames: with offloads pending, segments and checksummed
+	// copies in p.soft's buffers, each chunk sent before the next one is
+	// made in them.
+	for frames = p.soft.Begin(frames, 0); len(frames) > 0; frames = p.soft.Next(nil) {
+		for _, f := range frames {
+			if f.Len > p.maxFrame {
+				big++
+				continue
+			}
 			if !tx.Add(f.Segs, f.Len) {
-				nombuf++
+				// The stash ran dry: send what is there (which refills it)
+				// and try once more.
+				sent, bytes := tx.Flush()
+				p.countSent(sent, bytes)
+				if !tx.Add(f.Segs, f.Len) {
+					nombuf++
+				}
 			}
 		}
+		added := tx.Pending()
+		sent, bytes := tx.Flush()
+		p.countSent(sent, bytes)
+		full += added - sent
 	}
-	added := tx.Pending()
-	sent, bytes := tx.Flush()
-	p.countSent(sent, bytes)
-	return big, nombuf, added - sent
+	p.soft.Count(&p.counters)
+	return big, nombuf, full
 }
 
 func (p *Port) countSent(sent int, bytes uint64) {

@@ -39,7 +39,7 @@ func TestPortsDetail(t *testing.T) {
 	}
 	for _, want := range []string{
 		"port a (vhost-user): running",
-		"  offered   mtu mrg_rxbuf guest_announce",
+		"  offered   csum guest_csum mtu guest_tso4 guest_tso6 guest_ecn host_tso4 host_tso6 host_ecn mrg_rxbuf guest_announce",
 		"  acked     (no SET_FEATURES yet)",
 		"memory    1 regions",
 		"header    10 bytes (legacy virtio_net_hdr, no num_buffers)",

@@ -216,6 +216,12 @@ func printStats(out io.Writer, stats []control.PortStats) {
 				s.Name, s.FDBMovesRefused, s.FDBLearnLimited, s.FDBFull)
 		}
 	}
+	for _, s := range stats {
+		if s.GSOPassed+s.GSOSegmented+s.CsumCompleted > 0 {
+			fmt.Fprintf(out, "%s offloads (frames delivered to it): gso_passed=%d gso_segmented=%d gso_segments=%d csum_completed=%d\n",
+				s.Name, s.GSOPassed, s.GSOSegmented, s.GSOSegments, s.CsumCompleted)
+		}
+	}
 	printDeviceStats(out, stats)
 	fmt.Fprintln(out, "(rx = frames the switch received from the port, i.e. sent by the guest or, on the uplink, from outside; tx = frames delivered to it)")
 }
