@@ -83,6 +83,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./switch/ ./virtqueue/ ./switch/dpdk/ ./switch/uplink/ ./switch/offload/
 	@mkdir -p build/bench
 	$(GO) build -o build/bench/vhostd-bench ./test/bench
+	$(GO) build -o build/bench/tsogen ./test/bench/tsogen
 	build/bench/vhostd-bench $(BENCH_ARGS)
 
 # The feature matrix (docs/matrix.md): vhostd against DPDK's virtio_user

@@ -26,6 +26,8 @@ struct vd_rxq {
 	struct rte_mbuf *pkts[VD_MAX_BURST];
 	uint16_t nsegs[VD_MAX_BURST]; // 0: more than VD_MAX_SEGS segments
 	uint32_t lens[VD_MAX_BURST];
+	uint64_t ol[VD_MAX_BURST];     // each frame's ol_flags
+	uint16_t segsz[VD_MAX_BURST];  // each frame's tso_segsz (LRO'd frames)
 	struct vd_seg segs[VD_MAX_BURST * VD_MAX_SEGS];
 };
 
@@ -45,6 +47,8 @@ static uint16_t vd_rx(struct vd_rxq *q, uint16_t n)
 		struct vd_seg *s = &q->segs[i * VD_MAX_SEGS];
 		uint16_t k = 0;
 		q->lens[i] = m->pkt_len;
+		q->ol[i] = m->ol_flags;
+		q->segsz[i] = m->tso_segsz;
 		for (; m != NULL && k < VD_MAX_SEGS; m = m->next, k++) {
 			s[k].addr = rte_pktmbuf_mtod(m, void *);
 			s[k].len = m->data_len;
@@ -189,6 +193,13 @@ func (r *RxQueue) Frame(i int, dst [][]byte) (segs [][]byte, n int, ok bool) {
 		dst = append(dst, unsafe.Slice((*byte)(s.addr), int(s.len)))
 	}
 	return dst, int(r.q.lens[i]), true
+}
+
+// Offload returns frame i's mbuf offload flags (ol_flags: MbufRxLRO,
+// MbufRxL4Cksum*) and, for a frame the driver received as one large
+// segment (LRO), the segment size its sender asked for (tso_segsz).
+func (r *RxQueue) Offload(i int) (flags uint64, segSize int) {
+	return uint64(r.q.ol[i]), int(r.q.segsz[i])
 }
 
 // Release frees the mbufs of the last burst now. One cgo call, none when

@@ -120,13 +120,19 @@ func (o *OVS) Start(ctx context.Context, env RunEnv) (Instance, error) {
 		// preallocated from the bench's hugetlbfs.
 		extra = fmt.Sprintf("-m %d --socket-limit=%d --no-pci --huge-dir=%s --file-prefix=%s", hugeOVSMB, hugeOVSLimitMB, env.HugeDir, inst.prefix)
 	}
-	if err := inst.vsctl(ctx, "--no-wait", "init", "--", "set", "Open_vSwitch", ".",
+	settingsOVS := []string{"--no-wait", "init", "--", "set", "Open_vSwitch", ".",
 		"other_config:dpdk-init=true",
-		"other_config:dpdk-extra="+extra,
+		"other_config:dpdk-extra=" + extra,
 		fmt.Sprintf("other_config:pmd-cpu-mask=%#x", uint64(1)<<env.CPU),
 		// Detailed PMD metrics for dpif-netdev/pmd-perf-show (CostMark).
 		"other_config:pmd-perf-metrics=true",
-	); err != nil {
+	}
+	if env.Case.TSO {
+		// Read once at start: vhost ports then offer TSO and OVS
+		// carries segments whole where the output port takes them.
+		settingsOVS = append(settingsOVS, "other_config:userspace-tso-enable=true")
+	}
+	if err := inst.vsctl(ctx, settingsOVS...); err != nil {
 		return fail(err)
 	}
 	inst.sw, err = StartProc(env.Tracker, "ovs-vswitchd", env.Log("ovs-vswitchd"), inst.vsctlEnv,

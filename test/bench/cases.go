@@ -57,12 +57,18 @@ type Case struct {
 	// Packed has the generator ask for packed virtqueues (packed_vq=1),
 	// which every backend here offers (VIRTIO_F_RING_PACKED).
 	Packed bool
+	// TSO is the TSO section's case (TSOCase): 64 KiB TCP segments with
+	// TSO metadata, sent by tsogen; backends enable their TSO support.
+	TSO bool
 }
 
 // Name is a short stable label: "64B mrg=on", with " q2 p2" when the
 // pollers are set (the multi-queue section) and the topology when it is
 // not VM-to-VM.
 func (c Case) Name() string {
+	if c.TSO {
+		return "64KiB TCP segments tso"
+	}
 	s := fmt.Sprintf("%dB mrg=%s", c.Frame, onOff(c.MrgRxbuf))
 	if c.Queues > 1 || c.Pollers > 0 {
 		s += fmt.Sprintf(" q%d p%d", max(c.Queues, 1), max(c.Pollers, 1))

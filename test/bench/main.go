@@ -46,10 +46,18 @@ type Outcome struct {
 	Results, MQResults []RepResult
 	// PackedCases and PackedResults are the packed-ring section, on
 	// PackedNames (vhostd and dpdk-io of the backends run).
-	PackedCases          []Case
-	PackedNames          []string
-	PackedResults        []RepResult
-	PackedRows           []Row // built by PrintReport
+	PackedCases   []Case
+	PackedNames   []string
+	PackedResults []RepResult
+	PackedRows    []Row // built by PrintReport
+	// TSOReps and TSOMem are the TSO section's repetitions and memcpy
+	// measurements on TSONames; TSOErr why the section could not run;
+	// TSORows are built by PrintReport.
+	TSOReps              []TSORep
+	TSOMem               []MemcpyRep
+	TSONames             []string
+	TSOErr               error
+	TSORows              []TSORow
 	Probes               []IdleProbe
 	IdleErr              error
 	IdleRun              bool
@@ -90,6 +98,9 @@ func run(args []string) (int, error) {
 	if opt.VhostdBin, err = filepath.Abs(opt.VhostdBin); err != nil {
 		return 1, err
 	}
+	if opt.TSOGen, err = filepath.Abs(opt.TSOGen); err != nil {
+		return 1, err
+	}
 	backends, err := makeBackends(opt)
 	if err != nil {
 		return 2, err
@@ -126,8 +137,10 @@ func run(args []string) (int, error) {
 		return 130, fmt.Errorf("interrupted")
 	case len(o.Left) > 0:
 		return 1, fmt.Errorf("left processes or files behind")
-	case !vhostdMeasured(rows):
+	case opt.Throughput && !vhostdMeasured(rows):
 		return 1, fmt.Errorf("no vhostd measurement succeeded")
+	case tsoVhostdFailures(o.TSOReps) > 0:
+		return 1, fmt.Errorf("%d vhostd TSO repetition(s) failed (see the TSO section)", tsoVhostdFailures(o.TSOReps))
 	case vhostdFailures(o.Results, o.MQResults, o.PackedResults) > 0:
 		return 1, fmt.Errorf("%d vhostd repetition(s) failed (see the notes under the tables)", vhostdFailures(o.Results, o.MQResults, o.PackedResults))
 	case o.IdleErr != nil:
@@ -171,10 +184,10 @@ func measure(ctx context.Context, opt Options, backends []Backend, o *Outcome) {
 	if len(huge) == 0 {
 		huge = []bool{false}
 	}
-	if opt.VMVM {
+	if opt.VMVM && opt.Throughput {
 		o.Cases = append(o.Cases, Cases(opt.Frames, opt.Mrg, huge, VMToVM)...)
 	}
-	if opt.Uplink {
+	if opt.Uplink && opt.Throughput {
 		o.Cases = append(o.Cases, Cases(opt.Frames, opt.Mrg, huge, VMUplink)...)
 	}
 	fmt.Fprintf(prog, "bench: %d case(s) x %d backend(s) x %d rep(s), warm-up %v, window %v; generator on CPU %d, backend on CPU %d\n",
@@ -202,6 +215,20 @@ func measure(ctx context.Context, opt Options, backends []Backend, o *Outcome) {
 		o.PackedCases = PackedCases(opt.Frames, opt.Mrg[0])
 		fmt.Fprintf(prog, "bench: packed rings: %d case(s) on %s\n", len(o.PackedCases), strings.Join(o.PackedNames, ", "))
 		o.PackedResults = r.Throughput(ctx, packedBackends, o.PackedCases)
+	}
+
+	if opt.TSO && opt.VMVM && ctx.Err() == nil {
+		tb := TSOBackends(backends)
+		for _, b := range tb {
+			o.TSONames = append(o.TSONames, b.Name())
+		}
+		if _, err := os.Stat(opt.TSOGen); err != nil {
+			o.TSOErr = fmt.Errorf("tsogen: %w (go build -o %s ./test/bench/tsogen)", err, opt.TSOGen)
+			fmt.Fprintf(prog, "bench: TSO: %v\n", o.TSOErr)
+		} else {
+			fmt.Fprintf(prog, "bench: TSO: 64 KiB TCP segments VM-to-VM on %s, and memcpy on CPU %d\n", strings.Join(o.TSONames, ", "), opt.BackendCPU)
+			o.TSOReps, o.TSOMem = r.TSO(ctx, tb, opt.TSOGen)
+		}
 	}
 
 	var mqBackends []Backend

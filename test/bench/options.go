@@ -38,6 +38,15 @@ type Options struct {
 	// Packed enables the packed-ring section (VM-to-VM, --frames, the
 	// first --mrg value, vhostd and dpdk-io).
 	Packed bool
+	// TSO enables the TSO section (64 KiB TCP segments, VM-to-VM, one
+	// way, every backend, and the backend CPU's memcpy bandwidth);
+	// TSOGen is the generator binary (test/bench/tsogen).
+	TSO    bool
+	TSOGen string
+	// Throughput enables the throughput tables (off: only the other
+	// sections asked for, e.g. --throughput=false --packed=false
+	// --mq=false --idle-probes=0 for the TSO section alone).
+	Throughput bool
 }
 
 // ParseOptions parses the command line. --quick changes the defaults of
@@ -67,6 +76,9 @@ func ParseOptions(args []string) (Options, error) {
 	fs.StringVar(&pool, "pool", "", "comma-separated reps.csv files of earlier runs to pool with this run's repetitions (same case names)")
 	fs.BoolVar(&o.MQ, "mq", true, "measure with 2 queue pairs and (vhostd) 2 pollers")
 	fs.BoolVar(&o.Packed, "packed", true, "measure VM-to-VM with packed virtqueues (generator packed_vq=1) on vhostd and dpdk-io")
+	fs.BoolVar(&o.Throughput, "throughput", true, "measure the throughput tables (VM-to-VM and VM-to-uplink closed loops)")
+	fs.BoolVar(&o.TSO, "tso", true, "measure 64 KiB TCP segments with TSO metadata VM-to-VM (tsogen) on every backend, and one core's memcpy bandwidth")
+	fs.StringVar(&o.TSOGen, "tsogen", "build/bench/tsogen", "the TSO section's generator (go build -o build/bench/tsogen ./test/bench/tsogen)")
 	fs.StringVar(&mqBackends, "mq-backends", "vhostd,dpdk-io", "backends of the multi-queue section (of those in --backends)")
 	fs.IntVar(&o.IdleProbes, "idle-probes", 5, "first-frame-after-idle probes (0: skip the idle measures)")
 	fs.DurationVar(&o.Idle, "idle", time.Second, "idle time before each probe (and CPU measuring interval)")

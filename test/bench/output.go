@@ -75,6 +75,16 @@ func PrintReport(w io.Writer, opt Options, o *Outcome) (rows, mqRows []Row) {
 		WritePackedTable(w, o.PackedRows)
 	}
 
+	if len(o.TSOReps) > 0 || o.TSOErr != nil {
+		fmt.Fprintf(w, "\nTSO VM-to-VM: 64 KiB TCP/IPv4 segments (gso TCPV4, MSS %d, partial checksum) from tsogen port A to port B, one way, no hugepages; Gbps = TCP payload delivered to B over the window; x = ratio of medians; of memcpy = over one core's copy bandwidth measured in this run on the backend's CPU:\n", tsoMSS)
+		if o.TSOErr != nil {
+			fmt.Fprintf(w, "  not run: %v\n", o.TSOErr)
+		} else {
+			o.TSORows = BuildTSORows(o.TSOReps, o.TSOMem, o.TSONames)
+			WriteTSOTable(w, o.TSORows, o.TSOMem)
+		}
+	}
+
 	if len(o.MQResults) > 0 {
 		fmt.Fprintf(w, "\nMulti-queue, backend confined to CPU %d (qN = queue pairs per generator port, pN = vhostd --pollers; x baseline = over the same backend's q1 p1):\n", opt.BackendCPU)
 		mqRows = BuildRows(o.MQResults, o.MQCases, o.MQNames)
@@ -159,6 +169,9 @@ func WriteOutputs(opt Options, o *Outcome, rows, mqRows []Row) ([]string, error)
 		{"rate.svg", func(w io.Writer) error {
 			return WriteSVG(w, "Frames per second over time, per backend (each line one repetition)", panels)
 		}},
+	}
+	if len(o.TSOReps) > 0 || len(o.TSOMem) > 0 {
+		outs = append(outs, output{"tso.csv", func(w io.Writer) error { return WriteTSOCSV(w, o.TSOReps, o.TSOMem) }})
 	}
 	if len(o.Probes) > 0 {
 		outs = append(outs, output{"idle.csv", func(w io.Writer) error { return WriteIdleCSV(w, o.Probes) }})

@@ -1,0 +1,546 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// The TSO section: 64 KiB TCP segments with TSO metadata from generator
+// port A to port B (test/bench/tsogen), one way, through each backend,
+// and one core's copy bandwidth measured in the same run. See
+// docs/bench.md, "TSO VM-to-VM".
+
+// tsoMSS is tsogen's MSS (its gso_size).
+const tsoMSS = 1448
+
+// tsoMbufSize is the mbuf size (data room) of DPDK's backend in the TSO
+// section: the largest even one (see DPDKRef.Start).
+const tsoMbufSize = 65534
+
+// TSOFrame is the frame of one segment the TSO section sends (headers
+// included): 45 MSS of payload, as a Linux guest's largest (tsogen's
+// SegFrameLen).
+const TSOFrame = 54 + 45*tsoMSS
+
+// TSOCase is the case the TSO section hands the backends (env.Case):
+// VM-to-VM, mergeable buffers, one queue pair, no hugepages, TSO.
+func TSOCase() Case {
+	return Case{Frame: TSOFrame, MrgRxbuf: true, Topology: VMToVM, Queues: 1, TSO: true}
+}
+
+// TSOGen is tsogen's JSON result (test/bench/tsogen's Result).
+type TSOGen struct {
+	Refused        string  `json:"refused"`
+	TxTSO          bool    `json:"tx_tso"`
+	RxLRO          bool    `json:"rx_lro"`
+	Window         float64 `json:"window_s"`
+	TxFrames       uint64  `json:"tx_frames"`
+	RxFrames       uint64  `json:"rx_frames"`
+	RxBytes        uint64  `json:"rx_bytes"`
+	PayloadBytes   uint64  `json:"payload_bytes"`
+	Gbps           float64 `json:"gbps"`
+	WholeGSO       uint64  `json:"whole_gso"`
+	WholePlain     uint64  `json:"whole_plain"`
+	Segmented      uint64  `json:"segmented"`
+	Other          uint64  `json:"other_size"`
+	Verified       uint64  `json:"verified"`
+	Partial        uint64  `json:"csum_partial"`
+	PartialNoLen   uint64  `json:"csum_partial_nolen"`
+	Full           uint64  `json:"csum_full"`
+	Bad            uint64  `json:"bad"`
+	FirstBad       string  `json:"first_bad"`
+	TxErrors       uint64  `json:"tx_errors"`
+	RxMissed       uint64  `json:"rx_missed"`
+	MemcpyHotGbps  float64 `json:"memcpy_hot_gbps"`
+	MemcpyRingGbps float64 `json:"memcpy_ring_gbps"`
+}
+
+// ParseTSOGen parses tsogen's output.
+func ParseTSOGen(b []byte) (TSOGen, error) {
+	var g TSOGen
+	if err := json.Unmarshal(b, &g); err != nil {
+		return g, fmt.Errorf("tsogen result %q: %w", clip(string(b), 200), err)
+	}
+	return g, nil
+}
+
+// Delivery says what a backend did with the segments, from what the
+// receiver saw: "whole + GSO" (passed through with their metadata),
+// "whole, no GSO" (one plain 64 KiB frame each), "segmented" (MSS-sized
+// frames), a mix, or "nothing".
+func (g TSOGen) Delivery() string {
+	var parts []string
+	add := func(n uint64, what string) {
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", what, n))
+		}
+	}
+	add(g.WholeGSO, "whole+GSO")
+	add(g.WholePlain, "whole,no-GSO")
+	add(g.Segmented, "segmented")
+	add(g.Other, "other-size")
+	if len(parts) == 0 {
+		return "nothing"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Csum says what the verified sample's TCP checksums held.
+func (g TSOGen) Csum() string {
+	var parts []string
+	if g.Partial > 0 {
+		parts = append(parts, fmt.Sprintf("partial %d", g.Partial))
+	}
+	if g.PartialNoLen > 0 {
+		parts = append(parts, fmt.Sprintf("partial-no-len %d", g.PartialNoLen))
+	}
+	if g.Full > 0 {
+		parts = append(parts, fmt.Sprintf("full %d", g.Full))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// TSORep is one repetition of one backend in the TSO section.
+type TSORep struct {
+	Backend string
+	Rep     int
+	Gen     TSOGen
+	// BackendDrops is what the backend counted as dropped (-1 unknown).
+	BackendDrops int64
+	OtherLoad    float64
+	Err          error
+}
+
+// MemcpyRep is one measurement of the backend CPU's copy bandwidth.
+type MemcpyRep struct {
+	Rep       int
+	Hot, Ring float64 // Gbps
+	Err       error
+}
+
+// TSOBackend is implemented by backends with more than one TSO
+// configuration worth measuring (DPDK's vhost: compliant and legacy
+// offload flags): the TSO section measures each variant as a backend of
+// its own.
+type TSOBackend interface {
+	TSOVariants() []Backend
+}
+
+// TSOBackends expands backends into the TSO section's list.
+func TSOBackends(bs []Backend) []Backend {
+	var out []Backend
+	for _, b := range bs {
+		if v, ok := b.(TSOBackend); ok {
+			out = append(out, v.TSOVariants()...)
+		} else {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// TSO runs the TSO section: per repetition the backend CPU's copy
+// bandwidth, then every backend (order rotating as in Throughput).
+func (r *Runner) TSO(ctx context.Context, backends []Backend, gen string) ([]TSORep, []MemcpyRep) {
+	var reps []TSORep
+	var mems []MemcpyRep
+	for rep := 1; rep <= r.opt.Reps && ctx.Err() == nil; rep++ {
+		m := r.memcpy(ctx, gen, rep)
+		mems = append(mems, m)
+		if m.Err != nil {
+			fmt.Fprintf(r.out, "  rep %d/%d  memcpy on CPU %d FAILED: %s\n", rep, r.opt.Reps, r.opt.BackendCPU, firstLine(m.Err.Error()))
+		} else {
+			fmt.Fprintf(r.out, "  rep %d/%d  memcpy on CPU %d: %.1f Gbps from 8 into 256 buffers of 64 KiB, %.1f Gbps in cache\n", rep, r.opt.Reps, r.opt.BackendCPU, m.Ring, m.Hot)
+		}
+		for i := range backends {
+			b := backends[(i+rep-1)%len(backends)]
+			if _, all := r.Skipped[b.Name()]; all || ctx.Err() != nil {
+				continue
+			}
+			tr := r.runTSO(ctx, b, gen, rep)
+			reps = append(reps, tr)
+			if tr.Err != nil {
+				fmt.Fprintf(r.out, "  rep %d/%d  tso %-16s FAILED: %s\n", rep, r.opt.Reps, b.Name(), firstLine(tr.Err.Error()))
+			} else if tr.Gen.Refused != "" {
+				fmt.Fprintf(r.out, "  rep %d/%d  tso %-16s refused: %s\n", rep, r.opt.Reps, b.Name(), tr.Gen.Refused)
+			} else {
+				fmt.Fprintf(r.out, "  rep %d/%d  tso %-16s %6.2f Gbps  (%s; checksums %s; bad %d; other load %.0f%%)\n",
+					rep, r.opt.Reps, b.Name(), tr.Gen.Gbps, tr.Gen.Delivery(), tr.Gen.Csum(), tr.Gen.Bad, tr.OtherLoad)
+			}
+		}
+	}
+	return reps, mems
+}
+
+// memcpy measures one core's copy bandwidth on the backend's CPU.
+func (r *Runner) memcpy(ctx context.Context, gen string, rep int) MemcpyRep {
+	m := MemcpyRep{Rep: rep}
+	dir, err := r.tr.TempDir("vhb")
+	if err != nil {
+		m.Err = err
+		return m
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, "memcpy.json")
+	g, err := r.runGen(ctx, filepath.Join(r.logDir, fmt.Sprintf("tso-memcpy-r%d.log", rep)),
+		[]string{"taskset", "-c", strconv.Itoa(r.opt.BackendCPU), gen, "-memcpy", "2s", "-out", out}, out, 30*time.Second, nil)
+	if err != nil {
+		m.Err = err
+		return m
+	}
+	m.Hot, m.Ring = g.MemcpyHotGbps, g.MemcpyRingGbps
+	return m
+}
+
+// runGen runs tsogen to its end, calling started (if not nil) with its
+// pid once it runs, and parses its result file.
+func (r *Runner) runGen(ctx context.Context, logPath string, argv []string, out string, timeout time.Duration, started func(pid int) error) (TSOGen, error) {
+	p, err := StartProc(r.tr, "tsogen", logPath, nil, argv...)
+	if err != nil {
+		return TSOGen{}, err
+	}
+	if started != nil {
+		if err := started(p.Pid()); err != nil {
+			p.Stop(2 * time.Second)
+			return TSOGen{}, err
+		}
+	}
+	select {
+	case <-p.Done():
+	case <-ctx.Done():
+	case <-time.After(timeout):
+	}
+	if !p.Exited() {
+		p.Stop(2 * time.Second)
+		return TSOGen{}, fmt.Errorf("tsogen did not finish within %v: see %s", timeout, logPath)
+	}
+	if err := p.Stop(0); err != nil {
+		return TSOGen{}, fmt.Errorf("tsogen: %w: %s", err, lastLine(logPath))
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return TSOGen{}, fmt.Errorf("tsogen result: %w", err)
+	}
+	return ParseTSOGen(b)
+}
+
+// runTSO is one repetition of backend b: fresh directory, backend,
+// tsogen for warm-up + window, drop counters, teardown.
+func (r *Runner) runTSO(ctx context.Context, b Backend, gen string, rep int) (res TSORep) {
+	res = TSORep{Backend: b.Name(), Rep: rep, BackendDrops: -1, OtherLoad: nan()}
+	r.seq++
+	tag := fmt.Sprintf("%03d-%s-tso-r%d", r.seq, b.Name(), rep)
+	dir, err := r.tr.TempDir("vhb")
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer os.RemoveAll(dir)
+	env := RunEnv{Dir: dir, CPU: r.opt.BackendCPU, Case: TSOCase(), LogDir: r.logDir, Tag: tag, Tracker: r.tr}
+	if err := b.Check(); err != nil {
+		res.Err = err
+		return res
+	}
+	inst, err := b.Start(ctx, env)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer func() {
+		if err := inst.Stop(); err != nil && res.Err == nil {
+			res.Err = fmt.Errorf("%s: stop: %w", b.Name(), err)
+		}
+	}()
+	prefix := fmt.Sprintf("vhb-tsogen-%d-%d", os.Getpid(), r.seq)
+	r.tr.AddPrefix(prefix)
+	out := filepath.Join(dir, "tso.json")
+	argv := []string{"taskset", "-c", strconv.Itoa(r.opt.GenCPU), gen, "-a", env.SockA(), "-b", env.SockB(),
+		"-prefix", prefix, "-warmup", r.opt.Warmup.String(), "-window", r.opt.Window.String(), "-out", out}
+	if b.FrontendServer() {
+		argv = append(argv, "-server")
+	}
+	// tsogen sends once this file exists: after the backend says it is
+	// ready (OVS enables its receive queues a while after the links).
+	startFile := filepath.Join(dir, "start")
+	argv = append(argv, "-start-file", startFile)
+	pids := []int{os.Getpid()}
+	if p := inst.Pid(); p > 0 {
+		pids = append(pids, p)
+	}
+	// Other load over (about) tsogen's window: it starts after B's
+	// announcements (150 ms) and the warm-up; read before tsogen exits.
+	load := make(chan float64, 1)
+	res.Gen, res.Err = r.runGen(ctx, env.Log("tsogen"), argv, out, r.opt.Warmup+r.opt.Window+90*time.Second, func(gen int) error {
+		if rw, ok := inst.(ReadyWaiter); ok {
+			if err := rw.WaitReady(ctx, 30*time.Second); err != nil {
+				return err
+			}
+		}
+		go func() {
+			time.Sleep(150*time.Millisecond + r.opt.Warmup)
+			noise := StartInterference([]int{r.opt.GenCPU, r.opt.BackendCPU}, append(pids, gen))
+			time.Sleep(r.opt.Window - min(r.opt.Window/10, 200*time.Millisecond))
+			load <- noise.Pct()
+		}()
+		return os.WriteFile(startFile, nil, 0o644)
+	})
+	select {
+	case res.OtherLoad = <-load:
+	default:
+	}
+	if res.Err != nil {
+		return res
+	}
+	if v, ok := inst.(*vhostdInst); ok {
+		r.saveVhostdStats(ctx, v, env.Log("vhostd-stats"))
+	}
+	if dc, ok := inst.(DropCounter); ok {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		n, err := dc.Drops(cctx)
+		cancel()
+		if err == nil {
+			res.BackendDrops = int64(n)
+		}
+	}
+	return res
+}
+
+// tsoVhostdFailures counts vhostd's failed TSO repetitions (a refusal
+// to negotiate TSO is a result, not a failure).
+func tsoVhostdFailures(reps []TSORep) int {
+	n := 0
+	for _, r := range reps {
+		if r.Backend == "vhostd" && r.Err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// lastLine returns the last non-empty line of a file.
+func lastLine(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}
+
+// TSORow is one backend over its TSO repetitions.
+type TSORow struct {
+	Backend string
+	Gbps    Summary
+	// Last is the last successful repetition's generator result (what
+	// the backend did with the segments); Refused why the generator
+	// could not negotiate TSO with it.
+	Last    TSOGen
+	Refused string
+	Failed  int
+	Err     string
+	// Bad counts verified frames that failed the check, over all
+	// repetitions; Drops the backend's own drop counters (summed, -1
+	// unknown).
+	Bad   uint64
+	Drops int64
+	// VsDPDK, VsLegacy, VsOVS: Gbps.Median over the reference's
+	// (dpdk-io, dpdk-io-legacy-ol, ovs-dpdk); OfMemcpy over the median
+	// copy bandwidth (out of cache). NaN when unknown.
+	VsDPDK, VsLegacy, VsOVS, OfMemcpy float64
+}
+
+// BuildTSORows summarises the TSO repetitions per backend, in names'
+// order.
+func BuildTSORows(reps []TSORep, mems []MemcpyRep, names []string) []TSORow {
+	var rows []TSORow
+	for _, n := range names {
+		row := TSORow{Backend: n, Drops: -1, VsDPDK: nan(), VsLegacy: nan(), VsOVS: nan(), OfMemcpy: nan()}
+		var vs []float64
+		for _, r := range reps {
+			if r.Backend != n {
+				continue
+			}
+			switch {
+			case r.Err != nil:
+				row.Failed++
+				if row.Err == "" {
+					row.Err = firstLine(r.Err.Error())
+				}
+			case r.Gen.Refused != "":
+				row.Refused = r.Gen.Refused
+			default:
+				vs = append(vs, r.Gen.Gbps)
+				row.Last = r.Gen
+				row.Bad += r.Gen.Bad
+				if r.BackendDrops >= 0 {
+					row.Drops = max(row.Drops, 0) + r.BackendDrops
+				}
+			}
+		}
+		row.Gbps = Summarize(vs)
+		rows = append(rows, row)
+	}
+	mem := MemcpyRing(mems)
+	for i := range rows {
+		if rows[i].Gbps.N == 0 {
+			continue
+		}
+		for _, ref := range rows {
+			if ref.Gbps.N == 0 {
+				continue
+			}
+			switch ref.Backend {
+			case RefDPDK:
+				rows[i].VsDPDK = Ratio(rows[i].Gbps.Median, ref.Gbps.Median)
+			case RefDPDKLegacy:
+				rows[i].VsLegacy = Ratio(rows[i].Gbps.Median, ref.Gbps.Median)
+			case RefOVS:
+				rows[i].VsOVS = Ratio(rows[i].Gbps.Median, ref.Gbps.Median)
+			}
+		}
+		if mem.N > 0 {
+			rows[i].OfMemcpy = Ratio(rows[i].Gbps.Median, mem.Median)
+		}
+	}
+	return rows
+}
+
+// MemcpyRing summarises the out-of-cache copy bandwidths measured.
+func MemcpyRing(mems []MemcpyRep) Summary {
+	var vs []float64
+	for _, m := range mems {
+		if m.Err == nil {
+			vs = append(vs, m.Ring)
+		}
+	}
+	return Summarize(vs)
+}
+
+// MemcpyHot summarises the in-cache copy bandwidths measured.
+func MemcpyHot(mems []MemcpyRep) Summary {
+	var vs []float64
+	for _, m := range mems {
+		if m.Err == nil {
+			vs = append(vs, m.Hot)
+		}
+	}
+	return Summarize(vs)
+}
+
+// TSO targets of issue 15.
+const (
+	TSOTargetVsDPDK = 1.5
+	// RefDPDKLegacy is DPDK's backend with legacy offload flags, the one
+	// configuration of it that hands the GSO request on.
+	RefDPDKLegacy     = RefDPDK + "-legacy-ol"
+	TSOTargetOfMemcpy = 0.8
+)
+
+// WriteTSOTable prints the TSO section's table and its target lines.
+func WriteTSOTable(w io.Writer, rows []TSORow, mems []MemcpyRep) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "  "+strings.Join([]string{"backend", "Gbps", "min..max", "x dpdk-io", "x legacy-ol", "x ovs-dpdk", "of memcpy", "delivered (last rep, frames)", "TCP checksum (sample)", "bad", "backend drops", "reps ok"}, "\t")+"\t")
+	for _, r := range rows {
+		if r.Gbps.N == 0 {
+			why, reps := r.Err, fmt.Sprintf("0/%d", r.Failed)
+			if r.Refused != "" {
+				why, reps = "refused: "+r.Refused, "refused"
+			}
+			fmt.Fprintf(tw, "  %s\t-\t-\t-\t-\t-\t-\t%s\t-\t-\t-\t%s\t\n", r.Backend, clip(why, 100), reps)
+			continue
+		}
+		drops := "?"
+		if r.Drops >= 0 {
+			drops = strconv.FormatInt(r.Drops, 10)
+		}
+		fmt.Fprintf(tw, "  %s\t%.2f\t%.2f..%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d/%d\t\n", r.Backend, r.Gbps.Median, r.Gbps.Min, r.Gbps.Max,
+			fmtRatio(r.VsDPDK), fmtRatio(r.VsLegacy), fmtRatio(r.VsOVS), fmtPctOf(r.OfMemcpy), r.Last.Delivery(), r.Last.Csum(), r.Bad, drops, r.Gbps.N, r.Gbps.N+r.Failed)
+	}
+	tw.Flush()
+	ring, hot := MemcpyRing(mems), MemcpyHot(mems)
+	if ring.N > 0 {
+		fmt.Fprintf(w, "  memcpy, one core (the backend's CPU, Go copy of 64 KiB buffers): %.1f Gbps from 8 source buffers into 256 (16 MiB; min..max %.1f..%.1f), %.1f Gbps in cache; 'of memcpy' is over the first\n",
+			ring.Median, ring.Min, ring.Max, hot.Median)
+	} else {
+		fmt.Fprintf(w, "  memcpy: not measured\n")
+	}
+	for _, r := range rows {
+		if r.Backend != "vhostd" {
+			continue
+		}
+		if r.Gbps.N == 0 {
+			fmt.Fprintf(w, "  targets: not measurable, vhostd delivered nothing measurable (%s)\n", firstNonEmpty(r.Refused, r.Err))
+			continue
+		}
+		fmt.Fprintf(w, "  target vhostd >= %.1fx DPDK: %s over dpdk-io (%s), %s over dpdk-io-legacy-ol (%s, the DPDK configuration that keeps the GSO request); vhostd >= %.0f%% of memcpy: %s (%s)\n",
+			TSOTargetVsDPDK, verdict(r.VsDPDK, TSOTargetVsDPDK), fmtRatio(r.VsDPDK), verdict(r.VsLegacy, TSOTargetVsDPDK), fmtRatio(r.VsLegacy),
+			100*TSOTargetOfMemcpy, verdict(r.OfMemcpy, TSOTargetOfMemcpy), fmtPctOf(r.OfMemcpy))
+	}
+}
+
+func verdict(v, target float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "n/a"
+	case v >= target:
+		return "met"
+	default:
+		return "NOT met"
+	}
+}
+
+func fmtPctOf(v float64) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*v)
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// WriteTSOCSV writes every TSO repetition and memcpy measurement.
+func WriteTSOCSV(w io.Writer, reps []TSORep, mems []MemcpyRep) error {
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"kind", "backend", "rep", "gbps", "refused", "whole_gso", "whole_plain", "segmented", "other_size",
+		"tx_frames", "rx_frames", "payload_bytes", "window_s", "verified", "csum_partial", "csum_partial_nolen", "csum_full", "bad", "first_bad",
+		"backend_drops", "other_load_pct", "memcpy_ring_gbps", "memcpy_hot_gbps", "error"})
+	f := func(v float64) string { return csvFloat(v, 3) }
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	for _, m := range mems {
+		e := ""
+		if m.Err != nil {
+			e = m.Err.Error()
+		}
+		cw.Write([]string{"memcpy", "", strconv.Itoa(m.Rep), "", "", "", "", "", "", "", "", "", "", "", "", "", "", "", "", "", "", f(m.Ring), f(m.Hot), e})
+	}
+	for _, r := range reps {
+		e := ""
+		if r.Err != nil {
+			e = r.Err.Error()
+		}
+		g := r.Gen
+		cw.Write([]string{"tso", r.Backend, strconv.Itoa(r.Rep), f(g.Gbps), g.Refused, u(g.WholeGSO), u(g.WholePlain), u(g.Segmented), u(g.Other),
+			u(g.TxFrames), u(g.RxFrames), u(g.PayloadBytes), f(g.Window), u(g.Verified), u(g.Partial), u(g.PartialNoLen), u(g.Full), u(g.Bad), g.FirstBad,
+			strconv.FormatInt(r.BackendDrops, 10), f(r.OtherLoad), "", "", e})
+	}
+	cw.Flush()
+	return errors.Join(cw.Error())
+}
