@@ -85,6 +85,23 @@ const (
 	TxOffloadMultiSeg = uint64(C.RTE_ETH_TX_OFFLOAD_MULTI_SEGS)
 )
 
+// OffloadNames returns DPDK's names of the rx (tx false) or tx offload
+// bits set in bits, lowest first ("TCP_TSO", "TCP_CKSUM", ...).
+func OffloadNames(bits uint64, tx bool) []string {
+	var names []string
+	for b := uint64(1); b != 0; b <<= 1 {
+		if bits&b == 0 {
+			continue
+		}
+		if tx {
+			names = append(names, C.GoString(C.rte_eth_dev_tx_offload_name(C.uint64_t(b))))
+		} else {
+			names = append(names, C.GoString(C.rte_eth_dev_rx_offload_name(C.uint64_t(b))))
+		}
+	}
+	return names
+}
+
 // Port is one ethdev port, from Probe until Close.
 type Port struct {
 	e       *EAL

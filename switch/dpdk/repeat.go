@@ -111,17 +111,28 @@ import (
 // Offload bits of rte_eth_conf (ethdev offloads a port is configured
 // with) beyond RxOffloadScatter and TxOffloadMultiSeg.
 const (
-	RxOffloadTCPLRO   = uint64(C.RTE_ETH_RX_OFFLOAD_TCP_LRO)
-	RxOffloadTCPCksum = uint64(C.RTE_ETH_RX_OFFLOAD_TCP_CKSUM)
-	TxOffloadTCPTSO   = uint64(C.RTE_ETH_TX_OFFLOAD_TCP_TSO)
-	TxOffloadTCPCksum = uint64(C.RTE_ETH_TX_OFFLOAD_TCP_CKSUM)
+	RxOffloadTCPLRO    = uint64(C.RTE_ETH_RX_OFFLOAD_TCP_LRO)
+	RxOffloadTCPCksum  = uint64(C.RTE_ETH_RX_OFFLOAD_TCP_CKSUM)
+	RxOffloadUDPCksum  = uint64(C.RTE_ETH_RX_OFFLOAD_UDP_CKSUM)
+	RxOffloadIPv4Cksum = uint64(C.RTE_ETH_RX_OFFLOAD_IPV4_CKSUM)
+	TxOffloadTCPTSO    = uint64(C.RTE_ETH_TX_OFFLOAD_TCP_TSO)
+	TxOffloadTCPCksum  = uint64(C.RTE_ETH_TX_OFFLOAD_TCP_CKSUM)
+	TxOffloadUDPCksum  = uint64(C.RTE_ETH_TX_OFFLOAD_UDP_CKSUM)
+	TxOffloadIPv4Cksum = uint64(C.RTE_ETH_TX_OFFLOAD_IPV4_CKSUM)
 )
 
 // Mbuf offload flags (rte_mbuf ol_flags).
 const (
 	MbufTxTCPSeg   = uint64(C.RTE_MBUF_F_TX_TCP_SEG)
 	MbufTxTCPCksum = uint64(C.RTE_MBUF_F_TX_TCP_CKSUM)
+	MbufTxUDPCksum = uint64(C.RTE_MBUF_F_TX_UDP_CKSUM)
+	MbufTxIPCksum  = uint64(C.RTE_MBUF_F_TX_IP_CKSUM)
 	MbufTxIPv4     = uint64(C.RTE_MBUF_F_TX_IPV4)
+	MbufTxIPv6     = uint64(C.RTE_MBUF_F_TX_IPV6)
+
+	MbufRxIPCksumMask = uint64(C.RTE_MBUF_F_RX_IP_CKSUM_MASK)
+	MbufRxIPCksumBad  = uint64(C.RTE_MBUF_F_RX_IP_CKSUM_BAD)
+	MbufRxIPCksumGood = uint64(C.RTE_MBUF_F_RX_IP_CKSUM_GOOD)
 
 	MbufRxLRO          = uint64(C.RTE_MBUF_F_RX_LRO)
 	MbufRxL4CksumMask  = uint64(C.RTE_MBUF_F_RX_L4_CKSUM_MASK)

@@ -77,6 +77,11 @@ struct vd_txq {
 	void *data[VD_STASH];          // each stash mbuf's data pointer
 	uint16_t lens[VD_STASH];       // data length written into each used mbuf
 	uint16_t nseg[VD_MAX_BURST];   // mbufs per frame
+	// Each frame's offload request for the device (all zero for a plain
+	// frame): ol_flags, and l2_len/l3_len/l4_len/tso_segsz, which are
+	// bitfields cgo cannot set.
+	uint64_t ol[VD_MAX_BURST];
+	uint16_t l2[VD_MAX_BURST], l3[VD_MAX_BURST], l4[VD_MAX_BURST], segsz[VD_MAX_BURST];
 };
 
 // vd_refill tops the stash up to VD_STASH mbufs: in bulk, else one by one
@@ -118,6 +123,13 @@ static uint16_t vd_tx(struct vd_txq *q, uint16_t used, uint16_t nf)
 		}
 		h->nb_segs = q->nseg[f];
 		h->pkt_len = total;
+		h->ol_flags = q->ol[f];
+		if (q->ol[f] != 0) {
+			h->l2_len = q->l2[f];
+			h->l3_len = q->l3[f];
+			h->l4_len = q->l4[f];
+			h->tso_segsz = q->segsz[f];
+		}
 		heads[f] = h;
 	}
 	if (nf > 0) {
@@ -283,10 +295,27 @@ func (t *TxQueue) Add(segs [][]byte, n int) bool {
 	t.q.lens[j] = C.uint16_t(off)
 	j++
 	t.q.nseg[t.frames] = C.uint16_t(j - t.used)
+	t.q.ol[t.frames] = 0
 	t.flen[t.frames] = n - left
 	t.frames++
 	t.used = j
 	return true
+}
+
+// AddOffload is Add for a frame the device is to finish: m is set on its
+// head mbuf at Flush. The frame's first bytes, up to one mbuf's room,
+// are returned (nil when Add failed): the caller may fix headers in the
+// copy (never in segs, which may be a guest's memory).
+func (t *TxQueue) AddOffload(segs [][]byte, n int, m *TxMeta) []byte {
+	j := t.used
+	if !t.Add(segs, n) {
+		return nil
+	}
+	f := t.frames - 1
+	t.q.ol[f] = C.uint64_t(m.Flags)
+	t.q.l2[f], t.q.l3[f], t.q.l4[f] = C.uint16_t(m.L2), C.uint16_t(m.L3), C.uint16_t(m.L4)
+	t.q.segsz[f] = C.uint16_t(m.SegSize)
+	return unsafe.Slice((*byte)(t.q.data[j]), int(t.q.lens[j]))
 }
 
 // Pending returns the number of frames added since the last Flush.

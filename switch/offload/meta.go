@@ -5,7 +5,10 @@ package offload
 // fields ForReceiver and the segmenter use, and the layout a GSO frame was
 // parsed into. The zero Meta is a plain frame (nothing offloaded).
 type Meta struct {
-	Flags      uint8  // FlagNeedsCsum or 0
+	// Flags is FlagNeedsCsum, FlagDataValid (a frame whose checksum the
+	// uplink device verified: never from a guest, which Validate
+	// refuses) or 0.
+	Flags      uint8
 	GSOType    uint8  // as the sender set it (GSO* with GSOECN)
 	GSOSize    uint16 // MSS of a GSO frame
 	CsumStart  uint16 // for a GSO frame also its L4 offset (Validate checks they agree)

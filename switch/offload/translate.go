@@ -33,6 +33,9 @@ func (a Action) String() string {
 // Validate with layout l, and what must be done to the frame first.
 // NumBuffers is left 0: the receive path sets it.
 //
+//   - A frame whose checksum a device verified (DATA_VALID, from the
+//     uplink) is passed with DATA_VALID to a receiver with GUEST_CSUM,
+//     with a zero header to others.
 //   - A partial checksum is passed on (NEEDS_CSUM) to a receiver with
 //     GUEST_CSUM, else completed here.
 //   - A super-frame is passed on to a receiver with GUEST_CSUM and the
@@ -44,6 +47,11 @@ func ForReceiver(h *Header, l Layout, rx Features) (Header, Action) {
 	gso := h.GSO()
 	if gso == GSONone {
 		if h.Flags&FlagNeedsCsum == 0 {
+			// DATA_VALID (a frame from a device that checked the
+			// checksum) means something to GUEST_CSUM receivers only.
+			if h.Flags&FlagDataValid != 0 && rx.Has(FeatureGuestCsum) {
+				return Header{Flags: FlagDataValid}, ActionPass
+			}
 			return Header{}, ActionPass
 		}
 		if rx.Has(FeatureGuestCsum) {

@@ -141,6 +141,16 @@ type Port struct {
 	// (partial checksums, GSO super-frames) before they are copied into
 	// mbufs: the device gets complete frames only. Under txMu.
 	soft *vswitch.SoftOffload
+	// The offloads the device was configured with (offload.go), and the
+	// transmit side's scratch for deciding on one frame: under txMu.
+	txOff, rxOff uint64
+	txMeta       dpdk.TxMeta
+	txLay        offload.Layout
+	txLin        []byte
+	// rxLin is where the receive side gathers a frame's headers: owned by
+	// the poller.
+	rxLin []byte
+	offc  offloadCounters
 
 	link        atomic.Pointer[LinkState]
 	linkChanges atomic.Uint64
@@ -202,16 +212,25 @@ func Open(eal *dpdk.EAL, cfg Config, log *logrus.Entry) (_ *Port, err error) {
 	if p.pool, err = eal.NewPktmbufPool(n, mempoolCache, room); err != nil {
 		return nil, fmt.Errorf("uplink %s: %w", cfg.Devargs, err)
 	}
-	var txOff uint64
-	if info.TxOffloads&dpdk.TxOffloadMultiSeg != 0 {
-		txOff = dpdk.TxOffloadMultiSeg
+	txOff := info.TxOffloads & (dpdk.TxOffloadMultiSeg | wantTx)
+	if txOff&dpdk.TxOffloadTCPTSO == 0 {
+		txOff &^= dpdk.TxOffloadIPv4Cksum // only TSO frames ask for it
 	}
+	rxOff := info.RxOffloads & wantRx
+	if txOff&wantTx != 0 {
+		p.txLin = make([]byte, maxOffloadFrame)
+	}
+	// Even without rx offloads configured a device may flag frames
+	// (net_vhost with tso=1 receives GSO frames): the scratch is always
+	// there.
+	p.rxLin = make([]byte, maxOffloadFrame)
+	p.txOff, p.rxOff = txOff&wantTx, rxOff
 	if hostIface && ifaceMTU != mtu {
 		p.log.WithFields(logrus.Fields{"interface": p.iface, "interface_mtu": ifaceMTU, "uplink_mtu": mtu}).
 			Warn("the interface's MTU differs from the uplink MTU: frames larger than the smaller one are dropped")
 	}
 	p.rx = p.dev.NewRxQueue()
-	pc := dpdk.PortConfig{MTU: mtu, RxDesc: cfg.RxDesc, TxDesc: cfg.TxDesc, Pool: p.pool, TxOffloads: txOff}
+	pc := dpdk.PortConfig{MTU: mtu, RxDesc: cfg.RxDesc, TxDesc: cfg.TxDesc, Pool: p.pool, TxOffloads: txOff, RxOffloads: rxOff}
 	// Rx interrupts where the driver has them, else polling: set the
 	// device up again without them, so that a driver that half took them
 	// runs none of its interrupt code.
@@ -221,7 +240,19 @@ func Open(eal *dpdk.EAL, cfg Config, log *logrus.Entry) (_ *Port, err error) {
 			return nil, fmt.Errorf("uplink %s: stop to restart without rx interrupts: %w", cfg.Devargs, err)
 		}
 		if err := p.setup(pc, !hostIface); err != nil {
-			return nil, err
+			if pc.TxOffloads&wantTx == 0 && pc.RxOffloads == 0 {
+				return nil, err
+			}
+			// A driver that reports offloads and then refuses them:
+			// run without, in software.
+			p.log.WithError(err).Warn("the uplink device refused its offloads: they are done in software")
+			p.dev.Stop()
+			pc.TxOffloads &^= wantTx
+			pc.RxOffloads = 0
+			p.txOff, p.rxOff = 0, 0
+			if err := p.setup(pc, !hostIface); err != nil {
+				return nil, err
+			}
 		}
 	}
 	// After the start: the device was set up twice if it has no rx
@@ -240,7 +271,7 @@ func Open(eal *dpdk.EAL, cfg Config, log *logrus.Entry) (_ *Port, err error) {
 	f := logrus.Fields{
 		"devargs": cfg.Devargs, "device": p.dev.Name(), "driver": p.dev.Driver(), "mac": p.mac,
 		"mtu": cfg.MTU, "interface": p.iface, "link": l.String(), "mbufs": n, "mbuf_room": room,
-		"rx_mode": p.rxMode.String(),
+		"rx_mode": p.rxMode.String(), "tx_offloads": dpdk.OffloadNames(p.txOff, true), "rx_offloads": dpdk.OffloadNames(p.rxOff, false),
 	}
 	if pollWhy != nil {
 		f["idle_poll"] = cfg.IdlePoll.String()
@@ -477,18 +508,24 @@ func (p *Port) Receive(b *vswitch.Burst) int {
 	}
 	k := 0
 	var tooMany uint64
+	var t rxTally
 	for i := 0; i < n; i++ {
 		segs, l, ok := p.rx.Frame(i, b.SegPool(k))
 		if !ok {
 			tooMany++
 			continue
 		}
-		b.Frames[k].Segs, b.Frames[k].Len, b.Frames[k].Offload = segs, l, offload.Meta{}
+		f := &b.Frames[k]
+		f.Segs, f.Len, f.Offload = segs, l, offload.Meta{}
+		if ol, segsz := p.rx.Offload(i); ol&rxFlags != 0 {
+			f.Offload = p.rxMeta(f, ol, segsz, &t)
+		}
 		k++
 	}
 	if tooMany > 0 {
 		p.counters.Drops[vswitch.DropRxSegments].Add(tooMany)
 	}
+	t.add(&p.offc)
 	b.N = k
 	return k
 }
@@ -498,20 +535,35 @@ func (p *Port) Done(*vswitch.Burst) { p.rx.Release() }
 
 // Transmit implements vswitch.Port (the uplink has one tx queue, shared by
 // the pollers under a lock): each frame is copied once into an
-// mbuf; the burst goes out in one tx burst; what the device does not take
-// is freed and counted as tx_uplink_full.
+// mbuf (a chain of them for a TSO frame); the burst goes out in one tx
+// burst; what the device does not take is freed and counted as
+// tx_uplink_full.
 func (p *Port) Transmit(_ int, frames []*vswitch.Frame) {
-	big, nombuf, full := p.transmit(frames)
+	var t txTally
+	p.transmit(frames, &t)
 	c := &p.counters
-	if full > 0 {
-		c.Drops[vswitch.DropTxFull].Add(uint64(full))
+	if t.full > 0 {
+		c.Drops[vswitch.DropTxFull].Add(uint64(t.full))
 	}
-	if big > 0 {
-		c.Drops[vswitch.DropTxTooBig].Add(big)
+	if t.big > 0 {
+		c.Drops[vswitch.DropTxTooBig].Add(t.big)
 	}
-	if nombuf > 0 {
-		c.Drops[vswitch.DropTxNoMbufs].Add(nombuf)
+	if t.nombuf > 0 {
+		c.Drops[vswitch.DropTxNoMbufs].Add(t.nombuf)
 	}
+	if t.tso > 0 {
+		c.GSOPassed.Add(t.tso)
+	}
+	if t.csum > 0 {
+		p.offc.txCsum.Add(t.csum)
+	}
+}
+
+// txTally is a Transmit's counts.
+type txTally struct {
+	big, nombuf uint64
+	full        int
+	tso, csum   uint64 // frames handed to the device with TSO, with a checksum to complete
 }
 
 // transmit is Transmit's part under the lock. The unlock is deferred:
@@ -520,36 +572,93 @@ func (p *Port) Transmit(_ int, frames []*vswitch.Frame) {
 // lock must not stay held. The TxQueue is left consistent by such a fault
 // (Add commits a frame only once it is copied), and the frames added
 // before it go out with the next Flush.
-func (p *Port) transmit(frames []*vswitch.Frame) (big, nombuf uint64, full int) {
+//
+// Frames keep their order: plain ones and those the device finishes
+// (offload.go) are added as they come; each run of frames that need
+// software goes through p.soft, whose chunks (segments, checksummed
+// copies in its buffers) are copied into mbufs before the next is made.
+func (p *Port) transmit(frames []*vswitch.Frame, t *txTally) {
 	p.txMu.Lock()
 	defer p.txMu.Unlock()
-	tx := p.tx
-	// Chunks of frames: with offloads pending, segments and checksummed
-	// copies in p.soft's buffers, each chunk sent before the next one is
-	// made in them.
-	for frames = p.soft.Begin(frames, 0); len(frames) > 0; frames = p.soft.Next(nil) {
-		for _, f := range frames {
-			if f.Len > p.maxFrame {
-				big++
-				continue
+	kind := -1 // frames[i]'s txOffload, when already known
+	for i := 0; i < len(frames); i++ {
+		f := frames[i]
+		if f.Offload.Plain() {
+			p.add(f, t)
+			continue
+		}
+		if kind < 0 {
+			kind = p.txOffload(f)
+		}
+		if kind != txSoft {
+			p.addOffload(f, kind, t)
+			kind = -1
+			continue
+		}
+		j := i + 1
+		for ; j < len(frames); j++ {
+			if frames[j].Offload.Plain() {
+				break
 			}
-			if !tx.Add(f.Segs, f.Len) {
-				// The stash ran dry: send what is there (which refills it)
-				// and try once more.
-				sent, bytes := tx.Flush()
-				p.countSent(sent, bytes)
-				if !tx.Add(f.Segs, f.Len) {
-					nombuf++
-				}
+			if kind = p.txOffload(frames[j]); kind != txSoft {
+				break
 			}
 		}
-		added := tx.Pending()
-		sent, bytes := tx.Flush()
-		p.countSent(sent, bytes)
-		full += added - sent
+		if j == len(frames) || frames[j].Offload.Plain() {
+			kind = -1
+		}
+		for run := p.soft.Begin(frames[i:j], 0); len(run) > 0; run = p.soft.Next(nil) {
+			for _, s := range run {
+				p.add(s, t)
+			}
+		}
+		i = j - 1
 	}
+	p.flush(t)
 	p.soft.Count(&p.counters)
-	return big, nombuf, full
+}
+
+// add copies a complete frame into the burst.
+func (p *Port) add(f *vswitch.Frame, t *txTally) {
+	if f.Len > p.maxFrame {
+		t.big++
+		return
+	}
+	if !p.tx.Add(f.Segs, f.Len) {
+		// The burst is full or the stash ran dry: send what is there
+		// (which refills it) and try once more.
+		p.flush(t)
+		if !p.tx.Add(f.Segs, f.Len) {
+			t.nombuf++
+		}
+	}
+}
+
+// addOffload copies a frame the device is to finish (p.txMeta) into the
+// burst and fixes its headers in the copy.
+func (p *Port) addOffload(f *vswitch.Frame, kind int, t *txTally) {
+	head := p.tx.AddOffload(f.Segs, f.Len, &p.txMeta)
+	if head == nil {
+		p.flush(t)
+		if head = p.tx.AddOffload(f.Segs, f.Len, &p.txMeta); head == nil {
+			t.nombuf++
+			return
+		}
+	}
+	if kind == txTSO {
+		p.fixTSO(head)
+		t.tso++
+	} else {
+		t.csum++
+	}
+}
+
+// flush sends the burst built so far.
+func (p *Port) flush(t *txTally) {
+	added := p.tx.Pending()
+	sent, bytes := p.tx.Flush()
+	p.countSent(sent, bytes)
+	t.full += added - sent
 }
 
 func (p *Port) countSent(sent int, bytes uint64) {
@@ -571,6 +680,11 @@ type Status struct {
 	LinkChanges uint64 // up/down transitions seen since start
 	// RxMode is how an idle poller learns of frames from the device.
 	RxMode RxMode
+	// TxOffloads and RxOffloads are the offloads the device was
+	// configured with, by DPDK's names (TCP_TSO, TCP_CKSUM, TCP_LRO...).
+	TxOffloads, RxOffloads []string
+	// Offloads counts the frames that took them.
+	Offloads OffloadStats
 }
 
 // Status returns the uplink's state.
@@ -578,7 +692,8 @@ func (p *Port) Status() Status {
 	return Status{
 		Devargs: p.cfg.Devargs, Device: p.dev.Name(), Driver: p.dev.Driver(), MAC: p.mac,
 		MTU: p.cfg.MTU, Interface: p.iface, Link: *p.link.Load(), LinkChanges: p.linkChanges.Load(),
-		RxMode: p.rxMode,
+		RxMode: p.rxMode, TxOffloads: dpdk.OffloadNames(p.txOff, true), RxOffloads: dpdk.OffloadNames(p.rxOff, false),
+		Offloads: p.offc.snapshot(),
 	}
 }
 
