@@ -82,6 +82,8 @@ struct vd_txq {
 	// bitfields cgo cannot set.
 	uint64_t ol[VD_MAX_BURST];
 	uint16_t l2[VD_MAX_BURST], l3[VD_MAX_BURST], l4[VD_MAX_BURST], segsz[VD_MAX_BURST];
+	uint64_t sent_bytes; // of the last vd_tx
+	uint16_t refused;    // frames of the last vd_tx that rte_eth_tx_prepare refused
 };
 
 // vd_refill tops the stash up to VD_STASH mbufs: in bulk, else one by one
@@ -109,7 +111,7 @@ static void vd_refill(struct vd_txq *q)
 static uint16_t vd_tx(struct vd_txq *q, uint16_t used, uint16_t nf)
 {
 	struct rte_mbuf *heads[VD_MAX_BURST];
-	uint16_t sent = 0, j = 0;
+	uint16_t sent = 0, j = 0, off = 0;
 	for (uint16_t f = 0; f < nf; f++) {
 		struct rte_mbuf *h = q->stash[j], *prev = NULL;
 		uint32_t total = 0;
@@ -129,11 +131,35 @@ static uint16_t vd_tx(struct vd_txq *q, uint16_t used, uint16_t nf)
 			h->l3_len = q->l3[f];
 			h->l4_len = q->l4[f];
 			h->tso_segsz = q->segsz[f];
+			off++;
 		}
 		heads[f] = h;
 	}
+	q->refused = 0;
+	q->sent_bytes = 0;
+	// With offloads, the driver's tx_prepare makes the headers what the
+	// device wants (DPDK's virtio driver puts the length back into a TSO
+	// frame's pseudo-header sum). A frame it refuses is freed, counted,
+	// and the rest go on.
+	for (uint16_t f = 0; off > 0 && f < nf;) {
+		uint16_t ok = rte_eth_tx_prepare(q->port, q->queue, &heads[f], nf - f);
+		f += ok;
+		if (f < nf) {
+			rte_pktmbuf_free(heads[f]);
+			memmove(&heads[f], &heads[f + 1], (nf - f - 1) * sizeof(heads[0]));
+			nf--;
+			q->refused++;
+		}
+	}
 	if (nf > 0) {
+		// The bytes are summed before the burst: the driver may free
+		// what it took at once.
+		uint64_t cum[VD_MAX_BURST + 1];
+		cum[0] = 0;
+		for (uint16_t f = 0; f < nf; f++)
+			cum[f + 1] = cum[f] + heads[f]->pkt_len;
 		sent = rte_eth_tx_burst(q->port, q->queue, heads, nf);
+		q->sent_bytes = cum[sent];
 		if (sent < nf)
 			rte_pktmbuf_free_bulk(&heads[sent], nf - sent);
 	}
@@ -243,7 +269,6 @@ type TxQueue struct {
 	room   int // bytes per mbuf
 	used   int // stash mbufs used by the burst being built
 	frames int
-	flen   [MaxBurst]int // length of each frame of the burst
 }
 
 // NewTxQueue returns the transmit side of queue 0 of p, with mbufs from
@@ -296,7 +321,6 @@ func (t *TxQueue) Add(segs [][]byte, n int) bool {
 	j++
 	t.q.nseg[t.frames] = C.uint16_t(j - t.used)
 	t.q.ol[t.frames] = 0
-	t.flen[t.frames] = n - left
 	t.frames++
 	t.used = j
 	return true
@@ -323,19 +347,23 @@ func (t *TxQueue) Pending() int { return t.frames }
 
 // Flush transmits the frames added since the last Flush, frees those the
 // device did not take, and refills the stash. It returns how many frames
-// (the first ones added) and bytes were sent. One cgo call; none when
+// and bytes were sent; the others were refused by the driver's
+// tx_prepare (Refused, only frames with offloads) or not taken by the
+// device. One cgo call; none when
 // nothing was added and the stash is full.
 func (t *TxQueue) Flush() (sent int, bytes uint64) {
 	if t.frames == 0 && int(t.q.have) == stashSize {
 		return 0, 0
 	}
 	sent = int(C.vd_tx(t.q, C.uint16_t(t.used), C.uint16_t(t.frames)))
-	for i := 0; i < sent; i++ {
-		bytes += uint64(t.flen[i])
-	}
+	bytes = uint64(t.q.sent_bytes)
 	t.used, t.frames = 0, 0
 	return sent, bytes
 }
+
+// Refused returns how many frames of the last Flush the driver's
+// tx_prepare refused (a malformed offload request): they were freed.
+func (t *TxQueue) Refused() int { return int(t.q.refused) }
 
 // Stashed returns how many mbufs the stash holds (free ones the queue
 // keeps for the next burst).

@@ -551,6 +551,9 @@ func (p *Port) Transmit(_ int, frames []*vswitch.Frame) {
 	if t.nombuf > 0 {
 		c.Drops[vswitch.DropTxNoMbufs].Add(t.nombuf)
 	}
+	if t.refused > 0 {
+		c.Drops[vswitch.DropTxOffload].Add(t.refused)
+	}
 	if t.tso > 0 {
 		c.GSOPassed.Add(t.tso)
 	}
@@ -563,6 +566,7 @@ func (p *Port) Transmit(_ int, frames []*vswitch.Frame) {
 type txTally struct {
 	big, nombuf uint64
 	full        int
+	refused     uint64 // offload requests the driver's tx_prepare refused
 	tso, csum   uint64 // frames handed to the device with TSO, with a checksum to complete
 }
 
@@ -658,7 +662,9 @@ func (p *Port) flush(t *txTally) {
 	added := p.tx.Pending()
 	sent, bytes := p.tx.Flush()
 	p.countSent(sent, bytes)
-	t.full += added - sent
+	refused := p.tx.Refused()
+	t.full += added - sent - refused
+	t.refused += uint64(refused)
 }
 
 func (p *Port) countSent(sent int, bytes uint64) {
