@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	vswitch "github.com/vhostd/vhostd/switch"
+	"github.com/vhostd/vhostd/switch/dpdk"
 	"github.com/vhostd/vhostd/switch/offload"
 )
 
@@ -104,5 +105,46 @@ func TestTransmitCompletesOffloads(t *testing.T) {
 		p.Done(&b)
 	}); allocs != 0 {
 		t.Fatalf("%.1f allocations per transmit", allocs)
+	}
+}
+
+// TestReceiveChecksumFlags: the mbuf checksum flags a NIC sets become the
+// Meta a guest gets: GOOD is DATA_VALID, BAD passes plain and is
+// counted, NONE (a partial checksum) is NEEDS_CSUM, or, with Ethernet
+// padding behind the IP packet, is completed here.
+func TestReceiveChecksumFlags(t *testing.T) {
+	p := &Port{rxLin: make([]byte, maxOffloadFrame)}
+	frame := func(pad int) *vswitch.Frame {
+		f := tcp4(10)
+		f = append(f, make([]byte, pad)...)
+		return &vswitch.Frame{Segs: [][]byte{f}, Len: len(f)}
+	}
+	var tl rxTally
+	if m := p.rxMeta(frame(0), dpdk.MbufRxL4CksumGood|dpdk.MbufRxIPCksumGood, 0, &tl); m != (offload.Meta{Flags: offload.FlagDataValid}) {
+		t.Errorf("L4 good: %+v", m)
+	}
+	for _, ol := range []uint64{dpdk.MbufRxL4CksumBad, dpdk.MbufRxIPCksumBad | dpdk.MbufRxL4CksumGood} {
+		if m := p.rxMeta(frame(0), ol, 0, &tl); !m.Plain() {
+			t.Errorf("bad %#x: %+v, want plain", ol, m)
+		}
+	}
+	if m := p.rxMeta(frame(0), dpdk.MbufRxL4CksumNone, 0, &tl); m != (offload.Meta{Flags: offload.FlagNeedsCsum, CsumStart: 34, CsumOffset: 16}) {
+		t.Errorf("L4 none: %+v", m)
+	}
+	f := frame(6)
+	if m := p.rxMeta(f, dpdk.MbufRxL4CksumNone, 0, &tl); m != (offload.Meta{Flags: offload.FlagDataValid}) {
+		t.Errorf("L4 none with padding: %+v, want completed here", m)
+	}
+	b := f.Segs[0][:f.Len-6]
+	ip, tcp := b[14:34], b[34:]
+	if fold(sum16(sum16(6+uint32(len(tcp)), ip[12:20]), tcp)) != 0xffff {
+		t.Error("padded frame: checksum not completed")
+	}
+	runt := &vswitch.Frame{Segs: [][]byte{make([]byte, 20)}, Len: 20}
+	if m := p.rxMeta(runt, dpdk.MbufRxLRO|dpdk.MbufRxL4CksumNone, 1448, &tl); !m.Plain() {
+		t.Errorf("LRO runt: %+v", m)
+	}
+	if tl != (rxTally{good: 1, bad: 2, partial: 2, invalid: 1}) {
+		t.Errorf("tally %+v", tl)
 	}
 }
