@@ -18,6 +18,25 @@ type UplinkInfo struct {
 	// RxMode is how an idle vhostd learns of frames from the device:
 	// "interrupts" (its rx interrupt fd) or "polling" (every millisecond).
 	RxMode string `json:"rx_mode"`
+	// TxOffloads and RxOffloads are the offloads the device was
+	// configured with, by DPDK's names (TCP_TSO, TCP_CKSUM, TCP_LRO...):
+	// what it does for frames instead of vhostd's software.
+	TxOffloads []string `json:"tx_offloads"`
+	RxOffloads []string `json:"rx_offloads"`
+	// Offloads counts frames that took them.
+	Offloads UplinkOffloads `json:"offloads"`
+}
+
+// UplinkOffloads counts the offloads of frames through the uplink device
+// (the port's gso_passed counts TSO frames handed to it; gso_segmented
+// and csum_completed what was done in software instead).
+type UplinkOffloads struct {
+	TxCsum           uint64 `json:"tx_csum_offloaded"`  // partial checksums handed to the device
+	RxLRO            uint64 `json:"rx_lro"`             // GSO frames received (RX_LRO), passed on as such
+	RxCsumPartial    uint64 `json:"rx_csum_partial"`    // frames received with a partial checksum
+	RxCsumGood       uint64 `json:"rx_csum_good"`       // frames the device verified (DATA_VALID to guests)
+	RxCsumBad        uint64 `json:"rx_csum_bad"`        // frames the device found bad, passed on plain
+	RxOffloadInvalid uint64 `json:"rx_offload_invalid"` // flagged frames whose headers did not parse, passed plain
 }
 
 // DPDKStats are a DPDK device's own counters (rte_eth_stats and xstats),

@@ -51,6 +51,25 @@ const (
 	wantRx = dpdk.RxOffloadTCPLRO | dpdk.RxOffloadTCPCksum | dpdk.RxOffloadUDPCksum
 )
 
+// deviceOffloads returns the tx and rx offloads to configure a device
+// with: what vhostd wants of what dev_info reports, except where the PMD
+// only emulates them in software. net_tap does: its TSO is rte_gso in the
+// PMD (and refuses a segment whose MSS plus headers, Ethernet included,
+// exceeds the MTU: a 1448-byte MSS at MTU 1500), its checksums are
+// computed in the PMD, and its rx checksum flags cost a software check of
+// every frame. vhostd's own software path is as fast and counts its work.
+func deviceOffloads(driver string, info dpdk.DevInfo) (tx, rx uint64) {
+	tx = info.TxOffloads & (dpdk.TxOffloadMultiSeg | wantTx)
+	rx = info.RxOffloads & wantRx
+	if driver == "net_tap" {
+		return tx &^ wantTx, 0
+	}
+	if tx&dpdk.TxOffloadTCPTSO == 0 {
+		tx &^= dpdk.TxOffloadIPv4Cksum // only TSO frames ask for it
+	}
+	return tx, rx
+}
+
 // hdrPeek is how many bytes of a frame are gathered to find its headers.
 const hdrPeek = 256
 

@@ -212,11 +212,7 @@ func Open(eal *dpdk.EAL, cfg Config, log *logrus.Entry) (_ *Port, err error) {
 	if p.pool, err = eal.NewPktmbufPool(n, mempoolCache, room); err != nil {
 		return nil, fmt.Errorf("uplink %s: %w", cfg.Devargs, err)
 	}
-	txOff := info.TxOffloads & (dpdk.TxOffloadMultiSeg | wantTx)
-	if txOff&dpdk.TxOffloadTCPTSO == 0 {
-		txOff &^= dpdk.TxOffloadIPv4Cksum // only TSO frames ask for it
-	}
-	rxOff := info.RxOffloads & wantRx
+	txOff, rxOff := deviceOffloads(da.Driver(), info)
 	if txOff&wantTx != 0 {
 		p.txLin = make([]byte, maxOffloadFrame)
 	}

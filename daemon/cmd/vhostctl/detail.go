@@ -66,6 +66,7 @@ func printDetail(out io.Writer, p control.PortInfo) {
 	fmt.Fprintf(out, "port %s (%s): %s\n", p.Name, p.Kind, p.State)
 	if p.Uplink != nil {
 		fmt.Fprintln(out, "the DPDK uplink has no vhost-user negotiation")
+		printUplinkOffloads(out, p.Name, p.Uplink)
 		return
 	}
 	fmt.Fprintf(out, "socket %s (%s)\n", v.Path, v.Mode)

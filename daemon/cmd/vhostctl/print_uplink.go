@@ -36,7 +36,22 @@ func printUplinks(out io.Writer, ports []control.PortInfo) {
 			rx = ", rx " + u.RxMode
 		}
 		fmt.Fprintf(out, "%s: DPDK device %s), mac %s, mtu %d, link %s, %d link changes%s\n", p.Name, dev, u.MAC, u.MTU, link, u.LinkChanges, rx)
+		printUplinkOffloads(out, p.Name, u)
 	}
+}
+
+// printUplinkOffloads prints the offloads the uplink device took and the
+// frames that used them.
+func printUplinkOffloads(out io.Writer, name string, u *control.UplinkInfo) {
+	list := func(s []string) string {
+		if len(s) == 0 {
+			return "none"
+		}
+		return strings.Join(s, ",")
+	}
+	o := u.Offloads
+	fmt.Fprintf(out, "%s offloads: tx %s, rx %s; tx_csum_offloaded=%d rx_lro=%d rx_csum_partial=%d rx_csum_good=%d rx_csum_bad=%d rx_offload_invalid=%d\n",
+		name, list(u.TxOffloads), list(u.RxOffloads), o.TxCsum, o.RxLRO, o.RxCsumPartial, o.RxCsumGood, o.RxCsumBad, o.RxOffloadInvalid)
 }
 
 // printDeviceStats prints a DPDK uplink's own counters under the stats
