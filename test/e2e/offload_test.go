@@ -260,3 +260,67 @@ func TestUplinkGuestTCPOffloads(t *testing.T) {
 		t.Errorf("uplink dropped %d frames as too big: super-frames went out whole", n)
 	}
 }
+
+// TestUplinkVhostGuestTCPOffloads moves files over TCP between a guest on
+// a vhostd port (vm1) and a guest behind vhostd's DPDK uplink, which is a
+// net_vhost device with tso=1 that the second QEMU (vm2) connects to as
+// its vhost-user backend. Both guests have their offloads on:
+//   - vm2 -> vm1: vm2's TSO super-frames arrive at the uplink as RX_LRO
+//     mbufs, become GSO frames in the switch and reach vm1 whole
+//     (rx_lro on the uplink, gso_passed on vm1);
+//   - vm1 -> vm2: DPDK 22.11's net_vhost reports checksums but no TSO, so
+//     the uplink segments vm1's super-frames in software and hands the
+//     partial checksums of the rest to the device (tx_csum_offloaded).
+//
+// Both transfers are compared by sha256.
+func TestUplinkVhostGuestTCPOffloads(t *testing.T) {
+	requirePeer(t, qemu.DefaultBinary)
+	kernel, initrd := guestimage.ForTest(t)
+	dir := sockDir(t)
+	sock1, upSock := filepath.Join(dir, "vm1.sock"), filepath.Join(dir, "up.sock")
+	v := startVhostd(t, dir, "--socket", "vm1="+sock1, "--uplink", "net_vhost0,iface="+upSock+",tso=1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	vms := []vm{
+		{"vm1", "10.9.4.1", "52:54:00:00:04:01", sock1},
+		{"vm2", "10.9.4.2", "52:54:00:00:04:02", upSock},
+	}
+	guests := startGuests(t, ctx, vms[0].config(t, kernel, initrd), vms[1].config(t, kernel, initrd))
+	g1, g2 := guests[0], guests[1]
+	warmUp(t, ctx, g1, vms[1].ip)
+	up := v.ports(t)["uplink"].Uplink
+	if up == nil {
+		t.Fatal("no uplink in vhostctl ports")
+	}
+	t.Logf("uplink %s: tx offloads %v, rx offloads %v", up.Driver, up.TxOffloads, up.RxOffloads)
+
+	transfer(t, ctx, v, g2, g1, vms[0].ip)
+	st := v.stats(t)
+	up = v.ports(t)["uplink"].Uplink
+	t.Logf("vm2 -> vm1: uplink %+v; vm1 got %d frames, gso_passed=%d gso_segmented=%d", up.Offloads, st["vm1"].TxPackets, st["vm1"].GSOPassed, st["vm1"].GSOSegmented)
+	if up.Offloads.RxLRO == 0 || st["vm1"].GSOPassed == 0 || up.Offloads.RxOffloadInvalid != 0 {
+		t.Errorf("vm2's super-frames: uplink rx_lro=%d rx_offload_invalid=%d, vm1 gso_passed=%d; want them passed whole",
+			up.Offloads.RxLRO, up.Offloads.RxOffloadInvalid, st["vm1"].GSOPassed)
+	}
+
+	transfer(t, ctx, v, g1, g2, vms[1].ip)
+	st = v.stats(t)
+	us := st["uplink"]
+	up = v.ports(t)["uplink"].Uplink
+	t.Logf("vm1 -> vm2: uplink tx %d frames, gso_passed=%d gso_segmented=%d gso_segments=%d csum_completed=%d, %+v",
+		us.TxPackets, us.GSOPassed, us.GSOSegmented, us.GSOSegments, us.CsumCompleted, up.Offloads)
+	if us.GSOSegmented == 0 || up.Offloads.TxCsum == 0 || us.CsumCompleted != 0 {
+		t.Errorf("vm1's frames to the uplink: %d super-frames segmented, %d checksums to the device, %d completed in software; want segmentation in software and checksums on the device",
+			us.GSOSegmented, up.Offloads.TxCsum, us.CsumCompleted)
+	}
+	for name, s := range st {
+		for reason, n := range s.Drops {
+			if n > 0 && (strings.HasPrefix(reason, "rx_offload_") || reason == "tx_offload_unsupported" || reason == "mtu_exceeded" || reason == "tx_too_big") {
+				t.Errorf("%s dropped %d frames as %s", name, n, reason)
+			}
+		}
+	}
+	if out, err := runVhostctl(v, "ports"); err != nil || !strings.Contains(out, "uplink offloads: tx ") {
+		t.Errorf("vhostctl ports shows no uplink offloads: %v\n%s", err, out)
+	}
+}
