@@ -347,3 +347,45 @@ func BenchmarkUplinkTSO(b *testing.B) {
 		})
 	}
 }
+
+// TestUplinkOffloadOrder: frames the device finishes and frames done in
+// software keep their order in one Transmit: a TSO frame, an ECN
+// super-frame (segmented in software: DPDK's TSO has no ECN flag), a
+// partial checksum and a plain frame reach the peer in that order.
+func TestUplinkOffloadOrder(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	up, pr := virtioUplink(t, 1)
+	a, b, c, d := tcp4(5*1448), tcp4(2*1448+1), tcp4(100), ethFrame(200, 9)
+	b[47] |= 0x80 // CWR
+	ecn := tsoHdr
+	ecn.GSOType |= offload.GSOECN
+	fb := split(b)
+	lay, r := offload.Validate(&ecn, b, offload.FeatureCsum|offload.FeatureHostTSO4|offload.FeatureHostECN)
+	if r != offload.ReasonOK {
+		t.Fatal(r)
+	}
+	fb.Offload = offload.MetaOf(&ecn, lay)
+	up.Transmit(0, []*vswitch.Frame{withMeta(t, split(a), a, tsoHdr), fb, withMeta(t, split(c), c, csumHdr), split(d)})
+	got, ol, _ := pr.receive(t, 6)
+	if len(got) != 6 {
+		t.Fatalf("peer got %d frames, want 1 + 3 segments + 2", len(got))
+	}
+	if !bytes.Equal(got[0], a) || ol[0]&dpdk.MbufRxLRO == 0 {
+		t.Error("frame 0 is not the TSO frame")
+	}
+	for i := 1; i <= 3; i++ {
+		if len(got[i]) > 1514 || ol[i]&dpdk.MbufRxLRO != 0 {
+			t.Errorf("frame %d: %d bytes, not a segment", i, len(got[i]))
+		}
+	}
+	if got[1][47]&0x80 == 0 || got[2][47]&0x80 != 0 {
+		t.Error("CWR: want it on the first segment only")
+	}
+	if !bytes.Equal(got[4], c) || !bytes.Equal(got[5], d) {
+		t.Error("the checksum frame and the plain frame are not last, in order")
+	}
+	if s := up.Stats(); s.GSOPassed != 1 || s.GSOSegmented != 1 || s.GSOSegments != 3 || up.Status().Offloads.TxCsum != 1 {
+		t.Errorf("stats %+v %+v", s, up.Status().Offloads)
+	}
+}
