@@ -19,5 +19,9 @@
 // (MTU + Ethernet header + one VLAN tag), so a frame is always one mbuf
 // and no device needs scatter support. The mbuf pool is sized from that.
 //
+// Offloads (offload.go): TSO and partial checksums go to a device that
+// reports them, the rest is completed in software; the device's LRO and
+// checksum flags become the frames' offload.Meta on receive.
+//
 // Without cgo the package holds only its pure-Go devargs checks.
 package uplink
