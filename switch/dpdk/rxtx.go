@@ -269,6 +269,7 @@ type TxQueue struct {
 	room   int // bytes per mbuf
 	used   int // stash mbufs used by the burst being built
 	frames int
+	last   int // the stash index where the last frame added starts
 }
 
 // NewTxQueue returns the transmit side of queue 0 of p, with mbufs from
@@ -295,6 +296,7 @@ func (t *TxQueue) Add(segs [][]byte, n int) bool {
 		return false
 	}
 	j := t.used
+	t.last = j
 	dst := unsafe.Slice((*byte)(t.q.data[j]), t.room)
 	off, left := 0, n
 	for _, s := range segs {
@@ -340,6 +342,16 @@ func (t *TxQueue) AddOffload(segs [][]byte, n int, m *TxMeta) []byte {
 	t.q.l2[f], t.q.l3[f], t.q.l4[f] = C.uint16_t(m.L2), C.uint16_t(m.L3), C.uint16_t(m.L4)
 	t.q.segsz[f] = C.uint16_t(m.SegSize)
 	return unsafe.Slice((*byte)(t.q.data[j]), int(t.q.lens[j]))
+}
+
+// DropLast takes back the frame the last successful Add or AddOffload
+// added (its mbufs return to the stash). Only once per Add.
+func (t *TxQueue) DropLast() {
+	if t.frames == 0 {
+		return
+	}
+	t.frames--
+	t.used = t.last
 }
 
 // Pending returns the number of frames added since the last Flush.

@@ -128,7 +128,7 @@ func (p *Port) txOffload(f *vswitch.Frame) int {
 		l := m.Layout(f.Len)
 		// Segments beyond the MTU are made in software, and dropped
 		// there as tx_too_big, as for any frame.
-		if l.Payload+int(m.GSOSize) > p.maxFrame || l.Payload > hdrPeek {
+		if l.Payload+int(m.GSOSize) > p.maxFrame || l.Payload > hdrPeek || f.Len > len(p.txLin) {
 			return txSoft
 		}
 		fl := dpdk.MbufTxTCPSeg | dpdk.MbufTxTCPCksum

@@ -389,3 +389,24 @@ func TestUplinkOffloadOrder(t *testing.T) {
 		t.Errorf("stats %+v %+v", s, up.Status().Offloads)
 	}
 }
+
+// TestUplinkOffloadHeadersChanged: a guest that changes a frame's headers
+// after the VM port checked them (here the IP header length) gets the
+// frame dropped as tx_offload_unsupported, not sent with a TSO request
+// that no longer fits it.
+func TestUplinkOffloadHeadersChanged(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	up, pr := virtioUplink(t, 1)
+	a, d := tcp4(5*1448), ethFrame(200, 9)
+	fa := withMeta(t, split(a), a, tsoHdr)
+	a[14] = 0x46 // IHL 6: the TCP header is no longer where the Meta says
+	up.Transmit(0, []*vswitch.Frame{fa, split(d)})
+	got, _, _ := pr.receive(t, 1)
+	if len(got) != 1 || !bytes.Equal(got[0], d) {
+		t.Fatalf("peer got %d frames, want only the plain one", len(got))
+	}
+	if s := up.Stats(); s.Drops["tx_offload_unsupported"] != 1 || s.GSOPassed != 0 || s.TxPackets != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}

@@ -562,7 +562,7 @@ func (p *Port) Transmit(_ int, frames []*vswitch.Frame) {
 type txTally struct {
 	big, nombuf uint64
 	full        int
-	refused     uint64 // offload requests the driver's tx_prepare refused
+	refused     uint64 // offload requests refused: headers changed since checked, or by the driver's tx_prepare
 	tso, csum   uint64 // frames handed to the device with TSO, with a checksum to complete
 }
 
@@ -644,6 +644,14 @@ func (p *Port) addOffload(f *vswitch.Frame, kind int, t *txTally) {
 			t.nombuf++
 			return
 		}
+	}
+	// The guest may have changed its buffer since its header was
+	// checked: what the device is told must hold for the copy it gets.
+	n := copy(p.txLin, head[:min(len(head), hdrPeek)])
+	if l, r := offload.Parse(p.txLin[:f.Len]); r != offload.ReasonOK || l != p.txLay || l.Payload > n {
+		p.tx.DropLast()
+		t.refused++
+		return
 	}
 	if kind == txTSO {
 		p.fixTSO(head)
