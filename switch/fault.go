@@ -257,4 +257,5 @@ func (p *poller) settle() {
 			}
 		}
 	}
+	p.calls.settle()
 }

@@ -146,6 +146,7 @@ func guardedPump(t *testing.T, s *Switch, ends ...*faultEnd) bool {
 				p.busy = nil
 			}
 		}
+		p.calls.flush()
 	})
 }
 
@@ -229,6 +230,7 @@ func TestSourceFaultMidCopy(t *testing.T) {
 			for _, r := range b.port.Receivers() {
 				p.forward(tb, b.idx, r, s.now())
 			}
+			p.calls.flush()
 		}
 		used := c.rx.CollectUsed()
 		if len(used) != len(want) {

@@ -70,6 +70,7 @@ func forwardAll(s *Switch) int {
 		for _, u := range *p.owned.Load() {
 			n += p.forward(t, u.idx, u.r, s.now())
 		}
+		p.calls.flush()
 	}
 	return n
 }

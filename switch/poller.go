@@ -52,6 +52,7 @@ type poller struct {
 
 	// Scratch, owned by the poller goroutine.
 	burst   Burst
+	calls   callBatch // decided at the end of each pass of the loop
 	lists   [MaxPorts][BurstSize]*Frame
 	counts  [MaxPorts]uint8
 	touched []int
@@ -78,6 +79,7 @@ func newPoller(s *Switch, id int) (*poller, error) {
 		return nil, err
 	}
 	p := &poller{s: s, id: id, wakeFD: fd, epfd: -1, idleWait: 1000, touched: make([]int, 0, MaxPorts)}
+	p.burst.calls = &p.calls
 	p.parked.Store(true) // not running: quiesce need not wait for it
 	p.owned.Store(&[]unit{})
 	return p, nil
@@ -197,6 +199,8 @@ func (p *poller) loop(log *logrus.Entry) {
 				p.busy = nil
 			}
 		}
+		// One fence for every ring the pass published (callbatch.go).
+		p.calls.flush()
 		mark = p.load.account(mark, work)
 		if work > 0 {
 			empty, idleSince = 0, -1

@@ -38,6 +38,9 @@ type Burst struct {
 	Frames [BurstSize]Frame
 	N      int // frames received
 	pool   [BurstSize * MaxSegs][]byte
+	// calls is the poller's batch of call decisions (callbatch.go), or
+	// nil outside a poller: decided at once.
+	calls *callBatch
 }
 
 // SegPool returns the empty segment storage for frame i: a slice of length

@@ -70,6 +70,10 @@ type VMPort struct {
 	lanes  []*vmLane
 	txqs   []*txQueue // by receive queue: see Transmit
 	spread []spread   // by poller: Transmit's scratch for flow hashing
+	// batch is the poller's call batch (callbatch.go) when the switch
+	// has one poller, which then alone transmits into the receive
+	// queues; with several, a queue's call is decided under its lock.
+	batch *callBatch
 }
 
 // vmLane is the receive side of a VMPort, or one lane of it: owned by one
@@ -159,6 +163,10 @@ func (v *VMPort) Attach(c Control) {
 	v.ctl = c
 	v.pollers = max(c.Pollers(), 1)
 	v.setLanes(min(v.pollers, v.pairs), v.pollers)
+	v.batch = nil
+	if pc, ok := c.(*portControl); ok && len(pc.s.pollers) == 1 {
+		v.batch = &pc.s.pollers[0].calls
+	}
 }
 
 // Receivers implements LanedPort: one lane per poller, up to the queue pairs.
@@ -472,8 +480,8 @@ func (l *vmLane) Done(b *Burst) {
 			continue
 		}
 		ring.Publish()
-		if ring.Call >= 0 && ring.NeedCall() {
-			l.calls.call(ring.Call, ring.Index)
+		if ring.Call >= 0 {
+			b.calls.add(ring, &l.calls, l.v, r)
 		}
 	}
 	l.touched = 0
@@ -691,8 +699,8 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 	}
 	if sent > 0 {
 		q.Publish()
-		if ring.Call >= 0 && q.NeedCall() {
-			t.calls.call(ring.Call, ring.Index)
+		if ring.Call >= 0 {
+			v.batch.add(ring, &t.calls, v, r)
 		}
 	}
 	// The queue's counters have one writer at a time: whoever transmits.

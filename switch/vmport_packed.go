@@ -195,8 +195,8 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 	}
 	if sent > 0 {
 		q.Publish()
-		if ring.Call >= 0 && q.NeedCall() {
-			t.calls.call(ring.Call, ring.Index)
+		if ring.Call >= 0 {
+			v.batch.add(ring, &t.calls, v, r)
 		}
 	}
 	// The queue's counters have one writer at a time: whoever transmits.

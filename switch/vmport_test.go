@@ -99,6 +99,7 @@ func pump(s *Switch, ends ...*vmEnd) int {
 			n += p.forward(t, e.idx, r, s.now())
 		}
 	}
+	p.calls.flush() // the end of the loop's pass
 	return n
 }
 

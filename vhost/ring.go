@@ -78,6 +78,15 @@ func (r *Ring) NeedCall() bool {
 	return r.Queue.NeedCall()
 }
 
+// NeedCallFenced is NeedCall for a caller that has executed a full fence
+// (virtqueue.Fence) since Publish.
+func (r *Ring) NeedCallFenced() bool {
+	if r.Packed != nil {
+		return r.Packed.NeedCallFenced()
+	}
+	return r.Queue.NeedCallFenced()
+}
+
 // Unpop gives back the n chains popped last and not pushed.
 func (r *Ring) Unpop(n int) {
 	if r.Packed != nil {

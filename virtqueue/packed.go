@@ -151,7 +151,9 @@ type PackedQueue struct {
 	// published is the used position, wrap and descriptor count as of
 	// the last Publish, for Backlog on other goroutines:
 	// count | seq<<16.
-	published atomic.Uint64
+	// Stored with a release store (an atomic Store is a full fence on
+	// amd64, which Publish must not cost), loaded atomically.
+	published uint64
 	pubCount  uint16 // used descriptors published since New
 
 	notify uint32 // device event word as last written, or ^0
@@ -227,7 +229,7 @@ func (q *PackedQueue) setBase(base uint32) error {
 		return fmt.Errorf("packed ring base %#x: available position more than the queue size (%d) past the used one", base, q.size)
 	}
 	q.endSeq, q.pubSeq, q.sigSeq = q.availSeq, q.usedSeq, q.usedSeq
-	q.published.Store(uint64(q.pubSeq) << 16)
+	release.Store64(&q.published, uint64(q.pubSeq)<<16)
 	return nil
 }
 
@@ -622,13 +624,13 @@ func (q *PackedQueue) Publish() {
 	q.nShadow = 0
 	q.usedSeq, q.pubSeq = s, s
 	q.pubCount += uint16(q.dist(from, s))
-	q.published.Store(uint64(q.pubCount) | uint64(s)<<16)
+	release.Store64(&q.published, uint64(q.pubCount)|uint64(s)<<16)
 	if q.log != nil {
 		q.logPublish(from)
 	}
 }
 
-func (q *PackedQueue) fullFence() { atomic.AddUint32(&q.fence, 1) }
+func (q *PackedQueue) fullFence() { Fence(&q.fence) }
 
 // NeedCall reports whether the driver wants an interrupt for what was
 // published since the last call: its event suppression flags ENABLE,
@@ -636,14 +638,20 @@ func (q *PackedQueue) fullFence() { atomic.AddUint32(&q.fence, 1) }
 // the used descriptor it waits for. It must be called after Publish, at
 // most once per burst.
 func (q *PackedQueue) NeedCall() bool {
+	// Publish's store, then the driver's word: store-load needs a fence.
+	q.fullFence()
+	return q.NeedCallFenced()
+}
+
+// NeedCallFenced is NeedCall for a caller that has executed a full fence
+// (Fence) since Publish: one fence can then serve several rings.
+func (q *PackedQueue) NeedCallFenced() bool {
 	newSeq := q.pubSeq
 	if q.sigValid && newSeq == q.sigSeq {
 		return false
 	}
 	old, valid := q.sigSeq, q.sigValid
 	q.sigSeq, q.sigValid = newSeq, true
-	// Publish's store, then the driver's word: store-load needs a fence.
-	q.fullFence()
 	ev := atomic.LoadUint32(q.driverEvent)
 	switch ev >> 16 & 3 {
 	case EventFlagDisable:
@@ -711,7 +719,7 @@ func (q *PackedQueue) EnableNotify() bool {
 // while the ring memory stays mapped; the caller must bound what it makes
 // of the result.
 func (q *PackedQueue) Backlog() (avail, used uint16) {
-	st := q.published.Load()
+	st := atomic.LoadUint64(&q.published)
 	used = uint16(st)
 	s := uint32(st >> 16)
 	if s >= q.seqN {

@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+
+	"github.com/vhostd/vhostd/virtqueue/release"
 	"time"
 	"unsafe"
 
@@ -535,7 +537,7 @@ func (q *Queue) Publish() {
 	if q.infl != nil {
 		q.publishTracked()
 	} else {
-		atomic.StoreUint32(q.usedWord, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
+		release.Store32(q.usedWord, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
 		q.published = q.usedIdx
 	}
 	// Marked after the store: a page the frontend copies between a mark
@@ -551,7 +553,7 @@ func (q *Queue) Publish() {
 func (q *Queue) publishTracked() {
 	from := q.published
 	q.inflightBatch()
-	atomic.StoreUint32(q.usedWord, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
+	release.Store32(q.usedWord, uint32(q.usedFlags)|uint32(q.usedIdx)<<16)
 	q.published = q.usedIdx
 	q.inflightDone(from)
 }
@@ -559,7 +561,13 @@ func (q *Queue) publishTracked() {
 // fullFence orders the preceding stores before the following loads, which a
 // release store alone does not (store-load ordering needs a locked
 // instruction on x86; Go's atomic add is one).
-func (q *Queue) fullFence() { atomic.AddUint32(&q.fence, 1) }
+func (q *Queue) fullFence() { Fence(&q.fence) }
+
+// Fence orders every store before it ahead of every load after it, as
+// NeedCallFenced needs after Publish. word is the caller's own scratch
+// (an atomic add on it is the fence: a word no other CPU writes, so the
+// add itself never waits for a cache line).
+func Fence(word *uint32) { atomic.AddUint32(word, 1) }
 
 // NeedCall reports whether the driver wants an interrupt for what was
 // published since the last call, honouring NO_INTERRUPT or used_event. It
@@ -567,11 +575,18 @@ func (q *Queue) fullFence() { atomic.AddUint32(&q.fence, 1) }
 //
 // The driver's flag or event index must be read after the used index was
 // published (store, then load), or a call the driver waits for could be
-// missed. Without EVENT_IDX the flags share an aligned word with avail->idx
-// and are read with an atomic load, which Go orders after Publish's atomic
-// store; used_event has no such word inside the ring, so EVENT_IDX takes a
-// full fence.
+// missed: Publish's release store does not order them, a full fence does.
 func (q *Queue) NeedCall() bool {
+	q.fullFence()
+	return q.NeedCallFenced()
+}
+
+// NeedCallFenced is NeedCall for a caller that has executed a full fence
+// (Fence) since Publish: one fence can then serve every ring a poller
+// published in a pass of its loop, where it would otherwise cost one per
+// ring and burst (a fence waits for every store of the burst into guest
+// memory, cache misses on lines the driver holds).
+func (q *Queue) NeedCallFenced() bool {
 	newIdx := q.published
 	if q.sigValid && newIdx == q.signalled {
 		return false // nothing new since the last decision
@@ -585,7 +600,6 @@ func (q *Queue) NeedCall() bool {
 			// are its low half.
 			flags = uint16(atomic.LoadUint32(q.availIdx))
 		} else {
-			q.fullFence()
 			flags = binary.LittleEndian.Uint16(q.avail[0:2])
 		}
 		if flags&q.availBad != 0 {
@@ -593,7 +607,6 @@ func (q *Queue) NeedCall() bool {
 		}
 		return flags&AvailFNoInterrupt == 0
 	}
-	q.fullFence()
 	// Read only to check it (2.7.7.2: the device ignores it here); it
 	// shares a cache line with avail->idx, read by Pending.
 	if flags := *(*uint16)(q.availBase); flags != 0 {
