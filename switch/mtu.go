@@ -38,7 +38,7 @@ func overMTU(segs [][]byte, n, limit int) bool {
 		return true
 	}
 	var h [ethHeaderLen]byte
-	if gather(h[:], segs) < ethHeaderLen {
+	if Gather(h[:], segs) < ethHeaderLen {
 		return true
 	}
 	t := uint16(h[12])<<8 | uint16(h[13])

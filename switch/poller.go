@@ -376,7 +376,7 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 		if s0 := f.Segs[0]; len(s0) >= 12 {
 			dst, srcMAC = macOf(s0), macOf(s0[6:])
 		} else {
-			gather(p.hdr[:], f.Segs)
+			Gather(p.hdr[:], f.Segs)
 			dst, srcMAC = macOf(p.hdr[:]), macOf(p.hdr[6:])
 		}
 		if uint64(srcMAC)&mask != want {

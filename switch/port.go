@@ -317,8 +317,9 @@ func copyFrame(dst [][]byte, off int, src [][]byte) int {
 	return n
 }
 
-// gather copies the first len(out) bytes of a frame into out.
-func gather(out []byte, segs [][]byte) int {
+// Gather copies the first len(out) bytes of the frame in segs into out
+// (fewer if the frame is shorter) and returns how many it copied.
+func Gather(out []byte, segs [][]byte) int {
 	n := 0
 	for _, s := range segs {
 		n += copy(out[n:], s)

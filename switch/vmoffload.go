@@ -56,7 +56,7 @@ func (x *rxOffload) keep(n int, segs [][]byte, hdrLen int) {
 		x.hdrs[n] = &s[0]
 		return
 	}
-	gather(x.split[n][:hdrLen], segs)
+	Gather(x.split[n][:hdrLen], segs)
 	x.hdrs[n] = &x.split[n][0]
 }
 
@@ -134,7 +134,7 @@ func (x *rxOffload) validate(h []byte, f *Frame, feat offload.Features) (offload
 	if hd.GSOType != offload.GSONone {
 		// Only the headers are read: gather those. Without GSO,
 		// Validate reads nothing of the frame but its length.
-		got = gather(x.frame[:min(f.Len, gsoPeek)], f.Segs)
+		got = Gather(x.frame[:min(f.Len, gsoPeek)], f.Segs)
 	}
 	lay, r := offload.Validate(&hd, frame, feat)
 	if r != offload.ReasonOK {
@@ -285,7 +285,7 @@ func (x *SoftOffload) fill() []*Frame {
 				break
 			}
 			buf := x.arena[used : used+f.Len]
-			gather(buf, f.Segs)
+			Gather(buf, f.Segs)
 			offload.CompleteChecksum(buf, int(h.CsumStart), int(h.CsumOffset))
 			x.put(k, buf, offload.Header{}, txPlain)
 			x.csum++
@@ -297,7 +297,7 @@ func (x *SoftOffload) fill() []*Frame {
 				break
 			}
 			frame := x.lin[:f.Len]
-			gather(frame, f.Segs)
+			Gather(frame, f.Segs)
 			// Reset checks the layout against what it relies on: the
 			// guest may have changed its buffer since Validate.
 			if x.seg.Reset(&h, frame, lay) != nil {

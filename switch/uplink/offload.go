@@ -149,7 +149,7 @@ func (p *Port) txOffload(f *vswitch.Frame) int {
 		return txSoft
 	}
 	frame := p.txLin[:f.Len]
-	got := gather(frame[:min(f.Len, hdrPeek)], f.Segs)
+	got := vswitch.Gather(frame[:min(f.Len, hdrPeek)], f.Segs)
 	l, r := offload.Parse(frame)
 	// The device sums from l2_len+l3_len to the end of the IP packet:
 	// the guest's csum_start must be that, its field the L4 protocol's,
@@ -257,7 +257,7 @@ func (p *Port) rxHeaders(f *vswitch.Frame) (offload.Layout, []byte, bool) {
 		return offload.Layout{}, nil, false
 	}
 	frame := p.rxLin[:f.Len]
-	got := gather(frame[:min(f.Len, hdrPeek)], f.Segs)
+	got := vswitch.Gather(frame[:min(f.Len, hdrPeek)], f.Segs)
 	l, r := offload.Parse(frame)
 	if r != offload.ReasonOK || l.Payload > got || l.Payload > len(f.Segs[0]) {
 		return l, nil, false
@@ -313,17 +313,4 @@ func (p *Port) rxPartial(f *vswitch.Frame) (offload.Meta, bool) {
 		return offload.Meta{Flags: offload.FlagDataValid}, true
 	}
 	return offload.Meta{Flags: offload.FlagNeedsCsum, CsumStart: uint16(l.L4Off), CsumOffset: uint16(off)}, true
-}
-
-// gather copies the start of the frame in segs into dst and returns how
-// many bytes it copied.
-func gather(dst []byte, segs [][]byte) int {
-	n := 0
-	for _, s := range segs {
-		if n == len(dst) {
-			break
-		}
-		n += copy(dst[n:], s)
-	}
-	return n
 }
