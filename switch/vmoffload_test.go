@@ -252,13 +252,13 @@ func TestOffloadInvalidHeadersCounted(t *testing.T) {
 		{a, offload.Header{Flags: offload.FlagDataValid}, "rx_offload_flags_invalid"},
 		{a, func() offload.Header { h := tso; h.GSOSize = 0; return h }(), "rx_offload_gso_size_zero"},
 		{a, func() offload.Header { h := tso; h.GSOType = offload.GSOTCPv6; return h }(), "rx_offload_gso_type_mismatch"},
-		{a, func() offload.Header { h := tso; h.GSOType = offload.GSOUDP; return h }(), "rx_offload_offload_not_negotiated"},
+		{a, func() offload.Header { h := tso; h.GSOType = offload.GSOUDP; return h }(), "rx_offload_not_negotiated"},
 		{a, func() offload.Header { h := tso; h.GSOType = 9; return h }(), "rx_offload_gso_type_unknown"},
 		{a, func() offload.Header { h := tso; h.Flags = 0; return h }(), "rx_offload_gso_without_csum"},
 		{a, func() offload.Header { h := tso; h.CsumOffset = 6; return h }(), "rx_offload_csum_not_l4"},
 		{a, offload.Header{Flags: offload.FlagNeedsCsum, CsumStart: 3050, CsumOffset: 16}, "rx_offload_csum_outside_frame"},
-		{plain, offload.Header{Flags: offload.FlagNeedsCsum, CsumStart: 34, CsumOffset: 16}, "rx_offload_offload_not_negotiated"},
-		{plain, tso, "rx_offload_offload_not_negotiated"},
+		{plain, offload.Header{Flags: offload.FlagNeedsCsum, CsumStart: 34, CsumOffset: 16}, "rx_offload_not_negotiated"},
+		{plain, tso, "rx_offload_not_negotiated"},
 	}
 	for _, c := range cases {
 		before := c.from.port.Stats().Drops[c.reason]

@@ -132,12 +132,12 @@ func TestCaptureValidate(t *testing.T) {
 				t.Errorf("%s frame %d (%+v): %v, want ok", f, i, r.hdr, reason)
 			}
 			if _, reason := Validate(&r.hdr, r.frame, allHost&^FeatureCsum); reason != ReasonOffloadNotNegotiated {
-				t.Errorf("%s frame %d without CSUM: %v, want offload_not_negotiated", f, i, reason)
+				t.Errorf("%s frame %d without CSUM: %v, want not_negotiated", f, i, reason)
 			}
 			if r.hdr.GSO() != GSONone {
 				gso++
 				if _, reason := Validate(&r.hdr, r.frame, allHost&^(FeatureHostTSO4|FeatureHostTSO6|FeatureHostUSO)); reason != ReasonOffloadNotNegotiated {
-					t.Errorf("%s frame %d without TSO/USO: %v, want offload_not_negotiated", f, i, reason)
+					t.Errorf("%s frame %d without TSO/USO: %v, want not_negotiated", f, i, reason)
 				}
 			}
 		}

@@ -32,7 +32,7 @@ var reasonNames = [numReasons]string{
 	ReasonOK:                   "ok",
 	ReasonHeaderShort:          "header_short",
 	ReasonFlagsInvalid:         "flags_invalid",
-	ReasonOffloadNotNegotiated: "offload_not_negotiated",
+	ReasonOffloadNotNegotiated: "not_negotiated",
 	ReasonGSOTypeUnknown:       "gso_type_unknown",
 	ReasonGSOWithoutCsum:       "gso_without_csum",
 	ReasonGSOSizeZero:          "gso_size_zero",
