@@ -51,6 +51,7 @@ func PrintReport(w io.Writer, opt Options, o *Outcome) (rows, mqRows []Row) {
 		fmt.Fprintf(w, "\n%s cost per frame (the backend's busy cycles over the frames it forwarded, over the window; median over repetitions):\n", t.Title())
 		WriteCostTable(w, rs)
 		fmt.Fprintf(w, "  %s\n", TSCLine(rs))
+		WriteMachineState(w, o.Results, cs, o.Names, opt.GenCPU, opt.BackendCPU)
 		if cis := RatioCIs(rs); len(cis) > 0 {
 			fmt.Fprintf(w, "\n%s ratios with %.0f%% confidence intervals (ratio of medians; percentile bootstrap, %d resamples, seed %d; reps for +-%.0f%%: at this spread, per backend):\n",
 				t.Title(), 100*BootLevel, BootResamples, BootSeed, 100*TargetHalfWidth)

@@ -60,8 +60,11 @@ func ReadRepsCSV(r io.Reader, cases []Case) (out []RepResult, skipped int, err e
 		if err != nil {
 			return nil, 0, fmt.Errorf("mpps %q: %w", get(rec, "mpps"), err)
 		}
-		rr := RepResult{Backend: get(rec, "backend"), Case: c, Rep: 0, PPS: mpps * 1e6, OtherLoad: nan(),
+		rr := RepResult{Backend: get(rec, "backend"), Case: c, Rep: 0, PPS: mpps * 1e6, OtherLoad: nan(), XCoreNs: nan(),
 			GenDrops: -1, BackendDrops: -1, Pooled: true}
+		if v, err := strconv.ParseFloat(get(rec, "xcore_rtt_ns"), 64); err == nil {
+			rr.XCoreNs = v // absent from files of older benches
+		}
 		if v, err := strconv.ParseFloat(get(rec, "other_load_pct"), 64); err == nil {
 			rr.OtherLoad = v
 		}

@@ -423,7 +423,7 @@ func WriteRepsCSV(w io.Writer, results []RepResult) error {
 	cw.Write([]string{"backend", "case", "rep", "mpps", "window_s", "max_sample_gap_s", "idle_cpu_pct", "other_load_pct", "loop_collapsed", "retried",
 		"seed_bursts", "gen_dropped", "backend_dropped", "error",
 		"mem", "cycles", "frames", "cycles_per_frame", "ns_per_frame", "busy_pct", "tsc_hz", "cost_error",
-		"gen_cycles_per_frame", "gen_busy_pct"})
+		"gen_cycles_per_frame", "gen_busy_pct", "xcore_rtt_ns"})
 	count := func(v int64) string {
 		if v < 0 {
 			return ""
@@ -459,6 +459,7 @@ func WriteRepsCSV(w io.Writer, results []RepResult) error {
 		} else {
 			rec = append(rec, "", "")
 		}
+		rec = append(rec, csvFloat(r.XCoreNs, 1))
 		cw.Write(rec)
 	}
 	cw.Flush()

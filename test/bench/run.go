@@ -52,6 +52,10 @@ type RepResult struct {
 	GenDrops, BackendDrops int64
 	// Err is why the repetition failed (PPS is then not valid).
 	Err error
+	// XCoreNs is the cross-core round trip between the generator's and
+	// the backend's CPUs measured just before the repetition
+	// (CrossCoreRTT); NaN if not measured.
+	XCoreNs float64
 	// Pooled marks a repetition of an earlier run (--pool): it has a
 	// rate and a cost, nothing else.
 	Pooled bool
@@ -73,6 +77,8 @@ type Runner struct {
 	// hugeDir is the hugetlbfs mount of the hugepage cases, testpmdBin
 	// the testpmd wrapper that runs on it (UseHugepages).
 	hugeDir, testpmdBin string
+	// xcoreFailed: the cross-core probe failed once and was reported.
+	xcoreFailed bool
 }
 
 // UseHugepages readies the hugepage cases: DPDK's --huge-dir is dir, and
@@ -210,8 +216,15 @@ func (r *Runner) startFailed(b Backend, c Case, err error) {
 // runOne is one repetition: fresh directory, backend, generator; seed,
 // sample, stop; measure idle CPU; tear everything down.
 func (r *Runner) runOne(ctx context.Context, b Backend, c Case, rep int) (res RepResult) {
-	res = RepResult{Backend: b.Name(), Case: c, Rep: rep, OtherLoad: nan(),
+	res = RepResult{Backend: b.Name(), Case: c, Rep: rep, OtherLoad: nan(), XCoreNs: nan(),
 		Seed: SeedBursts(r.opt.SeedBursts, c), GenDrops: -1, BackendDrops: -1}
+	// Before anything of this repetition runs on the two CPUs.
+	if ns, err := CrossCoreRTT(r.opt.GenCPU, r.opt.BackendCPU, xcoreProbe); err == nil {
+		res.XCoreNs = ns
+	} else if !r.xcoreFailed {
+		r.xcoreFailed = true
+		fmt.Fprintf(r.out, "  %v (not measured from now on)\n", err)
+	}
 	r.seq++
 	tag := fmt.Sprintf("%03d-%s-%s-r%d", r.seq, b.Name(), slug(c.Name()), rep)
 	dir, err := r.tr.TempDir("vhb")
