@@ -107,6 +107,18 @@ func listenUnix(path string, perm SocketPerm) (*net.UnixListener, *socketFile, e
 	return ln, &socketFile{path: path, dev: st.Dev, ino: st.Ino}, nil
 }
 
+// ListenUnix creates a listening unix socket at path that nobody can
+// connect to before it has the owner, group and mode of perm (the same
+// way the vhost-user sockets are made: see listenUnix). remove unlinks
+// path if it is still that socket; closing the listener does not.
+func ListenUnix(path string, perm SocketPerm) (ln *net.UnixListener, remove func() error, err error) {
+	ln, f, err := listenUnix(path, perm)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ln, f.remove, nil
+}
+
 // renameNoReplace moves from to to, failing with EEXIST if to exists. A
 // file system without RENAME_NOREPLACE gets link and unlink, which fail
 // the same way.

@@ -208,10 +208,11 @@ type PortChange struct {
 
 // Server serves the control socket.
 type Server struct {
-	ln  *net.UnixListener
-	h   Handler
-	log *logrus.Entry
-	wg  sync.WaitGroup
+	ln     *net.UnixListener
+	remove func() error // unlinks the socket's path if still ours
+	h      Handler
+	log    *logrus.Entry
+	wg     sync.WaitGroup
 
 	streamMu sync.Mutex
 	streams  map[*net.UnixConn]bool // trace connections, ended by Close
@@ -228,27 +229,25 @@ func Listen(path string, h Handler, log *logrus.Entry) (*Server, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	// Made with its mode before it appears at path: a socket bound at
+	// path and chmod-ed after would take connections with the umask's
+	// permissions in between.
+	ln, remove, err := vhost.ListenUnix(path, vhost.SocketPerm{Mode: 0o660})
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	ln.SetUnlinkOnClose(true)
-	if err := os.Chmod(path, 0o660); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	s := &Server{ln: ln, h: h, log: log}
+	s := &Server{ln: ln, remove: remove, h: h, log: log}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
 }
 
-// Close stops serving and removes the socket.
+// Close stops serving and removes the socket (if it is still ours).
 func (s *Server) Close() error {
 	err := s.ln.Close()
 	s.closeStreams()
 	s.wg.Wait()
-	return err
+	return errors.Join(err, s.remove())
 }
 
 func (s *Server) serve() {
