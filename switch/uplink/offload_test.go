@@ -161,7 +161,7 @@ func tcp6(payload int) []byte {
 	for i := 8; i < 40; i++ {
 		ip[i] = 0
 	}
-	ip[8], ip[9], ip[23] = 0xfd, 0x00, 1 // fd00::1
+	ip[8], ip[9], ip[23] = 0xfd, 0x00, 1   // fd00::1
 	ip[24], ip[25], ip[39] = 0xfd, 0x00, 2 // fd00::2
 	for i := range tcp {
 		tcp[i] = 0
