@@ -83,6 +83,7 @@ var (
 	descUpStatsErr  = desc("uplink_stats_error", "1 if the DPDK uplink device's counters could not be read at this scrape, else 0.", "port")
 
 	descUpTxCsum           = desc("uplink_tx_csum_offloaded_total", "Partial checksums handed to the DPDK uplink device to complete (TSO frames are in vhostd_port_gso_passed_total).", "port")
+	descUpTxTSOSegLimit    = desc("uplink_tx_tso_seg_limit_total", "TSO frames whose mbuf chain would exceed the DPDK uplink device's nb_seg_max or nb_mtu_seg_max, segmented in software instead.", "port")
 	descUpRxLRO            = desc("uplink_rx_lro_total", "GSO frames the DPDK uplink device received (RX_LRO), passed on as such.", "port")
 	descUpRxCsumPartial    = desc("uplink_rx_csum_partial_total", "Frames the DPDK uplink device received with a partial checksum (L4_CKSUM_NONE).", "port")
 	descUpRxCsumGood       = desc("uplink_rx_csum_good_total", "Frames whose checksum the DPDK uplink device verified (DATA_VALID to guests).", "port")
@@ -122,7 +123,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descConnected, descState, descRings, descLearned, descMaxMACs, descFDBEntries, descPortEntries,
 		descUpRxPackets, descUpTxPackets, descUpRxBytes, descUpTxBytes, descUpRxMissed, descUpRxErrors,
 		descUpTxErrors, descUpRxNoMbuf, descUpLinkUp, descUpStatsErr,
-		descUpTxCsum, descUpRxLRO, descUpRxCsumPartial, descUpRxCsumGood, descUpRxCsumBad, descUpRxOffloadInvalid, descUpOffload,
+		descUpTxCsum, descUpTxTSOSegLimit, descUpRxLRO, descUpRxCsumPartial, descUpRxCsumGood, descUpRxCsumBad, descUpRxOffloadInvalid, descUpOffload,
 		descQueuePackets, descQueueBytes, descQueueDrops, descFDBCapacity, descFDBLearned, descFDBMoved, descFDBEvicted,
 		descConnections, descNegotiations,
 		descPollerBusy, descPollerIdle, descPollerBusyCycles, descPollerFrames, descPollerBursts, descPollerPorts, descTSCHz,
@@ -212,6 +213,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descUpLinkUp, boolf(u.LinkUp), p.Name)
 			o := u.Offloads
 			counter(descUpTxCsum, o.TxCsum, p.Name)
+			counter(descUpTxTSOSegLimit, o.TxTSOSegLimit, p.Name)
 			counter(descUpRxLRO, o.RxLRO, p.Name)
 			counter(descUpRxCsumPartial, o.RxCsumPartial, p.Name)
 			counter(descUpRxCsumGood, o.RxCsumGood, p.Name)

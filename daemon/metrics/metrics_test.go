@@ -48,7 +48,7 @@ func (fakeSource) Ports() []control.PortInfo {
 	return []control.PortInfo{
 		{Name: "up0", Kind: "dpdk", State: "up", MaxMACs: 8192, Uplink: &control.UplinkInfo{LinkUp: true,
 			TxOffloads: []string{"TCP_CKSUM", "TCP_TSO"}, RxOffloads: []string{"TCP_LRO"},
-			Offloads: control.UplinkOffloads{TxCsum: 21, RxLRO: 22, RxCsumPartial: 23, RxCsumGood: 24, RxCsumBad: 25, RxOffloadInvalid: 26}}},
+			Offloads: control.UplinkOffloads{TxCsum: 21, TxTSOSegLimit: 27, RxLRO: 22, RxCsumPartial: 23, RxCsumGood: 24, RxCsumBad: 25, RxOffloadInvalid: 26}}},
 		{Name: "a", Kind: "vhost-user", State: "running", MaxMACs: 64, LearnedMACs: 1, Vhost: vhost.Status{Connected: true, Connections: 3, Negotiations: 4,
 			Rings: []vhost.RingStatus{{Index: 0, Running: true}, {Index: 1, Running: true}, {Index: 2}}}},
 		{Name: "b", Kind: "vhost-user", State: "listening", MaxMACs: 64},
@@ -171,6 +171,7 @@ func TestCollector(t *testing.T) {
 		{"vhostd_uplink_rx_nombuf_total", []string{"port", "up0"}, 18},
 		{"vhostd_uplink_stats_error", []string{"port", "up0"}, 0},
 		{"vhostd_uplink_tx_csum_offloaded_total", []string{"port", "up0"}, 21},
+		{"vhostd_uplink_tx_tso_seg_limit_total", []string{"port", "up0"}, 27},
 		{"vhostd_uplink_rx_lro_total", []string{"port", "up0"}, 22},
 		{"vhostd_uplink_rx_csum_partial_total", []string{"port", "up0"}, 23},
 		{"vhostd_uplink_rx_csum_good_total", []string{"port", "up0"}, 24},
