@@ -299,6 +299,52 @@ func TestUplinkTSOSegLimit(t *testing.T) {
 	}
 }
 
+// TestUplinkUSOSegmentsInSoftware: no DPDK 22.11 virtio device offers
+// UDP segmentation (net_virtio_user's tx_offload_capa has TCP_TSO at
+// most, net_vhost's only checksums), so a guest's USO super-frame
+// (GSO_UDP_L4) takes the software path even to a device with TCP_TSO:
+// the peer gets MSS-sized datagrams, each with its own UDP length and a
+// valid checksum, carrying the super-frame's payload in order.
+func TestUplinkUSOSegmentsInSoftware(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	up, pr := virtioUplink(t, 1)
+	if st := up.Status(); !slices.Contains(st.TxOffloads, "TCP_TSO") || slices.Contains(st.TxOffloads, "UDP_TSO") {
+		t.Fatalf("tx offloads %v: want TCP_TSO without UDP_TSO", st.TxOffloads)
+	}
+	const mss = 1400
+	super := udp4(5*mss + 123)
+	h := offload.Header{Flags: offload.FlagNeedsCsum, GSOType: offload.GSOUDPL4, HdrLen: 42, GSOSize: mss, CsumStart: 34, CsumOffset: 6}
+	lay, r := offload.Validate(&h, super, offload.FeatureCsum|offload.FeatureHostUSO)
+	if r != offload.ReasonOK {
+		t.Fatalf("validate: %v", r)
+	}
+	f := split(super)
+	f.Offload = offload.MetaOf(&h, lay)
+	up.Transmit(0, []*vswitch.Frame{f})
+	got, ol, _ := pr.receive(t, 6)
+	if len(got) != 6 {
+		t.Fatalf("peer received %d frames, want 6 datagrams; stats %+v", len(got), up.Stats())
+	}
+	var data []byte
+	for i, g := range got {
+		ip, udp := g[14:34], g[34:]
+		if len(udp) > 8+mss || ol[i]&dpdk.MbufRxLRO != 0 || int(binary.BigEndian.Uint16(udp[4:])) != len(udp) {
+			t.Fatalf("datagram %d: %d bytes, UDP length %d, ol_flags %#x", i, len(g), binary.BigEndian.Uint16(udp[4:]), ol[i])
+		}
+		if fold(sum16(0, ip)) != 0xffff || fold(sum16(sum16(17+uint32(len(udp)), ip[12:20]), udp)) != 0xffff {
+			t.Errorf("datagram %d: bad checksum", i)
+		}
+		data = append(data, udp[8:]...)
+	}
+	if !bytes.Equal(data, super[42:]) {
+		t.Error("the datagrams' payload differs from the super-frame's")
+	}
+	if s := up.Stats(); s.GSOPassed != 0 || s.GSOSegmented != 1 || s.GSOSegments != 6 {
+		t.Errorf("stats %+v: want the USO frame segmented in software", s)
+	}
+}
+
 // TestUplinkNoTSOSegments: with tso=0 the backend offers no HOST_TSO: the
 // uplink's device has checksums but no TCP_TSO, and a GSO frame is cut
 // into MTU-sized segments in software, each checksummed.

@@ -170,3 +170,19 @@ func tcp6(payload int) []byte {
 	binary.BigEndian.PutUint16(tcp[16:], fold(sum16(6+uint32(20+payload), ip[8:40])))
 	return f
 }
+
+// udp4 is an Ethernet/IPv4/UDP frame with payload bytes and a partial UDP
+// checksum (the pseudo header's sum), as a guest hands a USO super-frame
+// over (the UDP length is the super-frame's).
+func udp4(payload int) []byte {
+	f := ethFrame(42+payload, 13)
+	ip, udp := f[14:34], f[34:42]
+	copy(f[12:], []byte{8, 0})
+	copy(ip, []byte{0x45, 0, 0, 0, 0, 2, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2})
+	binary.BigEndian.PutUint16(ip[2:], uint16(28+payload))
+	binary.BigEndian.PutUint16(ip[10:], ^fold(sum16(0, ip)))
+	copy(udp, []byte{0x30, 0x39, 0x10, 0xe1, 0, 0, 0, 0}) // 12345 -> 4321
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+payload))
+	binary.BigEndian.PutUint16(udp[6:], fold(sum16(17+uint32(8+payload), ip[12:20])))
+	return f
+}
