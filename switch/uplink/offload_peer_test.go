@@ -467,6 +467,61 @@ func TestUplinkReceivesTSOFromVirtioPeer(t *testing.T) {
 	}
 }
 
+// TestUplinkReceivesTSO6FromVirtioPeer: as TestUplinkReceivesTSOFromVirtioPeer
+// for TCP over IPv6: a TSO frame from the frontend (TX_TCP_SEG with
+// TX_IPV6) reaches a net_vhost,tso=1 uplink as RX_LRO and becomes a GSO
+// TCPV6 Meta equal to what the guest's header would make, the checksum
+// field holding the pseudo header's sum with the length again.
+func TestUplinkReceivesTSO6FromVirtioPeer(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	sock := fmt.Sprintf("%s/up.sock", t.TempDir())
+	up := openUplink(t, Config{Devargs: fmt.Sprintf("net_vhost%d,iface=%s,tso=1", ringSeq.Add(1), sock)})
+	if err := up.AttachThread(); err != nil {
+		t.Fatal(err)
+	}
+	pr := newPeer(t, fmt.Sprintf("net_virtio_user%d,path=%s,queue_size=256,mac=02:00:00:00:00:0d", ringSeq.Add(1), sock),
+		dpdk.PortConfig{TxOffloads: dpdk.TxOffloadTCPTSO | dpdk.TxOffloadTCPCksum | dpdk.TxOffloadMultiSeg})
+	waitLinkUp(t, up)
+	super := tcp6(20*1428 + 5)
+	noLen := slices.Clone(super)
+	binary.BigEndian.PutUint16(noLen[70:], fold(sum16(6, noLen[22:54])))
+	rep, err := pr.dev.NewRepeater(pr.pool, [][]byte{noLen}, dpdk.TxMeta{Flags: dpdk.MbufTxTCPSeg | dpdk.MbufTxTCPCksum | dpdk.MbufTxIPv6, L2: 14, L3: 40, L4: 20, SegSize: 1428})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.Close()
+	if rep.Send(1) != 1 {
+		t.Fatal("the peer did not send")
+	}
+	var b vswitch.Burst
+	var got *vswitch.Frame
+	var data []byte
+	for i := 0; i < 2000 && got == nil; i++ {
+		if n := up.Receive(&b); n > 0 {
+			f := b.Frames[0]
+			got, data = &f, bytes.Join(f.Segs, nil)
+		}
+		up.Done(&b)
+		if got == nil {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if got == nil {
+		t.Fatal("the uplink received nothing")
+	}
+	want := withMeta(t, split(super), super, tso6Hdr).Offload
+	if got.Offload != want {
+		t.Errorf("IPv6 TSO frame's Meta %+v, want the guest header's %+v", got.Offload, want)
+	}
+	if !bytes.Equal(data, super) {
+		t.Errorf("IPv6 TSO frame: %d bytes, differing from the sent frame (checksum field with the length) at %v", len(data), diff(data, super))
+	}
+	if os := up.Status().Offloads; os.RxLRO != 1 || os.RxOffloadInvalid != 0 {
+		t.Errorf("offload stats %+v", os)
+	}
+}
+
 // diff returns the offsets where a and b differ (at most 8), for messages.
 func diff(a, b []byte) []string {
 	var d []string
