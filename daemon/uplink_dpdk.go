@@ -94,6 +94,7 @@ func (u *uplinkPort) info() *control.UplinkInfo {
 		Devargs: s.Devargs, Device: s.Device, Driver: s.Driver, MAC: s.MAC, MTU: s.MTU, Interface: s.Interface,
 		LinkUp: s.Link.Up, LinkUnknown: s.Link.Unknown, SpeedMbps: s.Link.SpeedMbps, FullDuplex: s.Link.FullDuplex, LinkChanges: s.LinkChanges,
 		RxMode: s.RxMode.String(), TxOffloads: s.TxOffloads, RxOffloads: s.RxOffloads,
+		TxSegMax: s.TxSegMax, TxMTUSegMax: s.TxMTUSegMax,
 		Offloads: control.UplinkOffloads(s.Offloads),
 	}
 }

@@ -23,6 +23,10 @@ type UplinkInfo struct {
 	// what it does for frames instead of vhostd's software.
 	TxOffloads []string `json:"tx_offloads"`
 	RxOffloads []string `json:"rx_offloads"`
+	// TxSegMax and TxMTUSegMax are the device's limits on mbufs per TSO
+	// frame and per segment of one (nb_seg_max, nb_mtu_seg_max).
+	TxSegMax    int `json:"tx_seg_max"`
+	TxMTUSegMax int `json:"tx_mtu_seg_max"`
 	// Offloads counts frames that took them.
 	Offloads UplinkOffloads `json:"offloads"`
 }
@@ -32,6 +36,7 @@ type UplinkInfo struct {
 // and csum_completed what was done in software instead).
 type UplinkOffloads struct {
 	TxCsum           uint64 `json:"tx_csum_offloaded"`  // partial checksums handed to the device
+	TxTSOSegLimit    uint64 `json:"tx_tso_seg_limit"`   // TSO frames beyond the device's mbufs per frame, segmented in software
 	RxLRO            uint64 `json:"rx_lro"`             // GSO frames received (RX_LRO), passed on as such
 	RxCsumPartial    uint64 `json:"rx_csum_partial"`    // frames received with a partial checksum
 	RxCsumGood       uint64 `json:"rx_csum_good"`       // frames the device verified (DATA_VALID to guests)

@@ -82,6 +82,15 @@ var (
 	descUpLinkUp    = desc("uplink_link_up", "1 while the DPDK uplink's link is up, else 0.", "port")
 	descUpStatsErr  = desc("uplink_stats_error", "1 if the DPDK uplink device's counters could not be read at this scrape, else 0.", "port")
 
+	descUpTxCsum           = desc("uplink_tx_csum_offloaded_total", "Partial checksums handed to the DPDK uplink device to complete (TSO frames are in vhostd_port_gso_passed_total).", "port")
+	descUpTxTSOSegLimit    = desc("uplink_tx_tso_seg_limit_total", "TSO frames whose mbuf chain would exceed the DPDK uplink device's nb_seg_max or nb_mtu_seg_max, segmented in software instead.", "port")
+	descUpRxLRO            = desc("uplink_rx_lro_total", "GSO frames the DPDK uplink device received (RX_LRO), passed on as such.", "port")
+	descUpRxCsumPartial    = desc("uplink_rx_csum_partial_total", "Frames the DPDK uplink device received with a partial checksum (L4_CKSUM_NONE).", "port")
+	descUpRxCsumGood       = desc("uplink_rx_csum_good_total", "Frames whose checksum the DPDK uplink device verified (DATA_VALID to guests).", "port")
+	descUpRxCsumBad        = desc("uplink_rx_csum_bad_total", "Frames the DPDK uplink device found with a bad checksum, passed on without offload metadata.", "port")
+	descUpRxOffloadInvalid = desc("uplink_rx_offload_invalid_total", "Frames the DPDK uplink device flagged with an offload whose headers did not parse, passed on without offload metadata.", "port")
+	descUpOffload          = desc("uplink_offload", "1 for each offload the DPDK uplink device was configured with, by DPDK's name (dir tx or rx).", "port", "dir", "offload")
+
 	descPollerBusy       = desc("poller_busy_seconds_total", "Time the poller spent in passes of its loop that moved frames (its core's load: rate(busy) / (rate(busy) + rate(idle))).", "poller")
 	descPollerIdle       = desc("poller_idle_seconds_total", "Time the poller spent in empty polls, its idle spin and asleep.", "poller")
 	descPollerBusyCycles = desc("poller_busy_cycles_total", "TSC cycles of poller_busy_seconds_total (divide by poller_frames_total for the cost per frame).", "poller")
@@ -114,6 +123,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descConnected, descState, descRings, descLearned, descMaxMACs, descFDBEntries, descPortEntries,
 		descUpRxPackets, descUpTxPackets, descUpRxBytes, descUpTxBytes, descUpRxMissed, descUpRxErrors,
 		descUpTxErrors, descUpRxNoMbuf, descUpLinkUp, descUpStatsErr,
+		descUpTxCsum, descUpTxTSOSegLimit, descUpRxLRO, descUpRxCsumPartial, descUpRxCsumGood, descUpRxCsumBad, descUpRxOffloadInvalid, descUpOffload,
 		descQueuePackets, descQueueBytes, descQueueDrops, descFDBCapacity, descFDBLearned, descFDBMoved, descFDBEvicted,
 		descConnections, descNegotiations,
 		descPollerBusy, descPollerIdle, descPollerBusyCycles, descPollerFrames, descPollerBursts, descPollerPorts, descTSCHz,
@@ -198,9 +208,23 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, p := range c.src.Ports() {
 		states := VhostStates
-		if p.Uplink != nil {
+		if u := p.Uplink; u != nil {
 			states = UplinkStates
-			gauge(descUpLinkUp, boolf(p.Uplink.LinkUp), p.Name)
+			gauge(descUpLinkUp, boolf(u.LinkUp), p.Name)
+			o := u.Offloads
+			counter(descUpTxCsum, o.TxCsum, p.Name)
+			counter(descUpTxTSOSegLimit, o.TxTSOSegLimit, p.Name)
+			counter(descUpRxLRO, o.RxLRO, p.Name)
+			counter(descUpRxCsumPartial, o.RxCsumPartial, p.Name)
+			counter(descUpRxCsumGood, o.RxCsumGood, p.Name)
+			counter(descUpRxCsumBad, o.RxCsumBad, p.Name)
+			counter(descUpRxOffloadInvalid, o.RxOffloadInvalid, p.Name)
+			for _, name := range u.TxOffloads {
+				gauge(descUpOffload, 1, p.Name, "tx", name)
+			}
+			for _, name := range u.RxOffloads {
+				gauge(descUpOffload, 1, p.Name, "rx", name)
+			}
 		} else {
 			gauge(descConnected, boolf(p.Vhost.Connected), p.Name)
 			counter(descConnections, uint64(p.Vhost.Connections), p.Name)

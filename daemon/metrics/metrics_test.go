@@ -46,7 +46,9 @@ func (fakeSource) Stats() []control.PortStats {
 
 func (fakeSource) Ports() []control.PortInfo {
 	return []control.PortInfo{
-		{Name: "up0", Kind: "dpdk", State: "up", MaxMACs: 8192, Uplink: &control.UplinkInfo{LinkUp: true}},
+		{Name: "up0", Kind: "dpdk", State: "up", MaxMACs: 8192, Uplink: &control.UplinkInfo{LinkUp: true,
+			TxOffloads: []string{"TCP_CKSUM", "TCP_TSO"}, RxOffloads: []string{"TCP_LRO"},
+			Offloads: control.UplinkOffloads{TxCsum: 21, TxTSOSegLimit: 27, RxLRO: 22, RxCsumPartial: 23, RxCsumGood: 24, RxCsumBad: 25, RxOffloadInvalid: 26}}},
 		{Name: "a", Kind: "vhost-user", State: "running", MaxMACs: 64, LearnedMACs: 1, Vhost: vhost.Status{Connected: true, Connections: 3, Negotiations: 4,
 			Rings: []vhost.RingStatus{{Index: 0, Running: true}, {Index: 1, Running: true}, {Index: 2}}}},
 		{Name: "b", Kind: "vhost-user", State: "listening", MaxMACs: 64},
@@ -168,6 +170,16 @@ func TestCollector(t *testing.T) {
 		{"vhostd_uplink_tx_errors_total", []string{"port", "up0"}, 17},
 		{"vhostd_uplink_rx_nombuf_total", []string{"port", "up0"}, 18},
 		{"vhostd_uplink_stats_error", []string{"port", "up0"}, 0},
+		{"vhostd_uplink_tx_csum_offloaded_total", []string{"port", "up0"}, 21},
+		{"vhostd_uplink_tx_tso_seg_limit_total", []string{"port", "up0"}, 27},
+		{"vhostd_uplink_rx_lro_total", []string{"port", "up0"}, 22},
+		{"vhostd_uplink_rx_csum_partial_total", []string{"port", "up0"}, 23},
+		{"vhostd_uplink_rx_csum_good_total", []string{"port", "up0"}, 24},
+		{"vhostd_uplink_rx_csum_bad_total", []string{"port", "up0"}, 25},
+		{"vhostd_uplink_rx_offload_invalid_total", []string{"port", "up0"}, 26},
+		{"vhostd_uplink_offload", []string{"dir", "tx", "offload", "TCP_CKSUM", "port", "up0"}, 1},
+		{"vhostd_uplink_offload", []string{"dir", "tx", "offload", "TCP_TSO", "port", "up0"}, 1},
+		{"vhostd_uplink_offload", []string{"dir", "rx", "offload", "TCP_LRO", "port", "up0"}, 1},
 		{"vhostd_poller_busy_seconds_total", []string{"poller", "0"}, 1.5},
 		{"vhostd_poller_idle_seconds_total", []string{"poller", "0"}, 0.5},
 		{"vhostd_poller_idle_seconds_total", []string{"poller", "1"}, 2},
@@ -221,6 +233,13 @@ func TestCollector(t *testing.T) {
 	}
 	if _, ok := value(fams, "vhostd_uplink_rx_packets_total", "port", "a"); ok {
 		t.Error("uplink counters for a VM port")
+	}
+	if _, ok := value(fams, "vhostd_uplink_rx_lro_total", "port", "a"); ok {
+		t.Error("uplink offload counters for a VM port")
+	}
+	// One offload series per configured offload, no more.
+	if n := len(fams["vhostd_uplink_offload"].GetMetric()); n != 3 {
+		t.Errorf("%d vhostd_uplink_offload series, want 3", n)
 	}
 	// The runtime's own metrics come along.
 	if fams["go_goroutines"] == nil || fams["process_start_time_seconds"] == nil {

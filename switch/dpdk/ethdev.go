@@ -191,11 +191,16 @@ type DevInfo struct {
 	MinMTU, MaxMTU int
 	// MaxRxPktLen is the largest frame the PMD says it receives; ethdev
 	// refuses an MTU whose frame would exceed it.
-	MaxRxPktLen            uint32
-	MaxRxQueues            int
-	MaxTxQueues            int
-	RxDescMin, RxDescMax   int
-	TxDescMin, TxDescMax   int
+	MaxRxPktLen          uint32
+	MaxRxQueues          int
+	MaxTxQueues          int
+	RxDescMin, RxDescMax int
+	TxDescMin, TxDescMax int
+	// TxSegMax is the most mbufs one frame may span (tx_desc_lim.nb_seg_max:
+	// a TSO frame's whole chain), TxMTUSegMax the most for a frame of up
+	// to the MTU (nb_mtu_seg_max). ethdev fills in 65535 where the PMD
+	// sets no limit.
+	TxSegMax, TxMTUSegMax  int
 	RxOffloads, TxOffloads uint64
 	// IfIndex is the kernel interface behind the device (net_tap,
 	// net_af_packet), or 0.
@@ -216,6 +221,7 @@ func (p *Port) Info() (DevInfo, error) {
 			MaxRxQueues: int(info.max_rx_queues), MaxTxQueues: int(info.max_tx_queues),
 			RxDescMin: int(info.rx_desc_lim.nb_min), RxDescMax: int(info.rx_desc_lim.nb_max),
 			TxDescMin: int(info.tx_desc_lim.nb_min), TxDescMax: int(info.tx_desc_lim.nb_max),
+			TxSegMax: int(info.tx_desc_lim.nb_seg_max), TxMTUSegMax: int(info.tx_desc_lim.nb_mtu_seg_max),
 			RxOffloads: uint64(info.rx_offload_capa), TxOffloads: uint64(info.tx_offload_capa),
 			IfIndex: int(info.if_index),
 		}

@@ -281,6 +281,9 @@ func (p *Port) NewTxQueue(pool *Mempool) *TxQueue {
 	return &TxQueue{q: q, room: pool.room}
 }
 
+// Segs returns how many mbufs Add chains for a frame of n bytes.
+func (t *TxQueue) Segs(n int) int { return (n + t.room - 1) / t.room }
+
 // Add copies a frame of n bytes, gathered from segs, into stash mbufs
 // (chained when n exceeds one mbuf's room). It returns false, copying
 // nothing, when the burst is full (MaxBurst frames) or the stash has too

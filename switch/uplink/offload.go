@@ -17,7 +17,10 @@ import (
 // what it then negotiates with its backend. Per frame:
 //
 //   - Transmit: a GSO frame (TCP, without ECN) whose segments fit the MTU
-//     goes to a device with TCP_TSO as one mbuf chain with
+//     and whose mbuf chain fits the device's limits (nb_seg_max for the
+//     chain, nb_mtu_seg_max for the mbufs one segment may span: a NIC's
+//     descriptors per packet) goes to a device with TCP_TSO as one mbuf
+//     chain with
 //     RTE_MBUF_F_TX_TCP_SEG, l2/l3/l4_len and tso_segsz; a partial
 //     TCP/UDP checksum starting right after the IP header to a device with
 //     TCP_CKSUM/UDP_CKSUM with RTE_MBUF_F_TX_*_CKSUM. Everything else is
@@ -86,11 +89,15 @@ const hostFeatures = offload.FeatureCsum | offload.FeatureHostTSO4 | offload.Fea
 // and csum_completed; gso_passed counts the TSO frames handed to the
 // device.
 type OffloadStats struct {
-	TxCsum        uint64 `json:"tx_csum_offloaded"` // partial checksums handed to the device
-	RxLRO         uint64 `json:"rx_lro"`            // GSO frames (RX_LRO) received, passed as such
-	RxCsumPartial uint64 `json:"rx_csum_partial"`   // frames with a partial checksum (RX_L4_CKSUM_NONE)
-	RxCsumGood    uint64 `json:"rx_csum_good"`      // frames the device verified (DATA_VALID)
-	RxCsumBad     uint64 `json:"rx_csum_bad"`       // frames the device found bad, passed plain
+	TxCsum uint64 `json:"tx_csum_offloaded"` // partial checksums handed to the device
+	// TxTSOSegLimit: TSO frames whose mbuf chain would exceed the
+	// device's nb_seg_max or nb_mtu_seg_max, segmented in software
+	// instead (also counted in the port's gso_segmented).
+	TxTSOSegLimit uint64 `json:"tx_tso_seg_limit"`
+	RxLRO         uint64 `json:"rx_lro"`          // GSO frames (RX_LRO) received, passed as such
+	RxCsumPartial uint64 `json:"rx_csum_partial"` // frames with a partial checksum (RX_L4_CKSUM_NONE)
+	RxCsumGood    uint64 `json:"rx_csum_good"`    // frames the device verified (DATA_VALID)
+	RxCsumBad     uint64 `json:"rx_csum_bad"`     // frames the device found bad, passed plain
 	// RxOffloadInvalid: LRO or partial-checksum frames whose headers did
 	// not parse, passed plain (a guest then drops them as too big or bad).
 	RxOffloadInvalid uint64 `json:"rx_offload_invalid"`
@@ -99,13 +106,13 @@ type OffloadStats struct {
 // offloadCounters are OffloadStats as they are counted: tx under txMu,
 // rx by the owning poller, each added once per burst.
 type offloadCounters struct {
-	txCsum                                                        atomic.Uint64
+	txCsum, txTSOSegLimit                                         atomic.Uint64
 	rxLRO, rxCsumPartial, rxCsumGood, rxCsumBad, rxOffloadInvalid atomic.Uint64
 }
 
 func (c *offloadCounters) snapshot() OffloadStats {
 	return OffloadStats{
-		TxCsum: c.txCsum.Load(), RxLRO: c.rxLRO.Load(), RxCsumPartial: c.rxCsumPartial.Load(),
+		TxCsum: c.txCsum.Load(), TxTSOSegLimit: c.txTSOSegLimit.Load(), RxLRO: c.rxLRO.Load(), RxCsumPartial: c.rxCsumPartial.Load(),
 		RxCsumGood: c.rxCsumGood.Load(), RxCsumBad: c.rxCsumBad.Load(), RxOffloadInvalid: c.rxOffloadInvalid.Load(),
 	}
 }
@@ -119,7 +126,7 @@ const (
 
 // txOffload decides whether the device finishes frame f's offload and, if
 // so, fills p.txMeta and p.txLay. Under txMu.
-func (p *Port) txOffload(f *vswitch.Frame) int {
+func (p *Port) txOffload(f *vswitch.Frame, t *txTally) int {
 	m := &f.Offload
 	if m.GSO() {
 		if p.txOff&dpdk.TxOffloadTCPTSO == 0 || (m.GSOType != offload.GSOTCPv4 && m.GSOType != offload.GSOTCPv6) {
@@ -129,6 +136,13 @@ func (p *Port) txOffload(f *vswitch.Frame) int {
 		// Segments beyond the MTU are made in software, and dropped
 		// there as tx_too_big, as for any frame.
 		if l.Payload+int(m.GSOSize) > p.maxFrame || l.Payload > hdrPeek || f.Len > len(p.txLin) {
+			return txSoft
+		}
+		// The device's descriptors per packet: the whole chain, and the
+		// mbufs one segment's headers and payload may span (+1: a
+		// window of MSS bytes may straddle one more mbuf boundary).
+		if n := p.tx.Segs(f.Len); n > p.txSegMax || min(n, p.tx.Segs(l.Payload+int(m.GSOSize))+1) > p.txMTUSegMax {
+			t.segLimit++
 			return txSoft
 		}
 		fl := dpdk.MbufTxTCPSeg | dpdk.MbufTxTCPCksum

@@ -99,7 +99,7 @@ func waitUp(t testing.TB, d *dpdk.Port) {
 // withMeta sets f's Offload from header h as the VM port would.
 func withMeta(t testing.TB, f *vswitch.Frame, b []byte, h offload.Header) *vswitch.Frame {
 	t.Helper()
-	lay, r := offload.Validate(&h, b, offload.FeatureCsum|offload.FeatureHostTSO4)
+	lay, r := offload.Validate(&h, b, offload.FeatureCsum|offload.FeatureHostTSO4|offload.FeatureHostTSO6)
 	if r != offload.ReasonOK {
 		t.Fatalf("validate: %v", r)
 	}
@@ -110,6 +110,9 @@ func withMeta(t testing.TB, f *vswitch.Frame, b []byte, h offload.Header) *vswit
 var (
 	tsoHdr  = offload.Header{Flags: offload.FlagNeedsCsum, GSOType: offload.GSOTCPv4, HdrLen: 54, GSOSize: 1448, CsumStart: 34, CsumOffset: 16}
 	csumHdr = offload.Header{Flags: offload.FlagNeedsCsum, CsumStart: 34, CsumOffset: 16}
+	// The same for TCP/IPv6 (tcp6 frames: 40-byte IPv6 header).
+	tso6Hdr  = offload.Header{Flags: offload.FlagNeedsCsum, GSOType: offload.GSOTCPv6, HdrLen: 74, GSOSize: 1428, CsumStart: 54, CsumOffset: 16}
+	csum6Hdr = offload.Header{Flags: offload.FlagNeedsCsum, CsumStart: 54, CsumOffset: 16}
 )
 
 // virtioUplink opens an uplink on net_virtio_user whose backend is a
@@ -175,6 +178,170 @@ func TestUplinkTSOToVirtioPeer(t *testing.T) {
 		}
 	}); allocs != 0 {
 		t.Errorf("%.1f allocations per TSO transmit", allocs)
+	}
+}
+
+// TestUplinkTSO6ToVirtioPeer: as TestUplinkTSOToVirtioPeer for TCP over
+// IPv6: the super-frame goes to the device with TX_TCP_SEG and TX_IPV6
+// and reaches the peer as one LRO frame (GSO TCPV6 in the virtio header,
+// which the peer's vhost library turns into RX_LRO with tso_segsz),
+// byte-identical to the guest's; a TCP/IPv6 partial checksum goes to the
+// device as well and arrives untouched with L4_CKSUM_NONE.
+func TestUplinkTSO6ToVirtioPeer(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	up, pr := virtioUplink(t, 1)
+	if st := up.Status(); !slices.Contains(st.TxOffloads, "TCP_TSO") || !slices.Contains(st.TxOffloads, "TCP_CKSUM") {
+		t.Fatalf("tx offloads %v: want TCP_TSO and TCP_CKSUM", st.TxOffloads)
+	}
+	super := tcp6(40*1428 + 9) // 56 KiB of payload
+	csum := tcp6(1000)
+	frames := []*vswitch.Frame{withMeta(t, split(super), super, tso6Hdr), withMeta(t, split(csum), csum, csum6Hdr)}
+	up.Transmit(0, frames)
+	got, ol, segsz := pr.receive(t, 2)
+	if len(got) != 2 {
+		t.Fatalf("peer received %d frames, want 2 (the IPv6 super-frame whole, the checksum frame); stats %+v", len(got), up.Stats())
+	}
+	if !bytes.Equal(got[0], super) {
+		t.Errorf("IPv6 super-frame: peer got %d bytes, want the guest's %d, differing at %v", len(got[0]), len(super), diff(got[0], super))
+	}
+	if ol[0]&dpdk.MbufRxLRO == 0 || segsz[0] != 1428 || ol[0]&dpdk.MbufRxL4CksumMask != dpdk.MbufRxL4CksumNone {
+		t.Errorf("IPv6 super-frame at the peer: ol_flags %#x tso_segsz %d, want RX_LRO, L4_CKSUM_NONE, 1428", ol[0], segsz[0])
+	}
+	if !bytes.Equal(got[1], csum) || ol[1]&dpdk.MbufRxL4CksumMask != dpdk.MbufRxL4CksumNone || ol[1]&dpdk.MbufRxLRO != 0 {
+		t.Errorf("IPv6 checksum frame at the peer: equal %v (%v), ol_flags %#x, want the guest's bytes with L4_CKSUM_NONE",
+			bytes.Equal(got[1], csum), diff(got[1], csum), ol[1])
+	}
+	s, os := up.Stats(), up.Status().Offloads
+	if s.GSOPassed != 1 || s.GSOSegmented != 0 || s.CsumCompleted != 0 || os.TxCsum != 1 || s.TxPackets != 2 {
+		t.Errorf("stats %+v, offloads %+v: want 1 GSO frame and 1 checksum handed to the device", s, os)
+	}
+	// The peer's view, as the virtio header it got: GSO TCPV6 with the
+	// guest's MSS. rxGSO is what turns RX_LRO back into a header; run the
+	// peer's frame through it on the uplink (the same code a received
+	// frame takes) and compare with the guest's header.
+	f := &vswitch.Frame{Segs: [][]byte{got[0]}, Len: len(got[0])}
+	m, ok := up.rxGSO(f, segsz[0])
+	if !ok {
+		t.Fatal("the peer's LRO frame does not make a GSO Meta")
+	}
+	if m != frames[0].Offload || !m.IPv6 || m.GSOType != offload.GSOTCPv6 {
+		t.Errorf("the peer's LRO frame as a Meta: %+v, want the guest's %+v (GSO TCPV6)", m, frames[0].Offload)
+	}
+	if !bytes.Equal(got[0], super) {
+		t.Errorf("the peer's LRO frame after rxGSO's checksum field fix differs from the guest's at %v", diff(got[0], super))
+	}
+}
+
+// TestUplinkTSOSegLimit: a TSO frame whose mbuf chain would exceed the
+// device's nb_seg_max (a NIC's descriptors per packet; forced down here,
+// net_virtio_user has no such limit) is segmented in software and counted
+// as tx_tso_seg_limit; the peer gets valid MSS-sized segments. A frame
+// within the limit still goes to the device whole.
+func TestUplinkTSOSegLimit(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	up, pr := virtioUplink(t, 1)
+	st := up.Status()
+	t.Logf("device limits read: nb_seg_max %d, nb_mtu_seg_max %d; mbuf room %d", st.TxSegMax, st.TxMTUSegMax, up.pool.Room())
+	if st.TxSegMax <= 0 || st.TxMTUSegMax <= 0 || !slices.Contains(st.TxOffloads, "TCP_TSO") {
+		t.Fatalf("status %+v: want the device's limits and TCP_TSO", st)
+	}
+	const limit = 8
+	up.txMu.Lock()
+	up.txSegMax = limit
+	up.txMu.Unlock()
+	big := tcp4(30*1448 + 11) // about 22 mbufs
+	small := tcp4(5 * 1448)   // 4 mbufs
+	if n := up.tx.Segs(len(big)); n <= limit {
+		t.Fatalf("the big frame takes %d mbufs, not more than %d", n, limit)
+	}
+	if n := up.tx.Segs(len(small)); n > limit {
+		t.Fatalf("the small frame takes %d mbufs, more than %d", n, limit)
+	}
+	up.Transmit(0, []*vswitch.Frame{withMeta(t, split(big), big, tsoHdr), withMeta(t, split(small), small, tsoHdr)})
+	got, ol, _ := pr.receive(t, 32)
+	if len(got) != 32 {
+		t.Fatalf("peer received %d frames, want 31 segments and the small frame whole; stats %+v %+v", len(got), up.Stats(), up.Status().Offloads)
+	}
+	var data []byte
+	for i, f := range got[:31] {
+		ip, tcp := f[14:34], f[34:]
+		if len(f) > 1514 || ol[i]&dpdk.MbufRxLRO != 0 {
+			t.Fatalf("segment %d: %d bytes, ol_flags %#x: not a segment", i, len(f), ol[i])
+		}
+		if fold(sum16(0, ip)) != 0xffff || fold(sum16(sum16(6+uint32(len(tcp)), ip[12:20]), tcp)) != 0xffff {
+			t.Errorf("segment %d: bad checksum", i)
+		}
+		data = append(data, tcp[20:]...)
+	}
+	if !bytes.Equal(data, big[54:]) {
+		t.Error("the segments' payload differs from the super-frame's")
+	}
+	if !bytes.Equal(got[31], small) || ol[31]&dpdk.MbufRxLRO == 0 {
+		t.Errorf("the small frame did not arrive whole as an LRO frame (ol_flags %#x)", ol[31])
+	}
+	s, os := up.Stats(), up.Status().Offloads
+	if os.TxTSOSegLimit != 1 || s.GSOSegmented != 1 || s.GSOSegments != 31 || s.GSOPassed != 1 {
+		t.Errorf("stats %+v, offloads %+v: want 1 frame over the limit segmented (31 segments), 1 passed", s, os)
+	}
+	// nb_mtu_seg_max: a device that takes one mbuf per segment gets no
+	// chain whose MSS-sized windows may straddle two.
+	up.txMu.Lock()
+	up.txSegMax, up.txMTUSegMax = 65535, 1
+	up.txMu.Unlock()
+	up.Transmit(0, []*vswitch.Frame{withMeta(t, split(small), small, tsoHdr)})
+	if got, ol, _ = pr.receive(t, 5); len(got) != 5 || ol[0]&dpdk.MbufRxLRO != 0 {
+		t.Errorf("nb_mtu_seg_max 1: peer got %d frames, want the small frame's 5 segments", len(got))
+	}
+	if os := up.Status().Offloads; os.TxTSOSegLimit != 2 || up.Stats().GSOPassed != 1 {
+		t.Errorf("nb_mtu_seg_max 1: offloads %+v, stats %+v", os, up.Stats())
+	}
+}
+
+// TestUplinkUSOSegmentsInSoftware: no DPDK 22.11 virtio device offers
+// UDP segmentation (net_virtio_user's tx_offload_capa has TCP_TSO at
+// most, net_vhost's only checksums), so a guest's USO super-frame
+// (GSO_UDP_L4) takes the software path even to a device with TCP_TSO:
+// the peer gets MSS-sized datagrams, each with its own UDP length and a
+// valid checksum, carrying the super-frame's payload in order.
+func TestUplinkUSOSegmentsInSoftware(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	up, pr := virtioUplink(t, 1)
+	if st := up.Status(); !slices.Contains(st.TxOffloads, "TCP_TSO") || slices.Contains(st.TxOffloads, "UDP_TSO") {
+		t.Fatalf("tx offloads %v: want TCP_TSO without UDP_TSO", st.TxOffloads)
+	}
+	const mss = 1400
+	super := udp4(5*mss + 123)
+	h := offload.Header{Flags: offload.FlagNeedsCsum, GSOType: offload.GSOUDPL4, HdrLen: 42, GSOSize: mss, CsumStart: 34, CsumOffset: 6}
+	lay, r := offload.Validate(&h, super, offload.FeatureCsum|offload.FeatureHostUSO)
+	if r != offload.ReasonOK {
+		t.Fatalf("validate: %v", r)
+	}
+	f := split(super)
+	f.Offload = offload.MetaOf(&h, lay)
+	up.Transmit(0, []*vswitch.Frame{f})
+	got, ol, _ := pr.receive(t, 6)
+	if len(got) != 6 {
+		t.Fatalf("peer received %d frames, want 6 datagrams; stats %+v", len(got), up.Stats())
+	}
+	var data []byte
+	for i, g := range got {
+		ip, udp := g[14:34], g[34:]
+		if len(udp) > 8+mss || ol[i]&dpdk.MbufRxLRO != 0 || int(binary.BigEndian.Uint16(udp[4:])) != len(udp) {
+			t.Fatalf("datagram %d: %d bytes, UDP length %d, ol_flags %#x", i, len(g), binary.BigEndian.Uint16(udp[4:]), ol[i])
+		}
+		if fold(sum16(0, ip)) != 0xffff || fold(sum16(sum16(17+uint32(len(udp)), ip[12:20]), udp)) != 0xffff {
+			t.Errorf("datagram %d: bad checksum", i)
+		}
+		data = append(data, udp[8:]...)
+	}
+	if !bytes.Equal(data, super[42:]) {
+		t.Error("the datagrams' payload differs from the super-frame's")
+	}
+	if s := up.Stats(); s.GSOPassed != 0 || s.GSOSegmented != 1 || s.GSOSegments != 6 {
+		t.Errorf("stats %+v: want the USO frame segmented in software", s)
 	}
 }
 
@@ -297,6 +464,61 @@ func TestUplinkReceivesTSOFromVirtioPeer(t *testing.T) {
 		}
 	}); allocs != 0 {
 		t.Errorf("%.1f allocations per LRO receive", allocs)
+	}
+}
+
+// TestUplinkReceivesTSO6FromVirtioPeer: as TestUplinkReceivesTSOFromVirtioPeer
+// for TCP over IPv6: a TSO frame from the frontend (TX_TCP_SEG with
+// TX_IPV6) reaches a net_vhost,tso=1 uplink as RX_LRO and becomes a GSO
+// TCPV6 Meta equal to what the guest's header would make, the checksum
+// field holding the pseudo header's sum with the length again.
+func TestUplinkReceivesTSO6FromVirtioPeer(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	sock := fmt.Sprintf("%s/up.sock", t.TempDir())
+	up := openUplink(t, Config{Devargs: fmt.Sprintf("net_vhost%d,iface=%s,tso=1", ringSeq.Add(1), sock)})
+	if err := up.AttachThread(); err != nil {
+		t.Fatal(err)
+	}
+	pr := newPeer(t, fmt.Sprintf("net_virtio_user%d,path=%s,queue_size=256,mac=02:00:00:00:00:0d", ringSeq.Add(1), sock),
+		dpdk.PortConfig{TxOffloads: dpdk.TxOffloadTCPTSO | dpdk.TxOffloadTCPCksum | dpdk.TxOffloadMultiSeg})
+	waitLinkUp(t, up)
+	super := tcp6(20*1428 + 5)
+	noLen := slices.Clone(super)
+	binary.BigEndian.PutUint16(noLen[70:], fold(sum16(6, noLen[22:54])))
+	rep, err := pr.dev.NewRepeater(pr.pool, [][]byte{noLen}, dpdk.TxMeta{Flags: dpdk.MbufTxTCPSeg | dpdk.MbufTxTCPCksum | dpdk.MbufTxIPv6, L2: 14, L3: 40, L4: 20, SegSize: 1428})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.Close()
+	if rep.Send(1) != 1 {
+		t.Fatal("the peer did not send")
+	}
+	var b vswitch.Burst
+	var got *vswitch.Frame
+	var data []byte
+	for i := 0; i < 2000 && got == nil; i++ {
+		if n := up.Receive(&b); n > 0 {
+			f := b.Frames[0]
+			got, data = &f, bytes.Join(f.Segs, nil)
+		}
+		up.Done(&b)
+		if got == nil {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if got == nil {
+		t.Fatal("the uplink received nothing")
+	}
+	want := withMeta(t, split(super), super, tso6Hdr).Offload
+	if got.Offload != want {
+		t.Errorf("IPv6 TSO frame's Meta %+v, want the guest header's %+v", got.Offload, want)
+	}
+	if !bytes.Equal(data, super) {
+		t.Errorf("IPv6 TSO frame: %d bytes, differing from the sent frame (checksum field with the length) at %v", len(data), diff(data, super))
+	}
+	if os := up.Status().Offloads; os.RxLRO != 1 || os.RxOffloadInvalid != 0 {
+		t.Errorf("offload stats %+v", os)
 	}
 }
 

@@ -148,3 +148,41 @@ func TestReceiveChecksumFlags(t *testing.T) {
 		t.Errorf("tally %+v", tl)
 	}
 }
+
+// tcp6 is an Ethernet/IPv6/TCP frame with payload bytes and a partial
+// TCP checksum (the pseudo header's sum, length included), as a guest
+// hands it over with NEEDS_CSUM.
+func tcp6(payload int) []byte {
+	f := ethFrame(74+payload, 11)
+	ip, tcp := f[14:54], f[54:74]
+	copy(f[12:], []byte{0x86, 0xdd})
+	copy(ip, []byte{0x60, 0, 0, 0, 0, 0, 6, 64})
+	binary.BigEndian.PutUint16(ip[4:], uint16(20+payload))
+	for i := 8; i < 40; i++ {
+		ip[i] = 0
+	}
+	ip[8], ip[9], ip[23] = 0xfd, 0x00, 1   // fd00::1
+	ip[24], ip[25], ip[39] = 0xfd, 0x00, 2 // fd00::2
+	for i := range tcp {
+		tcp[i] = 0
+	}
+	tcp[12], tcp[13] = 5<<4, 0x10
+	binary.BigEndian.PutUint16(tcp[16:], fold(sum16(6+uint32(20+payload), ip[8:40])))
+	return f
+}
+
+// udp4 is an Ethernet/IPv4/UDP frame with payload bytes and a partial UDP
+// checksum (the pseudo header's sum), as a guest hands a USO super-frame
+// over (the UDP length is the super-frame's).
+func udp4(payload int) []byte {
+	f := ethFrame(42+payload, 13)
+	ip, udp := f[14:34], f[34:42]
+	copy(f[12:], []byte{8, 0})
+	copy(ip, []byte{0x45, 0, 0, 0, 0, 2, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2})
+	binary.BigEndian.PutUint16(ip[2:], uint16(28+payload))
+	binary.BigEndian.PutUint16(ip[10:], ^fold(sum16(0, ip)))
+	copy(udp, []byte{0x30, 0x39, 0x10, 0xe1, 0, 0, 0, 0}) // 12345 -> 4321
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+payload))
+	binary.BigEndian.PutUint16(udp[6:], fold(sum16(17+uint32(8+payload), ip[12:20])))
+	return f
+}

@@ -5,6 +5,7 @@ package uplink
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"sync"
 	"sync/atomic"
@@ -145,8 +146,12 @@ type Port struct {
 	// transmit side's scratch for deciding on one frame: under txMu.
 	txOff, rxOff uint64
 	txMeta       dpdk.TxMeta
-	txLay        offload.Layout
-	txLin        []byte
+	// txSegMax and txMTUSegMax are the device's limits on the mbufs of a
+	// TSO frame's chain and of one of its segments (dpdk.DevInfo): a
+	// frame beyond them is segmented in software. Tests lower them.
+	txSegMax, txMTUSegMax int
+	txLay                 offload.Layout
+	txLin                 []byte
 	// rxLin is where the receive side gathers a frame's headers: owned by
 	// the poller.
 	rxLin []byte
@@ -221,6 +226,7 @@ func Open(eal *dpdk.EAL, cfg Config, log *logrus.Entry) (_ *Port, err error) {
 	// there.
 	p.rxLin = make([]byte, maxOffloadFrame)
 	p.txOff, p.rxOff = txOff&wantTx, rxOff
+	p.txSegMax, p.txMTUSegMax = segLimit(info.TxSegMax), segLimit(info.TxMTUSegMax)
 	if hostIface && ifaceMTU != mtu {
 		p.log.WithFields(logrus.Fields{"interface": p.iface, "interface_mtu": ifaceMTU, "uplink_mtu": mtu}).
 			Warn("the interface's MTU differs from the uplink MTU: frames larger than the smaller one are dropped")
@@ -268,6 +274,7 @@ func Open(eal *dpdk.EAL, cfg Config, log *logrus.Entry) (_ *Port, err error) {
 		"devargs": cfg.Devargs, "device": p.dev.Name(), "driver": p.dev.Driver(), "mac": p.mac,
 		"mtu": cfg.MTU, "interface": p.iface, "link": l.String(), "mbufs": n, "mbuf_room": room,
 		"rx_mode": p.rxMode.String(), "tx_offloads": dpdk.OffloadNames(p.txOff, true), "rx_offloads": dpdk.OffloadNames(p.rxOff, false),
+		"tx_seg_max": p.txSegMax, "tx_mtu_seg_max": p.txMTUSegMax,
 	}
 	if pollWhy != nil {
 		f["idle_poll"] = cfg.IdlePoll.String()
@@ -277,6 +284,15 @@ func Open(eal *dpdk.EAL, cfg Config, log *logrus.Entry) (_ *Port, err error) {
 	p.stopMon, p.monDone = make(chan struct{}), make(chan struct{})
 	go p.monitor()
 	return p, nil
+}
+
+// segLimit is a device's limit on mbufs per frame as dev_info reports it;
+// 0 (a PMD that cleared it) is taken as no limit.
+func segLimit(n int) int {
+	if n <= 0 {
+		return math.MaxUint16
+	}
+	return n
 }
 
 // setup configures the device, sets its MTU unless the interface is the
@@ -556,6 +572,9 @@ func (p *Port) Transmit(_ int, frames []*vswitch.Frame) {
 	if t.csum > 0 {
 		p.offc.txCsum.Add(t.csum)
 	}
+	if t.segLimit > 0 {
+		p.offc.txTSOSegLimit.Add(t.segLimit)
+	}
 }
 
 // txTally is a Transmit's counts.
@@ -564,6 +583,7 @@ type txTally struct {
 	full        int
 	refused     uint64 // offload requests refused: headers changed since checked, or by the driver's tx_prepare
 	tso, csum   uint64 // frames handed to the device with TSO, with a checksum to complete
+	segLimit    uint64 // TSO frames beyond the device's mbufs per frame, segmented in software
 }
 
 // transmit is Transmit's part under the lock. The unlock is deferred:
@@ -588,7 +608,7 @@ func (p *Port) transmit(frames []*vswitch.Frame, t *txTally) {
 			continue
 		}
 		if kind < 0 {
-			kind = p.txOffload(f)
+			kind = p.txOffload(f, t)
 		}
 		if kind != txSoft {
 			p.addOffload(f, kind, t)
@@ -600,7 +620,7 @@ func (p *Port) transmit(frames []*vswitch.Frame, t *txTally) {
 			if frames[j].Offload.Plain() {
 				break
 			}
-			if kind = p.txOffload(frames[j]); kind != txSoft {
+			if kind = p.txOffload(frames[j], t); kind != txSoft {
 				break
 			}
 		}
@@ -693,6 +713,9 @@ type Status struct {
 	// TxOffloads and RxOffloads are the offloads the device was
 	// configured with, by DPDK's names (TCP_TSO, TCP_CKSUM, TCP_LRO...).
 	TxOffloads, RxOffloads []string
+	// TxSegMax and TxMTUSegMax are the device's limits on mbufs per TSO
+	// frame and per segment of one (nb_seg_max, nb_mtu_seg_max).
+	TxSegMax, TxMTUSegMax int
 	// Offloads counts the frames that took them.
 	Offloads OffloadStats
 }
@@ -703,6 +726,7 @@ func (p *Port) Status() Status {
 		Devargs: p.cfg.Devargs, Device: p.dev.Name(), Driver: p.dev.Driver(), MAC: p.mac,
 		MTU: p.cfg.MTU, Interface: p.iface, Link: *p.link.Load(), LinkChanges: p.linkChanges.Load(),
 		RxMode: p.rxMode, TxOffloads: dpdk.OffloadNames(p.txOff, true), RxOffloads: dpdk.OffloadNames(p.rxOff, false),
+		TxSegMax: p.txSegMax, TxMTUSegMax: p.txMTUSegMax,
 		Offloads: p.offc.snapshot(),
 	}
 }

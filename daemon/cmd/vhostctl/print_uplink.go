@@ -50,8 +50,11 @@ func printUplinkOffloads(out io.Writer, name string, u *control.UplinkInfo) {
 		return strings.Join(s, ",")
 	}
 	o := u.Offloads
-	fmt.Fprintf(out, "%s offloads: tx %s, rx %s; tx_csum_offloaded=%d rx_lro=%d rx_csum_partial=%d rx_csum_good=%d rx_csum_bad=%d rx_offload_invalid=%d\n",
-		name, list(u.TxOffloads), list(u.RxOffloads), o.TxCsum, o.RxLRO, o.RxCsumPartial, o.RxCsumGood, o.RxCsumBad, o.RxOffloadInvalid)
+	fmt.Fprintf(out, "%s offloads: tx %s, rx %s; tx_csum_offloaded=%d tx_tso_seg_limit=%d rx_lro=%d rx_csum_partial=%d rx_csum_good=%d rx_csum_bad=%d rx_offload_invalid=%d\n",
+		name, list(u.TxOffloads), list(u.RxOffloads), o.TxCsum, o.TxTSOSegLimit, o.RxLRO, o.RxCsumPartial, o.RxCsumGood, o.RxCsumBad, o.RxOffloadInvalid)
+	if u.TxSegMax > 0 {
+		fmt.Fprintf(out, "%s device limits: %d mbufs per frame (nb_seg_max), %d per segment (nb_mtu_seg_max)\n", name, u.TxSegMax, u.TxMTUSegMax)
+	}
 }
 
 // printDeviceStats prints a DPDK uplink's own counters under the stats

@@ -55,3 +55,22 @@ func TestPrintStatsShowsDeviceCounters(t *testing.T) {
 		t.Errorf("printStats shows a zero xstat:\n%s", out)
 	}
 }
+
+// TestPrintUplinkOffloads: the uplink's offload line shows every offload
+// counter, tx_tso_seg_limit included, and the device's mbuf limits.
+func TestPrintUplinkOffloads(t *testing.T) {
+	var b bytes.Buffer
+	printUplinkOffloads(&b, "wan", &control.UplinkInfo{
+		TxOffloads: []string{"TCP_TSO", "TCP_CKSUM"}, TxSegMax: 40, TxMTUSegMax: 8,
+		Offloads: control.UplinkOffloads{TxCsum: 1, TxTSOSegLimit: 2, RxLRO: 3, RxCsumPartial: 4, RxCsumGood: 5, RxCsumBad: 6, RxOffloadInvalid: 7},
+	})
+	out := b.String()
+	for _, want := range []string{
+		"wan offloads: tx TCP_TSO,TCP_CKSUM, rx none; tx_csum_offloaded=1 tx_tso_seg_limit=2 rx_lro=3 rx_csum_partial=4 rx_csum_good=5 rx_csum_bad=6 rx_offload_invalid=7",
+		"wan device limits: 40 mbufs per frame (nb_seg_max), 8 per segment (nb_mtu_seg_max)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("printUplinkOffloads lacks %q:\n%s", want, out)
+		}
+	}
+}
