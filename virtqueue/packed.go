@@ -140,6 +140,7 @@ type PackedQueue struct {
 	pop     []uint32
 	popHead int // index of the oldest
 	popCnt  int
+	multi   int // chains out that took more than one slot (Publish's fast path when 0)
 
 	// The chains pushed since the last Publish, oldest first: head |
 	// length<<32. Publish writes their used descriptors.
@@ -424,6 +425,9 @@ func (q *PackedQueue) took(id uint16, n uint32) {
 		i -= int(q.size)
 	}
 	q.pop[i] = uint32(id) | n<<16
+	if n > 1 {
+		q.multi++
+	}
 	q.popCnt++
 	q.popped++
 	q.availSeq = q.add(q.availSeq, n)
@@ -558,7 +562,11 @@ func (q *PackedQueue) Unpop(n int) {
 		if i >= int(q.size) {
 			i -= int(q.size)
 		}
-		q.availSeq = q.add(q.availSeq, q.seqN-q.pop[i]>>16)
+		n := q.pop[i] >> 16
+		if n > 1 {
+			q.multi--
+		}
+		q.availSeq = q.add(q.availSeq, q.seqN-n)
 		q.popped--
 	}
 }
@@ -589,37 +597,69 @@ func (q *PackedQueue) Publish() {
 		return
 	}
 	from := q.usedSeq
-	s := from
-	var first *uint32
-	var firstVal uint32
-	for i, e := range q.shadow[:q.nShadow] {
-		n := q.pop[q.popHead] >> 16
-		if q.popHead++; q.popHead == int(q.size) {
-			q.popHead = 0
+	// The used position as ring slot pos, and the flags of a used
+	// descriptor in its lap (AVAIL and USED both equal to the wrap
+	// counter) at bits 48-63 of a descriptor's second 8 bytes: kept as
+	// the loop goes instead of derived from a sequence number each time.
+	p, wrap := q.pos(from)
+	var hi uint64
+	if wrap {
+		hi = (PackedDescFAvail | PackedDescFUsed) << 48
+	}
+	size := uint32(q.size)
+	base := q.descBase
+	shadow := q.shadow[:q.nShadow]
+	// The batch's first descriptor: its length now, its id and flags
+	// last, with a release store. len at 8, id and flags at 12 and 14.
+	e := shadow[0]
+	d := unsafe.Add(base, uintptr(p)*descSize+8)
+	*(*uint32)(d) = uint32(e >> 32)
+	first, firstVal := (*uint32)(unsafe.Add(d, 4)), uint32(e&0xffff)|uint32(hi>>32)
+	pos := uint32(p)
+	h := q.popHead
+	if q.multi == 0 {
+		// Every chain out took one slot (the common case): the used
+		// descriptors go to consecutive slots. The driver reads no
+		// slot past the batch's first before that one's flags say
+		// used, so these go in any order.
+		for _, e := range shadow[1:] {
+			if pos++; pos == size {
+				pos, hi = 0, hi^(PackedDescFAvail|PackedDescFUsed)<<48
+			}
+			*(*uint64)(unsafe.Add(base, uintptr(pos)*descSize+8)) = e>>32 | (e&0xffff)<<32 | hi
 		}
-		var p uint16
-		var flags uint32
-		if s >= uint32(q.size) {
-			p = uint16(s - uint32(q.size))
-		} else {
-			p, flags = uint16(s), PackedDescFAvail|PackedDescFUsed
+		pos++
+		if h += len(shadow); h >= len(q.pop) {
+			h -= len(q.pop)
 		}
-		// len at 8, id and flags at 12 and 14.
-		d := unsafe.Add(q.descBase, uintptr(p)*descSize+8)
-		word := uint32(e&0xffff) | flags<<16
-		if i == 0 {
-			*(*uint32)(d) = uint32(e >> 32)
-			first, firstVal = (*uint32)(unsafe.Add(d, 4)), word
-		} else {
-			// The driver reads no slot past the batch's first before
-			// that one's flags say used.
-			*(*uint64)(d) = e>>32 | uint64(word)<<32
-		}
-		if s += n; s >= q.seqN {
-			s -= q.seqN
+	} else {
+		// Each used descriptor skips the slots of the chain before.
+		pop := q.pop
+		for i, e := range shadow {
+			if i > 0 {
+				if pos >= size {
+					pos, hi = pos-size, hi^(PackedDescFAvail|PackedDescFUsed)<<48
+				}
+				*(*uint64)(unsafe.Add(base, uintptr(pos)*descSize+8)) = e>>32 | (e&0xffff)<<32 | hi
+			}
+			n := pop[h] >> 16
+			if n > 1 {
+				q.multi--
+			}
+			pos += n
+			if h++; h == len(pop) {
+				h = 0
+			}
 		}
 	}
 	release.Store32(first, firstVal)
+	// pos < 2*size (a chain takes at most size slots): back to a
+	// sequence number, hi telling the lap.
+	if pos >= size {
+		pos, hi = pos-size, hi^(PackedDescFAvail|PackedDescFUsed)<<48
+	}
+	s := q.seq(uint16(pos), hi != 0)
+	q.popHead = h
 	q.popCnt -= q.nShadow
 	q.nShadow = 0
 	q.usedSeq, q.pubSeq = s, s
