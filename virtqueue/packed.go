@@ -622,13 +622,7 @@ func (q *PackedQueue) Publish() {
 		// descriptors go to consecutive slots. The driver reads no
 		// slot past the batch's first before that one's flags say
 		// used, so these go in any order.
-		for _, e := range shadow[1:] {
-			if pos++; pos == size {
-				pos, hi = 0, hi^(PackedDescFAvail|PackedDescFUsed)<<48
-			}
-			*(*uint64)(unsafe.Add(base, uintptr(pos)*descSize+8)) = e>>32 | (e&0xffff)<<32 | hi
-		}
-		pos++
+		pos, hi = writeUsedRun(base, shadow[1:], pos, size, hi)
 		if h += len(shadow); h >= len(q.pop) {
 			h -= len(q.pop)
 		}
@@ -668,6 +662,33 @@ func (q *PackedQueue) Publish() {
 	if q.log != nil {
 		q.logPublish(from)
 	}
+}
+
+// writeUsedRun writes used descriptors for the chains of shadow (head |
+// length<<32), one slot each, at the slots after pos in the ring at base
+// of size slots, with flags hi (at bits 48-63) flipped at each wrap. It
+// returns the slot after the last one written (size at the end of the
+// ring) and the flags there. A function of its own so that the loop
+// keeps its few values in registers (inlined into Publish it spilled and
+// reloaded three per descriptor).
+//
+//go:noinline
+func writeUsedRun(base unsafe.Pointer, shadow []uint64, pos, size uint32, hi uint64) (uint32, uint64) {
+	for len(shadow) > 0 {
+		if pos++; pos == size {
+			pos, hi = 0, hi^(PackedDescFAvail|PackedDescFUsed)<<48
+		}
+		// The run up to the end of the ring: no wrap test per slot.
+		k := min(len(shadow), int(size-pos))
+		d := unsafe.Add(base, uintptr(pos)*descSize+8)
+		for _, e := range shadow[:k] {
+			*(*uint64)(d) = e>>32 | (e&0xffff)<<32 | hi
+			d = unsafe.Add(d, descSize)
+		}
+		pos += uint32(k) - 1
+		shadow = shadow[k:]
+	}
+	return pos + 1, hi
 }
 
 func (q *PackedQueue) fullFence() { Fence(&q.fence) }
