@@ -353,14 +353,34 @@ func (q *PackedQueue) Pending() int {
 	if wrap {
 		want = PackedDescFAvail
 	}
-	var n uint32
-	for ; n < room && q.wordAt(p)>>16&(PackedDescFAvail|PackedDescFUsed) == want; n++ {
-		if p++; p == q.size {
-			p, want = 0, want^(PackedDescFAvail|PackedDescFUsed)
-		}
-	}
+	n := scanAvail(q.descBase, uint32(p), uint32(q.size), room, want<<16)
 	q.endSeq = q.add(q.endSeq, n)
 	return int(q.dist(q.availSeq, q.endSeq))
+}
+
+// scanAvail counts the descriptors, at most room, from slot p of the ring
+// at base of size slots whose flags word (id | flags<<16) has AVAIL and
+// USED as want (at bits 16-31) says, want flipping at the ring's end.
+// Each word is loaded with acquire ordering (as wordAt). The loop runs up
+// to the ring's end or room with a pointer step and no wrap test.
+func scanAvail(base unsafe.Pointer, p, size, room, want uint32) uint32 {
+	const mask = (PackedDescFAvail | PackedDescFUsed) << 16
+	var n uint32
+	for n < room {
+		k := min(room-n, size-p)
+		w := (*uint32)(unsafe.Add(base, uintptr(p)*descSize+12))
+		var i uint32
+		for i < k && atomic.LoadUint32(w)&mask == want {
+			w = (*uint32)(unsafe.Add(unsafe.Pointer(w), descSize))
+			i++
+		}
+		n += i
+		if i < k {
+			break
+		}
+		p, want = 0, want^mask
+	}
+	return n
 }
 
 // Pop takes the next chain into c, as Queue.Pop does: c.Head is the
