@@ -139,6 +139,7 @@ type PackedQueue struct {
 	// is its buffer id | the ring slots it took <<16.
 	pop     []uint32
 	popHead int // index of the oldest
+	popTail int // index of the next (popHead + popCnt modulo size)
 	popCnt  int
 	multi   int // chains out that took more than one slot (Publish's fast path when 0)
 
@@ -147,7 +148,9 @@ type PackedQueue struct {
 	shadow  []uint64
 	nShadow int
 
-	popped, pushed uint16 // chains popped and pushed since New (LastAvail, UsedIdx)
+	// Chains pushed since New (UsedIdx); those popped (LastAvail) are
+	// pushed + popCnt - nShadow, not counted in Pop.
+	pushed uint16
 
 	// published is the used position, wrap and descriptor count as of
 	// the last Publish, for Backlog on other goroutines:
@@ -285,7 +288,7 @@ func (q *PackedQueue) RingBase() uint32 {
 // LastAvail returns how many chains were popped since New, modulo 2^16.
 // Unlike Queue's it is not a ring index (see RingBase): LastAvail minus
 // UsedIdx is, for both layouts, the chains taken and not yet pushed.
-func (q *PackedQueue) LastAvail() uint16 { return q.popped }
+func (q *PackedQueue) LastAvail() uint16 { return q.pushed + uint16(q.popCnt-q.nShadow) }
 
 // UsedIdx returns how many chains were pushed since New, modulo 2^16.
 func (q *PackedQueue) UsedIdx() uint16 { return q.pushed }
@@ -422,13 +425,13 @@ func (q *PackedQueue) Pop(mem *guestmem.Memory, c *Chain) error {
 			c.Head = id
 			// q.took(id, 1), by hand: one slot never passes the
 			// scanned end, which lies past this one.
-			i := q.popHead + q.popCnt
-			if i >= int(q.size) {
-				i -= int(q.size)
-			}
+			i := q.popTail
 			q.pop[i] = uint32(id) | 1<<16
+			if i++; i == len(q.pop) {
+				i = 0
+			}
+			q.popTail = i
 			q.popCnt++
-			q.popped++
 			if q.availSeq++; q.availSeq == q.seqN {
 				q.availSeq = 0
 			}
@@ -440,16 +443,16 @@ func (q *PackedQueue) Pop(mem *guestmem.Memory, c *Chain) error {
 
 // took records a popped chain of id that took n ring slots.
 func (q *PackedQueue) took(id uint16, n uint32) {
-	i := q.popHead + q.popCnt
-	if i >= int(q.size) {
-		i -= int(q.size)
-	}
+	i := q.popTail
 	q.pop[i] = uint32(id) | n<<16
+	if i++; i == len(q.pop) {
+		i = 0
+	}
+	q.popTail = i
 	if n > 1 {
 		q.multi++
 	}
 	q.popCnt++
-	q.popped++
 	q.availSeq = q.add(q.availSeq, n)
 	if q.dist(q.usedSeq, q.endSeq) < q.dist(q.usedSeq, q.availSeq) {
 		q.endSeq = q.availSeq // a chain whose tail the scan had not reached
@@ -578,16 +581,16 @@ func (q *PackedQueue) popSlow(mem *guestmem.Memory, c *Chain) error {
 func (q *PackedQueue) Unpop(n int) {
 	for ; n > 0 && q.popCnt > q.nShadow; n-- {
 		q.popCnt--
-		i := q.popHead + q.popCnt
-		if i >= int(q.size) {
-			i -= int(q.size)
+		i := q.popTail - 1
+		if i < 0 {
+			i = len(q.pop) - 1
 		}
-		n := q.pop[i] >> 16
-		if n > 1 {
+		q.popTail = i
+		slots := q.pop[i] >> 16
+		if slots > 1 {
 			q.multi--
 		}
-		q.availSeq = q.add(q.availSeq, q.seqN-n)
-		q.popped--
+		q.availSeq = q.add(q.availSeq, q.seqN-slots)
 	}
 }
 
