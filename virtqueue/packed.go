@@ -371,10 +371,26 @@ func scanAvail(base unsafe.Pointer, p, size, room, want uint32) uint32 {
 	var n uint32
 	for n < room {
 		k := min(room-n, size-p)
-		w := (*uint32)(unsafe.Add(base, uintptr(p)*descSize+12))
+		w := unsafe.Add(base, uintptr(p)*descSize+12)
 		var i uint32
-		for i < k && atomic.LoadUint32(w)&mask == want {
-			w = (*uint32)(unsafe.Add(unsafe.Pointer(w), descSize))
+		// Four at a time while all four are available (a driver
+		// makes buffers available in batches), then one at a time.
+		for i+4 <= k {
+			w0 := atomic.LoadUint32((*uint32)(w))
+			w1 := atomic.LoadUint32((*uint32)(unsafe.Add(w, descSize)))
+			w2 := atomic.LoadUint32((*uint32)(unsafe.Add(w, 2*descSize)))
+			w3 := atomic.LoadUint32((*uint32)(unsafe.Add(w, 3*descSize)))
+			if ((w0^want)|(w1^want)|(w2^want)|(w3^want))&mask != 0 {
+				break
+			}
+			w = unsafe.Add(w, 4*descSize)
+			i += 4
+		}
+		for i < k {
+			if atomic.LoadUint32((*uint32)(w))&mask != want {
+				break
+			}
+			w = unsafe.Add(w, descSize)
 			i++
 		}
 		n += i
