@@ -148,9 +148,10 @@ type PackedQueue struct {
 	shadow  []uint64
 	nShadow int
 
-	// Chains pushed since New (UsedIdx); those popped (LastAvail) are
-	// pushed + popCnt - nShadow, not counted in Pop.
-	pushed uint16
+	// Chains published since New: those pushed (UsedIdx) are retired +
+	// nShadow, those popped (LastAvail) retired + popCnt, not counted in
+	// Pop and PushUsed.
+	retired uint16
 
 	// published is the used position, wrap and descriptor count as of
 	// the last Publish, for Backlog on other goroutines:
@@ -288,10 +289,10 @@ func (q *PackedQueue) RingBase() uint32 {
 // LastAvail returns how many chains were popped since New, modulo 2^16.
 // Unlike Queue's it is not a ring index (see RingBase): LastAvail minus
 // UsedIdx is, for both layouts, the chains taken and not yet pushed.
-func (q *PackedQueue) LastAvail() uint16 { return q.pushed + uint16(q.popCnt-q.nShadow) }
+func (q *PackedQueue) LastAvail() uint16 { return q.retired + uint16(q.popCnt) }
 
 // UsedIdx returns how many chains were pushed since New, modulo 2^16.
-func (q *PackedQueue) UsedIdx() uint16 { return q.pushed }
+func (q *PackedQueue) UsedIdx() uint16 { return q.retired + uint16(q.nShadow) }
 
 // RingContains reports whether the host address addr lies in one of the
 // queue's three ring parts.
@@ -624,7 +625,6 @@ func (q *PackedQueue) PushUsed(head uint16, length uint32) {
 	}
 	q.shadow[q.nShadow] = uint64(head) | uint64(length)<<32
 	q.nShadow++
-	q.pushed++
 }
 
 // Publish writes the used descriptors pushed since the last Publish and
@@ -694,6 +694,7 @@ func (q *PackedQueue) Publish() {
 	s := q.seq(uint16(pos), hi != 0)
 	q.popHead = h
 	q.popCnt -= q.nShadow
+	q.retired += uint16(q.nShadow)
 	q.nShadow = 0
 	q.usedSeq, q.pubSeq = s, s
 	q.pubCount += uint16(q.dist(from, s))
