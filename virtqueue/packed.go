@@ -134,14 +134,17 @@ type PackedQueue struct {
 	sigSeq   uint32 // pubSeq at the last call decision
 	sigValid bool
 
-	// The chains popped and not yet pushed, oldest first, in a ring of
-	// size entries (no more chains than descriptors can be out): each
-	// is its buffer id | the ring slots it took <<16.
-	pop     []uint32
-	popHead int // index of the oldest
-	popTail int // index of the next (popHead + popCnt modulo size)
-	popCnt  int
-	multi   int // chains out that took more than one slot (Publish's fast path when 0)
+	// popCnt chains are out: popped and not yet published. Most take
+	// one ring slot; those that took more are in multi, oldest first, a
+	// ring of size entries (no more chains than descriptors can be
+	// out), each the chain's ordinal (chains popped since New, modulo
+	// 2^16, which tells apart the at most size chains out) | its slots
+	// <<16. So Pop's fast path records nothing but the count, and
+	// Publish walks multi only when it is not empty.
+	popCnt    int
+	multi     []uint32
+	multiHead int // index of the oldest
+	multiCnt  int
 
 	// The chains pushed since the last Publish, oldest first: head |
 	// length<<32. Publish writes their used descriptors.
@@ -209,7 +212,7 @@ func NewPacked(mem *guestmem.Memory, cfg PackedConfig, base uint32) (*PackedQueu
 		deviceEvent: (*uint32)(unsafe.Pointer(&device[0])),
 		descGPA:     cfg.Desc, deviceGPA: cfg.Device,
 		eventIdx: cfg.EventIdx, indirect: cfg.Indirect,
-		pop:    make([]uint32, cfg.Size),
+		multi:  make([]uint32, cfg.Size),
 		shadow: make([]uint64, cfg.Size),
 		notify: ^uint32(0),
 	}
@@ -442,12 +445,6 @@ func (q *PackedQueue) Pop(mem *guestmem.Memory, c *Chain) error {
 			c.Head = id
 			// q.took(id, 1), by hand: one slot never passes the
 			// scanned end, which lies past this one.
-			i := q.popTail
-			q.pop[i] = uint32(id) | 1<<16
-			if i++; i == len(q.pop) {
-				i = 0
-			}
-			q.popTail = i
 			q.popCnt++
 			if q.availSeq++; q.availSeq == q.seqN {
 				q.availSeq = 0
@@ -460,14 +457,13 @@ func (q *PackedQueue) Pop(mem *guestmem.Memory, c *Chain) error {
 
 // took records a popped chain of id that took n ring slots.
 func (q *PackedQueue) took(id uint16, n uint32) {
-	i := q.popTail
-	q.pop[i] = uint32(id) | n<<16
-	if i++; i == len(q.pop) {
-		i = 0
-	}
-	q.popTail = i
 	if n > 1 {
-		q.multi++
+		i := q.multiHead + q.multiCnt
+		if i >= len(q.multi) {
+			i -= len(q.multi)
+		}
+		q.multi[i] = uint32(q.retired+uint16(q.popCnt)) | n<<16
+		q.multiCnt++
 	}
 	q.popCnt++
 	q.availSeq = q.add(q.availSeq, n)
@@ -598,14 +594,16 @@ func (q *PackedQueue) popSlow(mem *guestmem.Memory, c *Chain) error {
 func (q *PackedQueue) Unpop(n int) {
 	for ; n > 0 && q.popCnt > q.nShadow; n-- {
 		q.popCnt--
-		i := q.popTail - 1
-		if i < 0 {
-			i = len(q.pop) - 1
-		}
-		q.popTail = i
-		slots := q.pop[i] >> 16
-		if slots > 1 {
-			q.multi--
+		slots := uint32(1)
+		if q.multiCnt > 0 {
+			i := q.multiHead + q.multiCnt - 1
+			if i >= len(q.multi) {
+				i -= len(q.multi)
+			}
+			if e := q.multi[i]; uint16(e) == q.retired+uint16(q.popCnt) {
+				slots = e >> 16
+				q.multiCnt--
+			}
 		}
 		q.availSeq = q.add(q.availSeq, q.seqN-slots)
 	}
@@ -655,19 +653,15 @@ func (q *PackedQueue) Publish() {
 	*(*uint32)(d) = uint32(e >> 32)
 	first, firstVal := (*uint32)(unsafe.Add(d, 4)), uint32(e&0xffff)|uint32(hi>>32)
 	pos := uint32(p)
-	h := q.popHead
-	if q.multi == 0 {
+	if q.multiCnt == 0 {
 		// Every chain out took one slot (the common case): the used
 		// descriptors go to consecutive slots. The driver reads no
 		// slot past the batch's first before that one's flags say
 		// used, so these go in any order.
 		pos, hi = writeUsedRun(base, shadow[1:], pos, size, hi)
-		if h += len(shadow); h >= len(q.pop) {
-			h -= len(q.pop)
-		}
 	} else {
-		// Each used descriptor skips the slots of the chain before.
-		pop := q.pop
+		// Each used descriptor skips the slots of the chain before:
+		// one, or what multi says for the chain of that ordinal.
 		for i, e := range shadow {
 			if i > 0 {
 				if pos >= size {
@@ -675,14 +669,17 @@ func (q *PackedQueue) Publish() {
 				}
 				*(*uint64)(unsafe.Add(base, uintptr(pos)*descSize+8)) = e>>32 | (e&0xffff)<<32 | hi
 			}
-			n := pop[h] >> 16
-			if n > 1 {
-				q.multi--
+			n := uint32(1)
+			if q.multiCnt > 0 {
+				if m := q.multi[q.multiHead]; uint16(m) == q.retired+uint16(i) {
+					n = m >> 16
+					if q.multiHead++; q.multiHead == len(q.multi) {
+						q.multiHead = 0
+					}
+					q.multiCnt--
+				}
 			}
 			pos += n
-			if h++; h == len(pop) {
-				h = 0
-			}
 		}
 	}
 	release.Store32(first, firstVal)
@@ -692,7 +689,6 @@ func (q *PackedQueue) Publish() {
 		pos, hi = pos-size, hi^(PackedDescFAvail|PackedDescFUsed)<<48
 	}
 	s := q.seq(uint16(pos), hi != 0)
-	q.popHead = h
 	q.popCnt -= q.nShadow
 	q.retired += uint16(q.nShadow)
 	q.nShadow = 0
