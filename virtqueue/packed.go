@@ -146,8 +146,9 @@ type PackedQueue struct {
 	multiHead int // index of the oldest
 	multiCnt  int
 
-	// The chains pushed since the last Publish, oldest first: head |
-	// length<<32. Publish writes their used descriptors.
+	// The chains pushed since the last Publish, oldest first: length |
+	// head<<32, a used descriptor's bytes 8-15 but for the flags.
+	// Publish writes their used descriptors.
 	shadow  []uint64
 	nShadow int
 
@@ -621,7 +622,7 @@ func (q *PackedQueue) PushUsed(head uint16, length uint32) {
 	if q.nShadow >= q.popCnt {
 		return
 	}
-	q.shadow[q.nShadow] = uint64(head) | uint64(length)<<32
+	q.shadow[q.nShadow] = uint64(length) | uint64(head)<<32
 	q.nShadow++
 }
 
@@ -650,8 +651,8 @@ func (q *PackedQueue) Publish() {
 	// last, with a release store. len at 8, id and flags at 12 and 14.
 	e := shadow[0]
 	d := unsafe.Add(base, uintptr(p)*descSize+8)
-	*(*uint32)(d) = uint32(e >> 32)
-	first, firstVal := (*uint32)(unsafe.Add(d, 4)), uint32(e&0xffff)|uint32(hi>>32)
+	*(*uint32)(d) = uint32(e)
+	first, firstVal := (*uint32)(unsafe.Add(d, 4)), uint32((e|hi)>>32)
 	pos := uint32(p)
 	if q.multiCnt == 0 {
 		// Every chain out took one slot (the common case): the used
@@ -667,7 +668,7 @@ func (q *PackedQueue) Publish() {
 				if pos >= size {
 					pos, hi = pos-size, hi^(PackedDescFAvail|PackedDescFUsed)<<48
 				}
-				*(*uint64)(unsafe.Add(base, uintptr(pos)*descSize+8)) = e>>32 | (e&0xffff)<<32 | hi
+				*(*uint64)(unsafe.Add(base, uintptr(pos)*descSize+8)) = e | hi
 			}
 			n := uint32(1)
 			if q.multiCnt > 0 {
@@ -700,8 +701,8 @@ func (q *PackedQueue) Publish() {
 	}
 }
 
-// writeUsedRun writes used descriptors for the chains of shadow (head |
-// length<<32), one slot each, at the slots after pos in the ring at base
+// writeUsedRun writes used descriptors for the chains of shadow (length |
+// head<<32), one slot each, at the slots after pos in the ring at base
 // of size slots, with flags hi (at bits 48-63) flipped at each wrap. It
 // returns the slot after the last one written (size at the end of the
 // ring) and the flags there. A function of its own so that the loop
@@ -718,7 +719,7 @@ func writeUsedRun(base unsafe.Pointer, shadow []uint64, pos, size uint32, hi uin
 		k := min(len(shadow), int(size-pos))
 		d := unsafe.Add(base, uintptr(pos)*descSize+8)
 		for _, e := range shadow[:k] {
-			*(*uint64)(d) = e>>32 | (e&0xffff)<<32 | hi
+			*(*uint64)(d) = e | hi
 			d = unsafe.Add(d, descSize)
 		}
 		pos += uint32(k) - 1
