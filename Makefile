@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 FUZZTIME ?= 60s
 
-.PHONY: all build deps demo test unit e2e fuzz fuzz-long lint bench matrix clean install
+.PHONY: all build deps demo test unit e2e fuzz fuzz-long lint bench insn matrix clean install
 
 all: build
 
@@ -82,9 +82,17 @@ bench: build
 	@bash .ci/bench-deps
 	$(GO) test -run '^$$' -bench . -benchmem ./switch/ ./virtqueue/ ./switch/dpdk/ ./switch/uplink/ ./switch/offload/
 	@mkdir -p build/bench
+	bash .ci/insn-per-frame --out build/bench/insn.txt
 	$(GO) build -o build/bench/vhostd-bench ./test/bench
 	$(GO) build -o build/bench/tsogen ./test/bench/tsogen
 	build/bench/vhostd-bench $(BENCH_ARGS)
+
+# Instructions per forwarded frame of the VM-to-VM data path, split and
+# packed rings, 64 and 1518 bytes, counted with valgrind's callgrind
+# (docs/bench.md, "Instructions per frame"): a table with each case's top
+# functions. make bench writes it to build/bench/insn.txt.
+insn:
+	bash .ci/insn-per-frame
 
 # The feature matrix (docs/matrix.md): vhostd against DPDK's virtio_user
 # and QEMU guests once per feature combination; the table goes to stdout

@@ -134,19 +134,28 @@ type PackedQueue struct {
 	sigSeq   uint32 // pubSeq at the last call decision
 	sigValid bool
 
-	// The chains popped and not yet pushed, oldest first, in a ring of
-	// size entries (no more chains than descriptors can be out): each
-	// is its buffer id | the ring slots it took <<16.
-	pop     []uint32
-	popHead int // index of the oldest
-	popCnt  int
+	// popCnt chains are out: popped and not yet published. Most take
+	// one ring slot; those that took more are in multi, oldest first, a
+	// ring of size entries (no more chains than descriptors can be
+	// out), each the chain's ordinal (chains popped since New, modulo
+	// 2^16, which tells apart the at most size chains out) | its slots
+	// <<16. So Pop's fast path records nothing but the count, and
+	// Publish walks multi only when it is not empty.
+	popCnt    int
+	multi     []uint32
+	multiHead int // index of the oldest
+	multiCnt  int
 
-	// The chains pushed since the last Publish, oldest first: head |
-	// length<<32. Publish writes their used descriptors.
+	// The chains pushed since the last Publish, oldest first: length |
+	// head<<32, a used descriptor's bytes 8-15 but for the flags.
+	// Publish writes their used descriptors.
 	shadow  []uint64
 	nShadow int
 
-	popped, pushed uint16 // chains popped and pushed since New (LastAvail, UsedIdx)
+	// Chains published since New: those pushed (UsedIdx) are retired +
+	// nShadow, those popped (LastAvail) retired + popCnt, not counted in
+	// Pop and PushUsed.
+	retired uint16
 
 	// published is the used position, wrap and descriptor count as of
 	// the last Publish, for Backlog on other goroutines:
@@ -204,7 +213,7 @@ func NewPacked(mem *guestmem.Memory, cfg PackedConfig, base uint32) (*PackedQueu
 		deviceEvent: (*uint32)(unsafe.Pointer(&device[0])),
 		descGPA:     cfg.Desc, deviceGPA: cfg.Device,
 		eventIdx: cfg.EventIdx, indirect: cfg.Indirect,
-		pop:    make([]uint32, cfg.Size),
+		multi:  make([]uint32, cfg.Size),
 		shadow: make([]uint64, cfg.Size),
 		notify: ^uint32(0),
 	}
@@ -284,10 +293,10 @@ func (q *PackedQueue) RingBase() uint32 {
 // LastAvail returns how many chains were popped since New, modulo 2^16.
 // Unlike Queue's it is not a ring index (see RingBase): LastAvail minus
 // UsedIdx is, for both layouts, the chains taken and not yet pushed.
-func (q *PackedQueue) LastAvail() uint16 { return q.popped }
+func (q *PackedQueue) LastAvail() uint16 { return q.retired + uint16(q.popCnt) }
 
 // UsedIdx returns how many chains were pushed since New, modulo 2^16.
-func (q *PackedQueue) UsedIdx() uint16 { return q.pushed }
+func (q *PackedQueue) UsedIdx() uint16 { return q.retired + uint16(q.nShadow) }
 
 // RingContains reports whether the host address addr lies in one of the
 // queue's three ring parts.
@@ -352,14 +361,50 @@ func (q *PackedQueue) Pending() int {
 	if wrap {
 		want = PackedDescFAvail
 	}
-	var n uint32
-	for ; n < room && q.wordAt(p)>>16&(PackedDescFAvail|PackedDescFUsed) == want; n++ {
-		if p++; p == q.size {
-			p, want = 0, want^(PackedDescFAvail|PackedDescFUsed)
-		}
-	}
+	n := scanAvail(q.descBase, uint32(p), uint32(q.size), room, want<<16)
 	q.endSeq = q.add(q.endSeq, n)
 	return int(q.dist(q.availSeq, q.endSeq))
+}
+
+// scanAvail counts the descriptors, at most room, from slot p of the ring
+// at base of size slots whose flags word (id | flags<<16) has AVAIL and
+// USED as want (at bits 16-31) says, want flipping at the ring's end.
+// Each word is loaded with acquire ordering (as wordAt). The loop runs up
+// to the ring's end or room with a pointer step and no wrap test.
+func scanAvail(base unsafe.Pointer, p, size, room, want uint32) uint32 {
+	const mask = (PackedDescFAvail | PackedDescFUsed) << 16
+	var n uint32
+	for n < room {
+		k := min(room-n, size-p)
+		w := unsafe.Add(base, uintptr(p)*descSize+12)
+		var i uint32
+		// Four at a time while all four are available (a driver
+		// makes buffers available in batches), then one at a time.
+		for i+4 <= k {
+			w0 := atomic.LoadUint32((*uint32)(w))
+			w1 := atomic.LoadUint32((*uint32)(unsafe.Add(w, descSize)))
+			w2 := atomic.LoadUint32((*uint32)(unsafe.Add(w, 2*descSize)))
+			w3 := atomic.LoadUint32((*uint32)(unsafe.Add(w, 3*descSize)))
+			if ((w0^want)|(w1^want)|(w2^want)|(w3^want))&mask != 0 {
+				break
+			}
+			w = unsafe.Add(w, 4*descSize)
+			i += 4
+		}
+		for i < k {
+			if atomic.LoadUint32((*uint32)(w))&mask != want {
+				break
+			}
+			w = unsafe.Add(w, descSize)
+			i++
+		}
+		n += i
+		if i < k {
+			break
+		}
+		p, want = 0, want^mask
+	}
+	return n
 }
 
 // Pop takes the next chain into c, as Queue.Pop does: c.Head is the
@@ -401,13 +446,7 @@ func (q *PackedQueue) Pop(mem *guestmem.Memory, c *Chain) error {
 			c.Head = id
 			// q.took(id, 1), by hand: one slot never passes the
 			// scanned end, which lies past this one.
-			i := q.popHead + q.popCnt
-			if i >= int(q.size) {
-				i -= int(q.size)
-			}
-			q.pop[i] = uint32(id) | 1<<16
 			q.popCnt++
-			q.popped++
 			if q.availSeq++; q.availSeq == q.seqN {
 				q.availSeq = 0
 			}
@@ -419,13 +458,15 @@ func (q *PackedQueue) Pop(mem *guestmem.Memory, c *Chain) error {
 
 // took records a popped chain of id that took n ring slots.
 func (q *PackedQueue) took(id uint16, n uint32) {
-	i := q.popHead + q.popCnt
-	if i >= int(q.size) {
-		i -= int(q.size)
+	if n > 1 {
+		i := q.multiHead + q.multiCnt
+		if i >= len(q.multi) {
+			i -= len(q.multi)
+		}
+		q.multi[i] = uint32(q.retired+uint16(q.popCnt)) | n<<16
+		q.multiCnt++
 	}
-	q.pop[i] = uint32(id) | n<<16
 	q.popCnt++
-	q.popped++
 	q.availSeq = q.add(q.availSeq, n)
 	if q.dist(q.usedSeq, q.endSeq) < q.dist(q.usedSeq, q.availSeq) {
 		q.endSeq = q.availSeq // a chain whose tail the scan had not reached
@@ -554,12 +595,18 @@ func (q *PackedQueue) popSlow(mem *guestmem.Memory, c *Chain) error {
 func (q *PackedQueue) Unpop(n int) {
 	for ; n > 0 && q.popCnt > q.nShadow; n-- {
 		q.popCnt--
-		i := q.popHead + q.popCnt
-		if i >= int(q.size) {
-			i -= int(q.size)
+		slots := uint32(1)
+		if q.multiCnt > 0 {
+			i := q.multiHead + q.multiCnt - 1
+			if i >= len(q.multi) {
+				i -= len(q.multi)
+			}
+			if e := q.multi[i]; uint16(e) == q.retired+uint16(q.popCnt) {
+				slots = e >> 16
+				q.multiCnt--
+			}
 		}
-		q.availSeq = q.add(q.availSeq, q.seqN-q.pop[i]>>16)
-		q.popped--
+		q.availSeq = q.add(q.availSeq, q.seqN-slots)
 	}
 }
 
@@ -575,9 +622,8 @@ func (q *PackedQueue) PushUsed(head uint16, length uint32) {
 	if q.nShadow >= q.popCnt {
 		return
 	}
-	q.shadow[q.nShadow] = uint64(head) | uint64(length)<<32
+	q.shadow[q.nShadow] = uint64(length) | uint64(head)<<32
 	q.nShadow++
-	q.pushed++
 }
 
 // Publish writes the used descriptors pushed since the last Publish and
@@ -589,38 +635,63 @@ func (q *PackedQueue) Publish() {
 		return
 	}
 	from := q.usedSeq
-	s := from
-	var first *uint32
-	var firstVal uint32
-	for i, e := range q.shadow[:q.nShadow] {
-		n := q.pop[q.popHead] >> 16
-		if q.popHead++; q.popHead == int(q.size) {
-			q.popHead = 0
-		}
-		var p uint16
-		var flags uint32
-		if s >= uint32(q.size) {
-			p = uint16(s - uint32(q.size))
-		} else {
-			p, flags = uint16(s), PackedDescFAvail|PackedDescFUsed
-		}
-		// len at 8, id and flags at 12 and 14.
-		d := unsafe.Add(q.descBase, uintptr(p)*descSize+8)
-		word := uint32(e&0xffff) | flags<<16
-		if i == 0 {
-			*(*uint32)(d) = uint32(e >> 32)
-			first, firstVal = (*uint32)(unsafe.Add(d, 4)), word
-		} else {
-			// The driver reads no slot past the batch's first before
-			// that one's flags say used.
-			*(*uint64)(d) = e>>32 | uint64(word)<<32
-		}
-		if s += n; s >= q.seqN {
-			s -= q.seqN
+	// The used position as ring slot pos, and the flags of a used
+	// descriptor in its lap (AVAIL and USED both equal to the wrap
+	// counter) at bits 48-63 of a descriptor's second 8 bytes: kept as
+	// the loop goes instead of derived from a sequence number each time.
+	p, wrap := q.pos(from)
+	var hi uint64
+	if wrap {
+		hi = (PackedDescFAvail | PackedDescFUsed) << 48
+	}
+	size := uint32(q.size)
+	base := q.descBase
+	shadow := q.shadow[:q.nShadow]
+	// The batch's first descriptor: its length now, its id and flags
+	// last, with a release store. len at 8, id and flags at 12 and 14.
+	e := shadow[0]
+	d := unsafe.Add(base, uintptr(p)*descSize+8)
+	*(*uint32)(d) = uint32(e)
+	first, firstVal := (*uint32)(unsafe.Add(d, 4)), uint32((e|hi)>>32)
+	pos := uint32(p)
+	if q.multiCnt == 0 {
+		// Every chain out took one slot (the common case): the used
+		// descriptors go to consecutive slots. The driver reads no
+		// slot past the batch's first before that one's flags say
+		// used, so these go in any order.
+		pos, hi = writeUsedRun(base, shadow[1:], pos, size, hi)
+	} else {
+		// Each used descriptor skips the slots of the chain before:
+		// one, or what multi says for the chain of that ordinal.
+		for i, e := range shadow {
+			if i > 0 {
+				if pos >= size {
+					pos, hi = pos-size, hi^(PackedDescFAvail|PackedDescFUsed)<<48
+				}
+				*(*uint64)(unsafe.Add(base, uintptr(pos)*descSize+8)) = e | hi
+			}
+			n := uint32(1)
+			if q.multiCnt > 0 {
+				if m := q.multi[q.multiHead]; uint16(m) == q.retired+uint16(i) {
+					n = m >> 16
+					if q.multiHead++; q.multiHead == len(q.multi) {
+						q.multiHead = 0
+					}
+					q.multiCnt--
+				}
+			}
+			pos += n
 		}
 	}
 	release.Store32(first, firstVal)
+	// pos < 2*size (a chain takes at most size slots): back to a
+	// sequence number, hi telling the lap.
+	if pos >= size {
+		pos, hi = pos-size, hi^(PackedDescFAvail|PackedDescFUsed)<<48
+	}
+	s := q.seq(uint16(pos), hi != 0)
 	q.popCnt -= q.nShadow
+	q.retired += uint16(q.nShadow)
 	q.nShadow = 0
 	q.usedSeq, q.pubSeq = s, s
 	q.pubCount += uint16(q.dist(from, s))
@@ -628,6 +699,33 @@ func (q *PackedQueue) Publish() {
 	if q.log != nil {
 		q.logPublish(from)
 	}
+}
+
+// writeUsedRun writes used descriptors for the chains of shadow (length |
+// head<<32), one slot each, at the slots after pos in the ring at base
+// of size slots, with flags hi (at bits 48-63) flipped at each wrap. It
+// returns the slot after the last one written (size at the end of the
+// ring) and the flags there. A function of its own so that the loop
+// keeps its few values in registers (inlined into Publish it spilled and
+// reloaded three per descriptor).
+//
+//go:noinline
+func writeUsedRun(base unsafe.Pointer, shadow []uint64, pos, size uint32, hi uint64) (uint32, uint64) {
+	for len(shadow) > 0 {
+		if pos++; pos == size {
+			pos, hi = 0, hi^(PackedDescFAvail|PackedDescFUsed)<<48
+		}
+		// The run up to the end of the ring: no wrap test per slot.
+		k := min(len(shadow), int(size-pos))
+		d := unsafe.Add(base, uintptr(pos)*descSize+8)
+		for _, e := range shadow[:k] {
+			*(*uint64)(d) = e | hi
+			d = unsafe.Add(d, descSize)
+		}
+		pos += uint32(k) - 1
+		shadow = shadow[k:]
+	}
+	return pos + 1, hi
 }
 
 func (q *PackedQueue) fullFence() { Fence(&q.fence) }
