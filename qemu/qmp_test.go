@@ -390,9 +390,15 @@ func TestQMPWriteStalled(t *testing.T) {
 	go func() {
 		bigErr <- q.Execute(withTimeout(t, time.Second), "big", map[string]string{"data": big}, nil)
 	}()
-	// Wait until the big write is under way, then queue behind it: that
-	// wait is bounded by the caller's context too.
-	time.Sleep(200 * time.Millisecond)
+	// Wait until the big write is under way (it holds the write
+	// semaphore: a fixed sleep was not enough on a loaded machine, where
+	// the big command's deadline could pass before it wrote a byte),
+	// then queue behind it: that wait is bounded by the caller's context
+	// too.
+	for len(q.writeSem) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
 	if err := q.Execute(withTimeout(t, 100*time.Millisecond), "small", nil, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("command queued behind a stalled write: %v", err)
 	}
