@@ -264,20 +264,7 @@ func TestUplinkTSOSegLimit(t *testing.T) {
 	if len(got) != 32 {
 		t.Fatalf("peer received %d frames, want 31 segments and the small frame whole; stats %+v %+v", len(got), up.Stats(), up.Status().Offloads)
 	}
-	var data []byte
-	for i, f := range got[:31] {
-		ip, tcp := f[14:34], f[34:]
-		if len(f) > 1514 || ol[i]&dpdk.MbufRxLRO != 0 {
-			t.Fatalf("segment %d: %d bytes, ol_flags %#x: not a segment", i, len(f), ol[i])
-		}
-		if fold(sum16(0, ip)) != 0xffff || fold(sum16(sum16(6+uint32(len(tcp)), ip[12:20]), tcp)) != 0xffff {
-			t.Errorf("segment %d: bad checksum", i)
-		}
-		data = append(data, tcp[20:]...)
-	}
-	if !bytes.Equal(data, big[54:]) {
-		t.Error("the segments' payload differs from the super-frame's")
-	}
+	checkTCP4Segments(t, got[:31], ol, big)
 	if !bytes.Equal(got[31], small) || ol[31]&dpdk.MbufRxLRO == 0 {
 		t.Errorf("the small frame did not arrive whole as an LRO frame (ol_flags %#x)", ol[31])
 	}
@@ -362,20 +349,7 @@ func TestUplinkNoTSOSegments(t *testing.T) {
 	if len(got) != 4 {
 		t.Fatalf("peer received %d frames, want 4 segments; stats %+v", len(got), up.Stats())
 	}
-	var data []byte
-	for i, f := range got {
-		ip, tcp := f[14:34], f[34:]
-		if len(f) > 1514 || ol[i]&dpdk.MbufRxLRO != 0 {
-			t.Fatalf("segment %d: %d bytes, ol_flags %#x", i, len(f), ol[i])
-		}
-		if fold(sum16(0, ip)) != 0xffff || fold(sum16(sum16(6+uint32(len(tcp)), ip[12:20]), tcp)) != 0xffff {
-			t.Errorf("segment %d: bad checksum", i)
-		}
-		data = append(data, tcp[20:]...)
-	}
-	if !bytes.Equal(data, super[54:]) {
-		t.Error("segments' payload differs from the super-frame's")
-	}
+	checkTCP4Segments(t, got, ol, super)
 	if s := up.Stats(); s.GSOPassed != 0 || s.GSOSegmented != 1 || s.GSOSegments != 4 {
 		t.Errorf("stats %+v: want the frame segmented in software", s)
 	}
@@ -630,5 +604,26 @@ func TestUplinkOffloadHeadersChanged(t *testing.T) {
 	}
 	if s := up.Stats(); s.Drops["tx_offload_unsupported"] != 1 || s.GSOPassed != 0 || s.TxPackets != 1 {
 		t.Errorf("stats %+v", s)
+	}
+}
+
+// checkTCP4Segments checks that segs (with their receive ol_flags) are
+// plain MSS-sized TCP/IPv4 segments with valid checksums whose payloads,
+// in order, are super's (a TCP/IPv4 super-frame with 54 bytes of headers).
+func checkTCP4Segments(t *testing.T, segs [][]byte, ol []uint64, super []byte) {
+	t.Helper()
+	var data []byte
+	for i, f := range segs {
+		ip, tcp := f[14:34], f[34:]
+		if len(f) > 1514 || ol[i]&dpdk.MbufRxLRO != 0 {
+			t.Fatalf("segment %d: %d bytes, ol_flags %#x: not a segment", i, len(f), ol[i])
+		}
+		if fold(sum16(0, ip)) != 0xffff || fold(sum16(sum16(6+uint32(len(tcp)), ip[12:20]), tcp)) != 0xffff {
+			t.Errorf("segment %d: bad checksum", i)
+		}
+		data = append(data, tcp[20:]...)
+	}
+	if !bytes.Equal(data, super[54:]) {
+		t.Error("the segments' payload differs from the super-frame's")
 	}
 }
