@@ -362,14 +362,7 @@ func TestUplinkNoTSOSegments(t *testing.T) {
 func TestUplinkReceivesTSOFromVirtioPeer(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	sock := fmt.Sprintf("%s/up.sock", t.TempDir())
-	up := openUplink(t, Config{Devargs: fmt.Sprintf("net_vhost%d,iface=%s,tso=1", ringSeq.Add(1), sock)})
-	if err := up.AttachThread(); err != nil {
-		t.Fatal(err)
-	}
-	pr := newPeer(t, fmt.Sprintf("net_virtio_user%d,path=%s,queue_size=256,mac=02:00:00:00:00:0d", ringSeq.Add(1), sock),
-		dpdk.PortConfig{TxOffloads: dpdk.TxOffloadTCPTSO | dpdk.TxOffloadTCPCksum | dpdk.TxOffloadMultiSeg})
-	waitLinkUp(t, up)
+	up, pr := tsoSendingPeer(t)
 	t.Logf("uplink: %+v", up.Status())
 
 	super := tcp4(20*1448 + 3)
@@ -449,14 +442,7 @@ func TestUplinkReceivesTSOFromVirtioPeer(t *testing.T) {
 func TestUplinkReceivesTSO6FromVirtioPeer(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	sock := fmt.Sprintf("%s/up.sock", t.TempDir())
-	up := openUplink(t, Config{Devargs: fmt.Sprintf("net_vhost%d,iface=%s,tso=1", ringSeq.Add(1), sock)})
-	if err := up.AttachThread(); err != nil {
-		t.Fatal(err)
-	}
-	pr := newPeer(t, fmt.Sprintf("net_virtio_user%d,path=%s,queue_size=256,mac=02:00:00:00:00:0d", ringSeq.Add(1), sock),
-		dpdk.PortConfig{TxOffloads: dpdk.TxOffloadTCPTSO | dpdk.TxOffloadTCPCksum | dpdk.TxOffloadMultiSeg})
-	waitLinkUp(t, up)
+	up, pr := tsoSendingPeer(t)
 	super := tcp6(20*1428 + 5)
 	noLen := slices.Clone(super)
 	binary.BigEndian.PutUint16(noLen[70:], fold(sum16(6, noLen[22:54])))
@@ -626,4 +612,20 @@ func checkTCP4Segments(t *testing.T, segs [][]byte, ol []uint64, super []byte) {
 	if !bytes.Equal(data, super[54:]) {
 		t.Error("the segments' payload differs from the super-frame's")
 	}
+}
+
+// tsoSendingPeer opens a net_vhost,tso=1 uplink (attached to the calling
+// thread, which the caller locks) and a net_virtio_user peer on its socket
+// that may send TSO frames and partial checksums, and waits for the link.
+func tsoSendingPeer(t *testing.T) (*Port, *peer) {
+	t.Helper()
+	sock := fmt.Sprintf("%s/up.sock", t.TempDir())
+	up := openUplink(t, Config{Devargs: fmt.Sprintf("net_vhost%d,iface=%s,tso=1", ringSeq.Add(1), sock)})
+	if err := up.AttachThread(); err != nil {
+		t.Fatal(err)
+	}
+	pr := newPeer(t, fmt.Sprintf("net_virtio_user%d,path=%s,queue_size=256,mac=02:00:00:00:00:0d", ringSeq.Add(1), sock),
+		dpdk.PortConfig{TxOffloads: dpdk.TxOffloadTCPTSO | dpdk.TxOffloadTCPCksum | dpdk.TxOffloadMultiSeg})
+	waitLinkUp(t, up)
+	return up, pr
 }
