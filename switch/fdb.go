@@ -1,6 +1,7 @@
 package vswitch
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,14 @@ type MAC uint64
 
 func macOf(b []byte) MAC {
 	return MAC(uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(b[4])<<8 | uint64(b[5]))
+}
+
+// macsOf returns the destination and source addresses of an Ethernet
+// header's first 12 bytes, b[0:12], in two loads rather than twelve (it
+// runs once per frame).
+func macsOf(b []byte) (dst, src MAC) {
+	_ = b[11]
+	return MAC(binary.BigEndian.Uint64(b[0:8]) >> 16), MAC(binary.BigEndian.Uint64(b[4:12]) & (1<<48 - 1))
 }
 
 // ParseMAC parses an Ethernet address written as six colon-separated hex

@@ -186,6 +186,17 @@ func TestMTUDrops(t *testing.T) {
 	if st := b.port.Stats(); st.Drops["mtu_exceeded"] != 0 || st.RxPackets != 3 {
 		t.Fatalf("b: %d received, drops %+v", st.RxPackets, st.Drops)
 	}
+	// A frame dropped after one that took a buffer: the buffer taken
+	// ahead for it goes back to the ring, none stays out.
+	b.send(ethFrame(0xa, 0xb, 1414), 14)
+	b.send(ethFrame(0xa, 0xb, 1500), 14)
+	pump(s, b)
+	if got := a.received(); len(got) != 1 {
+		t.Fatalf("a received %d frames, want 1", len(got))
+	}
+	if q := a.port.rings.Load().RX[0].Queue; q.LastAvail() != q.UsedIdx() {
+		t.Fatalf("a's receive ring: %d chains taken, %d returned", q.LastAvail(), q.UsedIdx())
+	}
 }
 
 // TestRARPForgottenAtDisconnect: an announcement the port had no burst to

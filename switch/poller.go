@@ -374,10 +374,10 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 		bytes += uint64(f.Len)
 		var dst, srcMAC MAC
 		if s0 := f.Segs[0]; len(s0) >= 12 {
-			dst, srcMAC = macOf(s0), macOf(s0[6:])
+			dst, srcMAC = macsOf(s0)
 		} else {
 			Gather(p.hdr[:], f.Segs)
-			dst, srcMAC = macOf(p.hdr[:]), macOf(p.hdr[6:])
+			dst, srcMAC = macsOf(p.hdr[:])
 		}
 		if uint64(srcMAC)&mask != want {
 			if want != wantPending {

@@ -82,9 +82,10 @@ type vmLane struct {
 	v        *VMPort
 	id, n    int // the lane takes the transmit queues of pairs id mod n
 	counters Counters
-	cur      *vhost.Rings // rings of the burst in progress
-	touched  uint64       // bit i: cur.TX[i] had chains popped
-	chain    virtqueue.Chain
+	cur      *vhost.Rings               // rings of the burst in progress
+	touched  uint64                     // bit i: cur.TX[i] had chains popped
+	chains   [BurstSize]virtqueue.Chain // the chains of a receive burst
+	pooled   int                        // segment pools of the burst taken
 	txLogged [16]*vhost.Ring
 	calls    callGuard // signals the guest's transmit rings
 	// rarpFrame holds the announcement of the burst in progress (rarp.go).
@@ -375,6 +376,7 @@ func (l *vmLane) Receive(b *Burst) int {
 		return n
 	}
 	start := n
+	l.pooled = n
 	limit := frameLimit(r)
 	var drops rxDrops
 	for ti, ring := range r.TX {
@@ -419,51 +421,63 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 	}
 	q.DisableNotify()
 	l.touched |= 1 << uint(ti%64)
-	c := &l.chain
-	for ; pending > 0 && n < BurstSize; pending-- {
-		c.Segs = b.SegPool(n)
-		err := q.Pop(r.Mem, c)
-		if err == virtqueue.ErrBroken {
-			v.broken(&l.txLogged[ring.Index%len(l.txLogged)], ring, DropRxBroken)
-			break
+	// Each chain popped takes the next segment pool of the burst, frame
+	// or not (a dropped chain's pool is not reused): the pools bound the
+	// chains of one Receive.
+	for pending > 0 && l.pooled < BurstSize {
+		cs := l.chains[:min(pending, BurstSize-l.pooled)]
+		for i := range cs {
+			cs[i].Segs = b.SegPool(l.pooled + i)
 		}
-		if err == virtqueue.ErrEmpty {
-			break
-		}
-		q.PushUsed(c.Head, 0)
-		if err == virtqueue.ErrTooManySegments {
-			drops.segs++
-			continue
-		}
-		if int(c.ReadLen) < r.HdrLen {
-			drops.runts++
-			continue
-		}
-		// Strip the virtio-net header (kept for offloads: l.offloads).
-		fs := c.Segs[:c.NRead]
-		l.rxo.keep(n, fs, r.HdrLen)
-		for skip := r.HdrLen; skip > 0; {
-			if len(fs[0]) <= skip {
-				skip -= len(fs[0])
-				fs = fs[1:]
-			} else {
-				fs[0] = fs[0][skip:]
-				skip = 0
+		got, err := q.PopBurst(r.Mem, cs)
+		l.pooled += got
+		pending -= got
+		for i := 0; i < got; i++ {
+			c := &cs[i]
+			q.PushUsed(c.Head, 0)
+			if int(c.ReadLen) < r.HdrLen {
+				drops.runts++
+				continue
 			}
+			// Strip the virtio-net header (kept for offloads: l.offloads).
+			fs := c.Segs[:c.NRead]
+			l.rxo.keep(n, fs, r.HdrLen)
+			for skip := r.HdrLen; skip > 0; {
+				if len(fs[0]) <= skip {
+					skip -= len(fs[0])
+					fs = fs[1:]
+				} else {
+					fs[0] = fs[0][skip:]
+					skip = 0
+				}
+			}
+			f := &b.Frames[n]
+			f.Segs = fs
+			f.Len = int(c.ReadLen) - r.HdrLen
+			if f.Len > limit && !l.rxo.gso(n) && overMTU(fs, f.Len, limit) {
+				drops.mtu++
+				continue
+			}
+			// The switch reads the MACs next: start that cache miss
+			// now, so the misses of a burst overlap.
+			if len(fs) > 0 {
+				prefetch.Read(fs[0])
+			}
+			n++
 		}
-		f := &b.Frames[n]
-		f.Segs = fs
-		f.Len = int(c.ReadLen) - r.HdrLen
-		if f.Len > limit && !l.rxo.gso(n) && overMTU(fs, f.Len, limit) {
-			drops.mtu++
-			continue
+		switch err {
+		case nil:
+		case virtqueue.ErrTooManySegments:
+			q.PushUsed(cs[got].Head, 0)
+			drops.segs++
+			l.pooled++
+			pending--
+		case virtqueue.ErrBroken:
+			v.broken(&l.txLogged[ring.Index%len(l.txLogged)], ring, DropRxBroken)
+			return n
+		default: // ErrEmpty
+			return n
 		}
-		// The switch reads the MACs next: start that cache miss
-		// now, so the misses of a burst overlap.
-		if len(fs) > 0 {
-			prefetch.Read(fs[0])
-		}
-		n++
 	}
 	return n
 }
@@ -596,9 +610,10 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 	}
 	hdr := r.HdrLen
 	waited := false // wait for buffers at most once per call
+	fast := true    // try the fast path (until a frame misses it)
 	for frames = t.ox.Begin(frames, rxOffloads(r)); len(frames) > 0; frames = t.ox.Next(frames) {
 		// Pass 1: reserve chains.
-		used, nf := 0, 0
+		used, nf, ahead := 0, 0, 0
 		for ; nf < len(frames); nf++ {
 			if f := frames[nf]; f.Len > limit && !f.Offload.GSO() && overMTU(f.Segs, f.Len, limit) {
 				t.plan[nf] = rxPlan{}
@@ -609,24 +624,32 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 			if avail == 0 && !waited {
 				avail, waited = t.waitBuffersSplit(q), true
 			}
-			// Fast path: one chain with room for the whole frame.
-			if avail > 0 && used < len(t.rx) {
-				c := &t.rx[used]
-				c.Segs = c.Segs[:0]
-				err := q.Pop(r.Mem, c)
-				if err == nil && int(c.WriteLen) >= need && c.NRead < len(c.Segs) {
-					avail--
-					t.rxRoom[used] = int(c.WriteLen)
-					prefetchFrame(c.Segs[c.NRead], hdr)
-					t.plan[nf] = rxPlan{first: used, k: 1}
-					used++
-					continue
+			// Fast path: one chain with room for the whole frame,
+			// from chains taken a burst at a time, t.rx[used:ahead].
+			if fast && avail > 0 && used < len(t.rx) {
+				if used == ahead {
+					got, err := q.PopBurst(r.Mem, t.rx[used:used+min(avail, len(frames)-nf, len(t.rx)-used)])
+					ahead += got
+					if err == virtqueue.ErrTooManySegments {
+						q.Unpop(1) // taken: the general path takes it again
+					}
 				}
-				// Give back a chain that was taken and let the general
-				// path, which handles every case, decide.
-				if err == nil || err == virtqueue.ErrTooManySegments {
-					q.Unpop(1)
+				if used < ahead {
+					if c := &t.rx[used]; int(c.WriteLen) >= need && c.NRead < len(c.Segs) {
+						avail--
+						t.rxRoom[used] = int(c.WriteLen)
+						prefetchFrame(c.Segs[c.NRead], hdr)
+						t.plan[nf] = rxPlan{first: used, k: 1}
+						used++
+						continue
+					}
 				}
+				// Give back the chains taken ahead and let the general
+				// path, which handles every case, decide; for the rest
+				// of the call too, as frames that need it come in runs
+				// (large segments).
+				q.Unpop(ahead - used)
+				ahead, fast = used, false
 			}
 			k, room := 0, 0
 			var err error
@@ -676,6 +699,7 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 				toobig++
 			}
 		}
+		q.Unpop(ahead - used) // taken ahead for frames that needed none
 		// Pass 2: copy.
 		for i := 0; i < nf; i++ {
 			p := t.plan[i]

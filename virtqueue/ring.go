@@ -60,7 +60,8 @@ import "github.com/vhostd/vhostd/virtqueue/guestmem"
 //     stale copy), and Receive and Transmit pick one per ring and burst.
 //   - What switch/ calls on a queue today is all in Ring: Receive and
 //     Transmit (vmport.go; Transmit's Unpop of the chains of a frame
-//     that found no room gives back the latest unpushed chains, which
+//     that found no room, or of the chains it took ahead with PopBurst
+//     and did not need, gives back the latest unpushed chains, which
 //     packed supports), syncTx in fault.go (its gap LastAvail-UsedIdx
 //     is in chains for both), MarkTx/Progress in drain.go (Backlog pairs
 //     compared only with themselves, so their units do not matter) and
@@ -73,6 +74,7 @@ type Ring interface {
 	Size() uint16
 	Pending() int
 	Pop(mem *guestmem.Memory, c *Chain) error
+	PopBurst(mem *guestmem.Memory, cs []Chain) (int, error)
 	Unpop(n int)
 	PushUsed(head uint16, length uint32)
 	Publish()

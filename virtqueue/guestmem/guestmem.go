@@ -265,6 +265,31 @@ func (m *Memory) ChunkFast(gpa, n uint64) ([]byte, bool) {
 	return nil, false
 }
 
+// Hot is ChunkFast's region, read once for a burst of lookups: a loop
+// that translates many buffers keeps it in registers instead of loading
+// it from m for each one. Valid as long as m is.
+type Hot struct {
+	base      unsafe.Pointer
+	gpa, size uint64
+}
+
+// Hot returns the window ChunkFast tries, the largest region.
+func (m *Memory) Hot() Hot {
+	if r := m.hot; r != nil {
+		return Hot{base: r.base, gpa: r.GuestPhysAddr, size: r.Size}
+	}
+	return Hot{} // size 0: every lookup falls back
+}
+
+// Chunk is ChunkFast through the window h: the same result.
+func (h Hot) Chunk(gpa, n uint64) ([]byte, bool) {
+	if off := gpa - h.gpa; off < h.size && n-1 < h.size-off {
+		// In range, checked just above; the Memory keeps it mapped.
+		return unsafe.Slice((*byte)(unsafe.Add(h.base, off)), n), true
+	}
+	return nil, false
+}
+
 func (m *Memory) chunkSlow(gpa, n uint64) []byte {
 	i := m.find(gpa)
 	if i < 0 || n == 0 {
