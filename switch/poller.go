@@ -403,7 +403,11 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 		if !dst.Multicast() {
 			out := lastOut
 			if dst != lastDst {
-				out = fdb.Lookup(dst)
+				// Checked once per change of address: a port
+				// the table no longer has floods, as unknown.
+				if out = fdb.Lookup(dst); out != src && (out >= t.n || out >= 0 && t.ports[out] == nil) {
+					out = -1
+				}
 				lastDst, lastOut = dst, out
 			}
 			if out >= 0 {
@@ -411,10 +415,8 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 					same++
 					continue
 				}
-				if out < t.n && t.ports[out] != nil {
-					p.add(out, f)
-					continue
-				}
+				p.add(out, f)
+				continue
 			}
 		}
 		for j := 0; j < t.n; j++ {

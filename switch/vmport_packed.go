@@ -201,7 +201,16 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 				continue
 			}
 			f := frames[i]
-			t.copyIntoPacked(q, p, f, hdr)
+			// copyIntoPacked's common case, without the call: one
+			// buffer big enough, one source segment.
+			if c := &t.rx[p.first]; p.k == 1 && len(f.Segs) == 1 && c.NRead < len(c.Segs) && len(c.Segs[c.NRead]) >= hdr+f.Len {
+				d := c.Segs[c.NRead]
+				putNetHeader(d, hdr, 1)
+				copy(d[hdr:hdr+f.Len], f.Segs[0])
+				q.PushUsed(c.Head, uint32(hdr+f.Len))
+			} else {
+				t.copyIntoPacked(q, p, f, hdr)
+			}
 			t.finish(frames, i, p, hdr)
 			// Logged once every byte of the frame is written (finish
 			// writes the header or a checksum after the copy), so no
