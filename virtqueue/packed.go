@@ -480,16 +480,7 @@ func (q *PackedQueue) PopBurst(mem *guestmem.Memory, cs []Chain) (int, error) {
 			length := binary.LittleEndian.Uint32(d[8:12])
 			addr := binary.LittleEndian.Uint64(d[0:8])
 			if b, ok := hot.Chunk(addr, uint64(length)); ok && id < q.size {
-				c.Segs = append(c.Segs[:0], b)
-				c.GPAs = c.GPAs[:0]
-				if cap(c.GPAs) != 0 {
-					c.GPAs = append(c.GPAs, addr)
-				}
-				if flags&DescFWrite != 0 {
-					c.ReadLen, c.WriteLen, c.NRead = 0, length, 0
-				} else {
-					c.ReadLen, c.WriteLen, c.NRead = length, 0, 1
-				}
+				c.setOne(b, addr, length, flags&DescFWrite != 0)
 				c.Head = id
 				q.popCnt++
 				if q.availSeq++; q.availSeq == q.seqN {

@@ -493,6 +493,21 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 	return nil
 }
 
+// setOne makes c the chain of one buffer, b, at guest address addr and
+// length bytes long, written by the device if write, else read.
+func (c *Chain) setOne(b []byte, addr uint64, length uint32, write bool) {
+	c.Segs = append(c.Segs[:0], b)
+	c.GPAs = c.GPAs[:0]
+	if cap(c.GPAs) != 0 {
+		c.GPAs = append(c.GPAs, addr)
+	}
+	if write {
+		c.ReadLen, c.WriteLen, c.NRead = 0, length, 0
+	} else {
+		c.ReadLen, c.WriteLen, c.NRead = length, 0, 1
+	}
+}
+
 // PopBurst takes up to len(cs) chains into cs, each as Pop would, and
 // returns how many it took. It stops at the first chain Pop would not
 // return nil for and returns that error too; with ErrTooManySegments that
@@ -529,16 +544,7 @@ func (q *Queue) PopBurst(mem *guestmem.Memory, cs []Chain) (int, error) {
 			if b, ok := hot.Chunk(addr, uint64(length)); ok {
 				q.lastAvail++
 				c.Head = head
-				c.Segs = append(c.Segs[:0], b)
-				c.GPAs = c.GPAs[:0]
-				if cap(c.GPAs) != 0 {
-					c.GPAs = append(c.GPAs, addr)
-				}
-				if flags&DescFWrite != 0 {
-					c.ReadLen, c.WriteLen, c.NRead = 0, length, 0
-				} else {
-					c.ReadLen, c.WriteLen, c.NRead = length, 0, 1
-				}
+				c.setOne(b, addr, length, flags&DescFWrite != 0)
 				continue
 			}
 		}
