@@ -85,7 +85,11 @@ type vmLane struct {
 	cur      *vhost.Rings               // rings of the burst in progress
 	touched  uint64                     // bit i: cur.TX[i] had chains popped
 	chains   [BurstSize]virtqueue.Chain // the chains of a receive burst
-	pooled   int                        // segment pools of the burst taken
+	pooled   int                        // chains (and segment pools) of the burst taken
+	// segs backs chains[i].Segs, MaxSegs each, bound once by newVMLane:
+	// Pop and PopBurst reslice within that capacity and never grow it,
+	// so the burst loop does not hand out storage per chain.
+	segs [BurstSize * MaxSegs][]byte
 	txLogged [16]*vhost.Ring
 	calls    callGuard // signals the guest's transmit rings
 	// rarpFrame holds the announcement of the burst in progress (rarp.go).
@@ -136,13 +140,22 @@ func NewVMPort(name string, queuePairs int, log *logrus.Entry) *VMPort {
 	return v
 }
 
+// newVMLane returns lane id of n of v, each chain bound to its segments.
+func newVMLane(v *VMPort, id, n int) *vmLane {
+	l := &vmLane{v: v, id: id, n: n, rxo: newRxOffload()}
+	for i := range l.chains {
+		l.chains[i].Segs = l.segs[i*MaxSegs : i*MaxSegs : (i+1)*MaxSegs]
+	}
+	return l
+}
+
 // setLanes gives the port n lanes, a transmit queue state for each
 // receive queue the device may run (flow hashing may pick any of them,
 // whatever the pollers), and flow-hashing scratch for each of pollers.
 func (v *VMPort) setLanes(n, pollers int) {
 	v.lanes, v.txqs = make([]*vmLane, n), make([]*txQueue, max(n, v.pairs))
 	for i := range v.lanes {
-		v.lanes[i] = &vmLane{v: v, id: i, n: n, rxo: newRxOffload()}
+		v.lanes[i] = newVMLane(v, i, n)
 	}
 	for i := range v.txqs {
 		v.txqs[i] = newTxQueue()
@@ -421,14 +434,12 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 	}
 	q.DisableNotify()
 	l.touched |= 1 << uint(ti%64)
-	// Each chain popped takes the next segment pool of the burst, frame
-	// or not (a dropped chain's pool is not reused): the pools bound the
-	// chains of one Receive.
+	// Each chain popped takes the next of the lane's chains, with its own
+	// segments, frame or not (a dropped chain's is not reused): they bound
+	// the chains of one Receive, and a frame's segments stay valid until
+	// the next.
 	for pending > 0 && l.pooled < BurstSize {
-		cs := l.chains[:min(pending, BurstSize-l.pooled)]
-		for i := range cs {
-			cs[i].Segs = b.SegPool(l.pooled + i)
-		}
+		cs := l.chains[l.pooled : l.pooled+min(pending, BurstSize-l.pooled)]
 		got, err := q.PopBurst(r.Mem, cs)
 		l.pooled += got
 		pending -= got

@@ -23,14 +23,12 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 	}
 	q.DisableNotify()
 	l.touched |= 1 << uint(ti%64)
-	// Each chain popped takes the next segment pool of the burst, frame
-	// or not (a dropped chain's pool is not reused): the pools bound the
-	// chains of one Receive.
+	// Each chain popped takes the next of the lane's chains, with its own
+	// segments, frame or not (a dropped chain's is not reused): they bound
+	// the chains of one Receive, and a frame's segments stay valid until
+	// the next.
 	for pending > 0 && l.pooled < BurstSize {
-		cs := l.chains[:min(pending, BurstSize-l.pooled)]
-		for i := range cs {
-			cs[i].Segs = b.SegPool(l.pooled + i)
-		}
+		cs := l.chains[l.pooled : l.pooled+min(pending, BurstSize-l.pooled)]
 		got, err := q.PopBurst(r.Mem, cs)
 		l.pooled += got
 		pending -= got

@@ -494,13 +494,16 @@ func (q *Queue) Pop(mem *guestmem.Memory, c *Chain) error {
 }
 
 // setOne makes c the chain of one buffer, b, at guest address addr and
-// length bytes long, written by the device if write, else read.
+// length bytes long, written by the device if write, else read. The
+// caller has checked cap(c.Segs) > 0. Reslicing in place, not append:
+// no growth path whose spills the burst loop would pay for.
 func (c *Chain) setOne(b []byte, addr uint64, length uint32, write bool) {
-	c.Segs = append(c.Segs[:0], b)
-	c.GPAs = c.GPAs[:0]
+	c.Segs = c.Segs[:1]
+	c.Segs[0] = b
 	if cap(c.GPAs) != 0 {
-		c.GPAs = append(c.GPAs, addr)
-	}
+		c.GPAs = c.GPAs[:1]
+		c.GPAs[0] = addr
+	} // else len(c.GPAs) is 0 already
 	if write {
 		c.ReadLen, c.WriteLen, c.NRead = 0, length, 0
 	} else {
@@ -518,37 +521,51 @@ func (q *Queue) PopBurst(mem *guestmem.Memory, cs []Chain) (int, error) {
 		return 0, ErrBroken
 	}
 	if q.infl != nil {
-		for i := range cs {
-			if err := q.Pop(mem, &cs[i]); err != nil {
-				return i, err
-			}
-		}
-		return len(cs), nil
+		return q.popEach(mem, cs, 0)
 	}
 	hot := mem.Hot()
+	// The queue's fields in locals: the stores into cs would otherwise make
+	// the compiler load each of them again for every chain.
+	last, end := q.lastAvail, q.availCache
+	availBase, descBase, mask, size := q.availBase, q.descBase, q.mask, q.size
+	want, fastMask := q.dirWant, q.fastMask
 	for i := range cs {
 		c := &cs[i]
-		if q.lastAvail == q.availCache {
+		if last == end {
+			q.lastAvail = last
 			return i, ErrEmpty
 		}
 		// avail->ring[lastAvail % size]: 4 + 2*(size-1) + 2 <= len(avail).
-		head := *(*uint16)(unsafe.Add(q.availBase, 4+2*uintptr(q.lastAvail&q.mask)))
-		if head >= q.size {
-			return i, q.breakWith(errHeadRange)
+		head := *(*uint16)(unsafe.Add(availBase, 4+2*uintptr(last&mask)))
+		if head >= size {
+			q.lastAvail = last
+			return q.popEach(mem, cs, i) // Pop breaks the queue
 		}
 		// Pop's fast path, the same checks.
-		d := (*[descSize]byte)(unsafe.Add(q.descBase, uintptr(head)*descSize))
-		if flags := binary.LittleEndian.Uint16(d[12:14]); (flags^q.dirWant)&q.fastMask == 0 && cap(c.Segs) > 0 {
+		d := (*[descSize]byte)(unsafe.Add(descBase, uintptr(head)*descSize))
+		if flags := binary.LittleEndian.Uint16(d[12:14]); (flags^want)&fastMask == 0 && cap(c.Segs) > 0 {
 			length := binary.LittleEndian.Uint32(d[8:12])
 			addr := binary.LittleEndian.Uint64(d[0:8])
 			if b, ok := hot.Chunk(addr, uint64(length)); ok {
-				q.lastAvail++
+				last++
 				c.Head = head
 				c.setOne(b, addr, length, flags&DescFWrite != 0)
 				continue
 			}
 		}
-		if err := q.Pop(mem, c); err != nil {
+		q.lastAvail = last
+		return q.popEach(mem, cs, i)
+	}
+	q.lastAvail = last
+	return len(cs), nil
+}
+
+// popEach is PopBurst from cs[i] on, one Pop per chain: the burst loop
+// leaves for it at the first chain its fast path does not take, so that
+// the loop itself has no call to keep its registers across.
+func (q *Queue) popEach(mem *guestmem.Memory, cs []Chain, i int) (int, error) {
+	for ; i < len(cs); i++ {
+		if err := q.Pop(mem, &cs[i]); err != nil {
 			return i, err
 		}
 	}
