@@ -89,7 +89,7 @@ type vmLane struct {
 	// segs backs chains[i].Segs, MaxSegs each, bound once by newVMLane:
 	// Pop and PopBurst reslice within that capacity and never grow it,
 	// so the burst loop does not hand out storage per chain.
-	segs [BurstSize * MaxSegs][]byte
+	segs     [BurstSize * MaxSegs][]byte
 	txLogged [16]*vhost.Ring
 	calls    callGuard // signals the guest's transmit rings
 	// rarpFrame holds the announcement of the burst in progress (rarp.go).
