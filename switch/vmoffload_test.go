@@ -277,6 +277,20 @@ func TestOffloadInvalidHeadersCounted(t *testing.T) {
 	if n := pump(s, a); n != 1 {
 		t.Fatalf("a valid frame after the refused ones: %d forwarded", n)
 	}
+	// A header split across descriptors is read like one in a piece:
+	// the one the receive loop's fast path does not take.
+	for _, cut := range []int{1, 4, plain.hdr} {
+		before := plain.port.Stats().Drops["rx_offload_not_negotiated"]
+		h := make([]byte, plain.hdr)
+		tso.Encode(h)
+		plain.tx.AddChain([]virtqueuetest.Buf{{Data: h[:cut]}, {Data: append(h[cut:], super...)}})
+		if n := pump(s, plain); n != 0 {
+			t.Fatalf("header cut at %d: %d frames forwarded", cut, n)
+		}
+		if got := plain.port.Stats().Drops["rx_offload_not_negotiated"]; got != before+1 {
+			t.Fatalf("header cut at %d: counted %d, want %d", cut, got, before+1)
+		}
+	}
 }
 
 // TestOffloadAllocatesNothing: software segmentation, checksum

@@ -9,6 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vhostd/vhostd/switch/flowhash"
+	"github.com/vhostd/vhostd/switch/offload"
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
 	"github.com/vhostd/vhostd/virtqueue/guestmem"
@@ -402,7 +403,9 @@ func (l *vmLane) Receive(b *Burst) int {
 			n = l.receiveSplit(ring.Queue, ring, ti, r, b, n, limit, &drops)
 		}
 	}
-	n = l.offloads(b, start, n, r)
+	if drops.asked != 0 {
+		n = l.offloads(b, start, n, r)
+	}
 	if drops.runts > 0 {
 		l.counters.Drops[DropRxRunt].addOwned(drops.runts)
 	}
@@ -416,8 +419,27 @@ func (l *vmLane) Receive(b *Burst) int {
 	return n
 }
 
-// rxDrops counts a Receive's drops, added to the lane's counters once.
-type rxDrops struct{ runts, segs, mtu uint64 }
+// rxDrops counts a Receive's drops, added to the lane's counters once,
+// and notes whether any frame's header asked for an offload (the OR of
+// their flags and gso_type bytes): only then are the headers validated.
+type rxDrops struct {
+	runts, segs, mtu uint64
+	asked            uint16
+}
+
+// stripHeader returns segs without their first hdr bytes, which they hold.
+func stripHeader(segs [][]byte, hdr int) [][]byte {
+	for hdr > 0 {
+		if len(segs[0]) <= hdr {
+			hdr -= len(segs[0])
+			segs = segs[1:]
+		} else {
+			segs[0] = segs[0][hdr:]
+			hdr = 0
+		}
+	}
+	return segs
+}
 
 // receiveSplit pops up to BurstSize-n chains of ring (the TX ring ti of
 // r, whose queue is q) into b from frame n on, and returns the new frame
@@ -434,6 +456,7 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 	}
 	q.DisableNotify()
 	l.touched |= 1 << uint(ti%64)
+	hdr := r.HdrLen
 	// Each chain popped takes the next of the lane's chains, with its own
 	// segments, frame or not (a dropped chain's is not reused): they bound
 	// the chains of one Receive, and a frame's segments stay valid until
@@ -446,25 +469,28 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 		for i := 0; i < got; i++ {
 			c := &cs[i]
 			q.PushUsed(c.Head, 0)
-			if int(c.ReadLen) < r.HdrLen {
+			if int(c.ReadLen) < hdr {
 				drops.runts++
 				continue
 			}
-			// Strip the virtio-net header (kept for offloads: l.offloads).
+			// Strip the virtio-net header, kept for offloads: a frame
+			// whose header asks for one is validated by l.offloads.
 			fs := c.Segs[:c.NRead]
-			l.rxo.keep(n, fs, r.HdrLen)
-			for skip := r.HdrLen; skip > 0; {
-				if len(fs[0]) <= skip {
-					skip -= len(fs[0])
-					fs = fs[1:]
-				} else {
-					fs[0] = fs[0][skip:]
-					skip = 0
-				}
-			}
 			f := &b.Frames[n]
+			f.Offload = offload.Meta{}
+			if s0 := fs[0]; len(s0) > hdr {
+				// The common case: the header and the frame's
+				// start in one segment.
+				l.rxo.hdrs[n] = &s0[0]
+				drops.asked |= binary.LittleEndian.Uint16(s0)
+				fs[0] = s0[hdr:]
+			} else {
+				l.rxo.keep(n, fs, hdr)
+				drops.asked |= l.rxo.flagsGSO(n)
+				fs = stripHeader(fs, hdr)
+			}
 			f.Segs = fs
-			f.Len = int(c.ReadLen) - r.HdrLen
+			f.Len = int(c.ReadLen) - hdr
 			if f.Len > limit && !l.rxo.gso(n) && overMTU(fs, f.Len, limit) {
 				drops.mtu++
 				continue

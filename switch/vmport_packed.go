@@ -3,6 +3,9 @@
 package vswitch
 
 import (
+	"encoding/binary"
+
+	"github.com/vhostd/vhostd/switch/offload"
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
 	"github.com/vhostd/vhostd/virtqueue/prefetch"
@@ -23,6 +26,7 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 	}
 	q.DisableNotify()
 	l.touched |= 1 << uint(ti%64)
+	hdr := r.HdrLen
 	// Each chain popped takes the next of the lane's chains, with its own
 	// segments, frame or not (a dropped chain's is not reused): they bound
 	// the chains of one Receive, and a frame's segments stay valid until
@@ -35,25 +39,28 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 		for i := 0; i < got; i++ {
 			c := &cs[i]
 			q.PushUsed(c.Head, 0)
-			if int(c.ReadLen) < r.HdrLen {
+			if int(c.ReadLen) < hdr {
 				drops.runts++
 				continue
 			}
-			// Strip the virtio-net header (kept for offloads: l.offloads).
+			// Strip the virtio-net header, kept for offloads: a frame
+			// whose header asks for one is validated by l.offloads.
 			fs := c.Segs[:c.NRead]
-			l.rxo.keep(n, fs, r.HdrLen)
-			for skip := r.HdrLen; skip > 0; {
-				if len(fs[0]) <= skip {
-					skip -= len(fs[0])
-					fs = fs[1:]
-				} else {
-					fs[0] = fs[0][skip:]
-					skip = 0
-				}
-			}
 			f := &b.Frames[n]
+			f.Offload = offload.Meta{}
+			if s0 := fs[0]; len(s0) > hdr {
+				// The common case: the header and the frame's
+				// start in one segment.
+				l.rxo.hdrs[n] = &s0[0]
+				drops.asked |= binary.LittleEndian.Uint16(s0)
+				fs[0] = s0[hdr:]
+			} else {
+				l.rxo.keep(n, fs, hdr)
+				drops.asked |= l.rxo.flagsGSO(n)
+				fs = stripHeader(fs, hdr)
+			}
 			f.Segs = fs
-			f.Len = int(c.ReadLen) - r.HdrLen
+			f.Len = int(c.ReadLen) - hdr
 			if f.Len > limit && !l.rxo.gso(n) && overMTU(fs, f.Len, limit) {
 				drops.mtu++
 				continue
