@@ -96,6 +96,7 @@ type vmLane struct {
 	// rarpFrame holds the announcement of the burst in progress (rarp.go).
 	rarpFrame [RARPFrameLen]byte
 	rxo       *rxOffload // the burst's virtio-net headers (vmoffload.go)
+	pf        prefetch.Batch
 }
 
 // txQueue is the state of transmitting into one of the guest's receive
@@ -110,6 +111,7 @@ type txQueue struct {
 	rxGPAs   [rxChains * rxChainSegs]uint64 // guest addresses of rxSegs, for the dirty log
 	rxAll    [maxMergeBufs * rxChainSegs][]byte
 	plan     [BurstSize]rxPlan
+	pf       prefetch.Batch // receive buffers' lines, see prefetchFrame
 	rxLogged *vhost.Ring
 	spin     atomic.Uint32 // read by waitBuffers' pause loop
 	calls    callGuard     // signals the receive ring
@@ -496,12 +498,14 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 				continue
 			}
 			// The switch reads the MACs next: start that cache miss
-			// now, so the misses of a burst overlap.
-			if len(fs) > 0 {
-				prefetch.Read(fs[0])
+			// now, so the misses of a burst overlap (issued after
+			// the loop, one call for the lot).
+			if len(fs) > 0 && len(fs[0]) > 0 {
+				l.pf.Read(&fs[0][0])
 			}
 			n++
 		}
+		l.pf.Issue()
 		switch err {
 		case nil:
 		case virtqueue.ErrTooManySegments:
@@ -675,7 +679,10 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 					if c := &t.rx[used]; int(c.WriteLen) >= need && c.NRead < len(c.Segs) {
 						avail--
 						t.rxRoom[used] = int(c.WriteLen)
-						prefetchFrame(c.Segs[c.NRead], hdr)
+						t.prefetchFrame(c.Segs[c.NRead], hdr)
+						if t.pf.Len() >= pfEvery {
+							t.pf.Issue()
+						}
 						t.plan[nf] = rxPlan{first: used, k: 1}
 						used++
 						continue
@@ -707,7 +714,7 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 				}
 				t.rxRoom[used+k] = w
 				if c.NRead < len(c.Segs) {
-					prefetchFrame(c.Segs[c.NRead], hdr)
+					t.prefetchFrame(c.Segs[c.NRead], hdr)
 				}
 				room += w
 				k++
@@ -737,6 +744,7 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 			}
 		}
 		q.Unpop(ahead - used) // taken ahead for frames that needed none
+		t.pf.Issue()
 		// Pass 2: copy.
 		for i := 0; i < nf; i++ {
 			p := t.plan[i]
@@ -826,15 +834,23 @@ func (t *txQueue) waitBuffersSplit(q *virtqueue.Queue) int {
 // putNetHeader saves. Without the read prefetch, that compare was the
 // costliest load of the data path (a fifth of vhostd's samples in the
 // generator loop at 64 bytes), one synchronous miss per frame.
-func prefetchFrame(seg []byte, hdr int) {
+//
+// The lines go into t.pf, issued every pfEvery lines and before the copy
+// pass: one call for many lines instead of one per line.
+func (t *txQueue) prefetchFrame(seg []byte, hdr int) {
 	if len(seg) <= hdr {
 		return
 	}
 	if uintptr(unsafe.Pointer(&seg[0]))>>6 != uintptr(unsafe.Pointer(&seg[hdr]))>>6 {
-		prefetch.Read(seg)
+		t.pf.Read(&seg[0])
 	}
-	prefetch.Write(seg[hdr:])
+	t.pf.Write(&seg[hdr])
 }
+
+// pfEvery is how many lines transmit's first pass collects before it
+// issues them: early enough that the first frames' misses are under way
+// well before the copy pass reaches them.
+const pfEvery = 16
 
 // rxPlan is the receive chains reserved for one frame: t.rx[first:first+k].
 type rxPlan struct{ first, k int }

@@ -8,7 +8,6 @@ import (
 	"github.com/vhostd/vhostd/switch/offload"
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
-	"github.com/vhostd/vhostd/virtqueue/prefetch"
 )
 
 // receivePacked pops up to BurstSize-n chains of ring (the TX ring ti of
@@ -66,12 +65,14 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 				continue
 			}
 			// The switch reads the MACs next: start that cache miss
-			// now, so the misses of a burst overlap.
-			if len(fs) > 0 {
-				prefetch.Read(fs[0])
+			// now, so the misses of a burst overlap (issued after
+			// the loop, one call for the lot).
+			if len(fs) > 0 && len(fs[0]) > 0 {
+				l.pf.Read(&fs[0][0])
 			}
 			n++
 		}
+		l.pf.Issue()
 		switch err {
 		case nil:
 		case virtqueue.ErrTooManySegments:
@@ -137,7 +138,10 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 					if c := &t.rx[used]; int(c.WriteLen) >= need && c.NRead < len(c.Segs) {
 						avail--
 						t.rxRoom[used] = int(c.WriteLen)
-						prefetchFrame(c.Segs[c.NRead], hdr)
+						t.prefetchFrame(c.Segs[c.NRead], hdr)
+						if t.pf.Len() >= pfEvery {
+							t.pf.Issue()
+						}
 						t.plan[nf] = rxPlan{first: used, k: 1}
 						used++
 						continue
@@ -169,7 +173,7 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 				}
 				t.rxRoom[used+k] = w
 				if c.NRead < len(c.Segs) {
-					prefetchFrame(c.Segs[c.NRead], hdr)
+					t.prefetchFrame(c.Segs[c.NRead], hdr)
 				}
 				room += w
 				k++
@@ -199,6 +203,7 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 			}
 		}
 		q.Unpop(ahead - used) // taken ahead for frames that needed none
+		t.pf.Issue()
 		// Pass 2: copy.
 		for i := 0; i < nf; i++ {
 			p := t.plan[i]

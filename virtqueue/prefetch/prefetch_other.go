@@ -7,3 +7,5 @@ import "unsafe"
 // Without a prefetch instruction wired up, the hints do nothing.
 func read(unsafe.Pointer)  {}
 func write(unsafe.Pointer) {}
+
+func issue(*uintptr, int, *uintptr, int) {}
