@@ -653,6 +653,15 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 	waited := false // wait for buffers at most once per call
 	fast := true    // try the fast path (until a frame misses it)
 	for frames = t.ox.Begin(frames, rxOffloads(r)); len(frames) > 0; frames = t.ox.Next(frames) {
+		if fast && avail > 0 && !t.ox.active && !q.Logging() {
+			k, b := t.transmitRunSplit(q, r, frames, hdr, limit, avail)
+			sent += uint64(k)
+			bytes += b
+			avail -= k
+			if frames = frames[k:]; len(frames) == 0 {
+				continue
+			}
+		}
 		// Pass 1: reserve chains.
 		used, nf, ahead := 0, 0, 0
 		for ; nf < len(frames); nf++ {
@@ -800,6 +809,47 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 		c.Drops[DropMTUExceeded].addOwned(mtu)
 	}
 	t.ox.Count(c)
+}
+
+// transmitRunSplit transmits the longest run at the start of frames
+// (at most avail of them) in which every frame is one segment and fits the
+// one writable buffer of the next receive chain, the shape of nearly every
+// frame between VMs (the buffer's first segment big enough is all it
+// needs), and returns how many it transmitted and their bytes.
+// It is transmitSplit's two passes for that case alone, without plans or
+// per-frame tests of what it cannot meet: it takes the chains a burst at a
+// time, checks and prefetches them, gives back those past the run, then
+// copies. The caller has checked that the frames need no offload fixup and
+// that q logs no writes. The chains it did not use are back on the ring,
+// so the general path goes on from the first frame it did not take.
+func (t *txQueue) transmitRunSplit(q *virtqueue.Queue, r *vhost.Rings, frames []*Frame, hdr, limit, avail int) (int, uint64) {
+	got, err := q.PopBurst(r.Mem, t.rx[:min(len(frames), avail, len(t.rx))])
+	if err == virtqueue.ErrTooManySegments {
+		q.Unpop(1) // taken: the general path takes it again
+	}
+	k := 0
+	for ; k < got; k++ {
+		f, c := frames[k], &t.rx[k]
+		if f.Len > limit || len(f.Segs) != 1 || c.NRead != 0 || len(c.Segs) == 0 || len(c.Segs[0]) < hdr+f.Len {
+			break
+		}
+		t.prefetchFrame(c.Segs[0], hdr)
+		if t.pf.Len() >= pfEvery {
+			t.pf.Issue()
+		}
+	}
+	q.Unpop(got - k)
+	t.pf.Issue()
+	var bytes uint64
+	for i, f := range frames[:k] {
+		c := &t.rx[i]
+		d := c.Segs[0]
+		putNetHeader(d, hdr, 1)
+		copy(d[hdr:hdr+f.Len], f.Segs[0])
+		q.PushUsed(c.Head, uint32(hdr+f.Len))
+		bytes += uint64(f.Len)
+	}
+	return k, bytes
 }
 
 // txRetries bounds how often Transmit re-reads a full receive ring before

@@ -441,3 +441,132 @@ func TestBuffersUsedInOrder(t *testing.T) {
 		}
 	}
 }
+
+// sendOne queues frame on the guest's transmit ring behind a zero header,
+// all in one descriptor, on either layout.
+func (e *vmEnd) sendOne(frame []byte) {
+	b := []virtqueuetest.Buf{{Data: append(make([]byte, e.hdr), frame...)}}
+	if e.ptx != nil {
+		e.ptx.AddChain(b)
+	} else {
+		e.tx.AddChain(b)
+	}
+}
+
+// postChain makes one receive chain of bufs available, on either layout.
+func (e *vmEnd) postChain(bufs ...virtqueuetest.Buf) {
+	if e.prx != nil {
+		e.prx.AddChain(bufs)
+	} else {
+		e.rx.AddChain(bufs)
+	}
+}
+
+// joinMerged joins the buffers of mergeable frames by their num_buffers
+// and returns the frames without their 12-byte headers.
+func joinMerged(t *testing.T, bufs [][]byte) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for len(bufs) > 0 {
+		n := int(binary.LittleEndian.Uint16(bufs[0][10:12]))
+		if n < 1 || n > len(bufs) {
+			t.Fatalf("num_buffers %d with %d buffers left", n, len(bufs))
+		}
+		f := append([]byte(nil), bufs[0][12:]...)
+		for _, b := range bufs[1:n] {
+			f = append(f, b...)
+		}
+		out, bufs = append(out, f), bufs[n:]
+	}
+	return out
+}
+
+// TestTransmitRunFallsBack: one-segment frames into buffers of every
+// shape. Transmit's run of frames that each fit one buffer stops at the
+// first that does not (merged over buffers, a buffer of two descriptors,
+// over the receiver's MTU), and the general path goes on from there:
+// every frame arrives whole, in order, in the buffers it should, and no
+// receive chain is lost.
+func TestTransmitRunFallsBack(t *testing.T) {
+	const over = 1415 // over b's MTU: dropped
+	orders := [][]int{
+		{64, over, 64, 1400, 64, 100, 64}, // the run ends at the frame over the MTU
+		{64, 64, 1400, 64, 100, over, 64}, // at a frame that takes three 512-byte buffers
+	}
+	for _, packed := range []bool{false, true} {
+		for _, sizes := range orders {
+			s := newTestSwitch(t)
+			mk := newVMEnd
+			if packed {
+				mk = newPackedVMEnd
+			}
+			a, b := mk(t, s, "a", 0, 12, true), mk(t, s, "b", 0x100000000, 12, true)
+			withMTU(b, 1400)
+			w := func(n int) virtqueuetest.Buf { return virtqueuetest.Buf{Write: true, WriteLen: n} }
+			for _, size := range []int{2048, 2048, 512, 512, 512, 2048} {
+				b.postChain(w(size))
+			}
+			b.postChain(w(16), w(2032)) // the 100-byte frame's
+			b.postChain(w(2048))
+			b.postChain(w(2048))
+			var want [][]byte
+			for i, size := range sizes {
+				f := ethFrame(0xb, 0xa, size)
+				f[20] = byte(i) // tell them apart
+				a.sendOne(f)
+				if size != over {
+					want = append(want, f)
+				}
+			}
+			pump(s, a)
+			bufs := b.anyReceived()
+			if len(bufs) != 8 {
+				t.Fatalf("packed=%v %v: b got %d buffers, want 8", packed, sizes, len(bufs))
+			}
+			// The last chain left is the one the next frame takes.
+			last := ethFrame(0xb, 0xa, 64)
+			last[20] = 0xff
+			a.sendOne(last)
+			pump(s, a)
+			more := b.anyReceived()
+			if len(more) != 1 {
+				t.Fatalf("packed=%v %v: the frame after: %d buffers, want 1", packed, sizes, len(more))
+			}
+			got := joinMerged(t, append(bufs, more...))
+			want = append(want, last)
+			if len(got) != len(want) {
+				t.Fatalf("packed=%v %v: b got %d frames, want %d", packed, sizes, len(got), len(want))
+			}
+			for i := range want {
+				if !bytes.Equal(got[i], want[i]) {
+					t.Fatalf("packed=%v %v: frame %d differs: %d bytes, want %d", packed, sizes, i, len(got[i]), len(want[i]))
+				}
+			}
+			if st := b.port.Stats(); st.TxPackets != 7 || st.Drops["mtu_exceeded"] != 1 {
+				t.Fatalf("packed=%v %v: b sent %d, drops %v", packed, sizes, st.TxPackets, st.Drops)
+			}
+		}
+	}
+}
+
+// TestTransmitEmptyReceiveBuffer: a receive chain of one zero-length
+// buffer (a guest may post anything) is no place for a frame, and no
+// reason to fail: the frame is sent or counted as dropped.
+func TestTransmitEmptyReceiveBuffer(t *testing.T) {
+	for _, mrg := range []bool{false, true} {
+		s := newTestSwitch(t)
+		a, b := newVMEnd(t, s, "a", 0, 12, mrg), newVMEnd(t, s, "b", 0x100000000, 12, mrg)
+		b.postChain(virtqueuetest.Buf{Write: true, WriteLen: 0})
+		b.postChain(virtqueuetest.Buf{Write: true, WriteLen: 2048})
+		a.sendOne(ethFrame(0xb, 0xa, 64))
+		pump(s, a)
+		st := b.port.Stats()
+		dropped := uint64(0)
+		for _, n := range st.Drops {
+			dropped += n
+		}
+		if st.TxPackets+dropped != 1 {
+			t.Fatalf("mrg=%v: %d sent, drops %v", mrg, st.TxPackets, st.Drops)
+		}
+	}
+}

@@ -198,8 +198,11 @@ func (d *PackedDriver) AddChain(bufs []Buf) uint16 {
 		} else {
 			d.WriteRaw(d.availPos, addr, n, id, flags)
 		}
+		if i == 0 {
+			d.idAddr[id] = addr
+		}
 		if len(bufs) == 1 {
-			d.idAddr[id], d.idLen[id], d.idFlags[id] = addr, n, flags&^(virtqueue.PackedDescFAvail|virtqueue.PackedDescFUsed)
+			d.idLen[id], d.idFlags[id] = n, flags&^(virtqueue.PackedDescFAvail|virtqueue.PackedDescFUsed)
 		}
 		d.availPos, d.availWrap = d.next(d.availPos, d.availWrap)
 	}
@@ -293,8 +296,9 @@ func (d *PackedDriver) Recycle() int {
 // not yet collected back.
 func (d *PackedDriver) Outstanding() int { return d.out }
 
-// BufAddr returns the guest address of the buffer of single-descriptor
-// chain id (as AddChain placed it), to read what the device wrote.
+// BufAddr returns the guest address of the first buffer of chain id (as
+// AddChain placed it), to read what the device wrote. AddChain places a
+// chain's buffers one after the other, 16-byte aligned.
 func (d *PackedDriver) BufAddr(id uint16) uint64 { return d.idAddr[id] }
 
 // SetDriverEvent writes the driver event suppression area: flags (one of
