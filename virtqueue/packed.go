@@ -462,34 +462,52 @@ func (q *PackedQueue) Pop(mem *guestmem.Memory, c *Chain) error {
 // chain is cs[n], consumed (return it with PushUsed). It is Pop without
 // a call per chain, for the data path's bursts.
 func (q *PackedQueue) PopBurst(mem *guestmem.Memory, cs []Chain) (int, error) {
+	if q.err != nil {
+		return 0, ErrBroken
+	}
 	hot := mem.Hot()
-	for i := range cs {
+	// The queue's fields in locals (see Queue.PopBurst). Each chain of
+	// the fast path takes one descriptor: after the dist(availSeq,
+	// endSeq) scanned ones, Pop would say ErrEmpty.
+	seq, seqN, size, descBase := q.availSeq, q.seqN, q.size, q.descBase
+	n := min(len(cs), int(q.dist(seq, q.endSeq)))
+	for i := range cs[:n] {
 		c := &cs[i]
-		if q.err != nil {
-			return i, ErrBroken
+		p := uint16(seq)
+		if seq >= uint32(size) {
+			p = uint16(seq - uint32(size))
 		}
-		if q.availSeq == q.endSeq {
-			return i, ErrEmpty
-		}
-		p, _ := q.pos(q.availSeq)
 		// Pop's fast path, the same checks.
-		w := q.wordAt(p)
-		d := (*[descSize]byte)(unsafe.Add(q.descBase, uintptr(p)*descSize))
+		w := atomic.LoadUint32((*uint32)(unsafe.Add(descBase, uintptr(p)*descSize+12)))
+		d := (*[descSize]byte)(unsafe.Add(descBase, uintptr(p)*descSize))
 		if flags := uint16(w >> 16); flags&(DescFNext|DescFIndirect) == 0 && cap(c.Segs) > 0 {
 			id := uint16(w)
 			length := binary.LittleEndian.Uint32(d[8:12])
 			addr := binary.LittleEndian.Uint64(d[0:8])
-			if b, ok := hot.Chunk(addr, uint64(length)); ok && id < q.size {
+			if b := hot.Chunk(addr, uint64(length)); b != nil && id < size {
 				c.setOne(b, addr, length, flags&DescFWrite != 0)
 				c.Head = id
-				q.popCnt++
-				if q.availSeq++; q.availSeq == q.seqN {
-					q.availSeq = 0
+				if seq++; seq == seqN {
+					seq = 0
 				}
 				continue
 			}
 		}
-		if err := q.Pop(mem, c); err != nil {
+		q.availSeq, q.popCnt = seq, q.popCnt+i
+		return q.popEach(mem, cs, i)
+	}
+	q.availSeq, q.popCnt = seq, q.popCnt+n
+	if n < len(cs) {
+		return n, ErrEmpty
+	}
+	return n, nil
+}
+
+// popEach is PopBurst from cs[i] on, one Pop per chain (see
+// Queue.popEach).
+func (q *PackedQueue) popEach(mem *guestmem.Memory, cs []Chain, i int) (int, error) {
+	for ; i < len(cs); i++ {
+		if err := q.Pop(mem, &cs[i]); err != nil {
 			return i, err
 		}
 	}

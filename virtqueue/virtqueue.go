@@ -526,15 +526,12 @@ func (q *Queue) PopBurst(mem *guestmem.Memory, cs []Chain) (int, error) {
 	hot := mem.Hot()
 	// The queue's fields in locals: the stores into cs would otherwise make
 	// the compiler load each of them again for every chain.
-	last, end := q.lastAvail, q.availCache
+	last := q.lastAvail
+	n := min(len(cs), int(q.availCache-last)) // then Pop would say ErrEmpty
 	availBase, descBase, mask, size := q.availBase, q.descBase, q.mask, q.size
 	want, fastMask := q.dirWant, q.fastMask
-	for i := range cs {
+	for i := range cs[:n] {
 		c := &cs[i]
-		if last == end {
-			q.lastAvail = last
-			return i, ErrEmpty
-		}
 		// avail->ring[lastAvail % size]: 4 + 2*(size-1) + 2 <= len(avail).
 		head := *(*uint16)(unsafe.Add(availBase, 4+2*uintptr(last&mask)))
 		if head >= size {
@@ -546,7 +543,7 @@ func (q *Queue) PopBurst(mem *guestmem.Memory, cs []Chain) (int, error) {
 		if flags := binary.LittleEndian.Uint16(d[12:14]); (flags^want)&fastMask == 0 && cap(c.Segs) > 0 {
 			length := binary.LittleEndian.Uint32(d[8:12])
 			addr := binary.LittleEndian.Uint64(d[0:8])
-			if b, ok := hot.Chunk(addr, uint64(length)); ok {
+			if b := hot.Chunk(addr, uint64(length)); b != nil {
 				last++
 				c.Head = head
 				c.setOne(b, addr, length, flags&DescFWrite != 0)
@@ -557,7 +554,10 @@ func (q *Queue) PopBurst(mem *guestmem.Memory, cs []Chain) (int, error) {
 		return q.popEach(mem, cs, i)
 	}
 	q.lastAvail = last
-	return len(cs), nil
+	if n < len(cs) {
+		return n, ErrEmpty
+	}
+	return n, nil
 }
 
 // popEach is PopBurst from cs[i] on, one Pop per chain: the burst loop

@@ -281,13 +281,15 @@ func (m *Memory) Hot() Hot {
 	return Hot{} // size 0: every lookup falls back
 }
 
-// Chunk is ChunkFast through the window h: the same result.
-func (h Hot) Chunk(gpa, n uint64) ([]byte, bool) {
+// Chunk is ChunkFast through the window h: the n bytes at gpa, or nil
+// when they are not all in the window (n = 0 included). One result, not
+// ChunkFast's two: a burst loop then keeps fewer values alive.
+func (h Hot) Chunk(gpa, n uint64) []byte {
 	if off := gpa - h.gpa; off < h.size && n-1 < h.size-off {
 		// In range, checked just above; the Memory keeps it mapped.
-		return unsafe.Slice((*byte)(unsafe.Add(h.base, off)), n), true
+		return unsafe.Slice((*byte)(unsafe.Add(h.base, off)), n)
 	}
-	return nil, false
+	return nil
 }
 
 func (m *Memory) chunkSlow(gpa, n uint64) []byte {
