@@ -570,3 +570,81 @@ func TestTransmitEmptyReceiveBuffer(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardSameRunEnds: a burst mostly of one flow, broken by frames
+// the run of same-address frames must leave to forward's loop: another
+// destination, a runt with the same addresses, addresses split across
+// segments, a broadcast. Each frame goes where its addresses say, in
+// order, and the runt is counted, not sent.
+func TestForwardSameRunEnds(t *testing.T) {
+	s := newTestSwitch(t)
+	a := newVMEnd(t, s, "a", 0, 12, false)
+	b := newVMEnd(t, s, "b", 0x100000000, 12, false)
+	c := newVMEnd(t, s, "c", 0x200000000, 12, false)
+	for _, e := range []*vmEnd{a, b, c} {
+		e.post(64, 2048)
+	}
+	// b and c make themselves known (flooded to the others).
+	b.send(ethFrame(0xa, 0xb, 60), 60)
+	c.send(ethFrame(0xa, 0xc, 60), 60)
+	pump(s, b, c)
+	a.received()
+	b.received()
+	c.received()
+
+	type frame struct {
+		dst   byte
+		size  int
+		split int // bytes of the frame in the header's descriptor
+	}
+	burst := []frame{
+		{0xb, 60, 60}, {0xb, 60, 60}, {0xb, 60, 60},
+		{0xc, 60, 60}, // another destination
+		{0xb, 60, 60},
+		{0xb, 13, 13}, // a runt with the same addresses
+		{0xb, 60, 60},
+		{0xb, 60, 6}, // addresses split across descriptors
+		{0xb, 60, 60},
+		{0xff, 60, 60}, // broadcast
+		{0xb, 60, 60}, {0xb, 60, 60},
+	}
+	var toB, toC [][]byte
+	for i, fr := range burst {
+		f := ethFrame(fr.dst, 0xa, fr.size)
+		if fr.dst == 0xff {
+			copy(f, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		}
+		if fr.size > 14 {
+			f[14] = byte(i) // tell them apart
+		}
+		a.send(f, fr.split)
+		switch {
+		case fr.size < 14:
+		case fr.dst == 0xb:
+			toB = append(toB, f)
+		case fr.dst == 0xc:
+			toC = append(toC, f)
+		default:
+			toB, toC = append(toB, f), append(toC, f)
+		}
+	}
+	pump(s, a)
+	for _, e := range []struct {
+		name string
+		end  *vmEnd
+		want [][]byte
+	}{{"b", b, toB}, {"c", c, toC}} {
+		got := e.end.received()
+		if len(got) != len(e.want) {
+			t.Fatalf("%s got %d frames, want %d", e.name, len(got), len(e.want))
+		}
+		for i := range got {
+			if !bytes.Equal(got[i][12:], e.want[i]) {
+				t.Fatalf("%s: frame %d is %x, want %x", e.name, i, got[i][12:], e.want[i])
+			}
+		}
+	}
+	if st := a.port.Stats(); st.Drops["rx_runt"] != 1 || st.RxPackets != uint64(len(burst)-1) {
+		t.Fatalf("a: %d received, drops %v", st.RxPackets, st.Drops)
+	}
+}
