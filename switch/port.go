@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vhostd/vhostd/switch/offload"
+	"github.com/vhostd/vhostd/virtqueue/bulkcopy"
 	"github.com/vhostd/vhostd/virtqueue/release"
 )
 
@@ -304,7 +305,7 @@ func copyFrame(dst [][]byte, off int, src [][]byte) int {
 	n := 0
 	for _, s := range src {
 		for len(s) > 0 && di < len(dst) {
-			c := copy(dst[di][off:], s)
+			c := bulkcopy.Copy(dst[di][off:], s)
 			n += c
 			s = s[c:]
 			off += c

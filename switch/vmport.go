@@ -12,6 +12,7 @@ import (
 	"github.com/vhostd/vhostd/switch/offload"
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
+	"github.com/vhostd/vhostd/virtqueue/bulkcopy"
 	"github.com/vhostd/vhostd/virtqueue/guestmem"
 	"github.com/vhostd/vhostd/virtqueue/prefetch"
 )
@@ -766,7 +767,7 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 			if c := &t.rx[p.first]; p.k == 1 && len(f.Segs) == 1 && c.NRead < len(c.Segs) && len(c.Segs[c.NRead]) >= hdr+f.Len {
 				d := c.Segs[c.NRead]
 				putNetHeader(d, hdr, 1)
-				copy(d[hdr:hdr+f.Len], f.Segs[0])
+				bulkcopy.Copy(d[hdr:hdr+f.Len], f.Segs[0])
 				q.PushUsed(c.Head, uint32(hdr+f.Len))
 			} else {
 				t.copyIntoSplit(q, p, f, hdr)
@@ -845,7 +846,7 @@ func (t *txQueue) transmitRunSplit(q *virtqueue.Queue, r *vhost.Rings, frames []
 		c := &t.rx[i]
 		d := c.Segs[0]
 		putNetHeader(d, hdr, 1)
-		copy(d[hdr:hdr+f.Len], f.Segs[0])
+		bulkcopy.Copy(d[hdr:hdr+f.Len], f.Segs[0])
 		q.PushUsed(c.Head, uint32(hdr+f.Len))
 		bytes += uint64(f.Len)
 	}
@@ -917,7 +918,7 @@ func (t *txQueue) copyIntoSplit(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int)
 		// The common case: one buffer big enough, one source segment.
 		if d := c.Segs[c.NRead]; len(d) >= need && len(f.Segs) == 1 {
 			putNetHeader(d, hdr, 1)
-			copy(d[hdr:need], f.Segs[0])
+			bulkcopy.Copy(d[hdr:need], f.Segs[0])
 		} else {
 			all := c.Segs[c.NRead:]
 			writeNetHeader(all, hdr, 1)

@@ -8,6 +8,7 @@ import (
 	"github.com/vhostd/vhostd/switch/offload"
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
+	"github.com/vhostd/vhostd/virtqueue/bulkcopy"
 )
 
 // receivePacked pops up to BurstSize-n chains of ring (the TX ring ti of
@@ -225,7 +226,7 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 			if c := &t.rx[p.first]; p.k == 1 && len(f.Segs) == 1 && c.NRead < len(c.Segs) && len(c.Segs[c.NRead]) >= hdr+f.Len {
 				d := c.Segs[c.NRead]
 				putNetHeader(d, hdr, 1)
-				copy(d[hdr:hdr+f.Len], f.Segs[0])
+				bulkcopy.Copy(d[hdr:hdr+f.Len], f.Segs[0])
 				q.PushUsed(c.Head, uint32(hdr+f.Len))
 			} else {
 				t.copyIntoPacked(q, p, f, hdr)
@@ -304,7 +305,7 @@ func (t *txQueue) transmitRunPacked(q *virtqueue.PackedQueue, r *vhost.Rings, fr
 		c := &t.rx[i]
 		d := c.Segs[0]
 		putNetHeader(d, hdr, 1)
-		copy(d[hdr:hdr+f.Len], f.Segs[0])
+		bulkcopy.Copy(d[hdr:hdr+f.Len], f.Segs[0])
 		q.PushUsed(c.Head, uint32(hdr+f.Len))
 		bytes += uint64(f.Len)
 	}
@@ -341,7 +342,7 @@ func (t *txQueue) copyIntoPacked(q *virtqueue.PackedQueue, p rxPlan, f *Frame, h
 		// The common case: one buffer big enough, one source segment.
 		if d := c.Segs[c.NRead]; len(d) >= need && len(f.Segs) == 1 {
 			putNetHeader(d, hdr, 1)
-			copy(d[hdr:need], f.Segs[0])
+			bulkcopy.Copy(d[hdr:need], f.Segs[0])
 		} else {
 			all := c.Segs[c.NRead:]
 			writeNetHeader(all, hdr, 1)

@@ -182,6 +182,8 @@ import "C"
 
 import (
 	"unsafe"
+
+	"github.com/vhostd/vhostd/virtqueue/bulkcopy"
 )
 
 // MaxBurst is the most frames one Receive or one transmit burst handles.
@@ -314,7 +316,7 @@ func (t *TxQueue) Add(segs [][]byte, n int) bool {
 				dst = unsafe.Slice((*byte)(t.q.data[j]), t.room)
 				off = 0
 			}
-			c := copy(dst[off:], s)
+			c := bulkcopy.Copy(dst[off:], s)
 			off += c
 			s = s[c:]
 		}

@@ -41,7 +41,7 @@ func TestBuildTSORows(t *testing.T) {
 		{Backend: RefOVS, Rep: 1, Gen: TSOGen{Refused: "the backend does not offer port A: no HOST_TSO4/6"}, BackendDrops: -1},
 		{Backend: "dpdk-io-legacy-ol", Rep: 1, Err: errors.New("boom\nmore"), BackendDrops: -1},
 	}
-	mems := []MemcpyRep{{Rep: 1, Ring: 80, Hot: 200}, {Rep: 2, Ring: 100, Hot: 300}, {Rep: 3, Err: errors.New("x")}}
+	mems := []MemcpyRep{{Rep: 1, Ring: 80, Hot: 200, Pool: 60, RingBuiltin: 70, RingString: 80}, {Rep: 2, Ring: 100, Hot: 300, Pool: 70, RingBuiltin: 100, RingString: 90}, {Rep: 3, Err: errors.New("x")}}
 	rows := BuildTSORows(reps, mems, []string{"vhostd", RefDPDK, "dpdk-io-legacy-ol", RefOVS})
 	v := rows[0]
 	if v.Gbps.Median != 65 || v.Gbps.N != 3 {
@@ -59,7 +59,7 @@ func TestBuildTSORows(t *testing.T) {
 	var out bytes.Buffer
 	WriteTSOTable(&out, rows, mems)
 	s := out.String()
-	for _, want := range []string{"2.17x", "72%", "target vhostd >= 1.5x DPDK: met over dpdk-io (2.17x), n/a over dpdk-io-legacy-ol", "80% of memcpy: NOT met", "does not offer", "90.0 Gbps from 8 source buffers into 256"} {
+	for _, want := range []string{"2.17x", "72%", "target vhostd >= 1.5x DPDK: met over dpdk-io (2.17x), n/a over dpdk-io-legacy-ol", "80% of memcpy: NOT met", "does not offer", "90.0 Gbps from 8 source buffers into 256", "Go's copy and REP MOVSB: 85.0 and 85.0 Gbps into 256", "65.0 into 1023", "vhostd is 100% of the copy into 1023 buffers"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("table lacks %q:\n%s", want, s)
 		}
