@@ -29,16 +29,18 @@ func FuzzChain(f *testing.F) {
 		d.AddIndirect([]virtqueuetest.Buf{{Data: []byte("a")}, {Write: true, WriteLen: 64}})
 		d.AddChain([]virtqueuetest.Buf{{Write: true, WriteLen: 1500}})
 	})
+	// A chain that loops on itself, its buffer in memory (0x80000), so
+	// that the walk reaches the loop rather than stopping at the address.
 	seed(func(d *virtqueuetest.Driver) {
-		d.WriteDesc(virtqueuetest.DescBase, 0, 0x100000, 10, virtqueue.DescFNext, 0)
+		d.WriteDesc(virtqueuetest.DescBase, 0, 0x80000, 10, virtqueue.DescFNext, 0)
 		d.Publish(0)
 	})
 	// Indirect tables longer than the queue: a looping one of 64 MiB (not
 	// in memory) and one of size+1 entries that is, its first entries
-	// looping.
+	// looping over buffers in memory.
 	seed(func(d *virtqueuetest.Driver) {
 		for i := uint16(0); i < 8; i++ {
-			d.WriteDesc(0x40000, i, 0x100000, 4, virtqueue.DescFNext, (i+1)%8)
+			d.WriteDesc(0x40000, i, 0x80000, 4, virtqueue.DescFNext, (i+1)%8)
 		}
 		d.WriteDesc(virtqueuetest.DescBase, 0, 0x40000, 64<<20, virtqueue.DescFIndirect, 0)
 		d.WriteDesc(virtqueuetest.DescBase, 1, 0x40000, 9*16, virtqueue.DescFIndirect, 0)
