@@ -532,3 +532,41 @@ func FuzzSoftOffloadChangedFrame(f *testing.F) {
 		}
 	})
 }
+
+// TestOffloadLargeSegmentsCopiedWhole passes TSO super-frames of about
+// 58 KiB to a receiver that takes them whole, into one 64 KiB buffer and
+// into merged 8 KiB buffers, from senders whose frame is in one segment
+// and in two: copies that large go through bulkcopy's string move, and
+// every byte must land where the builtin copy would put it.
+func TestOffloadLargeSegmentsCopiedWhole(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		bufs, buf int
+		split     int // the sender's first descriptor: header and split bytes
+	}{
+		{"one 64 KiB buffer, one source segment", 1, 64 << 10, 54},
+		{"one 64 KiB buffer, two source segments", 1, 64 << 10, 5000},
+		{"merged 8 KiB buffers, two source segments", 8, 8 << 10, 9000},
+	} {
+		s := newTestSwitch(t)
+		a := newOffloadEnd(t, s, "a", 0, hostOffloads)
+		b := newOffloadEnd(t, s, "b", 0x100000000, guestOffloads)
+		b.send(ethFrame(0xa, 0xb, 60), 14) // learn b
+		a.post(1, 2048)
+		pump(s, b)
+		a.received()
+		b.post(c.bufs, c.buf)
+		super := tcp4Frame(0xb, 0xa, 40*mss, 9000)
+		a.sendHdr(tsoHeader(super), super, c.split)
+		if n := pump(s, a); n != 1 {
+			t.Fatalf("%s: forwarded %d frames", c.name, n)
+		}
+		hs, fs := b.frames(t)
+		if len(fs) != 1 || !bytes.Equal(fs[0], super) || hs[0] != tsoHeader(super) {
+			t.Fatalf("%s: b received %d frames, equal %v", c.name, len(fs), len(fs) == 1 && bytes.Equal(fs[0], super))
+		}
+		if st := b.port.Stats(); st.GSOPassed != 1 || st.TxPackets != 1 {
+			t.Fatalf("%s: b's counters %+v", c.name, st)
+		}
+	}
+}

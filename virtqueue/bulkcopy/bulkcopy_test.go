@@ -2,8 +2,12 @@ package bulkcopy
 
 import (
 	"bytes"
+	"runtime/debug"
 	"syscall"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 func fill(b []byte, seed byte) {
@@ -62,6 +66,61 @@ func TestCopyStopsAtMappingEnd(t *testing.T) {
 		s, d := src[len(src)-n:], dst[len(dst)-n:]
 		if got := Copy(d, s); got != n || !bytes.Equal(d, s) {
 			t.Fatalf("span of %d ending at the guard page: copied %d, equal %v", n, got, bytes.Equal(d, s))
+		}
+	}
+}
+
+// TestCopyFaultIsRecoverable: a guest can truncate the file behind its
+// memory while vhostd copies from or into it. The data path's pollers run
+// with debug.SetPanicOnFault, and the switch finds the guest to blame by
+// the faulting address (switch/fault.go): a fault inside the string move
+// must surface the same way, as a recoverable panic with that address.
+func TestCopyFaultIsRecoverable(t *testing.T) {
+	page := syscall.Getpagesize()
+	fd, err := unix.MemfdCreate("bulkcopy-test", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Ftruncate(fd, int64(4*page)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(fd, 0, 4*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	if err := unix.Ftruncate(fd, int64(page)); err != nil {
+		t.Fatal(err)
+	}
+	other := make([]byte, 2*page)
+	base := uintptr(unsafe.Pointer(&m[0]))
+	for _, c := range []struct {
+		name     string
+		dst, src []byte
+	}{
+		{"reading", other, m[page/2 : page/2+2*page]},
+		{"writing", m[page/2 : page/2+2*page], other},
+	} {
+		addr, faulted := func() (addr uintptr, faulted bool) {
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+			defer func() {
+				if r := recover(); r != nil {
+					e, ok := r.(interface{ Addr() uintptr })
+					if !ok {
+						t.Fatalf("%s: panic %v without an address", c.name, r)
+					}
+					addr, faulted = e.Addr(), true
+				}
+			}()
+			Copy(c.dst, c.src)
+			return 0, false
+		}()
+		if !faulted {
+			t.Fatalf("%s a truncated page: no fault", c.name)
+		}
+		if addr < base+uintptr(page) || addr >= base+uintptr(4*page) {
+			t.Fatalf("%s: fault at %#x, outside the truncated pages [%#x, %#x)", c.name, addr, base+uintptr(page), base+uintptr(4*page))
 		}
 	}
 }
