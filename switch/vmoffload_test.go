@@ -440,17 +440,26 @@ func TestOffloadNoMergeableSegments(t *testing.T) {
 	}
 }
 
+// offloadPair is a switch with sender a (host offloads) and receiver c,
+// at MAC 0xb, with the features rx; the switch has learnt c.
+func offloadPair(tb testing.TB, rx uint64) (s *Switch, a, c *vmEnd) {
+	tb.Helper()
+	s = newTestSwitch(tb)
+	a = newOffloadEnd(tb, s, "a", 0, hostOffloads)
+	c = newOffloadEnd(tb, s, "c", 0x100000000, rx)
+	c.send(ethFrame(0xa, 0xb, 64), 14) // learn c
+	a.post(1, 2048)
+	pump(s, c)
+	a.received()
+	return s, a, c
+}
+
 // benchOffload measures one kind of offloaded frame from a guest with
 // host offloads to a guest with the features rx: inflight frames in
 // flight, recycled by both drivers; each op is one frame of payload bytes
 // of TCP data (segmented or not).
 func benchOffload(b *testing.B, payload, inflight int, h func([]byte) offload.Header, rx uint64) {
-	s := newTestSwitch(b)
-	a := newOffloadEnd(b, s, "a", 0, hostOffloads)
-	c := newOffloadEnd(b, s, "c", 0x100000000, rx)
-	c.send(ethFrame(0xa, 0xb, 64), 14) // learn c
-	a.post(1, 2048)
-	pump(s, c)
+	s, a, c := offloadPair(b, rx)
 	f := tcp4Frame(0xb, 0xa, payload, 1)
 	for i := 0; i < inflight; i++ {
 		a.sendHdr(h(f), f, 54)
@@ -548,13 +557,7 @@ func TestOffloadLargeSegmentsCopiedWhole(t *testing.T) {
 		{"one 64 KiB buffer, two source segments", 1, 64 << 10, 5000},
 		{"merged 8 KiB buffers, two source segments", 8, 8 << 10, 9000},
 	} {
-		s := newTestSwitch(t)
-		a := newOffloadEnd(t, s, "a", 0, hostOffloads)
-		b := newOffloadEnd(t, s, "b", 0x100000000, guestOffloads)
-		b.send(ethFrame(0xa, 0xb, 60), 14) // learn b
-		a.post(1, 2048)
-		pump(s, b)
-		a.received()
+		s, a, b := offloadPair(t, guestOffloads)
 		b.post(c.bufs, c.buf)
 		super := tcp4Frame(0xb, 0xa, 40*mss, 9000)
 		a.sendHdr(tsoHeader(super), super, c.split)
