@@ -33,7 +33,9 @@ var fast = hasStringMove && cpu.X86.HasERMS
 // between distinct buffers (a guest that makes two of its buffers overlap
 // gets unspecified bytes in them, never a write outside dst).
 func Copy(dst, src []byte) int {
-	if len(dst) >= Threshold && len(src) >= Threshold && fast {
+	// Only src's length is tested: the data path copies frames into
+	// buffers at least as long, and one test less is one less per frame.
+	if len(src) >= Threshold && fast {
 		return copyLarge(dst, src)
 	}
 	return copy(dst, src)
@@ -43,6 +45,9 @@ func Copy(dst, src []byte) int {
 // the data path's loops.
 func copyLarge(dst, src []byte) int {
 	n := min(len(dst), len(src))
+	if n < Threshold {
+		return copy(dst, src)
+	}
 	move(dst[:n], src[:n])
 	return n
 }
