@@ -33,7 +33,8 @@ func dialQMP(t *testing.T, ctx context.Context, path string) *qemu.QMP {
 // TestQEMUMigration migrates a guest between two vhostd ports, there and
 // back, with QEMU's own live migration (same command line with -incoming
 // on the destination), while a second guest pings it five times a second:
-// each migration completes, at most one ping is lost, the migrated guest
+// each migration completes, at most one ping is lost beyond those sent
+// while QEMU had the guest paused (its reported downtime), the migrated guest
 // runs on the destination QEMU, and vhostd's FDB has its MAC on the
 // destination port. Before vhostd offered VHOST_F_LOG_ALL, QEMU refused:
 // "Migration disabled: vhost lacks VHOST_F_LOG_ALL feature".
@@ -125,11 +126,16 @@ func qemuMigration(t *testing.T, deviceExtra string) {
 		}
 		// The guest announces itself at its new place (GUEST_ANNOUNCE):
 		// the FDB moves its MAC at once, and at most one ping is lost
-		// (measured: 1 of 80 each way). Without the announce the pings
-		// of the next seconds went to the old port (6-44 of 80 lost).
-		const announced = true
-		if announced && sent-got > 1 {
-			t.Errorf("round %d: %d of %d pings lost across the migration, want at most 1:\n%s", round+1, sent-got, sent, r.out)
+		// to the move (measured: 1 of 80 each way). Without the announce
+		// the pings of the next seconds went to the old port (6-44 of 80
+		// lost). Pings sent while QEMU has the guest stopped cannot be
+		// answered by anyone: under TCG QEMU's downtime ranges 5-380 ms
+		// though 50 ms is asked for, so each 200 ms of it may cost one
+		// more.
+		allowed := 1 + int((time.Duration(info.Downtime)*time.Millisecond+199*time.Millisecond)/(200*time.Millisecond))
+		if sent-got > allowed {
+			t.Errorf("round %d: %d of %d pings lost across the migration, want at most %d (1, plus 1 per 200 ms of QEMU's %d ms downtime):\n%s",
+				round+1, sent-got, sent, allowed, info.Downtime, r.out)
 		}
 		for seq := pings - 10; seq < pings; seq++ {
 			if !strings.Contains(r.out, fmt.Sprintf("seq=%d ", seq)) {
