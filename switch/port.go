@@ -15,8 +15,14 @@ import (
 	"github.com/vhostd/vhostd/virtqueue/release"
 )
 
-// BurstSize is the most frames moved per receive call.
-const BurstSize = 32
+// BurstSize is the most frames moved per receive call. 64, not the 32
+// DPDK and OVS use: each burst walks chains of cross-core misses (the
+// rings' indices, entries and descriptors, for the sender and for each
+// receiver) whose latency does not grow with the burst, so a longer one
+// spreads it over more frames. Measured in one vhostd alternating 32 and
+// 64 every 20 ms (64 B VM-to-VM, docs/bench.md): 4% fewer cycles per
+// frame and 4% more frames with 64.
+const BurstSize = 64
 
 // MaxSegs is the most buffer segments one received frame may span.
 const MaxSegs = 64

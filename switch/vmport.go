@@ -469,6 +469,19 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 		got, err := q.PopBurst(r.Mem, cs)
 		l.pooled += got
 		pending -= got
+		// Start the misses on every frame's header and first line
+		// (the switch reads the MACs next) before the loop reads the
+		// first header: the driver wrote them on another CPU.
+		for i := range cs[:got] {
+			if c := &cs[i]; c.NRead > 0 && len(c.Segs[0]) > hdr {
+				s0 := c.Segs[0]
+				l.pf.Read(&s0[0])
+				if uintptr(unsafe.Pointer(&s0[0]))>>6 != uintptr(unsafe.Pointer(&s0[hdr]))>>6 {
+					l.pf.Read(&s0[hdr])
+				}
+			}
+		}
+		l.pf.Issue()
 		for i := 0; i < got; i++ {
 			c := &cs[i]
 			q.PushUsed(c.Head, 0)
@@ -491,6 +504,12 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 				l.rxo.keep(n, fs, hdr)
 				drops.asked |= l.rxo.flagsGSO(n)
 				fs = stripHeader(fs, hdr)
+				// The switch reads the MACs next: start that
+				// miss now (the header had a segment of its
+				// own, so the pass above did not see the line).
+				if len(fs) > 0 && len(fs[0]) > 0 {
+					prefetch.Read(fs[0])
+				}
 			}
 			f.Segs = fs
 			f.Len = int(c.ReadLen) - hdr
@@ -498,15 +517,8 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 				drops.mtu++
 				continue
 			}
-			// The switch reads the MACs next: start that cache miss
-			// now, so the misses of a burst overlap (issued after
-			// the loop, one call for the lot).
-			if len(fs) > 0 && len(fs[0]) > 0 {
-				l.pf.Read(&fs[0][0])
-			}
 			n++
 		}
-		l.pf.Issue()
 		switch err {
 		case nil:
 		case virtqueue.ErrTooManySegments:
@@ -754,6 +766,7 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 			}
 		}
 		q.Unpop(ahead - used) // taken ahead for frames that needed none
+		q.PrefetchUsed(&t.pf, used)
 		t.pf.Issue()
 		// Pass 2: copy.
 		for i := 0; i < nf; i++ {
@@ -840,6 +853,9 @@ func (t *txQueue) transmitRunSplit(q *virtqueue.Queue, r *vhost.Rings, frames []
 		}
 	}
 	q.Unpop(got - k)
+	// The used ring's lines too: the driver polls them on its CPU, and
+	// the copies' PushUsed stores would each wait for one to come over.
+	q.PrefetchUsed(&t.pf, k)
 	t.pf.Issue()
 	var bytes uint64
 	for i, f := range frames[:k] {

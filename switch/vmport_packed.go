@@ -9,6 +9,8 @@ import (
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
 	"github.com/vhostd/vhostd/virtqueue/bulkcopy"
+	"github.com/vhostd/vhostd/virtqueue/prefetch"
+	"unsafe"
 )
 
 // receivePacked pops up to BurstSize-n chains of ring (the TX ring ti of
@@ -36,6 +38,19 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 		got, err := q.PopBurst(r.Mem, cs)
 		l.pooled += got
 		pending -= got
+		// Start the misses on every frame's header and first line
+		// (the switch reads the MACs next) before the loop reads the
+		// first header: the driver wrote them on another CPU.
+		for i := range cs[:got] {
+			if c := &cs[i]; c.NRead > 0 && len(c.Segs[0]) > hdr {
+				s0 := c.Segs[0]
+				l.pf.Read(&s0[0])
+				if uintptr(unsafe.Pointer(&s0[0]))>>6 != uintptr(unsafe.Pointer(&s0[hdr]))>>6 {
+					l.pf.Read(&s0[hdr])
+				}
+			}
+		}
+		l.pf.Issue()
 		for i := 0; i < got; i++ {
 			c := &cs[i]
 			q.PushUsed(c.Head, 0)
@@ -58,6 +73,12 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 				l.rxo.keep(n, fs, hdr)
 				drops.asked |= l.rxo.flagsGSO(n)
 				fs = stripHeader(fs, hdr)
+				// The switch reads the MACs next: start that
+				// miss now (the header had a segment of its
+				// own, so the pass above did not see the line).
+				if len(fs) > 0 && len(fs[0]) > 0 {
+					prefetch.Read(fs[0])
+				}
 			}
 			f.Segs = fs
 			f.Len = int(c.ReadLen) - hdr
@@ -65,15 +86,8 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 				drops.mtu++
 				continue
 			}
-			// The switch reads the MACs next: start that cache miss
-			// now, so the misses of a burst overlap (issued after
-			// the loop, one call for the lot).
-			if len(fs) > 0 && len(fs[0]) > 0 {
-				l.pf.Read(&fs[0][0])
-			}
 			n++
 		}
-		l.pf.Issue()
 		switch err {
 		case nil:
 		case virtqueue.ErrTooManySegments:
@@ -213,6 +227,7 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 			}
 		}
 		q.Unpop(ahead - used) // taken ahead for frames that needed none
+		q.PrefetchUsed(&t.pf, used)
 		t.pf.Issue()
 		// Pass 2: copy.
 		for i := 0; i < nf; i++ {
@@ -299,6 +314,9 @@ func (t *txQueue) transmitRunPacked(q *virtqueue.PackedQueue, r *vhost.Rings, fr
 		}
 	}
 	q.Unpop(got - k)
+	// The used ring's lines too: the driver polls them on its CPU, and
+	// the copies' PushUsed stores would each wait for one to come over.
+	q.PrefetchUsed(&t.pf, k)
 	t.pf.Issue()
 	var bytes uint64
 	for i, f := range frames[:k] {

@@ -240,7 +240,7 @@ func TestForwardAllocatesNothing(t *testing.T) {
 // allocRuns is how many bursts forwardBurstsAllocs measures;
 // AllocsPerRun makes one extra run, so (allocRuns+1)*BurstSize frames go
 // from a to b in all.
-const allocRuns = 3
+const allocRuns = 1
 
 // forwardBurstsAllocs has the switch learn a and b, then forwards full
 // bursts from a to b and returns the allocations per burst. The frames

@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/vhostd/vhostd/virtqueue/guestmem"
+	"github.com/vhostd/vhostd/virtqueue/prefetch"
 	"github.com/vhostd/vhostd/virtqueue/release"
 )
 
@@ -683,6 +684,12 @@ func (q *PackedQueue) PushUsed(head uint16, length uint32) {
 	q.shadow[q.nShadow] = uint64(length) | uint64(head)<<32
 	q.nShadow++
 }
+
+// PrefetchUsed does nothing on a packed ring: its used descriptors go
+// into the slots the pops just read, whose lines are here already.
+// Prefetching them for writing, as Queue.PrefetchUsed does the used
+// ring's, measured no gain (docs/bench.md, "Instructions per frame").
+func (q *PackedQueue) PrefetchUsed(b *prefetch.Batch, n int) {}
 
 // Publish writes the used descriptors pushed since the last Publish and
 // makes them visible to the driver: the later ones first, then the

@@ -32,8 +32,9 @@ type Batch struct {
 	nr, nw int
 }
 
-// batchLines bounds each kind of line in a Batch: two bursts' worth.
-const batchLines = 64
+// batchLines bounds each kind of line in a Batch: a burst's worth (two
+// lines for each of vswitch.BurstSize frames).
+const batchLines = 128
 
 // Read adds the line holding p, for reading.
 func (b *Batch) Read(p *byte) {
@@ -53,6 +54,10 @@ func (b *Batch) Write(p *byte) {
 
 // Len returns how many lines were added since the last Issue.
 func (b *Batch) Len() int { return b.nr + b.nw }
+
+// Lines returns the addresses added since the last Issue, for reading
+// and for writing, in the order added: what a caller's tests check.
+func (b *Batch) Lines() (reads, writes []uintptr) { return b.r[:b.nr], b.w[:b.nw] }
 
 // Issue prefetches the lines added and empties b. A prefetch never
 // faults, so lines of memory unmapped since they were added are harmless.

@@ -3,6 +3,7 @@ package prefetch
 import (
 	"syscall"
 	"testing"
+	"unsafe"
 )
 
 func TestPrefetchIsHarmless(t *testing.T) {
@@ -17,14 +18,18 @@ func TestPrefetchIsHarmless(t *testing.T) {
 }
 
 func TestBatch(t *testing.T) {
-	b := make([]byte, 1<<16)
+	const adds = batchLines + 36 // of each kind: more than fit, the rest are left out
+	b := make([]byte, 64*adds+64)
 	var pf Batch
-	for i := 0; i < 100; i++ { // more than fit: the rest are left out
+	for i := 0; i < adds; i++ {
 		pf.Read(&b[64*i])
 		pf.Write(&b[64*i+1])
 	}
 	if got := pf.Len(); got != 2*batchLines {
-		t.Fatalf("Len after 200 adds = %d, want %d", got, 2*batchLines)
+		t.Fatalf("Len after %d adds = %d, want %d", 2*adds, got, 2*batchLines)
+	}
+	if r, w := pf.Lines(); len(r) != batchLines || len(w) != batchLines || r[1] != uintptr(unsafe.Pointer(&b[64])) || w[1] != uintptr(unsafe.Pointer(&b[65])) {
+		t.Fatalf("Lines: %d reads, %d writes, not the lines added first", len(r), len(w))
 	}
 	pf.Issue()
 	if got := pf.Len(); got != 0 {
