@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	vswitch "github.com/vhostd/vhostd/switch"
 	"strconv"
 	"time"
 
@@ -172,10 +173,15 @@ const (
 	genBurst = 32
 )
 
+// backendBurst is the most transmit descriptors a backend holds before
+// it marks them used: vhostd's burst (switch.BurstSize); rte_vhost
+// returns them as it copies (see SeedBursts).
+const backendBurst = max(genBurst, vswitch.BurstSize)
+
 // DefaultSeedFrames is how many frames per port (all its queues together)
-// the default seed puts into the closed loop: one ring less one burst (see
-// SeedBursts).
-const DefaultSeedFrames = genRing - genBurst
+// the default seed puts into the closed loop: one ring less one backend
+// burst, in whole generator bursts (see SeedBursts).
+const DefaultSeedFrames = (genRing - backendBurst) / genBurst * genBurst
 
 // SeedBursts returns N of "start tx_first N" for case c. override > 0
 // (--seed-bursts) wins. Otherwise the seed is DefaultSeedFrames per port,
@@ -191,9 +197,10 @@ const DefaultSeedFrames = genRing - genBurst
 // has delivered the burst (vhostd does: it publishes the used ring once
 // per burst), so the generator can get frames back and resend them while
 // their old descriptors still hold the transmit ring: the ring must hold
-// the seed plus one burst of 32, or testpmd drops. Measured: 8 bursts
-// lose exactly 32 frames per VM port on vhostd; 7 lose none on any
-// backend (docs/bench.md, Seeding). vhostd delivers every queue of a port
+// the seed plus one of the backend's bursts, or testpmd drops. Measured
+// with vhostd's bursts of 32: 8 bursts lost exactly 32 frames per VM port,
+// 7 none on any backend; with bursts of 64, 7 lose 32 per VM port and 6
+// none (docs/bench.md, Seeding). vhostd delivers every queue of a port
 // into receive queue 0 of the other, so the per-port total, not the
 // per-queue count, must fit.
 func SeedBursts(override int, c Case) int {
