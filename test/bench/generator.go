@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	vswitch "github.com/vhostd/vhostd/switch"
 	"strconv"
 	"time"
 
+	vswitch "github.com/vhostd/vhostd/switch"
 	"github.com/vhostd/vhostd/test/testpmd"
 )
 

@@ -132,7 +132,7 @@ func qemuMigration(t *testing.T, deviceExtra string) {
 		// answered by anyone: under TCG QEMU's downtime ranges 5-380 ms
 		// though 50 ms is asked for, so each 200 ms of it may cost one
 		// more.
-		allowed := 1 + int((time.Duration(info.Downtime)*time.Millisecond+199*time.Millisecond)/(200*time.Millisecond))
+		allowed := 1 + int((info.Downtime+199)/200) // Downtime is in ms
 		if sent-got > allowed {
 			t.Errorf("round %d: %d of %d pings lost across the migration, want at most %d (1, plus 1 per 200 ms of QEMU's %d ms downtime):\n%s",
 				round+1, sent-got, sent, allowed, info.Downtime, r.out)

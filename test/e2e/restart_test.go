@@ -81,8 +81,8 @@ func median(ds []time.Duration) time.Duration {
 // count each way matches exactly; then, with testpmd's closed loop
 // running, vhostd is killed with SIGKILL and started again three times.
 // Each time the new vhostd connects at once and forwards within 1 s of its
-// start, and within 0.5 s in the median of the three. After the last restart the counters of testpmd and of the
-// new vhostd agree: every frame vhostd delivered testpmd received, and
+// start, and within 0.5 s in the median of the three. After the last
+// restart the counters of testpmd and of the new vhostd agree: every frame vhostd delivered testpmd received, and
 // vhostd read from each port what testpmd sent since the kill plus what
 // was still queued in the port's transmit ring at the kill (at most a
 // ring's worth); the frames vhostd lost are counted as drops.
