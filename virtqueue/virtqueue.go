@@ -594,10 +594,6 @@ func (q *Queue) unpopTracked(n int) {
 	}
 }
 
-// PushUsed records chain head as used with length bytes written into it.
-// The entry becomes visible to the driver at the next Publish. A device
-// that wrote into the chain's buffers also reports the bytes with
-// LogWritten while the queue is Logging.
 // PrefetchUsed adds to b, for writing, the lines of the used ring that
 // the next n PushUsed calls write. The driver reads those lines on its
 // CPU, so each first write into one waits for the line to come over;
@@ -614,6 +610,10 @@ func (q *Queue) PrefetchUsed(b *prefetch.Batch, n int) {
 	b.Write((*byte)(unsafe.Add(q.usedBase, 4+usedElemSize*uintptr((q.usedIdx+uint16(n-1))&q.mask))))
 }
 
+// PushUsed records chain head as used with length bytes written into it.
+// The entry becomes visible to the driver at the next Publish. A device
+// that wrote into the chain's buffers also reports the bytes with
+// LogWritten while the queue is Logging.
 func (q *Queue) PushUsed(head uint16, length uint32) {
 	// used->ring[usedIdx % size], a struct virtq_used_elem { le32 id;
 	// le32 len; } written with one store; 4 + 8*size <= len(used). The
