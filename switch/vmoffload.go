@@ -350,27 +350,20 @@ func (x *SoftOffload) Count(c *Counters) {
 }
 
 // finish finishes frames[i], just copied by copyInto into the chains of p
-// after a zero header of hdrLen bytes, if it has an offload: small enough
-// to be inlined, so a plain burst pays one branch per frame.
+// after a header of hdrLen bytes, if it has an offload: small enough to be
+// inlined, so a plain burst pays one branch per frame.
 func (t *txQueue) finish(frames []*Frame, i int, p rxPlan, hdrLen int) {
 	if t.ox.active {
 		t.fixup(t.ox.index(frames, i), p, hdrLen)
 	}
 }
 
-// fixup finishes frame j of the chunk: it writes the header the receiver
-// is to see, or completes the checksum in the copy.
+// fixup finishes frame j of the chunk once it is copied: it completes the
+// checksum in the copy, or counts the offload passed on (whose header
+// headerFirst wrote).
 func (t *txQueue) fixup(j int, p rxPlan, hdrLen int) {
 	x := t.ox
-	act := x.act[j]
-	if act == txPlain {
-		return
-	}
-	all := t.rxAll[:0]
-	for c := p.first; c < p.first+p.k; c++ {
-		all = append(all, t.rx[c].Segs[t.rx[c].NRead:]...)
-	}
-	switch act {
+	switch x.act[j] {
 	case txComplete:
 		f := x.out[j]
 		h := &f.Offload
@@ -378,22 +371,66 @@ func (t *txQueue) fixup(j int, p rxPlan, hdrLen int) {
 		if !ok {
 			return
 		}
+		all := t.rxAll[:0]
+		for c := p.first; c < p.first+p.k; c++ {
+			all = append(all, t.rx[c].Segs[t.rx[c].NRead:]...)
+		}
 		var b [2]byte
 		binary.LittleEndian.PutUint16(b[:], v)
 		writeAt(all, hdrLen+int(h.CsumStart)+int(h.CsumOffset), b[:])
 		x.csum++
-	case txHeader, txSegment:
-		h := &x.hdr[j]
-		if *h == (offload.Header{}) {
-			return
-		}
-		var b [offload.HeaderLenLegacy]byte // num_buffers stays as copyInto wrote it
-		h.Encode(b[:])
-		writeAt(all, 0, b[:])
-		if act == txHeader && h.GSOType != offload.GSONone {
+	case txHeader:
+		// Written before the copy, by headerFirst.
+		if x.hdr[j].GSOType != offload.GSONone {
 			x.passed++
 		}
 	}
+}
+
+// headerFirst writes the header of frames[i] into the chains of p before
+// the copy when the frame has one to pass on (an offload the receiver
+// takes, or a software segment's), and reports whether it did; a frame
+// without one gets copyInto's zero header. Small enough to be inlined: a
+// plain burst pays one branch per frame.
+func (t *txQueue) headerFirst(frames []*Frame, i int, p rxPlan, hdrLen int) bool {
+	return t.ox.active && t.offloadHeader(t.ox.index(frames, i), p, hdrLen)
+}
+
+// offloadHeader writes chunk frame j's header, with num_buffers, at the
+// start of the chains of p, storing only the words that differ from what
+// the buffer holds: a driver recycles its buffers, and a flow's segments
+// carry the same header, so the line mostly stays shared with the driver
+// (as putNetHeader's zero headers do) instead of coming over to this CPU
+// and back for every 64 KiB segment.
+func (t *txQueue) offloadHeader(j int, p rxPlan, hdrLen int) bool {
+	x := t.ox
+	if act := x.act[j]; act != txHeader && act != txSegment || x.hdr[j] == (offload.Header{}) {
+		return false
+	}
+	h := x.hdr[j]
+	h.NumBuffers = uint16(p.k)
+	var b [offload.HeaderLen]byte
+	h.Encode(b[:hdrLen])
+	c := &t.rx[p.first]
+	if d := c.Segs[c.NRead]; len(d) >= hdrLen {
+		if v := binary.LittleEndian.Uint64(b[:]); binary.LittleEndian.Uint64(d) != v {
+			binary.LittleEndian.PutUint64(d, v)
+		}
+		if hdrLen == offload.HeaderLen {
+			if v := binary.LittleEndian.Uint32(b[8:]); binary.LittleEndian.Uint32(d[8:]) != v {
+				binary.LittleEndian.PutUint32(d[8:], v)
+			}
+		} else if v := binary.LittleEndian.Uint16(b[8:]); binary.LittleEndian.Uint16(d[8:]) != v {
+			binary.LittleEndian.PutUint16(d[8:], v)
+		}
+		return true
+	}
+	all := t.rxAll[:0]
+	for k := p.first; k < p.first+p.k; k++ {
+		all = append(all, t.rx[k].Segs[t.rx[k].NRead:]...)
+	}
+	writeAt(all, 0, b[:hdrLen])
+	return true
 }
 
 // writeAt copies b into dst at offset off, across segments.

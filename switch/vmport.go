@@ -775,15 +775,20 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 				continue
 			}
 			f := frames[i]
+			// A header carrying an offload is written before the copy,
+			// and only where it differs (see headerFirst).
+			done := t.headerFirst(frames, i, p, hdr)
 			// copyIntoSplit's common case, without the call: one
 			// buffer big enough, one source segment.
 			if c := &t.rx[p.first]; p.k == 1 && len(f.Segs) == 1 && c.NRead < len(c.Segs) && len(c.Segs[c.NRead]) >= hdr+f.Len {
 				d := c.Segs[c.NRead]
-				putNetHeader(d, hdr, 1)
+				if !done {
+					putNetHeader(d, hdr, 1)
+				}
 				bulkcopy.Copy(d[hdr:hdr+f.Len], f.Segs[0])
 				q.PushUsed(c.Head, uint32(hdr+f.Len))
 			} else {
-				t.copyIntoSplit(q, p, f, hdr)
+				t.copyIntoSplit(q, p, f, hdr, done)
 			}
 			t.finish(frames, i, p, hdr)
 			// Logged once every byte of the frame is written (finish
@@ -922,22 +927,27 @@ const pfEvery = 16
 // rxPlan is the receive chains reserved for one frame: t.rx[first:first+k].
 type rxPlan struct{ first, k int }
 
-// copyIntoSplit writes f with its virtio-net header into the chains of p and
-// puts them on the used ring. Each chain's used length is exactly the bytes
+// copyIntoSplit writes f with its virtio-net header (unless hdrDone: the
+// caller wrote it) into the chains of p and puts them on the used ring.
+// Each chain's used length is exactly the bytes
 // written at the start of its writable segments, which is what the
 // caller marks in the dirty log while the guest migrates, after finish
 // (logWrittenSplit): every write into a receive buffer passes there.
-func (t *txQueue) copyIntoSplit(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int) {
+func (t *txQueue) copyIntoSplit(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int, hdrDone bool) {
 	need := hdr + f.Len
 	if p.k == 1 {
 		c := &t.rx[p.first]
 		// The common case: one buffer big enough, one source segment.
 		if d := c.Segs[c.NRead]; len(d) >= need && len(f.Segs) == 1 {
-			putNetHeader(d, hdr, 1)
+			if !hdrDone {
+				putNetHeader(d, hdr, 1)
+			}
 			bulkcopy.Copy(d[hdr:need], f.Segs[0])
 		} else {
 			all := c.Segs[c.NRead:]
-			writeNetHeader(all, hdr, 1)
+			if !hdrDone {
+				writeNetHeader(all, hdr, 1)
+			}
 			copyFrame(all, hdr, f.Segs)
 		}
 		q.PushUsed(c.Head, uint32(need))
@@ -947,7 +957,9 @@ func (t *txQueue) copyIntoSplit(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int)
 		for j := p.first; j < p.first+p.k; j++ {
 			all = append(all, t.rx[j].Segs[t.rx[j].NRead:]...)
 		}
-		writeNetHeader(all, hdr, p.k)
+		if !hdrDone {
+			writeNetHeader(all, hdr, p.k)
+		}
 		copyFrame(all, hdr, f.Segs)
 		left := need
 		for j := p.first; j < p.first+p.k; j++ {
