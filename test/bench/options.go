@@ -43,6 +43,9 @@ type Options struct {
 	// TSOGen is the generator binary (test/bench/tsogen).
 	TSO    bool
 	TSOGen string
+	// TSORxBuf is the data room of the TSO receiver's mbufs (tsogen
+	// -rx-buf): DefaultTSORxBuf takes a segment in two buffers.
+	TSORxBuf int
 	// Throughput enables the throughput tables (off: only the other
 	// sections asked for, e.g. --throughput=false --packed=false
 	// --mq=false --idle-probes=0 for the TSO section alone).
@@ -79,6 +82,7 @@ func ParseOptions(args []string) (Options, error) {
 	fs.BoolVar(&o.Throughput, "throughput", true, "measure the throughput tables (VM-to-VM and VM-to-uplink closed loops)")
 	fs.BoolVar(&o.TSO, "tso", true, "measure 64 KiB TCP segments with TSO metadata VM-to-VM (tsogen) on every backend, and one core's memcpy bandwidth")
 	fs.StringVar(&o.TSOGen, "tsogen", "build/bench/tsogen", "the TSO section's generator (go build -o build/bench/tsogen ./test/bench/tsogen)")
+	fs.IntVar(&o.TSORxBuf, "tso-rx-buf", DefaultTSORxBuf, "data room in bytes of the TSO receiver's buffers (even, 2048 to 65534): the default takes a segment in two; 4096 is a Linux guest's page-sized mergeable buffers, 17 per segment")
 	fs.StringVar(&mqBackends, "mq-backends", "vhostd,dpdk-io", "backends of the multi-queue section (of those in --backends)")
 	fs.IntVar(&o.IdleProbes, "idle-probes", 5, "first-frame-after-idle probes (0: skip the idle measures)")
 	fs.DurationVar(&o.Idle, "idle", time.Second, "idle time before each probe (and CPU measuring interval)")
@@ -121,6 +125,9 @@ func ParseOptions(args []string) (Options, error) {
 	}
 	if o.SeedBursts < 0 {
 		return o, fmt.Errorf("--seed-bursts %d: want 0 (default) or more", o.SeedBursts)
+	}
+	if err := CheckTSORxBuf(o.TSORxBuf); err != nil {
+		return o, fmt.Errorf("--tso-rx-buf: %w", err)
 	}
 	if !o.VMVM && !o.Uplink {
 		return o, fmt.Errorf("--vm-vm=false and --uplink=false: no throughput case left")

@@ -77,7 +77,7 @@ func PrintReport(w io.Writer, opt Options, o *Outcome) (rows, mqRows []Row) {
 	}
 
 	if len(o.TSOReps) > 0 || o.TSOErr != nil {
-		fmt.Fprintf(w, "\nTSO VM-to-VM: 64 KiB TCP/IPv4 segments (gso TCPV4, MSS %d, partial checksum) from tsogen port A to port B, one way, no hugepages; Gbps = TCP payload delivered to B over the window; x = ratio of medians; of memcpy = over one core's copy bandwidth measured in this run on the backend's CPU:\n", tsoMSS)
+		fmt.Fprintf(w, "\nTSO VM-to-VM: 64 KiB TCP/IPv4 segments (gso TCPV4, MSS %d, partial checksum) from tsogen port A to port B, one way, no hugepages, B's receive buffers %s; Gbps = TCP payload delivered to B over the window; x = ratio of medians; of memcpy = over one core's copy bandwidth measured in this run on the backend's CPU:\n", tsoMSS, rxBufWords(opt.TSORxBuf))
 		if o.TSOErr != nil {
 			fmt.Fprintf(w, "  not run: %v\n", o.TSOErr)
 		} else {

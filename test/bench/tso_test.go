@@ -103,3 +103,25 @@ func TestOptionsTSO(t *testing.T) {
 		t.Fatalf("set: %+v %v", o, err)
 	}
 }
+
+// TestTSORxBufOption: --tso-rx-buf takes even data rooms from 2048 to
+// 65534 and says what to fix otherwise; the default takes a segment in two
+// buffers.
+func TestTSORxBufOption(t *testing.T) {
+	o, err := ParseOptions([]string{"--quick"})
+	if err != nil || o.TSORxBuf != DefaultTSORxBuf {
+		t.Fatalf("default: %d, %v", o.TSORxBuf, err)
+	}
+	if o, err = ParseOptions([]string{"--quick", "--tso-rx-buf", "4096"}); err != nil || o.TSORxBuf != 4096 {
+		t.Fatalf("4096: %d, %v", o.TSORxBuf, err)
+	}
+	for _, bad := range []string{"4095", "1024", "65536", "0"} {
+		_, err := ParseOptions([]string{"--quick", "--tso-rx-buf", bad})
+		if err == nil || !strings.Contains(err.Error(), "--tso-rx-buf") || !strings.Contains(err.Error(), "even number of bytes from 2048 to 65534") {
+			t.Errorf("--tso-rx-buf %s: %v", bad, err)
+		}
+	}
+	if got := rxBufWords(4096); got != "of 4096 bytes (--tso-rx-buf) from a pool of 1023 (4 MiB)" {
+		t.Errorf("heading words %q", got)
+	}
+}

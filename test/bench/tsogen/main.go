@@ -96,7 +96,7 @@ func main() {
 		server                        bool
 		warmup, window, memcpy        time.Duration
 		nTemplates, frameLen, sample  int
-		memMB                         int
+		memMB, rxBuf                  int
 		out, startFile                string
 	)
 	flag.StringVar(&sockA, "a", "", "vhost-user socket of port A (sender)")
@@ -110,6 +110,7 @@ func main() {
 	flag.IntVar(&nTemplates, "templates", 8, "distinct frames sent round robin")
 	flag.IntVar(&frameLen, "frame", SegFrameLen, "frame size in bytes, headers included")
 	flag.IntVar(&sample, "sample", 64, "verify one received frame in this many")
+	flag.IntVar(&rxBuf, "rx-buf", dpdk.MaxDataRoom-1, "data room of the receive mbufs in bytes, even, 2048 to 65534 (4096: a Linux guest's page-sized buffers)")
 	flag.DurationVar(&memcpy, "memcpy", 0, "measure copy bandwidth for this long instead")
 	flag.StringVar(&out, "out", "", "write the JSON result to this file (default: stdout)")
 	flag.StringVar(&startFile, "start-file", "", "once the links are up, wait for this file to exist before sending (the bench creates it when the backend is ready)")
@@ -123,7 +124,11 @@ func main() {
 			fmt.Fprintln(os.Stderr, "tsogen: -a and -b are required")
 			os.Exit(2)
 		}
-		res, err = run(sockA, sockB, server, prefix, hugeDir, startFile, memMB, warmup, window, nTemplates, frameLen, sample)
+		if rxBuf < 2048 || rxBuf > dpdk.MaxDataRoom-1 || rxBuf%2 != 0 {
+			fmt.Fprintf(os.Stderr, "tsogen: -rx-buf %d: want an even number of bytes from 2048 to %d\n", rxBuf, dpdk.MaxDataRoom-1)
+			os.Exit(2)
+		}
+		res, err = run(sockA, sockB, server, prefix, hugeDir, startFile, memMB, rxBuf, warmup, window, nTemplates, frameLen, sample)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tsogen:", err)
@@ -180,7 +185,7 @@ func MemcpyGbps(d time.Duration) Memcpy {
 	return m
 }
 
-func run(sockA, sockB string, server bool, prefix, hugeDir, startFile string, memMB int, warmup, window time.Duration, nTemplates, frameLen, sample int) (Result, error) {
+func run(sockA, sockB string, server bool, prefix, hugeDir, startFile string, memMB, rxBuf int, warmup, window time.Duration, nTemplates, frameLen, sample int) (Result, error) {
 	var res Result
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
@@ -199,16 +204,17 @@ func run(sockA, sockB string, server bool, prefix, hugeDir, startFile string, me
 		srv = ",server=1"
 	}
 	// Room for a whole 64 KiB segment in two mbufs (the data room is a
-	// uint16), and receive buffers as large: every backend then fills
-	// two descriptors per segment. An even room, so that no mbuf ends at
-	// an odd offset of the frame (software checksums over mbuf chains,
-	// DPDK's rte_raw_cksum_mbuf, get those wrong).
+	// uint16). Receive buffers are as large unless -rx-buf says
+	// otherwise: every backend then fills two descriptors per segment.
+	// An even room, so that no mbuf ends at an odd offset of the frame
+	// (software checksums over mbuf chains, DPDK's rte_raw_cksum_mbuf,
+	// get those wrong).
 	const dataRoom = dpdk.MaxDataRoom - 1
 	txPool, err := e.NewPktmbufPool(191, 0, dataRoom)
 	if err != nil {
 		return res, err
 	}
-	rxPool, err := e.NewPktmbufPool(1023, 32, dataRoom)
+	rxPool, err := e.NewPktmbufPool(1023, 32, rxBuf)
 	if err != nil {
 		return res, err
 	}

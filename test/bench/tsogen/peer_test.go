@@ -6,9 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/vhostd/vhostd/switch/dpdk"
 	"github.com/vhostd/vhostd/test/testpmd"
 )
 
@@ -19,8 +21,32 @@ import (
 // request, every verified frame must pass, and the pseudo-header sum is
 // the one rte_vhost rewrites without the length. The generator runs in
 // this process (DPDK allows one EAL per process, so this is the
-// package's only test that initialises it).
-func TestThroughDPDKVhost(t *testing.T) {
+// package's only test that initialises it in the test's own process).
+func TestThroughDPDKVhost(t *testing.T) { throughDPDKVhost(t, dpdk.MaxDataRoom-1) }
+
+// TestThroughDPDKVhostPageBuffers is TestThroughDPDKVhost with receive
+// buffers of 4096 bytes (-rx-buf 4096, a Linux guest's page-sized
+// mergeable buffers): each segment arrives in 17 of them, chained. It runs
+// the test binary again for this test alone, because DPDK allows one EAL
+// per process.
+func TestThroughDPDKVhostPageBuffers(t *testing.T) {
+	if os.Getenv(childEnv) != "" {
+		throughDPDKVhost(t, 4096)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestThroughDPDKVhostPageBuffers$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("the test in a process of its own:\n%s", out)
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestThroughDPDKVhostPageBuffers") {
+		t.Fatalf("the test in a process of its own: %v", err)
+	}
+}
+
+// childEnv marks the process TestThroughDPDKVhostPageBuffers starts.
+const childEnv = "TSOGEN_TEST_CHILD"
+
+func throughDPDKVhost(t *testing.T, rxBuf int) {
 	if _, err := exec.LookPath(testpmd.DefaultBinary); err != nil {
 		t.Fatalf("%s not found in PATH: apt-get install -y dpdk: %v", testpmd.DefaultBinary, err)
 	}
@@ -47,7 +73,7 @@ func TestThroughDPDKVhost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer be.Close()
-	res, err := run(a, b, false, fmt.Sprintf("tsogen-test-%d", os.Getpid()), "", "", 512,
+	res, err := run(a, b, false, fmt.Sprintf("tsogen-test-%d", os.Getpid()), "", "", 512, rxBuf,
 		300*time.Millisecond, time.Second, 8, SegFrameLen, 16)
 	if err != nil {
 		t.Fatal(err)
