@@ -411,8 +411,11 @@ func (t *txQueue) offloadHeader(j int, p rxPlan, hdrLen int) bool {
 	h.NumBuffers = uint16(p.k)
 	var b [offload.HeaderLen]byte
 	h.Encode(b[:hdrLen])
-	c := &t.rx[p.first]
-	if d := c.Segs[c.NRead]; len(d) >= hdrLen {
+	// The first chain's first writable segment, if it holds the whole
+	// header (a guest may have put a chain without one first: then, and
+	// for a header split across segments, writeAt).
+	if c := &t.rx[p.first]; c.NRead < len(c.Segs) && len(c.Segs[c.NRead]) >= hdrLen {
+		d := c.Segs[c.NRead]
 		if v := binary.LittleEndian.Uint64(b[:]); binary.LittleEndian.Uint64(d) != v {
 			binary.LittleEndian.PutUint64(d, v)
 		}

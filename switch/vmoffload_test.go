@@ -613,3 +613,41 @@ func TestOffloadHeaderOverRecycledBuffers(t *testing.T) {
 		}
 	}
 }
+
+// TestOffloadHeaderAfterChainWithoutRoom: a guest that puts a chain with no
+// writable segment first on its receive ring, then merged buffers, gets a
+// passed TSO super-frame in the buffers that have room, its header in the
+// first of them, and the daemon does not fall over the empty one.
+func TestOffloadHeaderAfterChainWithoutRoom(t *testing.T) {
+	s, a, b := offloadPair(t, guestOffloads)
+	b.rx.AddChain([]virtqueuetest.Buf{{Data: make([]byte, 64)}}) // read-only: no room
+	for i := 0; i < 8; i++ {
+		b.post(1, 8<<10)
+	}
+	super := tcp4Frame(0xb, 0xa, 40*mss, 9000)
+	want := tsoHeader(super)
+	a.sendHdr(want, super, 54)
+	if n := pump(s, a); n != 1 {
+		t.Fatalf("forwarded %d frames", n)
+	}
+	var got []byte
+	used := b.rx.CollectUsed()
+	for i, u := range used {
+		if i == 0 && u.Len != 0 {
+			t.Fatalf("the chain without room used for %d bytes", u.Len)
+		}
+		got = append(got, b.rx.Read(b.rx.DescAddr(u.ID), int(u.Len))...)
+	}
+	var h offload.Header
+	h.Decode(got)
+	if int(h.NumBuffers) != len(used) {
+		t.Errorf("num_buffers %d for %d chains", h.NumBuffers, len(used))
+	}
+	h.NumBuffers = 0
+	if h != want || !bytes.Equal(got[12:], super) {
+		t.Fatalf("header %+v, frame equal %v (%d bytes)", h, bytes.Equal(got[12:], super), len(got)-12)
+	}
+	if st := b.port.Stats(); st.GSOPassed != 1 || st.TxPackets != 1 {
+		t.Fatalf("b's counters %+v", st)
+	}
+}
