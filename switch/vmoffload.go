@@ -371,13 +371,9 @@ func (t *txQueue) fixup(j int, p rxPlan, hdrLen int) {
 		if !ok {
 			return
 		}
-		all := t.rxAll[:0]
-		for c := p.first; c < p.first+p.k; c++ {
-			all = append(all, t.rx[c].Segs[t.rx[c].NRead:]...)
-		}
 		var b [2]byte
 		binary.LittleEndian.PutUint16(b[:], v)
-		writeAt(all, hdrLen+int(h.CsumStart)+int(h.CsumOffset), b[:])
+		writeAt(t.writable(p), hdrLen+int(h.CsumStart)+int(h.CsumOffset), b[:])
 		x.csum++
 	case txHeader:
 		// Written before the copy, by headerFirst.
@@ -428,11 +424,7 @@ func (t *txQueue) offloadHeader(j int, p rxPlan, hdrLen int) bool {
 		}
 		return true
 	}
-	all := t.rxAll[:0]
-	for k := p.first; k < p.first+p.k; k++ {
-		all = append(all, t.rx[k].Segs[t.rx[k].NRead:]...)
-	}
-	writeAt(all, 0, b[:hdrLen])
+	writeAt(t.writable(p), 0, b[:hdrLen])
 	return true
 }
 

@@ -927,6 +927,16 @@ const pfEvery = 16
 // rxPlan is the receive chains reserved for one frame: t.rx[first:first+k].
 type rxPlan struct{ first, k int }
 
+// writable returns the writable segments of the chains of p end to end,
+// in t.rxAll: where a frame planned into them is written.
+func (t *txQueue) writable(p rxPlan) [][]byte {
+	all := t.rxAll[:0]
+	for j := p.first; j < p.first+p.k; j++ {
+		all = append(all, t.rx[j].Segs[t.rx[j].NRead:]...)
+	}
+	return all
+}
+
 // copyIntoSplit writes f with its virtio-net header (unless hdrDone: the
 // caller wrote it) into the chains of p and puts them on the used ring.
 // Each chain's used length is exactly the bytes
@@ -953,10 +963,7 @@ func (t *txQueue) copyIntoSplit(q *virtqueue.Queue, p rxPlan, f *Frame, hdr int,
 		q.PushUsed(c.Head, uint32(need))
 	} else {
 		// Lay the chains' writable segments end to end and copy once.
-		all := t.rxAll[:0]
-		for j := p.first; j < p.first+p.k; j++ {
-			all = append(all, t.rx[j].Segs[t.rx[j].NRead:]...)
-		}
+		all := t.writable(p)
 		if !hdrDone {
 			writeNetHeader(all, hdr, p.k)
 		}

@@ -379,10 +379,7 @@ func (t *txQueue) copyIntoPacked(q *virtqueue.PackedQueue, p rxPlan, f *Frame, h
 		q.PushUsed(c.Head, uint32(need))
 	} else {
 		// Lay the chains' writable segments end to end and copy once.
-		all := t.rxAll[:0]
-		for j := p.first; j < p.first+p.k; j++ {
-			all = append(all, t.rx[j].Segs[t.rx[j].NRead:]...)
-		}
+		all := t.writable(p)
 		if !hdrDone {
 			writeNetHeader(all, hdr, p.k)
 		}
