@@ -411,17 +411,7 @@ func (t *txQueue) offloadHeader(j int, p rxPlan, hdrLen int) bool {
 	// header (a guest may have put a chain without one first: then, and
 	// for a header split across segments, writeAt).
 	if c := &t.rx[p.first]; c.NRead < len(c.Segs) && len(c.Segs[c.NRead]) >= hdrLen {
-		d := c.Segs[c.NRead]
-		if v := binary.LittleEndian.Uint64(b[:]); binary.LittleEndian.Uint64(d) != v {
-			binary.LittleEndian.PutUint64(d, v)
-		}
-		if hdrLen == offload.HeaderLen {
-			if v := binary.LittleEndian.Uint32(b[8:]); binary.LittleEndian.Uint32(d[8:]) != v {
-				binary.LittleEndian.PutUint32(d[8:], v)
-			}
-		} else if v := binary.LittleEndian.Uint16(b[8:]); binary.LittleEndian.Uint16(d[8:]) != v {
-			binary.LittleEndian.PutUint16(d[8:], v)
-		}
+		storeHeader(c.Segs[c.NRead], hdrLen, binary.LittleEndian.Uint64(b[:]), binary.LittleEndian.Uint32(b[8:]), binary.LittleEndian.Uint16(b[8:]))
 		return true
 	}
 	writeAt(t.writable(p), 0, b[:hdrLen])

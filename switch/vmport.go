@@ -999,16 +999,24 @@ func (t *txQueue) logWrittenSplit(q *virtqueue.Queue, p rxPlan, need int) {
 // frame on the driver's side. DPDK's vhost writes its headers the same
 // way.
 func putNetHeader(d []byte, hdrLen, numBuffers int) {
+	storeHeader(d, hdrLen, 0, uint32(numBuffers)<<16, 0)
+}
+
+// storeHeader writes a virtio-net header of hdrLen bytes (10 or 12) into
+// d, which holds at least that many: bytes 0-7 from lo, the rest from
+// hi12 or, of a 10-byte header, hi10 (little-endian), each word stored
+// only if it differs (see putNetHeader).
+func storeHeader(d []byte, hdrLen int, lo uint64, hi12 uint32, hi10 uint16) {
 	_ = d[hdrLen-1]
-	if binary.LittleEndian.Uint64(d) != 0 {
-		binary.LittleEndian.PutUint64(d, 0)
+	if binary.LittleEndian.Uint64(d) != lo {
+		binary.LittleEndian.PutUint64(d, lo)
 	}
 	if hdrLen == 12 {
-		if want := uint32(numBuffers) << 16; binary.LittleEndian.Uint32(d[8:]) != want {
-			binary.LittleEndian.PutUint32(d[8:], want)
+		if binary.LittleEndian.Uint32(d[8:]) != hi12 {
+			binary.LittleEndian.PutUint32(d[8:], hi12)
 		}
-	} else if binary.LittleEndian.Uint16(d[8:]) != 0 {
-		binary.LittleEndian.PutUint16(d[8:], 0)
+	} else if binary.LittleEndian.Uint16(d[8:]) != hi10 {
+		binary.LittleEndian.PutUint16(d[8:], hi10)
 	}
 }
 
