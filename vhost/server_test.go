@@ -247,7 +247,20 @@ func TestMalformed(t *testing.T) {
 	waitFDs(t, before)
 }
 
-func openFDs(t *testing.T) int { return len(fdList(t)) }
+// openFDs counts the process's open fds, for a baseline that waitFDs
+// later compares against. Other goroutines close and open fds of their
+// own meanwhile (a switch poller rebuilding its epoll set closes the old
+// one before it creates the new), so it takes the largest of several
+// counts: a baseline caught in such a gap is one low, and the correct
+// count after the test then looks like a leak.
+func openFDs(t *testing.T) int {
+	n := 0
+	for range 10 {
+		n = max(n, len(fdList(t)))
+		time.Sleep(time.Millisecond)
+	}
+	return n
+}
 
 func fdList(t *testing.T) []string {
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -266,7 +279,7 @@ func waitFDs(t *testing.T, want int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n := openFDs(t)
+		n := len(fdList(t))
 		if n <= want {
 			return
 		}
