@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
@@ -44,6 +45,21 @@ func TestStopDrainsTransmitRings(t *testing.T) {
 	}
 	defer b.Close()
 	b.PostRX(128, 2048)
+	// Queue the frames only once the pollers sleep, and have slept for a
+	// while: one still in its idle spin after the rings were set up, or
+	// about to wake for a kick of the setup (PostRX's), would forward
+	// them itself and leave the drain nothing to do.
+	asleepSince := time.Time{}
+	for deadline := time.Now().Add(10 * time.Second); asleepSince.IsZero() || time.Since(asleepSince) < 100*time.Millisecond; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the pollers did not sleep for 100 ms in a row within 10 s of the guests' setup")
+		}
+		if !d.sw.Asleep() {
+			asleepSince = time.Time{}
+		} else if asleepSince.IsZero() {
+			asleepSince = time.Now()
+		}
+	}
 	macA, macB := [6]byte{2, 0, 0, 0, 0, 0xa}, [6]byte{2, 0, 0, 0, 0, 0xb}
 	var sent [][]byte
 	for i := 0; i < 100; i++ {

@@ -106,3 +106,17 @@ func (s *Switch) PollerLoads() []PollerLoad {
 	}
 	return out
 }
+
+// Asleep reports whether every poller is parked: asleep in epoll until a
+// driver kicks or its timeout passes, or not running. A buffer a driver
+// makes available without a kick meanwhile stays where it is until then.
+func (s *Switch) Asleep() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.pollers {
+		if !p.parked.Load() {
+			return false
+		}
+	}
+	return true
+}

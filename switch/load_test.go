@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	vswitch "github.com/vhostd/vhostd/switch"
+	"github.com/vhostd/vhostd/switch/switchtest"
 	"github.com/vhostd/vhostd/switch/tsc"
 )
 
@@ -75,4 +77,28 @@ func TestPollerLoadMonotonic(t *testing.T) {
 		}
 		prev = cur
 	}
+}
+
+// Asleep is false while a poller spins after starting, and true once it
+// sleeps in epoll with nothing to do.
+func TestAsleep(t *testing.T) {
+	s, err := vswitch.New(vswitch.Config{IdleSpin: 2 * time.Second}, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddPort(switchtest.NewChanPort("a", 4)); err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	waitFor := func(want bool, within time.Duration) {
+		t.Helper()
+		for deadline := time.Now().Add(within); s.Asleep() != want; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("Asleep() stayed %v for %v", !want, within)
+			}
+		}
+	}
+	waitFor(false, 1500*time.Millisecond) // spinning for 2 s after the start
+	waitFor(true, 10*time.Second)
 }
