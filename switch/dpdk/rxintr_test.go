@@ -221,3 +221,76 @@ func newVdevConf(t testing.TB, driver, args string, dataRoom int, pc PortConfig)
 	}
 	return p, pool
 }
+
+// TestVirtioUserCloseWithRxInterrupts closes net_virtio_user ports that
+// have receive interrupts while another goroutine keeps taking the fd
+// number of each port's interrupt fd whenever it is free. DPDK 22.11 closes
+// that fd (the queue's call eventfd) twice: once in rte_intr_efd_disable
+// and once more when virtio_user releases its queues; a number some other
+// goroutine took in between (a guest's eventfd, a poller's epoll) would be
+// closed under it. Close must leave the number alone once it has let go
+// of it.
+func TestVirtioUserCloseWithRxInterrupts(t *testing.T) {
+	devnull, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(devnull)
+	for round := 0; round < 5; round++ {
+		sock := fmt.Sprintf("%s/vdc-%d.sock", t.TempDir(), round)
+		newVdevConf(t, "net_vhost", "iface="+sock, 2048+Headroom, PortConfig{})
+		p, pool := newVdevConf(t, "net_virtio_user", "path="+sock+",queue_size=256", 2048+Headroom, PortConfig{RxInterrupts: true})
+		if p.Driver() != "net_virtio_user" {
+			t.Fatalf("driver %q", p.Driver())
+		}
+		fd, err := p.RxInterruptFD()
+		if err != nil || !strings.HasPrefix(fdTarget(t, fd), "anon_inode:[eventfd]") {
+			t.Fatalf("net_virtio_user: RxInterruptFD = %d, %v, want its call eventfd", fd, err)
+		}
+		stop := make(chan struct{})
+		taken := make(chan int)
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			held, stolen := 0, 0
+			for {
+				select {
+				case <-stop:
+					taken <- held<<16 | stolen
+					return
+				default:
+				}
+				n, err := unix.FcntlInt(uintptr(devnull), unix.F_DUPFD_CLOEXEC, fd)
+				if err != nil {
+					continue
+				}
+				if n != fd {
+					unix.Close(n)
+					continue
+				}
+				held++
+				time.Sleep(200 * time.Microsecond)
+				// Still ours if it still refers to /dev/null.
+				var st, want unix.Stat_t
+				if unix.Fstat(n, &st) != nil || unix.Fstat(devnull, &want) != nil || st.Rdev != want.Rdev || st.Ino != want.Ino {
+					stolen++
+					continue // not ours to close any more
+				}
+				unix.Close(n)
+			}
+		}()
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		close(stop)
+		r := <-taken
+		if r&0xffff != 0 {
+			t.Fatalf("round %d: closing the port closed fd %d after another goroutine had taken it (%d of %d times it held it)", round, fd, r&0xffff, r>>16)
+		}
+		if r>>16 == 0 {
+			t.Fatalf("round %d: fd %d was never free after Close: the test did not test", round, fd)
+		}
+		_ = pool
+	}
+}

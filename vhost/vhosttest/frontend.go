@@ -293,12 +293,17 @@ func (r *Ring) KickNow() {
 	}
 }
 
-// Close releases the eventfds.
+// Close releases the eventfds. A second call does nothing: a number
+// closed twice may by then be another goroutine's fd.
 func (r *Ring) Close() {
 	if r.Kick >= 0 {
 		unix.Close(r.Kick)
+		r.Kick = -1
 	}
-	unix.Close(r.Call)
+	if r.Call >= 0 {
+		unix.Close(r.Call)
+		r.Call = -1
+	}
 }
 
 // SetupRing lays out ring index in the region of memory starting at off
@@ -533,12 +538,16 @@ func (r *PackedRing) KickNow() {
 	}
 }
 
-// Close releases the eventfds.
+// Close releases the eventfds; a second call does nothing.
 func (r *PackedRing) Close() {
 	if r.Kick >= 0 {
 		unix.Close(r.Kick)
+		r.Kick = -1
 	}
-	unix.Close(r.Call)
+	if r.Call >= 0 {
+		unix.Close(r.Call)
+		r.Call = -1
+	}
 }
 
 // SetupPackedRing lays out packed ring index of size descriptors in the

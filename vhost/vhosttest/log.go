@@ -48,10 +48,16 @@ func (l *Log) Dirty(gpa uint64) bool {
 	return p/8 < uint64(len(l.Bits)) && l.Bits[p/8]&(1<<(p%8)) != 0
 }
 
-// Close unmaps and closes the log.
+// Close unmaps and closes the log; a second call does nothing.
 func (l *Log) Close() {
-	unix.Munmap(l.Bits)
-	unix.Close(l.FD)
+	if l.Bits != nil {
+		unix.Munmap(l.Bits)
+		l.Bits = nil
+	}
+	if l.FD >= 0 {
+		unix.Close(l.FD)
+		l.FD = -1
+	}
 }
 
 // LogPayload encodes SET_LOG_BASE's VhostUserLog.
