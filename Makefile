@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 FUZZTIME ?= 60s
 
-.PHONY: all build deps demo test unit e2e fuzz fuzz-long lint bench insn matrix clean install
+.PHONY: all build deps demo test unit fdcheck e2e fuzz fuzz-long lint bench insn matrix clean install
 
 all: build
 
@@ -40,8 +40,9 @@ demo: deps build
 	$(GO) run ./test/demo
 
 # Everything CI runs: lint, unit and end-to-end tests with the race
-# detector, a one-minute run of each fuzz target, then the end-to-end tests.
-test: deps lint unit fuzz e2e
+# detector, the fd double-close check, a one-minute run of each fuzz
+# target, then the end-to-end tests.
+test: deps lint unit fdcheck fuzz e2e
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -60,6 +61,11 @@ unit:
 e2e: build
 	@mkdir -p build
 	$(GO) test -race -count=1 -v -timeout 30m ./test/e2e/ ./test/hostile/ ./test/libvirt/ ./test/matrix/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS|panic)'; exit $${PIPESTATUS[0]}
+
+# The unit tests of the packages that handle fds, under strace: none may
+# close an fd that is not open (a double close; .ci/fd-double-close).
+fdcheck:
+	bash .ci/fd-double-close
 
 # Each fuzz target for FUZZTIME; fuzz-long gives each two hours.
 fuzz:
