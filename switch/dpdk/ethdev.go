@@ -356,15 +356,22 @@ func (p *Port) Close() error {
 		mark := complaintMark()
 		if p.driver == "net_virtio_user" && p.conf.RxInterrupts {
 			// DPDK 22.11 closes net_virtio_user's receive interrupt fd
-			// twice in rte_eth_dev_close: rte_intr_efd_disable closes
-			// the interrupt handle's event fds, which for this driver are
-			// its queues' call eventfds, and virtio_user closes those
-			// again when it releases its queues. Whatever fd another
-			// goroutine opened in between under the same number (a
-			// guest's eventfd, a poller's epoll) would be closed under
-			// it. Configured again without receive interrupts, the port
-			// skips the first close; virtio_user's own is the only one.
-			// Should that fail, close as before.
+			// twice in rte_eth_dev_close: virtio_dev_close calls
+			// rte_intr_efd_disable when intr_conf.rxq (or .lsc, which
+			// vd_configure never sets) is on, and that closes the
+			// interrupt handle's event fds, which virtio_user set to its
+			// queues' call eventfds; virtio_user then closes those again
+			// when it releases its queues. Whatever fd another goroutine
+			// opened in between under the same number (a guest's
+			// eventfd, a poller's epoll) would be closed under it.
+			// Configured again without receive interrupts (the port is
+			// stopped: virtio_dev_configure renegotiates nothing when the
+			// offloads are unchanged), the port skips that step and
+			// virtio_user's close is the only one; what the skipped step
+			// would also have done is disable the interrupt (nothing to
+			// do for a vdev) and free the queues' interrupt vector list,
+			// a few bytes left allocated per close. Should the configure
+			// fail, the close goes on as before.
 			c := p.conf
 			C.vd_configure(p.id, C.uint32_t(c.MTU), C.uint64_t(c.RxOffloads), C.uint64_t(c.TxOffloads), 0)
 		}
