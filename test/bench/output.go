@@ -52,6 +52,7 @@ func PrintReport(w io.Writer, opt Options, o *Outcome) (rows, mqRows []Row) {
 		WriteCostTable(w, rs)
 		fmt.Fprintf(w, "  %s\n", TSCLine(rs))
 		WriteMachineState(w, o.Results, cs, o.Names, opt.GenCPU, opt.BackendCPU)
+		WriteLevels(w, o.Results, cs, o.Names)
 		if cis := RatioCIs(rs); len(cis) > 0 {
 			fmt.Fprintf(w, "\n%s ratios with %.0f%% confidence intervals (ratio of medians; percentile bootstrap, %d resamples, seed %d; reps for +-%.0f%%: at this spread, per backend):\n",
 				t.Title(), 100*BootLevel, BootResamples, BootSeed, 100*TargetHalfWidth)
