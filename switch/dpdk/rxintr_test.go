@@ -239,7 +239,7 @@ func TestVirtioUserCloseWithRxInterrupts(t *testing.T) {
 	for round := 0; round < 5; round++ {
 		sock := fmt.Sprintf("%s/vdc-%d.sock", t.TempDir(), round)
 		newVdevConf(t, "net_vhost", "iface="+sock, 2048+Headroom, PortConfig{})
-		p, pool := newVdevConf(t, "net_virtio_user", "path="+sock+",queue_size=256", 2048+Headroom, PortConfig{RxInterrupts: true})
+		p, _ := newVdevConf(t, "net_virtio_user", "path="+sock+",queue_size=256", 2048+Headroom, PortConfig{RxInterrupts: true})
 		if p.Driver() != "net_virtio_user" {
 			t.Fatalf("driver %q", p.Driver())
 		}
@@ -247,16 +247,19 @@ func TestVirtioUserCloseWithRxInterrupts(t *testing.T) {
 		if err != nil || !strings.HasPrefix(fdTarget(t, fd), "anon_inode:[eventfd]") {
 			t.Fatalf("net_virtio_user: RxInterruptFD = %d, %v, want its call eventfd", fd, err)
 		}
+		// held counts the times the goroutine had the number after
+		// Close let go of it, stolen the times it lost it while it held it.
+		type tally struct{ held, stolen int }
 		stop := make(chan struct{})
-		taken := make(chan int)
+		done := make(chan tally)
 		go func() {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
-			held, stolen := 0, 0
+			var c tally
 			for {
 				select {
 				case <-stop:
-					taken <- held<<16 | stolen
+					done <- c
 					return
 				default:
 				}
@@ -268,12 +271,12 @@ func TestVirtioUserCloseWithRxInterrupts(t *testing.T) {
 					unix.Close(n)
 					continue
 				}
-				held++
+				c.held++
 				time.Sleep(200 * time.Microsecond)
 				// Still ours if it still refers to /dev/null.
 				var st, want unix.Stat_t
 				if unix.Fstat(n, &st) != nil || unix.Fstat(devnull, &want) != nil || st.Rdev != want.Rdev || st.Ino != want.Ino {
-					stolen++
+					c.stolen++
 					continue // not ours to close any more
 				}
 				unix.Close(n)
@@ -284,13 +287,12 @@ func TestVirtioUserCloseWithRxInterrupts(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 		close(stop)
-		r := <-taken
-		if r&0xffff != 0 {
-			t.Fatalf("round %d: closing the port closed fd %d after another goroutine had taken it (%d of %d times it held it)", round, fd, r&0xffff, r>>16)
+		c := <-done
+		if c.stolen != 0 {
+			t.Fatalf("round %d: closing the port closed fd %d after another goroutine had taken it (%d of %d times it held it)", round, fd, c.stolen, c.held)
 		}
-		if r>>16 == 0 {
+		if c.held == 0 {
 			t.Fatalf("round %d: fd %d was never free after Close: the test did not test", round, fd)
 		}
-		_ = pool
 	}
 }

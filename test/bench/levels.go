@@ -82,7 +82,7 @@ func RateLevels(rates []float64) Levels {
 		}
 	}
 	lo, hi := ls[:k], ls[k:]
-	mlo, mhi := (pre[k])/float64(k), (pre[n]-pre[k])/float64(n-k)
+	mlo, mhi := pre[k]/float64(k), (pre[n]-pre[k])/float64(n-k)
 	pooled := math.Sqrt((sse(0, k)/float64(k) + sse(k, n)/float64(n-k)) / 2)
 	switch {
 	case pooled > 0:
