@@ -293,17 +293,19 @@ func (r *Ring) KickNow() {
 	}
 }
 
-// Close releases the eventfds. A second call does nothing: a number
-// closed twice may by then be another goroutine's fd.
+// closeFD closes *fd unless it is already closed (-1), and marks it so: a
+// number closed twice may by then be another goroutine's fd.
+func closeFD(fd *int) {
+	if *fd >= 0 {
+		unix.Close(*fd)
+		*fd = -1
+	}
+}
+
+// Close releases the eventfds; a second call does nothing.
 func (r *Ring) Close() {
-	if r.Kick >= 0 {
-		unix.Close(r.Kick)
-		r.Kick = -1
-	}
-	if r.Call >= 0 {
-		unix.Close(r.Call)
-		r.Call = -1
-	}
+	closeFD(&r.Kick)
+	closeFD(&r.Call)
 }
 
 // SetupRing lays out ring index in the region of memory starting at off
@@ -540,14 +542,8 @@ func (r *PackedRing) KickNow() {
 
 // Close releases the eventfds; a second call does nothing.
 func (r *PackedRing) Close() {
-	if r.Kick >= 0 {
-		unix.Close(r.Kick)
-		r.Kick = -1
-	}
-	if r.Call >= 0 {
-		unix.Close(r.Call)
-		r.Call = -1
-	}
+	closeFD(&r.Kick)
+	closeFD(&r.Call)
 }
 
 // SetupPackedRing lays out packed ring index of size descriptors in the

@@ -54,10 +54,7 @@ func (l *Log) Close() {
 		unix.Munmap(l.Bits)
 		l.Bits = nil
 	}
-	if l.FD >= 0 {
-		unix.Close(l.FD)
-		l.FD = -1
-	}
+	closeFD(&l.FD)
 }
 
 // LogPayload encodes SET_LOG_BASE's VhostUserLog.
