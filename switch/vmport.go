@@ -474,12 +474,10 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 		// first header: the driver wrote them on another CPU.
 		for i := range cs[:got] {
 			if c := &cs[i]; c.NRead > 0 && len(c.Segs[0]) > hdr {
-				// Addresses from the slice's start, without an
-				// index (and its bounds check) for each line.
-				p := unsafe.Pointer(unsafe.SliceData(c.Segs[0]))
-				l.pf.Read((*byte)(p))
-				if uintptr(p)>>6 != (uintptr(p)+uintptr(hdr))>>6 {
-					l.pf.Read((*byte)(unsafe.Add(p, hdr)))
+				s0 := c.Segs[0]
+				l.pf.Read(&s0[0])
+				if uintptr(unsafe.Pointer(&s0[0]))>>6 != uintptr(unsafe.Pointer(&s0[hdr]))>>6 {
+					l.pf.Read(&s0[hdr])
 				}
 			}
 		}
@@ -915,12 +913,10 @@ func (t *txQueue) prefetchFrame(seg []byte, hdr int) {
 	if len(seg) <= hdr {
 		return
 	}
-	// Addresses from the slice's start: hdr < len(seg), checked above.
-	p := unsafe.Pointer(unsafe.SliceData(seg))
-	if uintptr(p)>>6 != (uintptr(p)+uintptr(hdr))>>6 {
-		t.pf.Read((*byte)(p))
+	if uintptr(unsafe.Pointer(&seg[0]))>>6 != uintptr(unsafe.Pointer(&seg[hdr]))>>6 {
+		t.pf.Read(&seg[0])
 	}
-	t.pf.Write((*byte)(unsafe.Add(p, hdr)))
+	t.pf.Write(&seg[hdr])
 }
 
 // pfEvery is how many lines transmit's first pass collects before it

@@ -43,12 +43,10 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 		// first header: the driver wrote them on another CPU.
 		for i := range cs[:got] {
 			if c := &cs[i]; c.NRead > 0 && len(c.Segs[0]) > hdr {
-				// Addresses from the slice's start, without an
-				// index (and its bounds check) for each line.
-				p := unsafe.Pointer(unsafe.SliceData(c.Segs[0]))
-				l.pf.Read((*byte)(p))
-				if uintptr(p)>>6 != (uintptr(p)+uintptr(hdr))>>6 {
-					l.pf.Read((*byte)(unsafe.Add(p, hdr)))
+				s0 := c.Segs[0]
+				l.pf.Read(&s0[0])
+				if uintptr(unsafe.Pointer(&s0[0]))>>6 != uintptr(unsafe.Pointer(&s0[hdr]))>>6 {
+					l.pf.Read(&s0[hdr])
 				}
 			}
 		}

@@ -461,8 +461,7 @@ func (q *PackedQueue) Pop(mem *guestmem.Memory, c *Chain) error {
 // returns how many it took. It stops at the first chain Pop would not
 // return nil for and returns that error too; with ErrTooManySegments that
 // chain is cs[n], consumed (return it with PushUsed). It is Pop without
-// a call per chain, for the data path's bursts; every chain's Segs must
-// have room for a segment, as Queue.PopBurst says.
+// a call per chain, for the data path's bursts.
 func (q *PackedQueue) PopBurst(mem *guestmem.Memory, cs []Chain) (int, error) {
 	if q.err != nil {
 		return 0, ErrBroken
@@ -482,7 +481,7 @@ func (q *PackedQueue) PopBurst(mem *guestmem.Memory, cs []Chain) (int, error) {
 		// Pop's fast path, the same checks.
 		w := atomic.LoadUint32((*uint32)(unsafe.Add(descBase, uintptr(p)*descSize+12)))
 		d := (*[descSize]byte)(unsafe.Add(descBase, uintptr(p)*descSize))
-		if flags := uint16(w >> 16); flags&(DescFNext|DescFIndirect) == 0 {
+		if flags := uint16(w >> 16); flags&(DescFNext|DescFIndirect) == 0 && cap(c.Segs) > 0 {
 			id := uint16(w)
 			length := binary.LittleEndian.Uint32(d[8:12])
 			addr := binary.LittleEndian.Uint64(d[0:8])

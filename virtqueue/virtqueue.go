@@ -516,10 +516,7 @@ func (c *Chain) setOne(b []byte, addr uint64, length uint32, write bool) {
 // returns how many it took. It stops at the first chain Pop would not
 // return nil for and returns that error too; with ErrTooManySegments that
 // chain is cs[n], consumed (return it with PushUsed). It is Pop without
-// a call per chain, for the data path's bursts. Every chain's Segs must
-// have room for a segment: unlike Pop, PopBurst does not test it for each
-// chain (an empty one panics), since callers bind each chain's storage
-// once.
+// a call per chain, for the data path's bursts.
 func (q *Queue) PopBurst(mem *guestmem.Memory, cs []Chain) (int, error) {
 	if q.err != nil {
 		return 0, ErrBroken
@@ -544,7 +541,7 @@ func (q *Queue) PopBurst(mem *guestmem.Memory, cs []Chain) (int, error) {
 		}
 		// Pop's fast path, the same checks.
 		d := (*[descSize]byte)(unsafe.Add(descBase, uintptr(head)*descSize))
-		if flags := binary.LittleEndian.Uint16(d[12:14]); (flags^want)&fastMask == 0 {
+		if flags := binary.LittleEndian.Uint16(d[12:14]); (flags^want)&fastMask == 0 && cap(c.Segs) > 0 {
 			length := binary.LittleEndian.Uint32(d[8:12])
 			addr := binary.LittleEndian.Uint64(d[0:8])
 			if b := hot.Chunk(addr, uint64(length)); b != nil {

@@ -287,22 +287,9 @@ func (m *Memory) Hot() Hot {
 func (h Hot) Chunk(gpa, n uint64) []byte {
 	if off := gpa - h.gpa; off < h.size && n-1 < h.size-off {
 		// In range, checked just above; the Memory keeps it mapped.
-		return window(unsafe.Add(h.base, off), n)
+		return unsafe.Slice((*byte)(unsafe.Add(h.base, off)), n)
 	}
 	return nil
-}
-
-// window is unsafe.Slice(p, n) without the check that p+n does not wrap,
-// which the window's bounds check before each call has made redundant:
-// four instructions fewer per buffer on the data path.
-func window(p unsafe.Pointer, n uint64) []byte {
-	var b []byte
-	h := (*struct {
-		data     unsafe.Pointer
-		len, cap uint64
-	})(unsafe.Pointer(&b))
-	h.data, h.len, h.cap = p, n, n
-	return b
 }
 
 func (m *Memory) chunkSlow(gpa, n uint64) []byte {
