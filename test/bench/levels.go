@@ -138,8 +138,75 @@ func CaseLevels(results []RepResult, c Case, names []string) map[string]Levels {
 	return out
 }
 
+// Cycles per frame by level. A backend's cost counters are read at the
+// start and the end of each window, not per sample, so a level's cycles
+// per frame come from the repetitions that stayed in it: those with at
+// least LevelRepShare of their window's samples on its side of the
+// boundary between the two levels (their geometric mean). A level's
+// figure is the median over at least MinLevelReps such repetitions.
+const (
+	LevelRepShare = 0.9
+	MinLevelReps  = 3
+)
+
+// LevelCost is one backend's cycles per frame in each level of a case:
+// Fast and Slow are medians over NFast and NSlow repetitions (NaN when
+// fewer than MinLevelReps). For a backend with one level, Fast is the
+// median over all its repetitions with a cost.
+type LevelCost struct {
+	Fast, Slow   float64
+	NFast, NSlow int
+}
+
+// CaseLevelCosts returns, per backend with levels in lv, its cycles per
+// frame by level in case c.
+func CaseLevelCosts(results []RepResult, c Case, lv map[string]Levels) map[string]LevelCost {
+	fast, slow := map[string][]float64{}, map[string][]float64{}
+	for _, r := range results {
+		l, ok := lv[r.Backend]
+		if !ok || r.Err != nil || r.Pooled || r.Cost == nil || r.Cost.Frames == 0 || r.Case.Name() != c.Name() {
+			continue
+		}
+		cpf := float64(r.Cost.Cycles) / float64(r.Cost.Frames)
+		if !l.Two {
+			fast[r.Backend] = append(fast[r.Backend], cpf)
+			continue
+		}
+		rates := windowRates(r)
+		if len(rates) == 0 {
+			continue
+		}
+		edge, below := math.Sqrt(l.Slow*l.Fast), 0
+		for _, x := range rates {
+			if x < edge {
+				below++
+			}
+		}
+		switch share := float64(below) / float64(len(rates)); {
+		case share <= 1-LevelRepShare:
+			fast[r.Backend] = append(fast[r.Backend], cpf)
+		case share >= LevelRepShare:
+			slow[r.Backend] = append(slow[r.Backend], cpf)
+		}
+	}
+	out := map[string]LevelCost{}
+	for n := range lv {
+		lc := LevelCost{Fast: nan(), Slow: nan(), NFast: len(fast[n]), NSlow: len(slow[n])}
+		if lc.NFast >= MinLevelReps {
+			lc.Fast = median(fast[n])
+		}
+		if lc.NSlow >= MinLevelReps {
+			lc.Slow = median(slow[n])
+		}
+		out[n] = lc
+	}
+	return out
+}
+
 // WriteLevels writes, per case, each backend's rate levels, and vhostd's
-// ratio to every other backend inside each level when both show two.
+// ratio to every other backend inside each level when both show two; and
+// under it, when a backend shows two levels, the cycles per frame by
+// level (CaseLevelCosts) with vhostd's ratios inside each level.
 func WriteLevels(w io.Writer, results []RepResult, cases []Case, names []string) {
 	first := true
 	for _, c := range cases {
@@ -176,5 +243,69 @@ func WriteLevels(w io.Writer, results []RepResult, cases []Case, names []string)
 			}
 		}
 		fmt.Fprintln(w, line)
+		if cl := levelCostLine(results, c, names, lv); cl != "" {
+			fmt.Fprintln(w, cl)
+		}
 	}
+}
+
+// levelCostLine is WriteLevels' cycles-per-frame line for case c, or ""
+// when no backend shows two levels or none has costs.
+func levelCostLine(results []RepResult, c Case, names []string, lv map[string]Levels) string {
+	two := false
+	for _, l := range lv {
+		two = two || l.Two
+	}
+	if !two {
+		return ""
+	}
+	lc := CaseLevelCosts(results, c, lv)
+	fig := func(x float64, n int) string {
+		if math.IsNaN(x) {
+			return fmt.Sprintf("- (%d reps)", n)
+		}
+		return fmt.Sprintf("%.0f (%d)", x, n)
+	}
+	var parts []string
+	any := false
+	for _, n := range names {
+		l, ok := lc[n]
+		if !ok || l.NFast+l.NSlow == 0 {
+			continue
+		}
+		any = true
+		if lv[n].Two {
+			parts = append(parts, fmt.Sprintf("%s %s / %s", n, fig(l.Fast, l.NFast), fig(l.Slow, l.NSlow)))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s one level, %s", n, fig(l.Fast, l.NFast)))
+		}
+	}
+	if !any {
+		return ""
+	}
+	line := fmt.Sprintf("      cycles/frame by level (median over the repetitions with >= %.0f%% of their samples in the level, and how many; fast / slow): %s",
+		100*LevelRepShare, strings.Join(parts, "; "))
+	if v, ok := lc["vhostd"]; ok && lv["vhostd"].Two {
+		var rs []string
+		for _, n := range names {
+			o, ok := lc[n]
+			if !ok || n == "vhostd" || !lv[n].Two {
+				continue
+			}
+			var side []string
+			if r := v.Fast / o.Fast; !math.IsNaN(r) {
+				side = append(side, fmt.Sprintf("%.2fx fast", r))
+			}
+			if r := v.Slow / o.Slow; !math.IsNaN(r) {
+				side = append(side, fmt.Sprintf("%.2fx slow", r))
+			}
+			if len(side) > 0 {
+				rs = append(rs, fmt.Sprintf("x %s %s", n, strings.Join(side, ", ")))
+			}
+		}
+		if len(rs) > 0 {
+			line += "; vhostd " + strings.Join(rs, ", ")
+		}
+	}
+	return line
 }

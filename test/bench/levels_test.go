@@ -96,3 +96,70 @@ func TestWriteLevels(t *testing.T) {
 		t.Errorf("a ratio to a backend with one level:\n%s", out)
 	}
 }
+
+// TestLevelCosts: cycles per frame by level come from the repetitions
+// that stayed in one level; a repetition that flipped between them counts
+// for neither, a level with too few repetitions gets no figure, and a
+// case where every backend has one level gets no line.
+func TestLevelCosts(t *testing.T) {
+	r := rand.New(rand.NewSource(3))
+	c := Case{Frame: 64, MrgRxbuf: true, Topology: VMToVM}
+	var rs []RepResult
+	add := func(backend string, rates []float64, cpf uint64) {
+		rs = append(rs, RepResult{Backend: backend, Case: c, Rep: len(rs) + 1, Span: 0.25 * float64(len(rates)), Samples: samplesAt(rates),
+			Cost: &Cost{Cycles: cpf * 1000, Frames: 1000, TSCHz: 2.6e9}})
+	}
+	for i := uint64(0); i < 4; i++ {
+		add("vhostd", jitter(r, 20, 16e6, 0.05), 118+i) // fast: 118..121
+		add(RefDPDK, jitter(r, 20, 10e6, 0.05), 158+i)  // 158..161
+		add(RefOVS, jitter(r, 20, 6e6, 0.05), 310)
+	}
+	for i := uint64(0); i < 3; i++ {
+		add("vhostd", jitter(r, 20, 8e6, 0.05), 240+i) // slow: median 241
+		add(RefDPDK, jitter(r, 20, 5e6, 0.05), 300+i)  // 301
+	}
+	// Half fast, half slow: in neither level, however costly.
+	add("vhostd", append(jitter(r, 10, 16e6, 0.05), jitter(r, 10, 8e6, 0.05)...), 999)
+	lv := CaseLevels(rs, c, []string{"vhostd", RefDPDK, RefOVS})
+	lc := CaseLevelCosts(rs, c, lv)
+	if v := lc["vhostd"]; v.NFast != 4 || v.NSlow != 3 || v.Fast != 119.5 || v.Slow != 241 {
+		t.Errorf("vhostd: %+v", v)
+	}
+	if o := lc[RefOVS]; o.NFast != 4 || o.Fast != 310 || !math.IsNaN(o.Slow) {
+		t.Errorf("ovs (one level): %+v", o)
+	}
+	var b bytes.Buffer
+	WriteLevels(&b, rs, []Case{c}, []string{"vhostd", RefDPDK, RefOVS})
+	out := b.String()
+	for _, want := range []string{"vhostd 120 (4) / 241 (3)", RefDPDK + " 160 (4) / 301 (3)", RefOVS + " one level, 310 (4)",
+		"vhostd x " + RefDPDK + " 0.75x fast, 0.80x slow"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	// One slow repetition is too few for a median: no slow figure, no
+	// slow ratio.
+	var few []RepResult
+	for _, x := range rs {
+		if !(x.Backend == RefDPDK && x.Cost.Cycles/x.Cost.Frames >= 300 && x.Cost.Cycles/x.Cost.Frames < 302) {
+			few = append(few, x)
+		}
+	}
+	b.Reset()
+	WriteLevels(&b, few, []Case{c}, []string{"vhostd", RefDPDK, RefOVS})
+	if out := b.String(); !strings.Contains(out, RefDPDK+" 160 (4) / - (1 reps)") || !strings.HasSuffix(strings.TrimSpace(out), "vhostd x "+RefDPDK+" 0.75x fast") {
+		t.Errorf("too few slow repetitions:\n%s", out)
+	}
+	// Every backend one level: no cycles line.
+	var one []RepResult
+	for _, x := range rs {
+		if x.Backend == RefOVS {
+			one = append(one, x)
+		}
+	}
+	b.Reset()
+	WriteLevels(&b, one, []Case{c}, []string{RefOVS})
+	if strings.Contains(b.String(), "cycles/frame by level") {
+		t.Errorf("a cycles line without two levels:\n%s", b.String())
+	}
+}
