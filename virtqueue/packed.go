@@ -691,6 +691,11 @@ func (q *PackedQueue) PushUsed(head uint16, length uint32) {
 // ring's, measured no gain (docs/bench.md, "Instructions per frame").
 func (q *PackedQueue) PrefetchUsed(b *prefetch.Batch, n int) {}
 
+// PrefetchAhead does nothing on a packed ring: the descriptors available
+// ahead are the ring slots Pending has just scanned, whose lines are here
+// already.
+func (q *PackedQueue) PrefetchAhead(b *prefetch.Batch, n int) {}
+
 // Publish writes the used descriptors pushed since the last Publish and
 // makes them visible to the driver: the later ones first, then the
 // first one's flags with a release store (virtio 1.2, 2.8.21.2), so that

@@ -1,9 +1,11 @@
 package virtqueue_test
 
 import (
+	"slices"
 	"testing"
 	"unsafe"
 
+	"github.com/vhostd/vhostd/virtqueue"
 	"github.com/vhostd/vhostd/virtqueue/prefetch"
 	"github.com/vhostd/vhostd/virtqueue/virtqueuetest"
 )
@@ -51,5 +53,80 @@ func TestPrefetchUsed(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestPrefetchAhead: the lines PrefetchAhead adds are those of the
+// descriptors of the chains available past the ones taken, at most n,
+// one per line in a row, up to the first head out of range; it changes
+// nothing in the queue, and a broken queue or one with nothing ahead
+// adds none.
+func TestPrefetchAhead(t *testing.T) {
+	const size = 256
+	d := virtqueuetest.New(size, 1<<21, 0)
+	q := newQueue(t, d, nil)
+	mem := d.Memory()
+	table := uintptr(unsafe.Pointer(&d.Mem[virtqueuetest.DescBase]))
+	line := func(head uint16) uintptr { return (table + 16*uintptr(head)) >> 6 }
+	buf := d.Alloc(4096)
+	heads := []uint16{0, 1, 2, 3, 4, 100, 7, 200, 201}
+	for _, h := range heads {
+		d.WriteDesc(d.GPA+virtqueuetest.DescBase, h, buf, 64, virtqueue.DescFWrite, 0)
+		d.Publish(h)
+	}
+	if n := q.Pending(); n != len(heads) {
+		t.Fatalf("pending %d, want %d", n, len(heads))
+	}
+	for i := 0; i < 2; i++ {
+		if err := q.Pop(mem, chain(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := func(n int) []uintptr {
+		var b prefetch.Batch
+		before := q.LastAvail()
+		q.PrefetchAhead(&b, n)
+		if q.LastAvail() != before {
+			t.Fatalf("PrefetchAhead moved the queue from %d to %d", before, q.LastAvail())
+		}
+		reads, writes := b.Lines()
+		if len(writes) != 0 {
+			t.Fatalf("%d lines for writing", len(writes))
+		}
+		var out []uintptr
+		for _, r := range reads {
+			out = append(out, r>>6)
+		}
+		return out
+	}
+	// Heads 2 and 3 share a line, 4 and 7 another, 200 and 201 a third.
+	want := []uintptr{line(2), line(4), line(100), line(7), line(200)}
+	if got := lines(64); !slices.Equal(got, want) {
+		t.Fatalf("lines %x, want %x", got, want)
+	}
+	if got := lines(1); !slices.Equal(got, want[:1]) {
+		t.Fatalf("n=1: lines %x, want %x", got, want[:1])
+	}
+	// A head out of range ends the lines; the ones after it are not read.
+	d.Publish(size + 5)
+	d.WriteDesc(d.GPA+virtqueuetest.DescBase, 9, buf, 64, virtqueue.DescFWrite, 0)
+	d.Publish(9)
+	q.Pending()
+	if got := lines(64); !slices.Equal(got, want) {
+		t.Fatalf("with a bad head: lines %x, want %x", got, want)
+	}
+	for i := 2; i < len(heads); i++ {
+		if err := q.Pop(mem, chain(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := lines(64); len(got) != 0 {
+		t.Fatalf("nothing valid ahead: lines %x", got)
+	}
+	if err := q.Pop(mem, chain(1)); err != virtqueue.ErrBroken || q.Err() == nil {
+		t.Fatalf("pop of the bad head: %v", err)
+	}
+	if got := lines(64); len(got) != 0 {
+		t.Fatalf("broken queue: lines %x", got)
 	}
 }

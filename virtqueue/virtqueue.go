@@ -610,6 +610,38 @@ func (q *Queue) PrefetchUsed(b *prefetch.Batch, n int) {
 	b.Write((*byte)(unsafe.Add(q.usedBase, 4+usedElemSize*uintptr((q.usedIdx+uint16(n-1))&q.mask))))
 }
 
+// PrefetchAhead adds to b, for reading, the descriptors of up to n of the
+// chains the last Pending found available beyond those taken: the ones
+// the next pops will read. The driver wrote them on its CPU; fetched now,
+// a pass ahead, the next transmit into this queue does not wait for them
+// one burst after the other (docs/bench.md, "Descriptors a pass ahead").
+// It reads the available ring's entries, which the driver does not change
+// once published, and changes nothing in the queue.
+func (q *Queue) PrefetchAhead(b *prefetch.Batch, n int) {
+	if q.err != nil || q.infl != nil {
+		return
+	}
+	// The queue's fields in locals: the stores into b would otherwise
+	// make the compiler load them again for every chain.
+	at, end := q.lastAvail, q.lastAvail+uint16(min(n, int(q.availCache-q.lastAvail)))
+	availBase, descBase, mask, size := q.availBase, q.descBase, q.mask, q.size
+	last := ^uintptr(0)
+	for ; at != end; at++ {
+		// avail->ring[at % size]: in range, as in Pop.
+		head := *(*uint16)(unsafe.Add(availBase, 4+2*uintptr(at&mask)))
+		if head >= size {
+			return // Pop will break the queue on it
+		}
+		// Four descriptors to a line, and drivers mostly post them in
+		// order: one prefetch per line in a row.
+		p := unsafe.Add(descBase, uintptr(head)*descSize)
+		if line := uintptr(p) >> 6; line != last {
+			last = line
+			b.Read((*byte)(p))
+		}
+	}
+}
+
 // PushUsed records chain head as used with length bytes written into it.
 // The entry becomes visible to the driver at the next Publish. A device
 // that wrote into the chain's buffers also reports the bytes with
