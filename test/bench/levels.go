@@ -267,20 +267,18 @@ func levelCostLine(results []RepResult, c Case, names []string, lv map[string]Le
 		return fmt.Sprintf("%.0f (%d)", x, n)
 	}
 	var parts []string
-	any := false
 	for _, n := range names {
 		l, ok := lc[n]
 		if !ok || l.NFast+l.NSlow == 0 {
 			continue
 		}
-		any = true
 		if lv[n].Two {
 			parts = append(parts, fmt.Sprintf("%s %s / %s", n, fig(l.Fast, l.NFast), fig(l.Slow, l.NSlow)))
 		} else {
 			parts = append(parts, fmt.Sprintf("%s one level, %s", n, fig(l.Fast, l.NFast)))
 		}
 	}
-	if !any {
+	if len(parts) == 0 {
 		return ""
 	}
 	line := fmt.Sprintf("      cycles/frame by level (median over the repetitions with >= %.0f%% of their samples in the level, and how many; fast / slow): %s",
