@@ -15,6 +15,7 @@ import (
 
 	"github.com/vhostd/vhostd/daemon/config"
 	"github.com/vhostd/vhostd/daemon/control"
+	"github.com/vhostd/vhostd/daemon/cpus"
 	"github.com/vhostd/vhostd/daemon/metrics"
 	"github.com/vhostd/vhostd/daemon/sdnotify"
 	vswitch "github.com/vhostd/vhostd/switch"
@@ -44,6 +45,8 @@ type Daemon struct {
 	cfg      config.Config
 	ports    []vmPort
 	stopping bool // no more changes
+
+	placement *placement // nil without poller_cpus
 }
 
 // Start builds and starts everything cfg describes. On error, whatever was
@@ -52,12 +55,24 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	sw, err := vswitch.New(vswitch.Config{Pollers: cfg.Pollers, FDBSize: cfg.FDBSize, AgeTime: cfg.FDBAge.Duration}, log)
+	// Before anything starts a thread of its own (DPDK's EAL pins its
+	// main thread to the first CPU left to it).
+	var pl *placement
+	var pollerCPUs []int
+	if cfg.PollerCPUs != "" {
+		var err error
+		if pl, err = place(cfg.PollerCPUs, log); err != nil {
+			return nil, err
+		}
+		pollerCPUs = pl.pollers
+	}
+	sw, err := vswitch.New(vswitch.Config{Pollers: cfg.Pollers, FDBSize: cfg.FDBSize, AgeTime: cfg.FDBAge.Duration, CPUs: pollerCPUs}, log)
 	if err != nil {
+		pl.undo()
 		return nil, fmt.Errorf("switch: %w", err)
 	}
 	// The ports are added one by one below, each as add-port would.
-	d := &Daemon{log: log, sw: sw, cfg: cfg}
+	d := &Daemon{log: log, sw: sw, cfg: cfg, placement: pl}
 	d.cfg.Ports = nil
 	started := false
 	defer func() {
@@ -364,6 +379,8 @@ func (d *Daemon) Stop() {
 	if err := errors.Join(errs...); err != nil {
 		d.log.WithError(err).Warn("closing sockets and the uplink")
 	}
+	d.placement.undo()
+	d.placement = nil
 }
 
 // Ports implements control.Handler.
@@ -443,7 +460,10 @@ func (d *Daemon) Pollers() []control.PollerStats {
 	var out []control.PollerStats
 	for _, l := range d.sw.PollerLoads() {
 		ps := control.PollerStats{Poller: l.Poller, Ports: l.Ports, BusyCycles: l.BusyCycles, IdleCycles: l.IdleCycles,
-			Frames: l.Frames, Bursts: l.Bursts, TSCHz: hz}
+			Frames: l.Frames, Bursts: l.Bursts, TSCHz: hz, CPU: l.CPU, TID: l.TID}
+		if l.TID != 0 {
+			ps.Preempted, _ = cpus.Preemptions(l.TID)
+		}
 		if ps.Ports == nil {
 			ps.Ports = []string{}
 		}

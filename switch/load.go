@@ -78,6 +78,11 @@ type PollerLoad struct {
 	// Frames is how many frames the poller took from its receivers, in
 	// Bursts busy passes: BusyCycles/Frames is its cost per frame.
 	Frames, Bursts uint64
+	// CPU is the CPU the poller is pinned to (Config.CPUs), -1 if none.
+	CPU int
+	// TID is the id of the poller's thread while it runs, 0 otherwise:
+	// where /proc/self/task/TID tells what the kernel did with it.
+	TID int
 }
 
 // PollerLoads reports every poller's load, in poller order.
@@ -93,6 +98,8 @@ func (s *Switch) PollerLoads() []PollerLoad {
 			IdleCycles: max(p.load.idleNow(), p.load.reportedIdle),
 			Frames:     p.load.frames.Load(),
 			Bursts:     p.load.bursts.Load(),
+			CPU:        p.cpu,
+			TID:        int(p.tid.Load()),
 		}
 		// A counter that went back would read as a restart to Prometheus.
 		p.load.reportedIdle = out[i].IdleCycles

@@ -23,6 +23,10 @@ import (
 type poller struct {
 	s  *Switch
 	id int
+	// cpu is the CPU the poller's thread is pinned to, -1 for none; tid
+	// is the thread's id while the poller runs, 0 otherwise.
+	cpu int
+	tid atomic.Int32
 
 	// gen is bumped by the control path on any port change; the poller
 	// answers in ack, at the top of its loop (where it holds no port
@@ -98,6 +102,16 @@ func (p *poller) close() {
 
 var one = [8]byte{1}
 
+// pinThread binds the calling OS thread to cpu.
+func pinThread(cpu int) error {
+	var set unix.CPUSet
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return fmt.Errorf("pin thread %d to CPU %d: %w", unix.Gettid(), cpu, err)
+	}
+	return nil
+}
+
 func (p *poller) wake() { unix.Write(p.wakeFD, one[:]) }
 
 // unit is what a poller owns: one receiver of the port at index idx.
@@ -133,12 +147,39 @@ func (p *poller) removeOwned(idx int) (first bool) {
 
 func (p *poller) run() {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	log := p.s.log.WithField("poller", p.id)
+	// Pinned, the thread gets its mask back before it is unlocked, so
+	// that what Go runs on it next may use the process's CPUs again.
+	var mask unix.CPUSet
+	pinned := false
+	if p.cpu >= 0 {
+		err := unix.SchedGetaffinity(0, &mask)
+		if err == nil {
+			err = pinThread(p.cpu)
+		}
+		if err != nil {
+			// The daemon checked the CPU against its mask at start; a
+			// cpuset changed since is worth a line, not the poller.
+			log.WithError(err).WithField("cpu", p.cpu).Error("poller not pinned: it runs on any CPU the process may use")
+		} else {
+			pinned = true
+			log.WithField("cpu", p.cpu).Debug("poller pinned")
+		}
+	}
+	defer func() {
+		if pinned && unix.SchedSetaffinity(0, &mask) != nil {
+			// Still locked when the goroutine ends: Go ends the thread
+			// rather than reuse it with one CPU.
+			return
+		}
+		runtime.UnlockOSThread()
+	}()
+	p.tid.Store(int32(unix.Gettid()))
+	defer p.tid.Store(0)
 	// A guest that shrinks its memory under us makes our next access to
 	// it SIGBUS: a panic with this, recovered by guarded, instead of the
 	// end of the daemon. (Per goroutine; this one owns its thread.)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	log := p.s.log.WithField("poller", p.id)
 	log.Debug("poller started")
 	defer log.Debug("poller stopped")
 	p.parked.Store(false)

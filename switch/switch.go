@@ -22,6 +22,10 @@ type Config struct {
 	// IdleSpin is how long a poller keeps polling after the last frame
 	// before it sleeps on the kick fds; default 50µs.
 	IdleSpin time.Duration
+	// CPUs, if set, holds one CPU per poller: poller i's thread runs on
+	// CPUs[i] only. Keeping every other thread off those CPUs is the
+	// caller's part (daemon/cpus).
+	CPUs []int
 }
 
 func (c *Config) defaults() {
@@ -71,6 +75,9 @@ func New(cfg Config, log *logrus.Entry) (*Switch, error) {
 	cfg.defaults()
 	s := &Switch{cfg: cfg, log: log, fdb: NewFDB(cfg.FDBSize, cfg.AgeTime), epoch: time.Now(), owners: map[int][]*poller{}}
 	s.table.Store(&portTable{})
+	if len(cfg.CPUs) != 0 && len(cfg.CPUs) != cfg.Pollers {
+		return nil, fmt.Errorf("CPUs for %d pollers, one each, but %d given", cfg.Pollers, len(cfg.CPUs))
+	}
 	for i := 0; i < cfg.Pollers; i++ {
 		p, err := newPoller(s, i)
 		if err != nil {
@@ -78,6 +85,10 @@ func New(cfg Config, log *logrus.Entry) (*Switch, error) {
 				q.close()
 			}
 			return nil, fmt.Errorf("poller %d: %w", i, err)
+		}
+		p.cpu = -1
+		if len(cfg.CPUs) != 0 {
+			p.cpu = cfg.CPUs[i]
 		}
 		s.pollers = append(s.pollers, p)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/sirupsen/logrus"
 
+	"github.com/vhostd/vhostd/daemon/cpus"
 	"github.com/vhostd/vhostd/vhost"
 )
 
@@ -58,6 +59,10 @@ type Config struct {
 	FDBSize  int      `toml:"fdb_size" json:"fdb_size"`
 	FDBAge   Duration `toml:"fdb_age" json:"fdb_age"`
 	Ports    []Port   `toml:"port" json:"port"`
+	// PollerCPUs, if set, is a CPU list ("2,3", "2-5") with one CPU per
+	// poller: poller i runs on the i-th CPU named, and no other thread
+	// of vhostd runs on any of them.
+	PollerCPUs string `toml:"poller_cpus,omitempty" json:"poller_cpus,omitempty"`
 	// StateFile is where vhostd keeps its running configuration, ports
 	// added and deleted at runtime included (see WriteState); empty for
 	// none. A state file that exists when vhostd starts is loaded in
@@ -123,7 +128,7 @@ func Load(path string) (Config, error) {
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, fdb_size, fdb_age, state_file, max_macs, mtu, socket_owner, socket_group, socket_mode, metrics, uplink, eal, uplink_mtu, [[port]] name, socket, client, disable_features, queue_pairs, mac, max_macs, mtu, owner, group, mode)", path, strings.Join(keys, ", "))
+		return c, fmt.Errorf("config %s: unknown keys %s (known: control, log_level, pollers, poller_cpus, fdb_size, fdb_age, state_file, max_macs, mtu, socket_owner, socket_group, socket_mode, metrics, uplink, eal, uplink_mtu, [[port]] name, socket, client, disable_features, queue_pairs, mac, max_macs, mtu, owner, group, mode)", path, strings.Join(keys, ", "))
 	}
 	return c, nil
 }
@@ -188,6 +193,14 @@ func ParseSocket(s string) (Port, error) {
 	return p, nil
 }
 
+// count is "1 CPU", "2 CPUs".
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
+}
+
 // Validate checks the settings and says what to fix.
 func (c *Config) Validate() error {
 	var errs []error
@@ -196,6 +209,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Pollers < 1 || c.Pollers > 64 {
 		errs = append(errs, fmt.Errorf("pollers = %d: use 1 to 64", c.Pollers))
+	}
+	if c.PollerCPUs != "" {
+		if list, err := cpus.Parse(c.PollerCPUs); err != nil {
+			errs = append(errs, fmt.Errorf("poller_cpus = %q: %w", c.PollerCPUs, err))
+		} else if len(list) != c.Pollers {
+			errs = append(errs, fmt.Errorf("poller_cpus = %q names %s for %s: name one CPU per poller, or set pollers = %d", c.PollerCPUs, count(len(list), "CPU"), count(c.Pollers, "poller"), len(list)))
+		}
 	}
 	if c.FDBSize < 4 || c.FDBSize > 1<<24 {
 		errs = append(errs, fmt.Errorf("fdb_size = %d: use 4 to %d", c.FDBSize, 1<<24))

@@ -79,6 +79,8 @@ disable_features = ["mrg_rxbuf"]
 		"control clash":  func(c *Config) { c.Control = "/tmp/vm1.sock" },
 		"tiny fdb":       func(c *Config) { c.FDBSize = 1 },
 		"no socket path": func(c *Config) { c.Ports[0].Socket = "" },
+		"poller cpus":    func(c *Config) { c.PollerCPUs = "1-x" },
+		"cpus count":     func(c *Config) { c.PollerCPUs = "1,2" },
 	} {
 		c, _ := Load(good)
 		mutate(&c)
@@ -89,6 +91,30 @@ disable_features = ["mrg_rxbuf"]
 		}
 		if !strings.ContainsAny(err.Error(), "\"=:") {
 			t.Errorf("%s: error %q does not say what to fix", name, err)
+		}
+	}
+}
+
+// poller_cpus in the file: a list with one CPU per poller loads; the
+// errors say which key and what to write.
+func TestPollerCPUsKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vhostd.toml")
+	os.WriteFile(path, []byte("pollers = 2\npoller_cpus = \"3,1\"\n[[port]]\nname = \"vm1\"\nsocket = \"/tmp/vm1.sock\"\n"), 0o644)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil || c.PollerCPUs != "3,1" {
+		t.Fatalf("poller_cpus = \"3,1\" with 2 pollers: %q, %v", c.PollerCPUs, err)
+	}
+	for _, bad := range []struct{ cpus, want string }{
+		{"3", `poller_cpus = "3" names 1 CPU for 2 pollers: name one CPU per poller, or set pollers = 1`},
+		{"1,1", `poller_cpus = "1,1": CPU 1 is named twice`},
+		{"2-1", `poller_cpus = "2-1": CPU range "2-1" goes down`},
+	} {
+		c.PollerCPUs = bad.cpus
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("poller_cpus %q: %v, want %q", bad.cpus, err, bad.want)
 		}
 	}
 }

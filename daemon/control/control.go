@@ -164,6 +164,15 @@ type PollerStats struct {
 	// TSCHz is the rate the cycles were converted at: the TSC measured
 	// against the monotonic clock since vhostd started.
 	TSCHz float64 `json:"tsc_hz"`
+	// CPU is the CPU the poller is pinned to (poller_cpus), -1 if none.
+	CPU int `json:"cpu"`
+	// TID is the poller's thread id, 0 while it does not run.
+	TID int `json:"tid"`
+	// Preempted is how often the kernel took the poller's CPU for
+	// another thread since the thread started (its nonvoluntary context
+	// switches): each time, the frames in its rings wait. Near 0 on a
+	// CPU of its own.
+	Preempted uint64 `json:"preempted"`
 }
 
 // FDBEntry is one learned address for `vhostctl fdb`.

@@ -97,6 +97,8 @@ var (
 	descPollerFrames     = desc("poller_frames_total", "Frames the poller took from its receivers.", "poller")
 	descPollerBursts     = desc("poller_bursts_total", "Passes of the poller's loop that moved frames.", "poller")
 	descPollerPorts      = desc("poller_ports", "1 for each port with a receiver on the poller.", "poller", "port")
+	descPollerPreempted  = desc("poller_preemptions_total", "Times the kernel took the poller's CPU for another thread (its thread's nonvoluntary context switches); near 0 when the poller has a CPU of its own (poller_cpus).", "poller")
+	descPollerCPU        = desc("poller_cpu", "The CPU the poller is pinned to (poller_cpus); -1 if it is not pinned.", "poller")
 	descQueuePackets     = desc("queue_packets_total", "Frames per queue of a VM port: dir rx, taken from the guest's transmit queues by receive lane; dir tx, put in the guest's receive queue.", "port", "queue", "dir")
 	descQueueBytes       = desc("queue_bytes_total", "Bytes per queue of a VM port (see vhostd_queue_packets_total).", "port", "queue", "dir")
 	descQueueDrops       = desc("queue_drops_total", "Drops per queue of a VM port, by reason (port-wide drops are only in vhostd_port_drops_total).", "port", "queue", "dir", "reason")
@@ -188,6 +190,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descPollerBusyCycles, p.BusyCycles, id)
 		counter(descPollerFrames, p.Frames, id)
 		counter(descPollerBursts, p.Bursts, id)
+		counter(descPollerPreempted, p.Preempted, id)
+		gauge(descPollerCPU, float64(p.CPU), id)
 		for _, port := range p.Ports {
 			gauge(descPollerPorts, 1, id, port)
 		}

@@ -57,8 +57,8 @@ func (fakeSource) Ports() []control.PortInfo {
 
 func (fakeSource) Pollers() []control.PollerStats {
 	return []control.PollerStats{
-		{Poller: 0, Ports: []string{"a", "up0"}, BusyCycles: 3e9, IdleCycles: 1e9, BusySeconds: 1.5, IdleSeconds: 0.5, Frames: 1e6, Bursts: 4e4, TSCHz: 2e9},
-		{Poller: 1, Ports: []string{}, IdleCycles: 4e9, IdleSeconds: 2, TSCHz: 2e9},
+		{Poller: 0, Ports: []string{"a", "up0"}, BusyCycles: 3e9, IdleCycles: 1e9, BusySeconds: 1.5, IdleSeconds: 0.5, Frames: 1e6, Bursts: 4e4, TSCHz: 2e9, CPU: 3, Preempted: 7},
+		{Poller: 1, Ports: []string{}, IdleCycles: 4e9, IdleSeconds: 2, TSCHz: 2e9, CPU: -1},
 	}
 }
 
@@ -186,6 +186,9 @@ func TestCollector(t *testing.T) {
 		{"vhostd_poller_busy_cycles_total", []string{"poller", "0"}, 3e9},
 		{"vhostd_poller_frames_total", []string{"poller", "0"}, 1e6},
 		{"vhostd_poller_bursts_total", []string{"poller", "0"}, 4e4},
+		{"vhostd_poller_preemptions_total", []string{"poller", "0"}, 7},
+		{"vhostd_poller_cpu", []string{"poller", "0"}, 3},
+		{"vhostd_poller_cpu", []string{"poller", "1"}, -1},
 		{"vhostd_poller_ports", []string{"poller", "0", "port", "a"}, 1},
 		{"vhostd_poller_ports", []string{"poller", "0", "port", "up0"}, 1},
 		{"vhostd_tsc_hz", nil, 2e9},

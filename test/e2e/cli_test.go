@@ -44,6 +44,9 @@ func TestVhostdRefusesBadInput(t *testing.T) {
 		{[]string{"--socket", dir + "/a.sock,mac=ff:ff:ff:ff:ff:ff"}, "multicast"},
 		{[]string{"--socket", dir + "/a.sock,client,owner=root"}, `port "a": owner, group and mode set the permissions of a socket vhostd creates; a client port connects`},
 		{[]string{"--socket", dir + "/a.sock,client=yes"}, `unknown option "client=yes"`},
+		{[]string{"--socket", dir + "/a.sock", "--poller-cpus", "1023"}, `poller_cpus "1023": CPU 1023 is not one vhostd may run on (allowed: `},
+		{[]string{"--socket", dir + "/a.sock", "--pollers", "2", "--poller-cpus", "1"}, `poller_cpus = "1" names 1 CPU for 2 pollers: name one CPU per poller, or set pollers = 1`},
+		{[]string{"--socket", dir + "/a.sock", "--poller-cpus", "3-1"}, `CPU range "3-1" goes down`},
 	}
 	for _, c := range cases {
 		out, err := exec.Command(vhostdBin, append([]string{"--control", dir + "/ctl.sock"}, c.args...)...).CombinedOutput()

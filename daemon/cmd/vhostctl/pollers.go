@@ -10,17 +10,23 @@ import (
 
 // pollerUsage is the part of vhostctl's usage text about pollers.
 const pollerUsage = `  pollers each poller (one thread, one core's worth of work) since vhostd
-          started: its ports, busy and idle time, busy share, frames and
-          TSC cycles per frame. stats --watch shows the same per interval
+          started: the CPU it is pinned to (--poller-cpus), busy and idle
+          time, busy share, frames, TSC cycles per frame, how often another
+          thread took its CPU, and its ports. stats --watch shows the load
+          per interval
 `
 
 // printPollers prints `vhostctl pollers`.
 func printPollers(out io.Writer, ps []control.PollerStats) {
-	rows := [][]string{{"POLLER", "BUSY", "IDLE", "BUSY%", "FRAMES", "BURSTS", "FRAMES/BURST", "CYCLES/FRAME", "PORTS"}}
+	rows := [][]string{{"POLLER", "CPU", "BUSY", "IDLE", "BUSY%", "FRAMES", "BURSTS", "FRAMES/BURST", "CYCLES/FRAME", "PREEMPTED", "PORTS"}}
 	for _, p := range ps {
-		rows = append(rows, []string{strconv.Itoa(p.Poller), fmt.Sprintf("%.3fs", p.BusySeconds), fmt.Sprintf("%.3fs", p.IdleSeconds),
+		cpu := "-"
+		if p.CPU >= 0 {
+			cpu = strconv.Itoa(p.CPU)
+		}
+		rows = append(rows, []string{strconv.Itoa(p.Poller), cpu, fmt.Sprintf("%.3fs", p.BusySeconds), fmt.Sprintf("%.3fs", p.IdleSeconds),
 			busyPercent(p.BusyCycles, p.IdleCycles), strconv.FormatUint(p.Frames, 10), strconv.FormatUint(p.Bursts, 10),
-			ratio(p.Frames, p.Bursts, 1), ratio(p.BusyCycles, p.Frames, 0), join(p.Ports)})
+			ratio(p.Frames, p.Bursts, 1), ratio(p.BusyCycles, p.Frames, 0), strconv.FormatUint(p.Preempted, 10), join(p.Ports)})
 	}
 	printColumns(out, rows, nil)
 	if len(ps) > 0 && ps[0].TSCHz > 0 {

@@ -13,12 +13,12 @@ import (
 func TestPrintPollers(t *testing.T) {
 	var out bytes.Buffer
 	printPollers(&out, []control.PollerStats{
-		{Poller: 0, Ports: []string{"vm1", "up0"}, BusyCycles: 3e9, IdleCycles: 1e9, BusySeconds: 1.5, IdleSeconds: 0.5, Frames: 1e7, Bursts: 5e5, TSCHz: 2e9},
-		{Poller: 1, IdleCycles: 4e9, IdleSeconds: 2, TSCHz: 2e9},
+		{Poller: 0, Ports: []string{"vm1", "up0"}, BusyCycles: 3e9, IdleCycles: 1e9, BusySeconds: 1.5, IdleSeconds: 0.5, Frames: 1e7, Bursts: 5e5, TSCHz: 2e9, CPU: 3, Preempted: 12},
+		{Poller: 1, IdleCycles: 4e9, IdleSeconds: 2, TSCHz: 2e9, CPU: -1, Preempted: 345},
 	})
-	want := `POLLER    BUSY    IDLE  BUSY%    FRAMES  BURSTS  FRAMES/BURST  CYCLES/FRAME  PORTS
-0       1.500s  0.500s  75.0%  10000000  500000          20.0           300  vm1,up0
-1       0.000s  2.000s   0.0%         0       0             -             -  -
+	want := `POLLER  CPU    BUSY    IDLE  BUSY%    FRAMES  BURSTS  FRAMES/BURST  CYCLES/FRAME  PREEMPTED  PORTS
+0         3  1.500s  0.500s  75.0%  10000000  500000          20.0           300         12  vm1,up0
+1         -  0.000s  2.000s   0.0%         0       0             -             -        345  -
 (cycles: TSC at 2.000 GHz, measured against the monotonic clock)
 `
 	if got := out.String(); got != want {

@@ -51,6 +51,7 @@ func run() error {
 	controlPath := fs.String("control", "", "control socket path (default "+config.DefaultControl+")")
 	logLevel := fs.String("log-level", "", "log level: error, warn, info, debug (default info)")
 	pollers := fs.Int("pollers", 0, "poller threads (default 1)")
+	pollerCPUs := fs.String("poller-cpus", "", "pin the pollers to these CPUs, one per poller, as a list like 2,3 or 2-5 (poller i on the i-th), and keep every other thread of vhostd off them (default: the pollers run wherever the kernel puts them)")
 	uplinkDev := fs.String("uplink", "", "DPDK uplink: [NAME=]DEVARGS, e.g. net_tap0,iface=vhostd0, net_af_packet0,iface=eth1 or a PCI address (see docs/uplink.md)")
 	eal := fs.String("eal", "", "extra DPDK EAL arguments for the uplink, space separated (defaults work without hugepages: --no-huge -m 256 --no-shconf --no-pci -l CPU)")
 	maxMACs := fs.Int("max-macs", 0, fmt.Sprintf("addresses each VM port may make the switch learn, unless its --socket says max_macs= (default %d, or fdb_size if smaller)", config.DefaultMaxMACs))
@@ -63,7 +64,7 @@ func run() error {
 	uplinkMTU := fs.Int("uplink-mtu", 0, fmt.Sprintf("uplink MTU, %d to %d (default %d)", config.MinUplinkMTU, config.MaxUplinkMTU, config.DefaultUplinkMTU))
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: vhostd --socket [NAME=]PATH[,OPTION...] ... [--uplink DEVARGS [--eal ARGS]] [--control PATH] [--config FILE] [--log-level LEVEL]\n"+
-			"              [--state-file FILE] [--metrics HOST:PORT] [--max-macs N] [--socket-owner USER] [--socket-group GROUP] [--socket-mode MODE]\n\n")
+			"              [--pollers N [--poller-cpus LIST]] [--state-file FILE] [--metrics HOST:PORT] [--max-macs N] [--socket-owner USER] [--socket-group GROUP] [--socket-mode MODE]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -109,6 +110,9 @@ func run() error {
 	}
 	if *pollers != 0 {
 		cfg.Pollers = *pollers
+	}
+	if *pollerCPUs != "" {
+		cfg.PollerCPUs = *pollerCPUs
 	}
 	if *uplinkDev != "" {
 		cfg.Uplink = *uplinkDev
