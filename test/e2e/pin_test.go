@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +53,13 @@ func TestPollerCPUs(t *testing.T) {
 	if len(ps) != 1 || ps[0].CPU != pollerCPU || ps[0].TID == 0 || ps[0].Frames < 10000 {
 		t.Fatalf("pollers %+v: want one on CPU %d that forwarded the 10000 frames", ps, pollerCPU)
 	}
+	checkThreadCPUs(t, v, ps[0].TID, pollerCPU, rest)
+}
+
+// checkThreadCPUs checks that vhostd's thread pollerTID may run on
+// pollerCPU alone and every other thread of it on rest.
+func checkThreadCPUs(t *testing.T, v *vhostd, pollerTID, pollerCPU int, rest []int) {
+	t.Helper()
 	pid := v.cmd.Process.Pid
 	tids, err := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*")
 	if err != nil || len(tids) < 2 {
@@ -63,11 +72,51 @@ func TestPollerCPUs(t *testing.T) {
 			continue // gone meanwhile
 		}
 		want := rest
-		if tid == ps[0].TID {
+		if tid == pollerTID {
 			want = []int{pollerCPU}
 		}
 		if !slices.Equal(got, want) {
-			t.Errorf("vhostd thread %d may use CPUs %s, want %s (the poller is thread %d)", tid, cpus.Format(got), cpus.Format(want), ps[0].TID)
+			comm, _ := os.ReadFile(p + "/comm")
+			t.Errorf("vhostd thread %d (%s) may use CPUs %s, want %s (the poller is thread %d)", tid, strings.TrimSpace(string(comm)), cpus.Format(got), cpus.Format(want), pollerTID)
 		}
+	}
+}
+
+// TestPollerCPUsUplink: with a DPDK uplink, DPDK's threads (its main
+// lcore, which vhostd pins to the first CPU left to it, and its interrupt
+// thread) stay off the poller's CPU too.
+func TestPollerCPUsUplink(t *testing.T) {
+	allowed, err := cpus.Allowed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(allowed) < 2 {
+		t.Fatalf("this test needs 2 CPUs, it may use %s", cpus.Format(allowed))
+	}
+	pollerCPU := allowed[len(allowed)-1]
+	rest := allowed[:len(allowed)-1]
+	dir := sockDir(t)
+	// net_null: an uplink whose receive side never runs dry, so the
+	// poller is busy from the start.
+	v := startVhostd(t, dir, "--poller-cpus", strconv.Itoa(pollerCPU), "--uplink", "net_null0",
+		"--socket", "a="+filepath.Join(dir, "a.sock"))
+	var ps []control.PollerStats
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if err := control.Call(context.Background(), v.Control, "pollers", &ps); err != nil {
+			t.Fatal(err)
+		}
+		if len(ps) == 1 && ps[0].TID != 0 && ps[0].Frames > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pollers %+v", ps)
+		}
+	}
+	if ps[0].CPU != pollerCPU {
+		t.Errorf("poller on CPU %d, want %d", ps[0].CPU, pollerCPU)
+	}
+	checkThreadCPUs(t, v, ps[0].TID, pollerCPU, rest)
+	if want := "main_lcore_cpu=" + strconv.Itoa(rest[0]); !strings.Contains(v.Log(), want) {
+		t.Errorf("vhostd log does not say %s:\n%s", want, tail(v.Log(), 2000))
 	}
 }
