@@ -60,6 +60,9 @@ type PollerRate struct {
 	FramesPS    float64 `json:"frames_per_sec"`
 	// CyclesPerFrame is busy TSC cycles per frame taken; 0 without frames.
 	CyclesPerFrame float64 `json:"cycles_per_frame"`
+	// PreemptedPS is how often a second the kernel took the poller's
+	// CPU for another thread; -1 when its thread changed between polls.
+	PreemptedPS float64 `json:"preempted_per_sec"`
 }
 
 // computePollerRates turns two polls of the pollers into their load over
@@ -84,6 +87,10 @@ func computePollerRates(prev, cur []control.PollerStats, sec float64) []PollerRa
 		if frames > 0 {
 			r.CyclesPerFrame = float64(busy) / float64(frames)
 		}
+		r.PreemptedPS = -1
+		if c.TID == p.TID && c.Preempted >= p.Preempted {
+			r.PreemptedPS = float64(c.Preempted-p.Preempted) / sec
+		}
 		out = append(out, r)
 	}
 	return out
@@ -94,16 +101,19 @@ func printPollerRates(out io.Writer, rs []PollerRate) {
 	if len(rs) == 0 {
 		return
 	}
-	rows := [][]string{{"POLLER", "BUSY%", "FRAMES/S", "CYCLES/FRAME", "PORTS"}}
+	rows := [][]string{{"POLLER", "BUSY%", "FRAMES/S", "CYCLES/FRAME", "PREEMPTED/S", "PORTS"}}
 	for _, r := range rs {
-		busy, cpf := "-", "-"
+		busy, cpf, pre := "-", "-", "-"
 		if r.BusyPercent >= 0 {
 			busy = strconv.FormatFloat(r.BusyPercent, 'f', 1, 64) + "%"
 		}
 		if r.CyclesPerFrame > 0 {
 			cpf = strconv.FormatFloat(r.CyclesPerFrame, 'f', 0, 64)
 		}
-		rows = append(rows, []string{strconv.Itoa(r.Poller), busy, formatRate(r.FramesPS), cpf, join(r.Ports)})
+		if r.PreemptedPS >= 0 {
+			pre = strconv.FormatFloat(r.PreemptedPS, 'f', 0, 64)
+		}
+		rows = append(rows, []string{strconv.Itoa(r.Poller), busy, formatRate(r.FramesPS), cpf, pre, join(r.Ports)})
 	}
 	printColumns(out, rows, nil)
 }

@@ -27,15 +27,17 @@ func TestPrintPollers(t *testing.T) {
 }
 
 // stats --watch shows each poller's load over the interval under the
-// ports: busy share, frames/s and cycles per frame from the differences.
+// ports: busy share, frames/s, cycles per frame and preemptions/s from
+// the differences.
 func TestWatchStatsPollers(t *testing.T) {
 	d := watchScript()
 	d.answers = d.answers[:2]
 	d.pollers = [][]control.PollerStats{
-		{{Poller: 0, Ports: []string{"a", "b"}, BusyCycles: 1000, IdleCycles: 1000, Frames: 10}, {Poller: 1, IdleCycles: 5000}},
-		// Over 500ms: poller 0 busy 600 of 1000 cycles for 500 frames;
-		// poller 1 idle throughout.
-		{{Poller: 0, Ports: []string{"a", "b"}, BusyCycles: 1600, IdleCycles: 1400, Frames: 510}, {Poller: 1, IdleCycles: 6000}},
+		{{Poller: 0, Ports: []string{"a", "b"}, BusyCycles: 1000, IdleCycles: 1000, Frames: 10, TID: 7, Preempted: 100}, {Poller: 1, IdleCycles: 5000, TID: 8, Preempted: 5}},
+		// Over 500ms: poller 0 busy 600 of 1000 cycles for 500 frames,
+		// preempted 40 times; poller 1 idle throughout, on a new thread
+		// (no preemption rate across threads).
+		{{Poller: 0, Ports: []string{"a", "b"}, BusyCycles: 1600, IdleCycles: 1400, Frames: 510, TID: 7, Preempted: 140}, {Poller: 1, IdleCycles: 6000, TID: 9, Preempted: 1}},
 	}
 	ctl := startStatsDaemon(t, d)
 	var out bytes.Buffer
@@ -43,9 +45,9 @@ func TestWatchStatsPollers(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `b             0          0        0 b/s        0 b/s        0  -
-POLLER  BUSY%  FRAMES/S  CYCLES/FRAME  PORTS
-0       60.0%      1000             1  a,b
-1        0.0%         0             -  -
+POLLER  BUSY%  FRAMES/S  CYCLES/FRAME  PREEMPTED/S  PORTS
+0       60.0%      1000             1           80  a,b
+1        0.0%         0             -            -  -
 
 `
 	if got := out.String(); !strings.HasSuffix(got, want) {
@@ -61,7 +63,8 @@ POLLER  BUSY%  FRAMES/S  CYCLES/FRAME  PORTS
 	if err := json.Unmarshal(out.Bytes(), &rec); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
 	}
-	if len(rec.Pollers) != 2 || rec.Pollers[0].BusyPercent != 60 || rec.Pollers[0].FramesPS != 1000 || rec.Pollers[0].CyclesPerFrame != 1.2 || rec.Pollers[1].BusyPercent != 0 {
+	if len(rec.Pollers) != 2 || rec.Pollers[0].BusyPercent != 60 || rec.Pollers[0].FramesPS != 1000 || rec.Pollers[0].CyclesPerFrame != 1.2 || rec.Pollers[1].BusyPercent != 0 ||
+		rec.Pollers[0].PreemptedPS != 80 || rec.Pollers[1].PreemptedPS != -1 {
 		t.Errorf("pollers in JSON: %+v", rec.Pollers)
 	}
 }
