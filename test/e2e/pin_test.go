@@ -21,15 +21,7 @@ import (
 // `vhostctl pollers` (the control socket) says so.
 func TestPollerCPUs(t *testing.T) {
 	requirePeer(t, testpmd.DefaultBinary)
-	allowed, err := cpus.Allowed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(allowed) < 2 {
-		t.Fatalf("this test needs 2 CPUs, it may use %s", cpus.Format(allowed))
-	}
-	pollerCPU := allowed[len(allowed)-1]
-	rest := allowed[:len(allowed)-1]
+	pollerCPU, rest := pollerAndRest(t)
 	dir := sockDir(t)
 	v := startVhostd(t, dir, "--pollers", "1", "--poller-cpus", strconv.Itoa(pollerCPU),
 		"--socket", "a="+filepath.Join(dir, "a.sock"), "--socket", "b="+filepath.Join(dir, "b.sock"))
@@ -54,6 +46,20 @@ func TestPollerCPUs(t *testing.T) {
 		t.Fatalf("pollers %+v: want one on CPU %d that forwarded the 10000 frames", ps, pollerCPU)
 	}
 	checkThreadCPUs(t, v, ps[0].TID, pollerCPU, rest)
+}
+
+// pollerAndRest splits the CPUs the test may use into one for a poller
+// (the last) and the rest, failing unless there are two.
+func pollerAndRest(t *testing.T) (int, []int) {
+	t.Helper()
+	allowed, err := cpus.Allowed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(allowed) < 2 {
+		t.Fatalf("this test needs 2 CPUs, it may use %s", cpus.Format(allowed))
+	}
+	return allowed[len(allowed)-1], allowed[:len(allowed)-1]
 }
 
 // checkThreadCPUs checks that vhostd's thread pollerTID may run on
@@ -86,15 +92,7 @@ func checkThreadCPUs(t *testing.T, v *vhostd, pollerTID, pollerCPU int, rest []i
 // lcore, which vhostd pins to the first CPU left to it, and its interrupt
 // thread) stay off the poller's CPU too.
 func TestPollerCPUsUplink(t *testing.T) {
-	allowed, err := cpus.Allowed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(allowed) < 2 {
-		t.Fatalf("this test needs 2 CPUs, it may use %s", cpus.Format(allowed))
-	}
-	pollerCPU := allowed[len(allowed)-1]
-	rest := allowed[:len(allowed)-1]
+	pollerCPU, rest := pollerAndRest(t)
 	dir := sockDir(t)
 	// net_null: an uplink whose receive side never runs dry, so the
 	// poller is busy from the start.
