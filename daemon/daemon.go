@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -46,7 +47,7 @@ type Daemon struct {
 	ports    []vmPort
 	stopping bool // no more changes
 
-	placement *placement // nil without poller_cpus
+	placement *placement // what Start changed about where threads run
 }
 
 // Start builds and starts everything cfg describes. On error, whatever was
@@ -57,16 +58,11 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 	}
 	// Before anything starts a thread of its own (DPDK's EAL pins its
 	// main thread to the first CPU left to it).
-	var pl *placement
-	var pollerCPUs []int
-	if cfg.PollerCPUs != "" {
-		var err error
-		if pl, err = place(cfg.PollerCPUs, log); err != nil {
-			return nil, err
-		}
-		pollerCPUs = pl.pollers
+	pl, err := place(cfg.PollerCPUs, cfg.Pollers, log)
+	if err != nil {
+		return nil, err
 	}
-	sw, err := vswitch.New(vswitch.Config{Pollers: cfg.Pollers, FDBSize: cfg.FDBSize, AgeTime: cfg.FDBAge.Duration, CPUs: pollerCPUs}, log)
+	sw, err := vswitch.New(vswitch.Config{Pollers: cfg.Pollers, FDBSize: cfg.FDBSize, AgeTime: cfg.FDBAge.Duration, CPUs: pl.pollers}, log)
 	if err != nil {
 		pl.undo()
 		return nil, fmt.Errorf("switch: %w", err)
@@ -124,7 +120,7 @@ func Start(cfg config.Config, log *logrus.Entry) (*Daemon, error) {
 		}
 	}
 	started = true
-	log.WithFields(logrus.Fields{"control": cfg.Control, "ports": len(cfg.Ports), "pollers": cfg.Pollers, "uplink": cfg.Uplink, "state_file": cfg.StateFile, "metrics": metricsAddr}).Info("vhostd running")
+	log.WithFields(logrus.Fields{"control": cfg.Control, "ports": len(cfg.Ports), "pollers": cfg.Pollers, "gomaxprocs": runtime.GOMAXPROCS(0), "uplink": cfg.Uplink, "state_file": cfg.StateFile, "metrics": metricsAddr}).Info("vhostd running")
 	return d, nil
 }
 

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -124,6 +125,38 @@ func TestPollerCPUsRefused(t *testing.T) {
 	for _, tid := range tids {
 		if got, err := cpus.OfThread(0, tid); err == nil && !slices.Equal(got, allowed) {
 			t.Errorf("thread %d may use CPUs %s, want %s", tid, cpus.Format(got), cpus.Format(allowed))
+		}
+	}
+}
+
+// Without poller_cpus, GOMAXPROCS is raised to one more than the pollers
+// when the CPUs vhostd may use give no more (a spinning poller holds its
+// P), left alone otherwise, and given back at Stop.
+func TestGOMAXPROCSAbovePollers(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		t.Fatal("GOMAXPROCS is set in the environment, which vhostd leaves alone: unset it to run this test")
+	}
+	procs := runtime.GOMAXPROCS(0)
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.Control = filepath.Join(dir, "control.sock")
+	cfg.Ports = []config.Port{{Name: "vm1", Socket: filepath.Join(dir, "vm1.sock")}}
+	for _, pollers := range []int{procs - 1, procs, procs + 1} {
+		if pollers < 1 {
+			continue
+		}
+		cfg.Pollers = pollers
+		d, err := Start(cfg, quietLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := runtime.GOMAXPROCS(0)
+		d.Stop()
+		if want := max(procs, pollers+1); got != want {
+			t.Errorf("%d pollers, %d CPUs' worth of Ps at start: GOMAXPROCS %d, want %d", pollers, procs, got, want)
+		}
+		if after := runtime.GOMAXPROCS(0); after != procs {
+			t.Errorf("%d pollers: GOMAXPROCS %d after Stop, want %d", pollers, after, procs)
 		}
 	}
 }

@@ -118,3 +118,25 @@ func TestPollerCPUsUplink(t *testing.T) {
 		t.Errorf("vhostd log does not say %s:\n%s", want, tail(v.Log(), 2000))
 	}
 }
+
+// TestGOMAXPROCSAbovePollers: as many pollers as vhostd has CPUs, without
+// --poller-cpus: vhostd raises GOMAXPROCS to one more (each spinning
+// poller holds one), says so in its log, and its control socket answers
+// while the pollers spin.
+func TestGOMAXPROCSAbovePollers(t *testing.T) {
+	allowed, err := cpus.Allowed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(allowed)
+	dir := sockDir(t)
+	v := startVhostd(t, dir, "--pollers", strconv.Itoa(n), "--uplink", "net_null0",
+		"--socket", "a="+filepath.Join(dir, "a.sock"))
+	if want := "gomaxprocs=" + strconv.Itoa(n+1); !strings.Contains(v.Log(), want) {
+		t.Errorf("vhostd with %d pollers on %d CPUs: log lacks %s:\n%s", n, n, want, tail(v.Log(), 2000))
+	}
+	var ps []control.PollerStats
+	if err := control.Call(context.Background(), v.Control, "pollers", &ps); err != nil || len(ps) != n {
+		t.Fatalf("pollers: %+v, %v", ps, err)
+	}
+}
