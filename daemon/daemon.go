@@ -458,6 +458,7 @@ func (d *Daemon) Pollers() []control.PollerStats {
 		ps := control.PollerStats{Poller: l.Poller, Ports: l.Ports, BusyCycles: l.BusyCycles, IdleCycles: l.IdleCycles,
 			Frames: l.Frames, Bursts: l.Bursts, TSCHz: hz, CPU: l.CPU, TID: l.TID}
 		if l.TID != 0 {
+			// 0 if the poller stopped and its thread went meanwhile.
 			ps.Preempted, _ = cpus.Preemptions(l.TID)
 		}
 		if ps.Ports == nil {

@@ -78,8 +78,9 @@ func place(spec string, pollers int, log *logrus.Entry) (*placement, error) {
 	return p, nil
 }
 
-// undo gives the process's threads back the CPUs they had, once the
-// pollers have stopped (their threads ended with them).
+// undo gives the process's threads back the CPUs they had and Go its
+// default GOMAXPROCS, once the pollers have stopped (each gave its own
+// thread back the mask it had before it was pinned).
 func (p *placement) undo() {
 	if p == nil {
 		return
