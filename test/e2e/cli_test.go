@@ -176,7 +176,7 @@ func TestVhostctlStatsWatch(t *testing.T) {
 		}
 		// Then the pollers' load: a header and one line for the poller.
 		if len(lines) != 6 || strings.Join(lines[1:4], "\n") != strings.Join(want, "\n") ||
-			!strings.HasPrefix(lines[4], "POLLER  BUSY%  FRAMES/S  CYCLES/FRAME  PORTS") || !strings.HasSuffix(lines[5], "  a,b") {
+			!strings.HasPrefix(lines[4], "POLLER  BUSY%  FRAMES/S  CYCLES/FRAME  PREEMPTED/S  PORTS") || !strings.HasSuffix(lines[5], "  a,b") {
 			t.Errorf("block\n%s\nwant a header line then\n%s\nthen the pollers", b, strings.Join(want, "\n"))
 		}
 	}
