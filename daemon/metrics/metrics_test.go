@@ -3,6 +3,8 @@ package metrics_test
 import (
 	"io"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -296,5 +298,45 @@ func TestCheckAddr(t *testing.T) {
 		t.Error("a second listener on the same address")
 	} else if !strings.Contains(err.Error(), "metrics address") {
 		t.Errorf("port in use: %v", err)
+	}
+}
+
+// TestREADMENamesEveryMetric: every metric the collector registers, and
+// every drop reason its reason label takes, is in the README's tables,
+// which users' dashboards and alerts are written from. The uplink's
+// device counters may be named by their suffix after the first one
+// (`vhostd_uplink_rx_packets_total`, `_tx_packets_total`, ...).
+func TestREADMENamesEveryMetric(t *testing.T) {
+	src, err := os.ReadFile("metrics.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(readme)
+	names := regexp.MustCompile(`desc\("([a-z0-9_]+)"`).FindAllStringSubmatch(string(src), -1)
+	if len(names) < 50 {
+		t.Fatalf("found %d metric names in metrics.go: has desc changed?", len(names))
+	}
+	for _, m := range names {
+		name := m[1]
+		if strings.Contains(doc, "`vhostd_"+name+"`") || strings.Contains(doc, "`vhostd_"+name+"{") {
+			continue
+		}
+		if s, ok := strings.CutPrefix(name, "uplink_"); ok && strings.Contains(doc, "`_"+s+"`") {
+			continue
+		}
+		t.Errorf("metric vhostd_%s is not in README.md's metrics table", name)
+	}
+	for _, d := range vswitch.DropNames {
+		if strings.Contains(doc, "`"+d+"`") {
+			continue
+		}
+		if r, ok := strings.CutPrefix(d, "rx_offload_"); ok && strings.Contains(doc, "`"+r+"`") && strings.Contains(doc, "`rx_offload_<reason>`") {
+			continue
+		}
+		t.Errorf("drop reason %s is not in README.md's drops table", d)
 	}
 }

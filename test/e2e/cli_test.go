@@ -112,6 +112,32 @@ func TestVhostctlWithoutDaemon(t *testing.T) {
 	}
 }
 
+// TestHelp: asking either binary or a vhostctl command for its usage
+// prints it and exits 0 (scripts check the status), naming the flags the
+// README documents.
+func TestHelp(t *testing.T) {
+	for _, c := range []struct {
+		bin  string
+		args []string
+		want []string
+	}{
+		{vhostdBin, []string{"--help"}, []string{"--mtu N", "--uplink-mtu N", "--poller-cpus LIST"}},
+		{vhostctlBin, []string{"--help"}, []string{"add-port", "[--mtu N]", "detach --qmp", "[--timeout DUR]"}},
+		{vhostctlBin, []string{"add-port", "-h"}, []string{"-max-macs", "-mtu", "(default 8)"}},
+		{vhostctlBin, []string{"attach", "--help"}, []string{"-timeout"}},
+	} {
+		out, err := exec.Command(c.bin, c.args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("%s %v: %v (want exit status 0)\n%s", filepath.Base(c.bin), c.args, err, out)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("%s %v does not mention %q:\n%s", filepath.Base(c.bin), c.args, w, out)
+			}
+		}
+	}
+}
+
 // checkVhostctl checks vhostctl's views of a daemon whose ports a and b
 // carried traffic from macA and macB.
 func checkVhostctl(t *testing.T, v *vhostd) {

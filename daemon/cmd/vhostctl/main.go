@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,6 +29,10 @@ commands:
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			// The usage is printed; asking for it is not a failure.
+			return
+		}
 		fmt.Fprintln(os.Stderr, "vhostctl:", err)
 		os.Exit(1)
 	}

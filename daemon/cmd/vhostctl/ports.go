@@ -26,7 +26,7 @@ var portCommands = map[string]func(args []string, controlPath string, asJSON boo
 
 // portUsage is the part of vhostctl's usage text about these commands.
 const portUsage = `  add-port NAME --socket PATH [--disable FEAT+FEAT] [--queues N] [--mac MAC|learn]
-          [--max-macs N] [--owner USER] [--group GROUP] [--mode 0660] [--client]
+          [--max-macs N] [--mtu N] [--owner USER] [--group GROUP] [--mode 0660] [--client]
           serve one more vhost-user socket as a switch port (the settings of
           a [[port]] in the config file, checked by the same rules)
   del-port NAME
@@ -93,9 +93,10 @@ func runAddPort(args []string, controlPath string, asJSON bool, out io.Writer) e
 	var p config.Port
 	fs.StringVar(&p.Socket, "socket", "", "vhost-user socket path (required)")
 	disable := fs.String("disable", "", "virtio features not to offer, joined by +: e.g. mrg_rxbuf+event_idx")
-	fs.IntVar(&p.QueuePairs, "queues", 0, "queue pairs to offer, 1 to 128 (default 1)")
+	fs.IntVar(&p.QueuePairs, "queues", 0, "queue pairs GET_QUEUE_NUM reports, 1 to 128 (default 8)")
 	fs.StringVar(&p.MAC, "mac", "", "the one source address the guest may send from, or learn (default: any)")
 	fs.IntVar(&p.MaxMACs, "max-macs", 0, "addresses the port may make the switch learn (default: vhostd's max_macs)")
+	fs.IntVar(&p.MTU, "mtu", 0, "the port's MTU, 68 to 65535 (default: vhostd's mtu, if any)")
 	fs.StringVar(&p.Owner, "owner", "", "socket owner, a user name or uid (default: vhostd's socket_owner)")
 	fs.StringVar(&p.Group, "group", "", "socket group, a group name or gid (default: vhostd's socket_group)")
 	mode := fs.String("mode", "", "socket mode, octal like 0660 (default: vhostd's socket_mode)")

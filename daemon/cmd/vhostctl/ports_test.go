@@ -43,7 +43,7 @@ func TestPortCommands(t *testing.T) {
 		owner = []string{"--owner", "0", "--group", "0"}
 	}
 	args := append([]string{"--control", cfg.Control, "add-port", "vm1", "--socket", filepath.Join(dir, "vm1.sock"), "--disable", "mrg_rxbuf+event_idx",
-		"--queues", "2", "--mac", "02:00:00:00:00:0a", "--max-macs", "5", "--mode", "0600"}, owner...)
+		"--queues", "2", "--mac", "02:00:00:00:00:0a", "--max-macs", "5", "--mtu", "9000", "--mode", "0600"}, owner...)
 	out, err := vhostctl(t, args...)
 	if err != nil {
 		t.Fatalf("add-port: %v\n%s", err, out)
@@ -52,7 +52,7 @@ func TestPortCommands(t *testing.T) {
 		t.Errorf("add-port printed %q, want %q", out, want)
 	}
 	want := config.Port{Name: "vm1", Socket: filepath.Join(dir, "vm1.sock"), DisableFeatures: []string{"mrg_rxbuf", "event_idx"}, QueuePairs: 2,
-		MAC: "02:00:00:00:00:0a", MaxMACs: 5, Mode: "0600"}
+		MAC: "02:00:00:00:00:0a", MaxMACs: 5, MTU: 9000, Mode: "0600"}
 	if len(owner) > 0 {
 		want.Owner, want.Group = "0", "0"
 	}
@@ -111,6 +111,7 @@ func TestPortCommandErrors(t *testing.T) {
 		{[]string{"add-port", "x", "--socket", filepath.Join(dir, "x.sock"), "--disable", "tso"}, `unknown feature "tso"`},
 		{[]string{"add-port", "x", "--socket", filepath.Join(dir, "x.sock"), "--mac", "ff:ff:ff:ff:ff:ff"}, "multicast"},
 		{[]string{"add-port", "x", "--socket", filepath.Join(dir, "x.sock"), "--mode", "0999"}, "not an octal mode"},
+		{[]string{"add-port", "x", "--socket", filepath.Join(dir, "x.sock"), "--mtu", "40"}, "mtu 40 is out of range: use 68 to 65535"},
 		{[]string{"del-port"}, "give the port's name"},
 		{[]string{"del-port", "nosuch"}, `no VM port named "nosuch"`},
 		{[]string{"dump-config", "extra"}, "unexpected arguments"},

@@ -26,7 +26,7 @@ var qemuCommands = map[string]func(args []string, controlPath string, out io.Wri
 }
 
 // qemuUsage is the part of vhostctl's usage text about these commands.
-const qemuUsage = `  attach --qmp PATH --port NAME [--mac MAC] [--id ID] [--bus BUS] [--reconnect SEC]
+const qemuUsage = `  attach --qmp PATH --port NAME [--mac MAC] [--id ID] [--bus BUS] [--reconnect SEC] [--timeout DUR]
           hot-plug a virtio-net NIC on port NAME into a running QEMU (its
           memory must be shared: see qemu-args)
   detach --qmp PATH --port NAME [--id ID] [--timeout DUR]

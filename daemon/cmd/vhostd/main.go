@@ -64,7 +64,8 @@ func run() error {
 	uplinkMTU := fs.Int("uplink-mtu", 0, fmt.Sprintf("uplink MTU, %d to %d (default %d)", config.MinUplinkMTU, config.MaxUplinkMTU, config.DefaultUplinkMTU))
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: vhostd --socket [NAME=]PATH[,OPTION...] ... [--uplink DEVARGS [--eal ARGS]] [--control PATH] [--config FILE] [--log-level LEVEL]\n"+
-			"              [--pollers N [--poller-cpus LIST]] [--state-file FILE] [--metrics HOST:PORT] [--max-macs N] [--socket-owner USER] [--socket-group GROUP] [--socket-mode MODE]\n\n")
+			"              [--pollers N [--poller-cpus LIST]] [--state-file FILE] [--metrics HOST:PORT] [--max-macs N] [--mtu N]\n"+
+			"              [--socket-owner USER] [--socket-group GROUP] [--socket-mode MODE] [--uplink-mtu N]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
