@@ -135,7 +135,7 @@ func (v *VMPort) faultedMem(m *guestmem.Memory) bool { return m != nil && v.faul
 // faulted, without touching that memory: its used entries are never
 // published (the connection is being dropped, and with it the rings).
 func (l *vmLane) abandon() {
-	l.touched = 0
+	l.touched = [len(l.touched)]uint64{}
 	l.cur = nil
 }
 

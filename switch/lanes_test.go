@@ -8,6 +8,7 @@ import (
 	"github.com/vhostd/vhostd/switch/flowhash"
 	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue"
+	"github.com/vhostd/vhostd/virtqueue/guestmem"
 	"github.com/vhostd/vhostd/virtqueue/virtqueuetest"
 )
 
@@ -24,20 +25,33 @@ type mqEnd struct {
 // guest-physical base.
 func newMQEnd(t *testing.T, s *Switch, name string, base uint64, pairs, rxRun, txRun int) *mqEnd {
 	t.Helper()
+	return newMQEndSized(t, s, name, base, pairs, rxRun, txRun, 256, 2<<20)
+}
+
+// newMQEndSized is newMQEnd with rings of size entries and memSize bytes of
+// guest memory per queue, all in one region.
+func newMQEndSized(t *testing.T, s *Switch, name string, base uint64, pairs, rxRun, txRun int, size uint16, memSize int) *mqEnd {
+	t.Helper()
 	e := &mqEnd{port: NewVMPort(name, pairs, quietLog())}
-	var all []*virtqueuetest.Driver
-	gpa := base
+	ram := make([]byte, (rxRun+txRun)*memSize)
+	off := 0
+	queue := func() *virtqueuetest.Driver {
+		d := virtqueuetest.NewOn(ram[off:off+memSize], size, base+uint64(off))
+		off += memSize
+		return d
+	}
 	for i := 0; i < max(rxRun, txRun); i++ {
 		if i < rxRun {
-			e.rx = append(e.rx, virtqueuetest.New(256, 2<<20, gpa))
-			all, gpa = append(all, e.rx[i]), gpa+2<<20
+			e.rx = append(e.rx, queue())
 		}
 		if i < txRun {
-			e.tx = append(e.tx, virtqueuetest.New(256, 2<<20, gpa))
-			all, gpa = append(all, e.tx[i]), gpa+2<<20
+			e.tx = append(e.tx, queue())
 		}
 	}
-	mem := virtqueuetest.JoinMemory(all...)
+	mem, err := guestmem.FromBytes([]guestmem.RegionSpec{{GuestPhysAddr: base, Size: uint64(len(ram)), UserAddr: 0x7f0000000000 + base}}, [][]byte{ram})
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := &vhost.Rings{Mem: mem, HdrLen: 12}
 	for i, d := range e.rx {
 		q, err := virtqueue.New(mem, d.Config(), 0)
@@ -53,7 +67,6 @@ func newMQEnd(t *testing.T, s *Switch, name string, base uint64, pairs, rxRun, t
 		}
 		r.TX = append(r.TX, &vhost.Ring{Index: 2*i + 1, Queue: q, Kick: -1, Call: -1})
 	}
-	var err error
 	if e.idx, err = s.AddPort(e.port); err != nil {
 		t.Fatal(err)
 	}
@@ -334,5 +347,66 @@ func TestQueueStatsListsUsedQueues(t *testing.T) {
 	}
 	if got := fmt.Sprint(dirs); got != "[rx0 tx0 tx1]" {
 		t.Errorf("queues listed %s, want [rx0 tx0 tx1] (one lane, two receive queues running of 8)", got)
+	}
+}
+
+// TestLanesManyQueues: with more than 64 transmit rings and a lane count
+// that does not divide 64, each lane publishes the used entries of its
+// own rings only (a lane once marked its rings in one 64-bit word, so
+// ring 64's entries were published by the lane of ring 0, another
+// poller's thread, before that ring's own lane had finished with them),
+// and a guest that breaks two of a lane's rings whose numbers are 16
+// apart has each break logged and counted once.
+func TestLanesManyQueues(t *testing.T) {
+	s, err := New(Config{Pollers: 3}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	const pairs = 70
+	a := newMQEndSized(t, s, "a", 0, pairs, 1, pairs, 16, virtqueuetest.BufBase+64<<10)
+	if len(a.port.lanes) != 3 {
+		t.Fatalf("%d lanes, want 3", len(a.port.lanes))
+	}
+	frame := ethFrame(0xff, 0xa, 60)
+	send := func(pair int) {
+		a.tx[pair].AddChain([]virtqueuetest.Buf{{Data: append(make([]byte, 12), frame...)}})
+	}
+	// Pair 64 belongs to lane 1 (64 mod 3), pair 0 to lane 0.
+	send(0)
+	send(64)
+	var b0, b1 Burst
+	l0, l1 := a.port.lanes[0], a.port.lanes[1]
+	if n := l1.Receive(&b1); n != 1 {
+		t.Fatalf("lane 1 received %d frames, want 1", n)
+	}
+	if n := l0.Receive(&b0); n != 1 {
+		t.Fatalf("lane 0 received %d frames, want 1", n)
+	}
+	l0.Done(&b0)
+	if got := a.tx[0].UsedIdx(); got != 1 {
+		t.Fatalf("pair 0: used index %d after its lane's Done, want 1", got)
+	}
+	if got := a.tx[64].UsedIdx(); got != 0 {
+		t.Fatalf("pair 64: used index %d after lane 0's Done, want 0 (lane 1 has not finished)", got)
+	}
+	l1.Done(&b1)
+	if got := a.tx[64].UsedIdx(); got != 1 {
+		t.Fatalf("pair 64: used index %d after its lane's Done, want 1", got)
+	}
+
+	// Lane 0 holds pairs 0, 3, ..., 48, ...: break pairs 0 and 48
+	// (rings 1 and 97, the same modulo 16 and 32).
+	a.tx[0].Publish(999)
+	a.tx[48].Publish(999)
+	for range 5 {
+		n := l0.Receive(&b0)
+		l0.Done(&b0)
+		if n != 0 {
+			t.Fatalf("lane 0 received %d frames from broken rings", n)
+		}
+	}
+	if d := a.port.Stats().Drops["rx_queue_broken"]; d != 2 {
+		t.Fatalf("rx_queue_broken %d after 5 passes over two broken rings, want 2", d)
 	}
 }

@@ -512,9 +512,14 @@ func (p *poller) sameRun(b *Burst, i, n int, dst, src MAC, out int) (int, uint64
 	list, c := &p.lists[out], p.counts[out]
 	var bytes uint64
 	for ; i < n; i++ {
+		// The length first: a chain that held only its virtio-net
+		// header is a frame without segments.
 		f := &b.Frames[i]
+		if f.Len < 14 {
+			break
+		}
 		s0 := f.Segs[0]
-		if f.Len < 14 || len(s0) < 12 {
+		if len(s0) < 12 {
 			break
 		}
 		if d, s := macsOf(s0); d != dst || s != src {

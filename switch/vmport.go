@@ -2,6 +2,7 @@ package vswitch
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -84,15 +85,19 @@ type vmLane struct {
 	v        *VMPort
 	id, n    int // the lane takes the transmit queues of pairs id mod n
 	counters Counters
-	cur      *vhost.Rings               // rings of the burst in progress
-	touched  uint64                     // bit i: cur.TX[i] had chains popped
-	chains   [BurstSize]virtqueue.Chain // the chains of a receive burst
-	pooled   int                        // chains (and segment pools) of the burst taken
+	cur      *vhost.Rings // rings of the burst in progress
+	// touched has bit i set when cur.TX[i] had chains popped; a
+	// device runs at most vhost.MaxQueuePairs transmit rings.
+	touched [(vhost.MaxQueuePairs + 63) / 64]uint64
+	chains  [BurstSize]virtqueue.Chain // the chains of a receive burst
+	pooled  int                        // chains (and segment pools) of the burst taken
 	// segs backs chains[i].Segs, MaxSegs each, bound once by newVMLane:
 	// Pop and PopBurst reslice within that capacity and never grow it,
 	// so the burst loop does not hand out storage per chain.
-	segs     [BurstSize * MaxSegs][]byte
-	txLogged [16]*vhost.Ring
+	segs [BurstSize * MaxSegs][]byte
+	// txLogged holds, per queue pair, the transmit ring whose break
+	// was logged and counted (see broken).
+	txLogged [vhost.MaxQueuePairs]*vhost.Ring
 	calls    callGuard // signals the guest's transmit rings
 	// rarpFrame holds the announcement of the burst in progress (rarp.go).
 	rarpFrame [RARPFrameLen]byte
@@ -139,6 +144,7 @@ func NewVMPort(name string, queuePairs int, log *logrus.Entry) *VMPort {
 	if queuePairs <= 0 {
 		queuePairs = vhost.DefaultQueuePairs
 	}
+	queuePairs = min(queuePairs, vhost.MaxQueuePairs)
 	v := &VMPort{name: name, log: log.WithField("port", name), pairs: queuePairs, pollers: 1}
 	v.setLanes(1, 1)
 	return v
@@ -453,12 +459,12 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 	pending := q.Pending()
 	if pending == 0 {
 		if q.Err() != nil {
-			v.broken(&l.txLogged[ring.Index%len(l.txLogged)], ring, DropRxBroken)
+			v.broken(&l.txLogged[(ring.Index/2)%len(l.txLogged)], ring, DropRxBroken)
 		}
 		return n
 	}
 	q.DisableNotify()
-	l.touched |= 1 << uint(ti%64)
+	l.touched[(ti/64)%len(l.touched)] |= 1 << uint(ti%64)
 	hdr := r.HdrLen
 	// Each chain popped takes the next of the lane's chains, with its own
 	// segments, frame or not (a dropped chain's is not reused): they bound
@@ -527,7 +533,7 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 			l.pooled++
 			pending--
 		case virtqueue.ErrBroken:
-			v.broken(&l.txLogged[ring.Index%len(l.txLogged)], ring, DropRxBroken)
+			v.broken(&l.txLogged[(ring.Index/2)%len(l.txLogged)], ring, DropRxBroken)
 			return n
 		default: // ErrEmpty
 			return n
@@ -540,19 +546,19 @@ func (l *vmLane) receiveSplit(q *virtqueue.Queue, ring *vhost.Ring, ti int, r *v
 // calls the driver once per ring that asks for it.
 func (l *vmLane) Done(b *Burst) {
 	r := l.cur
-	if r == nil || l.touched == 0 {
+	if r == nil {
 		return
 	}
-	for ti, ring := range r.TX {
-		if l.touched&(1<<uint(ti%64)) == 0 {
-			continue
+	for w, set := range l.touched {
+		for ; set != 0; set &= set - 1 {
+			ring := r.TX[w*64+bits.TrailingZeros64(set)]
+			ring.Publish()
+			if ring.Call >= 0 {
+				b.calls.add(ring, &l.calls, l.v, r)
+			}
 		}
-		ring.Publish()
-		if ring.Call >= 0 {
-			b.calls.add(ring, &l.calls, l.v, r)
-		}
+		l.touched[w] = 0
 	}
-	l.touched = 0
 	l.cur = nil
 }
 

@@ -22,12 +22,12 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 	pending := q.Pending()
 	if pending == 0 {
 		if q.Err() != nil {
-			v.broken(&l.txLogged[ring.Index%len(l.txLogged)], ring, DropRxBroken)
+			v.broken(&l.txLogged[(ring.Index/2)%len(l.txLogged)], ring, DropRxBroken)
 		}
 		return n
 	}
 	q.DisableNotify()
-	l.touched |= 1 << uint(ti%64)
+	l.touched[(ti/64)%len(l.touched)] |= 1 << uint(ti%64)
 	hdr := r.HdrLen
 	// Each chain popped takes the next of the lane's chains, with its own
 	// segments, frame or not (a dropped chain's is not reused): they bound
@@ -96,7 +96,7 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 			l.pooled++
 			pending--
 		case virtqueue.ErrBroken:
-			v.broken(&l.txLogged[ring.Index%len(l.txLogged)], ring, DropRxBroken)
+			v.broken(&l.txLogged[(ring.Index/2)%len(l.txLogged)], ring, DropRxBroken)
 			return n
 		default: // ErrEmpty
 			return n

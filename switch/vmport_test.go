@@ -648,3 +648,44 @@ func TestForwardSameRunEnds(t *testing.T) {
 		t.Fatalf("a: %d received, drops %v", st.RxPackets, st.Drops)
 	}
 }
+
+// TestForwardHeaderOnlyChain: a chain that holds only its virtio-net
+// header (no frame bytes, not even an empty descriptor after it), sent
+// right after a frame to a known address, is a runt like any other: the
+// loop that takes a run of frames to one destination must not look for
+// the next frame's addresses before its length. It used to index the
+// frame's empty segment list and panic, which ended the daemon.
+func TestForwardHeaderOnlyChain(t *testing.T) {
+	for _, packed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "split", true: "packed"}[packed], func(t *testing.T) {
+			s := newTestSwitch(t)
+			end := newVMEnd
+			if packed {
+				end = newPackedVMEnd
+			}
+			a := end(t, s, "a", 0, 12, false)
+			b := end(t, s, "b", 0x100000000, 12, false)
+			a.anyPost(64, 2048)
+			b.anyPost(64, 2048)
+			b.anySend(ethFrame(0xa, 0xb, 60), 60)
+			pump(s, b)
+			a.anyReceived()
+			hdrOnly := []virtqueuetest.Buf{{Data: make([]byte, a.hdr)}}
+			for i := 0; i < 3; i++ {
+				a.anySend(ethFrame(0xb, 0xa, 60), 60)
+				if packed {
+					a.ptx.AddChain(hdrOnly)
+				} else {
+					a.tx.AddChain(hdrOnly)
+				}
+			}
+			pump(s, a)
+			if got := b.anyReceived(); len(got) != 3 {
+				t.Fatalf("b got %d frames, want 3", len(got))
+			}
+			if st := a.port.Stats(); st.Drops["rx_runt"] != 3 || st.RxPackets != 3 {
+				t.Fatalf("a: %d received, drops %v; want 3 and 3 rx_runt", st.RxPackets, st.Drops)
+			}
+		})
+	}
+}

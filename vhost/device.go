@@ -73,6 +73,10 @@ type Options struct {
 // DefaultQueuePairs is reported by GET_QUEUE_NUM when Options leave it zero.
 const DefaultQueuePairs = 8
 
+// MaxQueuePairs is the most queue pairs a port offers; Options asking
+// for more get this many. The switch sizes its per-ring state by it.
+const MaxQueuePairs = 128
+
 type ring struct {
 	num      uint16
 	addr     VringAddr
@@ -137,6 +141,7 @@ func newDevice(log *logrus.Entry, b Backend, o Options) *device {
 	if pairs <= 0 {
 		pairs = DefaultQueuePairs
 	}
+	pairs = min(pairs, MaxQueuePairs)
 	d := &device{log: log, backend: b, offered: OfferedFeatures &^ o.DisabledFeatures, pairs: pairs, replyFD: -1}
 	d.net = newNetState(o)
 	d.rings = make([]ring, 2*pairs)

@@ -500,3 +500,21 @@ func TestSendRARPThroughSwitch(t *testing.T) {
 		t.Fatalf("B got %x, want a RARP from %x", f, mac)
 	}
 }
+
+// TestQueuePairsCapped: a port asked for more than MaxQueuePairs offers
+// MaxQueuePairs, in GET_QUEUE_NUM and in the config space alike (the
+// switch sizes its per-ring state by it).
+func TestQueuePairsCapped(t *testing.T) {
+	_, path := serve(t, vhost.Options{QueuePairs: 500}, &recorder{})
+	f := negotiated(t, path, pAllNet)
+	if n, err := f.GetU64(vt.GetQueueNum); err != nil || n != vhost.MaxQueuePairs {
+		t.Fatalf("GET_QUEUE_NUM = %d, %v; want %d", n, err, vhost.MaxQueuePairs)
+	}
+	p, err := f.GetConfig(0, 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pairs := binary.LittleEndian.Uint16(p[12+8:]); pairs != vhost.MaxQueuePairs {
+		t.Fatalf("max_virtqueue_pairs %d, want %d", pairs, vhost.MaxQueuePairs)
+	}
+}

@@ -255,8 +255,8 @@ func (c *Config) Validate() error {
 		if p.Client && (p.Owner != "" || p.Group != "" || p.Mode != "") {
 			errs = append(errs, fmt.Errorf("port %q: owner, group and mode set the permissions of a socket vhostd creates; a client port connects to the frontend's socket (the frontend sets its permissions): remove them, or drop client", p.Name))
 		}
-		if p.QueuePairs < 0 || p.QueuePairs > 128 {
-			errs = append(errs, fmt.Errorf("port %q: queue_pairs = %d: use 1 to 128", p.Name, p.QueuePairs))
+		if p.QueuePairs < 0 || p.QueuePairs > vhost.MaxQueuePairs {
+			errs = append(errs, fmt.Errorf("port %q: queue_pairs = %d: use 1 to %d", p.Name, p.QueuePairs, vhost.MaxQueuePairs))
 		}
 		if p.MTU != 0 {
 			if err := vhost.CheckMTU(p.MTU); err != nil {
