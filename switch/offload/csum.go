@@ -84,15 +84,24 @@ func Sum(b []byte) uint16 {
 // (that field included) is folded, complemented and stored there. It
 // reports false, touching nothing, if the field is not inside frame.
 //
-// A result of 0 is stored as 0 (as Linux's skb_checksum_help does); UDP's
-// "0 means no checksum" is the caller's business.
+// A result of 0 is stored as 0xffff, as Linux's skb_checksum_help does:
+// for UDP a 0 would mean "no checksum" (RFC 768), which IPv6 receivers
+// drop (RFC 8200, 8.1); for TCP both encode the same sum.
 func CompleteChecksum(frame []byte, start, offset int) bool {
 	if start < 0 || offset < 0 || start > len(frame) || offset > len(frame)-start-2 {
 		return false
 	}
-	v := ^fold(sum(0, frame[start:]))
-	binary.LittleEndian.PutUint16(frame[start+offset:], v)
+	binary.LittleEndian.PutUint16(frame[start+offset:], nonZero(^fold(sum(0, frame[start:]))))
 	return true
+}
+
+// nonZero returns v, or 0xffff (the other encoding of ones-complement
+// zero) for 0.
+func nonZero(v uint16) uint16 {
+	if v == 0 {
+		return 0xffff
+	}
+	return v
 }
 
 // ChecksumSegs returns what CompleteChecksum would store for a frame
@@ -124,5 +133,5 @@ func ChecksumSegs(segs [][]byte, start int) (uint16, bool) {
 	if start > 0 {
 		return 0, false
 	}
-	return ^fold(acc), true
+	return nonZero(^fold(acc)), true
 }

@@ -130,3 +130,28 @@ func TestChecksumSegsMatchesComplete(t *testing.T) {
 		t.Fatal("start beyond the frame accepted")
 	}
 }
+
+// TestChecksumZeroSentAsOnes: a sum that completes to 0 is stored as
+// 0xffff by both routines (a UDP checksum of 0 means "none", which an
+// IPv6 receiver drops), and the frame still verifies.
+func TestChecksumZeroSentAsOnes(t *testing.T) {
+	// Six bytes from start: a word w, the checksum field (0), a word
+	// chosen so the sum is all ones: the complement, 0, is what a plain
+	// fold would store.
+	frame := []byte{0x12, 0x34, 0, 0, 0xed, 0xcb}
+	if !CompleteChecksum(frame, 0, 2) {
+		t.Fatal("refused")
+	}
+	if frame[2] != 0xff || frame[3] != 0xff {
+		t.Fatalf("stored %#02x%02x, want 0xffff", frame[2], frame[3])
+	}
+	if got := fold(sum(0, frame)); got != 0xffff {
+		t.Fatalf("frame sums to %#04x, want 0xffff (verifies)", got)
+	}
+	frame[2], frame[3] = 0, 0
+	for _, segs := range [][][]byte{{frame}, {frame[:1], frame[1:5], frame[5:]}} {
+		if v, ok := ChecksumSegs(segs, 0); !ok || v != 0xffff {
+			t.Fatalf("ChecksumSegs over %d segments: %#04x %v, want 0xffff", len(segs), v, ok)
+		}
+	}
+}

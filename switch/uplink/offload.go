@@ -321,9 +321,6 @@ func (p *Port) rxPartial(f *vswitch.Frame) (offload.Meta, bool) {
 		if l.IPLenEnd > len(b) || !offload.CompleteChecksum(b[:l.IPLenEnd], l.L4Off, off) {
 			return offload.Meta{}, false
 		}
-		if c := b[l.L4Off+off:]; off == 6 && c[0]|c[1] == 0 {
-			c[0], c[1] = 0xff, 0xff // RFC 768: a computed 0 is sent as all ones
-		}
 		return offload.Meta{Flags: offload.FlagDataValid}, true
 	}
 	return offload.Meta{Flags: offload.FlagNeedsCsum, CsumStart: uint16(l.L4Off), CsumOffset: uint16(off)}, true
