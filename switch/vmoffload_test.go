@@ -651,3 +651,35 @@ func TestOffloadHeaderAfterChainWithoutRoom(t *testing.T) {
 		t.Fatalf("b's counters %+v", st)
 	}
 }
+
+// TestOffloadChecksumsBeforeBreak: frames whose checksums vhostd completes
+// for the receiver, copied into the buffers the receiver posted before a
+// bad one broke its queue, each carry their own checksum.
+func TestOffloadChecksumsBeforeBreak(t *testing.T) {
+	s := newTestSwitch(t)
+	a := newOffloadEnd(t, s, "a", 0, hostOffloads)
+	c := newOffloadEnd(t, s, "c", 0x200000000, 0)
+	c.post(2, 2048)
+	c.rx.Publish(999) // a head out of range: the queue breaks there
+	h := offload.Header{Flags: offload.FlagNeedsCsum, CsumStart: 34, CsumOffset: 16}
+	var sent [][]byte
+	for i := 0; i < 4; i++ {
+		f := tcp4Frame(0xee, 0xa, 100+i*37, uint32(i*1000))
+		sent = append(sent, f)
+		a.sendHdr(h, f, 54)
+	}
+	pump(s, a)
+	hs, fs := c.frames(t)
+	if len(fs) != 2 {
+		t.Fatalf("c got %d frames, want the 2 its good buffers hold", len(fs))
+	}
+	for i, f := range fs {
+		if hs[i] != (offload.Header{}) || !bytes.Equal(f[:50], sent[i][:50]) || !bytes.Equal(f[52:], sent[i][52:]) {
+			t.Fatalf("frame %d: header %+v, or bytes other than the checksum differ", i, hs[i])
+		}
+		checkTCP4(t, f)
+	}
+	if st := c.port.Stats(); st.Drops["tx_queue_broken"] != 2 || st.TxPackets != 2 || st.CsumCompleted != 2 {
+		t.Fatalf("c: tx %d, csum_completed %d, drops %v; want 2, 2 and tx_queue_broken 2 (the frames lost)", st.TxPackets, st.CsumCompleted, st.Drops)
+	}
+}

@@ -226,7 +226,8 @@ type QueueSnapshot struct {
 
 // QueueStats returns the port's counters per queue: its receive lanes,
 // then the guest receive queues it transmits into. Drops counted for the
-// port as a whole (not ready, faults) are in Stats only.
+// port as a whole (tx_not_ready, guest_memory_fault, rx_queue_broken,
+// and rx_spoofed for a refused RARP announcement) are in Stats only.
 func (v *VMPort) QueueStats() []QueueSnapshot {
 	var out []QueueSnapshot
 	for i, l := range v.lanes {
@@ -562,14 +563,18 @@ func (l *vmLane) Done(b *Burst) {
 	l.cur = nil
 }
 
-// broken logs a ring's break once and counts it. Only the ring's owner
-// may call it.
+// broken logs a ring's break once. The break of a guest's transmit ring
+// (DropRxBroken) is counted here, once; the frames a broken receive ring
+// loses (DropTxBroken) are counted by the transmits that lose them. Only
+// the ring's owner may call it.
 func (v *VMPort) broken(logged **vhost.Ring, ring *vhost.Ring, reason int) {
 	if *logged == ring {
 		return
 	}
 	*logged = ring
-	v.counters.Drops[reason].Add(1)
+	if reason == DropRxBroken {
+		v.counters.Drops[reason].Add(1)
+	}
 	v.log.WithFields(logrus.Fields{"queue": ring.Index, "reason": ring.Err()}).Error("virtqueue broken by the guest; it stays stopped until the driver resets it")
 }
 
@@ -681,8 +686,10 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 				continue
 			}
 		}
-		// Pass 1: reserve chains.
-		used, nf, ahead := 0, 0, 0
+		// Pass 1: reserve chains. lost: the frames past nf the queue
+		// broke before (frames itself is not cut: the offload fixups
+		// find a frame's state by its place in it).
+		used, nf, ahead, lost := 0, 0, 0, 0
 		for ; nf < len(frames); nf++ {
 			if f := frames[nf]; f.Len > limit && !f.Offload.GSO() && overMTU(f.Segs, f.Len, limit) {
 				t.plan[nf] = rxPlan{}
@@ -750,8 +757,8 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 			if err == virtqueue.ErrBroken {
 				q.Unpop(k)
 				v.broken(&t.rxLogged, ring, DropTxBroken)
-				broken += uint64(len(frames) - nf)
-				frames = frames[:nf]
+				lost = len(frames) - nf
+				broken += uint64(lost)
 				break
 			}
 			if room >= need {
@@ -807,7 +814,7 @@ func (t *txQueue) transmitSplit(q *virtqueue.Queue, v *VMPort, r *vhost.Rings, r
 			sent++
 			bytes += uint64(f.Len)
 		}
-		frames = frames[nf:]
+		frames = frames[nf+lost:]
 	}
 	if sent > 0 {
 		q.Publish()

@@ -136,8 +136,10 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 				continue
 			}
 		}
-		// Pass 1: reserve chains.
-		used, nf, ahead := 0, 0, 0
+		// Pass 1: reserve chains. lost: the frames past nf the queue
+		// broke before (frames itself is not cut: the offload fixups
+		// find a frame's state by its place in it).
+		used, nf, ahead, lost := 0, 0, 0, 0
 		for ; nf < len(frames); nf++ {
 			if f := frames[nf]; f.Len > limit && !f.Offload.GSO() && overMTU(f.Segs, f.Len, limit) {
 				t.plan[nf] = rxPlan{}
@@ -205,8 +207,8 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 			if err == virtqueue.ErrBroken {
 				q.Unpop(k)
 				v.broken(&t.rxLogged, ring, DropTxBroken)
-				broken += uint64(len(frames) - nf)
-				frames = frames[:nf]
+				lost = len(frames) - nf
+				broken += uint64(lost)
 				break
 			}
 			if room >= need {
@@ -262,7 +264,7 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 			sent++
 			bytes += uint64(f.Len)
 		}
-		frames = frames[nf:]
+		frames = frames[nf+lost:]
 	}
 	if sent > 0 {
 		q.Publish()
