@@ -222,11 +222,16 @@ func (p *poller) onFault(r any, log *logrus.Entry) {
 	// The frames still listed for a destination had not been handed
 	// over (forward clears a list once its Transmit returns; the one
 	// the fault hit may have copied a few before it): they are lost with
-	// the burst, and counted on the port that caused it.
+	// the burst, and counted on the port that caused it. A fault while
+	// forward sorted the burst (reading the source's frames) loses the
+	// whole burst, which no counter has yet.
 	var lost uint64
 	for _, d := range p.touched {
 		lost += uint64(p.counts[d])
 		p.counts[d] = 0
+	}
+	if p.unsorted > 0 {
+		lost, p.unsorted = uint64(p.unsorted), 0
 	}
 	if lost > 0 {
 		v.counters.Drops[DropGuestFault].Add(lost)

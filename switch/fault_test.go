@@ -288,6 +288,11 @@ func TestDestinationFault(t *testing.T) {
 	if n := c.port.Stats().Drops["guest_memory_fault"]; n != 3 {
 		t.Fatalf("c's guest_memory_fault = %d, want the 3 frames of b's burst", n)
 	}
+	// b, healthy, sent them: its counters have them, though the burst
+	// ended in c's fault.
+	if st := b.port.Stats(); st.RxPackets != 3 || st.RxBytes != 3*500 {
+		t.Fatalf("b's rx %d frames, %d bytes after c's fault, want 3 and 1500", st.RxPackets, st.RxBytes)
+	}
 	// The loop's restart, before any more of b's bursts, gives b its
 	// chains back: b may have nothing more to send until it has them.
 	if guardedPump(t, s) {
@@ -304,6 +309,42 @@ func TestDestinationFault(t *testing.T) {
 		t.Fatalf("a received %d frames after c faulted", len(got))
 	}
 	c.noMoreFaults(t)
+}
+
+// TestSourceFaultWhileSorting: a frame whose addresses lie in memory
+// the source guest has cut away faults while the switch sorts the burst
+// by destination, before any frame is handed over: the whole burst is
+// lost and counted on the source as guest_memory_fault, none of it as
+// received.
+func TestSourceFaultWhileSorting(t *testing.T) {
+	s := newTestSwitch(t)
+	a := newFaultEnd(t, s, "a", 0)
+	c := newFaultEnd(t, s, "c", 0x200000000)
+	c.post(4, 2048)
+	c.send(ethFrame(0xb, 0xc, 60), 14) // learn c
+	if guardedPump(t, s, c) {
+		t.Fatal("fault while learning")
+	}
+	a.send(ethFrame(0xc, 0xa, 200), 14)
+	a.sendSplit(ethFrame(0xc, 0xa, 300), 0, 3<<20) // the whole frame far away
+	a.send(ethFrame(0xc, 0xa, 400), 14)
+	if err := a.memfd.Truncate(2 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if !guardedPump(t, s, a) {
+		t.Fatal("no fault reported: the switch read a truncated page")
+	}
+	a.expectFault(t)
+	if st := a.port.Stats(); st.Drops["guest_memory_fault"] != 3 || st.RxPackets != 0 {
+		t.Fatalf("a: rx %d, guest_memory_fault %d; want 0 and the burst's 3", st.RxPackets, st.Drops["guest_memory_fault"])
+	}
+	if guardedPump(t, s) {
+		t.Fatal("fault again")
+	}
+	if got := c.received(); len(got) != 0 {
+		t.Fatalf("c received %d frames of the burst that faulted", len(got))
+	}
+	a.noMoreFaults(t)
 }
 
 // TestFaultOutsideGuestMemoryPanics checks that a fault the guests did

@@ -72,6 +72,11 @@ type poller struct {
 	t        *portTable
 	busy     Receiver
 	settling bool
+	// unsorted is the frames of forward's burst while it sorts them,
+	// before its receiver's counters have them: a fault then (in the
+	// source's memory, the only guest memory sorting reads) loses them
+	// all.
+	unsorted int
 
 	// load is how the poller spent its time (see load.go).
 	load pollerLoad
@@ -390,6 +395,7 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 		rx.Done(b) // chains may have been consumed and dropped
 		return 0
 	}
+	p.unsorted = n
 	fdb := p.s.fdb
 	var bytes, runts, same, spoofed uint64
 	var unlearned [numLearnResults]uint64
@@ -474,13 +480,10 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 			}
 		}
 	}
-	for _, d := range p.touched {
-		t.ports[d].Transmit(p.id, p.lists[d][:p.counts[d]])
-		p.counts[d] = 0
-	}
-	p.touched = p.touched[:0]
-	rx.Done(b)
-	// This poller owns the receiver: the only writer of its counters.
+	// Counted before the transmits: a fault in a destination's memory
+	// ends forward in one of them, and the source's counts must not go
+	// with it. This poller owns the receiver: the only writer of its
+	// counters.
 	c := rx.Counters()
 	c.RxPackets.addOwned(uint64(n) - runts)
 	c.RxBytes.addOwned(bytes)
@@ -498,6 +501,13 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 		c.FDBLearnLimited.addOwned(unlearned[LearnLimited])
 		c.FDBFull.addOwned(unlearned[LearnFull])
 	}
+	p.unsorted = 0
+	for _, d := range p.touched {
+		t.ports[d].Transmit(p.id, p.lists[d][:p.counts[d]])
+		p.counts[d] = 0
+	}
+	p.touched = p.touched[:0]
+	rx.Done(b)
 	return n
 }
 
