@@ -72,6 +72,7 @@ fuzz:
 	bash .ci/fuzz-one FuzzChain ./virtqueue $(FUZZTIME)
 	bash .ci/fuzz-one FuzzMessages ./vhost $(FUZZTIME)
 	bash .ci/fuzz-one FuzzValidate ./switch/offload $(FUZZTIME)
+	bash .ci/fuzz-one FuzzForward ./switch $(FUZZTIME)
 
 fuzz-long:
 	$(MAKE) fuzz FUZZTIME=2h
