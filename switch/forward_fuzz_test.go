@@ -13,32 +13,51 @@ import (
 // any header (offload flags, gso_type and the rest, on a port that
 // negotiated the host offloads), frames of 0 to 2040 bytes, plain or
 // IPv4/TCP, to a known peer, another, the broadcast address or the sender
-// itself. Nothing may panic; every chain the guest sent is consumed and
+// itself; on split or packed rings. Nothing may panic; every chain the guest sent is consumed and
 // counted once on the sender (received, or dropped by reason); each frame
 // the peer that takes every offload receives is one the guest sent it,
 // and each peer's counters agree with what it received.
 func FuzzForward(f *testing.F) {
 	// A frame to b, then a chain holding only its header (the input
 	// that crashed vhostd), then the header cut across two descriptors.
-	f.Add([]byte{0x00, 8, 0x00, 0x00, 0, 0x00, 0x01, 0, 0x00, 6})
+	f.Add(false, []byte{0x00, 8, 0x00, 0x00, 0, 0x00, 0x01, 0, 0x00, 6})
+	f.Add(true, []byte{0x00, 8, 0x00, 0x00, 0, 0x00, 0x01, 0, 0x00, 6})
 	// A TCP frame with NEEDS_CSUM to b, split at its middle, then a
 	// broadcast with a GSO header whose gso_size is 0.
-	f.Add([]byte{0x01, 20, 0x03, 1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 128,
+	f.Add(false, []byte{0x01, 20, 0x03, 1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 128,
 		0x09, 100, 0x03, 1, 1, 54, 0, 0, 0, 34, 0, 16, 0})
 	// Frames to every destination, in four descriptors each.
-	f.Add([]byte{0x03, 9, 0, 10, 20, 200, 0x07, 9, 0, 0, 0, 0, 0x0b, 9, 0, 255, 255, 255, 0x0f, 9, 0, 1, 2, 3})
+	f.Add(true, []byte{0x03, 9, 0, 10, 20, 200, 0x07, 9, 0, 0, 0, 0, 0x0b, 9, 0, 255, 255, 255, 0x0f, 9, 0, 1, 2, 3})
 
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(t *testing.T, packed bool, data []byte) {
 		s := newTestSwitch(t)
-		a := newOffloadEnd(t, s, "a", 0, hostOffloads)
-		b := newOffloadEnd(t, s, "b", 0x100000000, guestOffloads)
-		c := newVMEnd(t, s, "c", 0x200000000, 12, false)
-		b.send(ethFrame(0xa, 0xb, 60), 60)
-		c.send(ethFrame(0xa, 0xc, 60), 60)
-		a.post(4, 2048)
+		end := func(name string, base, feat uint64, mrg bool) *vmEnd {
+			var e *vmEnd
+			if packed {
+				e = newPackedVMEnd(t, s, name, base, 12, mrg)
+			} else {
+				e = newVMEnd(t, s, name, base, 12, mrg)
+			}
+			r := *e.port.rings.Load()
+			r.Features = feat
+			e.port.Publish(&r)
+			return e
+		}
+		a := end("a", 0, hostOffloads, true)
+		b := end("b", 0x100000000, guestOffloads, true)
+		c := end("c", 0x200000000, 0, false)
+		b.anySend(ethFrame(0xa, 0xb, 60), 60)
+		c.anySend(ethFrame(0xa, 0xc, 60), 60)
+		a.anyPost(4, 2048)
 		pump(s, b, c)
-		b.post(256, 2048)
-		c.post(256, 2048)
+		b.anyPost(256, 2048)
+		c.anyPost(256, 2048)
+		addChain, consumed := a.tx.AddChain, func() int { return int(a.tx.UsedIdx()) }
+		if packed {
+			n := 0
+			addChain = a.ptx.AddChain
+			consumed = func() int { n += len(a.ptx.CollectUsed()); return n }
+		}
 
 		toB := map[string]bool{}
 		chains, descs := 0, 0
@@ -78,12 +97,12 @@ func FuzzForward(f *testing.F) {
 				at = cut
 			}
 			bufs = append(bufs, virtqueuetest.Buf{Data: whole[at:]})
-			a.tx.AddChain(bufs)
+			addChain(bufs)
 			chains++
 			descs += ndesc
 		}
 		var gotB, gotC int
-		for i := 0; i < 16 && int(a.tx.UsedIdx()) != chains; i++ {
+		for i := 0; i < 16 && consumed() != chains; i++ {
 			pump(s, a)
 			_, fs := b.frames(t)
 			for _, fr := range fs {
@@ -92,10 +111,10 @@ func FuzzForward(f *testing.F) {
 				}
 			}
 			gotB += len(fs)
-			gotC += len(c.received())
-			b.post(len(fs), 2048)
+			gotC += len(c.anyReceived())
+			b.anyPost(len(fs), 2048)
 		}
-		if used := int(a.tx.UsedIdx()); used != chains {
+		if used := consumed(); used != chains {
 			t.Fatalf("vhostd consumed %d of the %d chains", used, chains)
 		}
 		st := a.port.Stats()
