@@ -229,14 +229,20 @@ func newVdevConf(t testing.TB, driver, args string, dataRoom int, pc PortConfig)
 // and once more when virtio_user releases its queues; a number some other
 // goroutine took in between (a guest's eventfd, a poller's epoll) would be
 // closed under it. Close must leave the number alone once it has let go
-// of it.
+// of it. A round in which some other thread of the process (DPDK's own,
+// handling the disconnect) took the number first tests nothing and is
+// not counted; five rounds must test.
 func TestVirtioUserCloseWithRxInterrupts(t *testing.T) {
 	devnull, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(devnull)
-	for round := 0; round < 5; round++ {
+	tested := 0
+	for round := 0; tested < 5; round++ {
+		if round == 15 {
+			t.Fatalf("only %d of 15 rounds found the interrupt fd's number free after Close: the test did not test", tested)
+		}
 		sock := fmt.Sprintf("%s/vdc-%d.sock", t.TempDir(), round)
 		newVdevConf(t, "net_vhost", "iface="+sock, 2048+Headroom, PortConfig{})
 		p, _ := newVdevConf(t, "net_virtio_user", "path="+sock+",queue_size=256", 2048+Headroom, PortConfig{RxInterrupts: true})
@@ -292,7 +298,9 @@ func TestVirtioUserCloseWithRxInterrupts(t *testing.T) {
 			t.Fatalf("round %d: closing the port closed fd %d after another goroutine had taken it (%d of %d times it held it)", round, fd, c.stolen, c.held)
 		}
 		if c.held == 0 {
-			t.Fatalf("round %d: fd %d was never free after Close: the test did not test", round, fd)
+			t.Logf("round %d: fd %d was taken by another thread at once after Close: not counted", round, fd)
+			continue
 		}
+		tested++
 	}
 }
