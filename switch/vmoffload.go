@@ -67,29 +67,28 @@ func (x *rxOffload) flagsGSO(n int) uint16 { return *(*uint16)(unsafe.Pointer(x.
 // header returns frame n's header.
 func (x *rxOffload) header(n int) []byte { return unsafe.Slice(x.hdrs[n], x.hdrLen) }
 
-// gso reports whether frame n's header asks for segmentation (or holds
-// garbage in gso_type): such a frame may be longer than the MTU, and is
-// validated before anything else looks at it.
-func (x *rxOffload) gso(n int) bool { return x.flagsGSO(n)>>8 != 0 }
-
 // offloads validates the headers of frames [start, n) of b, sets each
 // frame's Offload, drops (and counts on l) those refused, and returns
 // the frames kept, moved down to close the gaps. Frames before start
-// are the port's own announcements (rarp.go), complete.
-func (l *vmLane) offloads(b *Burst, start, n int, r *vhost.Rings) int {
+// are the port's own announcements (rarp.go), complete. The header is
+// in guest memory and may have changed since the receive loop let a
+// frame longer than limit through as GSO: a frame that is not GSO by
+// what is validated here is held to the MTU again.
+func (l *vmLane) offloads(b *Burst, start, n int, r *vhost.Rings, limit int) int {
 	x := l.rxo
 	for i := start; i < n; i++ {
-		if x.flagsGSO(i) != 0 {
+		if x.flagsGSO(i) != 0 || b.Frames[i].Len > limit {
 			x.hdrLen = r.HdrLen
-			return l.offloadsFrom(b, i, n, offload.Features(r.Features))
+			return l.offloadsFrom(b, i, n, offload.Features(r.Features), limit)
 		}
 		b.Frames[i].Offload = offload.Meta{}
 	}
 	return n
 }
 
-// offloadsFrom is offloads from frame i on, the first with an offload.
-func (l *vmLane) offloadsFrom(b *Burst, i, n int, features offload.Features) int {
+// offloadsFrom is offloads from frame i on, the first with an offload
+// or longer than limit.
+func (l *vmLane) offloadsFrom(b *Burst, i, n int, features offload.Features, limit int) int {
 	x := l.rxo
 	k := i
 	for ; i < n; i++ {
@@ -107,6 +106,10 @@ func (l *vmLane) offloadsFrom(b *Burst, i, n int, features offload.Features) int
 			f.Offload = m
 		} else {
 			f.Offload = offload.Meta{}
+		}
+		if f.Len > limit && !f.Offload.GSO() && overMTU(f.Segs, f.Len, limit) {
+			l.counters.Drops[DropMTUExceeded].addOwned(1)
+			continue
 		}
 		if k != i {
 			b.Frames[k] = *f

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/vhostd/vhostd/switch/offload"
+	"github.com/vhostd/vhostd/vhost"
 	"github.com/vhostd/vhostd/virtqueue/virtqueuetest"
 )
 
@@ -681,5 +682,39 @@ func TestOffloadChecksumsBeforeBreak(t *testing.T) {
 	}
 	if st := c.port.Stats(); st.Drops["tx_queue_broken"] != 2 || st.TxPackets != 2 || st.CsumCompleted != 2 {
 		t.Fatalf("c: tx %d, csum_completed %d, drops %v; want 2, 2 and tx_queue_broken 2 (the frames lost)", st.TxPackets, st.CsumCompleted, st.Drops)
+	}
+}
+
+// TestOffloadsHoldMTUOnWhatTheyValidate: the receive loop lets a frame
+// longer than the port's MTU through to validation when its header asks
+// for GSO, but the header is in guest memory and the guest may clear it
+// meanwhile. offloads, which looks at the header again, holds every frame
+// that is not GSO by what it validated to the MTU, while a valid GSO
+// frame of the same length passes.
+func TestOffloadsHoldMTUOnWhatTheyValidate(t *testing.T) {
+	s := newTestSwitch(t)
+	a := newOffloadEnd(t, s, "a", 0, hostOffloads)
+	l := a.port.lanes[0]
+	r := &vhost.Rings{HdrLen: 12, Features: hostOffloads, MTU: 1400}
+	limit := frameLimit(r)
+
+	plain := ethFrame(0xb, 0xa, 2000)
+	cleared := make([]byte, 12) // the header as the guest left it: nothing asked
+	super := tcp4Frame(0xb, 0xa, 3*mss, 1)
+	tso := make([]byte, 12)
+	th := tsoHeader(super)
+	th.Encode(tso)
+
+	var b Burst
+	b.Frames[0] = Frame{Segs: [][]byte{plain}, Len: len(plain)}
+	b.Frames[1] = Frame{Segs: [][]byte{super}, Len: len(super)}
+	b.Frames[2] = Frame{Segs: [][]byte{plain[:limit]}, Len: limit}
+	l.rxo.hdrs[0], l.rxo.hdrs[1], l.rxo.hdrs[2] = &cleared[0], &tso[0], &cleared[0]
+	n := l.offloads(&b, 0, 3, r, limit)
+	if n != 2 || b.Frames[0].Len != len(super) || !b.Frames[0].Offload.GSO() || b.Frames[1].Len != limit {
+		t.Fatalf("kept %d frames (%d bytes, GSO %v; %d bytes), want the TSO frame and the one within the MTU", n, b.Frames[0].Len, b.Frames[0].Offload.GSO(), b.Frames[1].Len)
+	}
+	if d := l.counters.Drops[DropMTUExceeded].Load(); d != 1 {
+		t.Fatalf("mtu_exceeded %d, want 1", d)
 	}
 }

@@ -63,15 +63,21 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 			fs := c.Segs[:c.NRead]
 			f := &b.Frames[n]
 			f.Offload = offload.Meta{}
+			// fg, the header's flags and gso_type, is read from guest
+			// memory once: the guest may change them meanwhile, and
+			// the MTU's exemption for GSO must be decided on what
+			// decided whether offloads are looked at (offloads checks
+			// the MTU again on what it validates).
+			var fg uint16
 			if s0 := fs[0]; len(s0) > hdr {
 				// The common case: the header and the frame's
 				// start in one segment.
 				l.rxo.hdrs[n] = &s0[0]
-				drops.asked |= binary.LittleEndian.Uint16(s0)
+				fg = binary.LittleEndian.Uint16(s0)
 				fs[0] = s0[hdr:]
 			} else {
 				l.rxo.keep(n, fs, hdr)
-				drops.asked |= l.rxo.flagsGSO(n)
+				fg = l.rxo.flagsGSO(n)
 				fs = stripHeader(fs, hdr)
 				// The switch reads the MACs next: start that
 				// miss now (the header had a segment of its
@@ -80,9 +86,10 @@ func (l *vmLane) receivePacked(q *virtqueue.PackedQueue, ring *vhost.Ring, ti in
 					prefetch.Read(fs[0])
 				}
 			}
+			drops.asked |= fg
 			f.Segs = fs
 			f.Len = int(c.ReadLen) - hdr
-			if f.Len > limit && !l.rxo.gso(n) && overMTU(fs, f.Len, limit) {
+			if f.Len > limit && fg>>8 == 0 && overMTU(fs, f.Len, limit) {
 				drops.mtu++
 				continue
 			}
