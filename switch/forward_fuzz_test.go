@@ -13,23 +13,26 @@ import (
 // any header (offload flags, gso_type and the rest, on a port that
 // negotiated the host offloads), frames of 0 to 2040 bytes, plain or
 // IPv4/TCP, to a known peer, another, the broadcast address or the sender
-// itself; on split or packed rings. Nothing may panic; every chain the guest sent is consumed and
+// itself; on split or packed rings; into receive buffers of one size
+// from 16 bytes to 4 KiB (merged, for b) and into chains of one to three
+// descriptors whose first may be too short for the virtio-net header
+// (for c). Nothing may panic; every chain the guest sent is consumed and
 // counted once on the sender (received, or dropped by reason); each frame
 // the peer that takes every offload receives is one the guest sent it,
 // and each peer's counters agree with what it received.
 func FuzzForward(f *testing.F) {
 	// A frame to b, then a chain holding only its header (the input
 	// that crashed vhostd), then the header cut across two descriptors.
-	f.Add(false, []byte{0x00, 8, 0x00, 0x00, 0, 0x00, 0x01, 0, 0x00, 6})
-	f.Add(true, []byte{0x00, 8, 0x00, 0x00, 0, 0x00, 0x01, 0, 0x00, 6})
+	f.Add(false, uint8(127), uint16(2047), []byte{0x00, 8, 0x00, 0x00, 0, 0x00, 0x01, 0, 0x00, 6})
+	f.Add(true, uint8(127), uint16(2047), []byte{0x00, 8, 0x00, 0x00, 0, 0x00, 0x01, 0, 0x00, 6})
 	// A TCP frame with NEEDS_CSUM to b, split at its middle, then a
 	// broadcast with a GSO header whose gso_size is 0.
-	f.Add(false, []byte{0x01, 20, 0x03, 1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 128,
+	f.Add(false, uint8(3), uint16(5|2<<11), []byte{0x01, 20, 0x03, 1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 128,
 		0x09, 100, 0x03, 1, 1, 54, 0, 0, 0, 34, 0, 16, 0})
 	// Frames to every destination, in four descriptors each.
-	f.Add(true, []byte{0x03, 9, 0, 10, 20, 200, 0x07, 9, 0, 0, 0, 0, 0x0b, 9, 0, 255, 255, 255, 0x0f, 9, 0, 1, 2, 3})
+	f.Add(true, uint8(0), uint16(11|1<<11), []byte{0x03, 9, 0, 10, 20, 200, 0x07, 9, 0, 0, 0, 0, 0x0b, 9, 0, 255, 255, 255, 0x0f, 9, 0, 1, 2, 3})
 
-	f.Fuzz(func(t *testing.T, packed bool, data []byte) {
+	f.Fuzz(func(t *testing.T, packed bool, bBuf uint8, cShape uint16, data []byte) {
 		s := newTestSwitch(t)
 		end := func(name string, base, feat uint64, mrg bool) *vmEnd {
 			var e *vmEnd
@@ -50,8 +53,33 @@ func FuzzForward(f *testing.F) {
 		c.anySend(ethFrame(0xa, 0xc, 60), 60)
 		a.anyPost(4, 2048)
 		pump(s, b, c)
-		b.anyPost(256, 2048)
-		c.anyPost(256, 2048)
+		// b's buffers, merged: 16 bytes to 4 KiB, each one descriptor.
+		bSize := 16 * (1 + int(bBuf))
+		// c's chains: a first descriptor of 1 to 2048 bytes, then up to
+		// two of 2048.
+		cDescs := 1 + int(cShape>>11)%3
+		cChain := []virtqueuetest.Buf{{Write: true, WriteLen: 1 + int(cShape&0x7ff)}}
+		for len(cChain) < cDescs {
+			cChain = append(cChain, virtqueuetest.Buf{Write: true, WriteLen: 2048})
+		}
+		topUp := func() {
+			if packed {
+				for b.prx.Outstanding() < 200 {
+					b.prx.AddChain([]virtqueuetest.Buf{{Write: true, WriteLen: bSize}})
+				}
+				for c.prx.Outstanding() < 240/cDescs {
+					c.prx.AddChain(cChain)
+				}
+				return
+			}
+			for b.rx.Outstanding() < 200 {
+				b.rx.AddChain([]virtqueuetest.Buf{{Write: true, WriteLen: bSize}})
+			}
+			for c.rx.Outstanding() < 240/cDescs {
+				c.rx.AddChain(cChain)
+			}
+		}
+		topUp()
 		addChain, consumed := a.tx.AddChain, func() int { return int(a.tx.UsedIdx()) }
 		if packed {
 			n := 0
@@ -111,8 +139,13 @@ func FuzzForward(f *testing.F) {
 				}
 			}
 			gotB += len(fs)
-			gotC += len(c.anyReceived())
-			b.anyPost(len(fs), 2048)
+			// Counted, not read: c's chains are not contiguous.
+			if packed {
+				gotC += len(c.prx.CollectUsed())
+			} else {
+				gotC += len(c.rx.CollectUsed())
+			}
+			topUp()
 		}
 		if used := consumed(); used != chains {
 			t.Fatalf("vhostd consumed %d of the %d chains", used, chains)
