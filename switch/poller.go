@@ -61,6 +61,11 @@ type poller struct {
 	counts  [MaxPorts]uint8
 	touched []int
 	hdr     [12]byte
+	// macs and pinSegs hold the frames of a port with port security
+	// as forward passes them on: the addresses it checked, from here,
+	// then the rest of the frame (see pin).
+	macs    [BurstSize][12]byte
+	pinSegs [BurstSize * (MaxSegs + 1)][]byte
 	fds     []int
 	noDrain []int // those of fds the poller must not read (NoDrainer)
 	events  [64]unix.EpollEvent
@@ -436,6 +441,9 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 				continue
 			}
 		}
+		if mask != 0 {
+			p.pin(f, i, dst, srcMAC)
+		}
 		if srcMAC != lastSrc && !srcMAC.Multicast() {
 			if r := fdb.Learn(srcMAC, src, now); r == Learned {
 				lastSrc = srcMAC
@@ -468,6 +476,11 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 					// checks above: the frames that follow with
 					// the same addresses go the same way.
 					j, nb := p.sameRun(b, i+1, n, dst, srcMAC, out)
+					if mask != 0 {
+						for k := i + 1; k < j; k++ {
+							p.pin(&b.Frames[k], k, dst, srcMAC)
+						}
+					}
 					bytes += nb
 					i = j - 1
 				}
@@ -517,7 +530,8 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 // addresses split across segments: forward's loop decides those) and the
 // bytes added. It is forward's loop for a burst of one flow, the common
 // case, without its per-frame state: learning, lookups and port security
-// have given their answer for these addresses already.
+// have given their answer for these addresses already. (A port with
+// port security has the frames pinned to them afterwards: see pin.)
 func (p *poller) sameRun(b *Burst, i, n int, dst, src MAC, out int) (int, uint64) {
 	list, c := &p.lists[out], p.counts[out]
 	var bytes uint64
@@ -541,6 +555,30 @@ func (p *poller) sameRun(b *Burst, i, n int, dst, src MAC, out int) (int, uint64
 	}
 	p.counts[out] = c
 	return i, bytes
+}
+
+// pin makes frame i of the burst, f, of a port with port security,
+// begin with the addresses forward checked, dst and src, held in the
+// poller's memory, followed by the rest of the frame. The guest's buffer
+// stays in guest memory, which the guest may write at any time: copied
+// from there, the frame could reach its receivers from an address other
+// than the one its port is pinned to.
+func (p *poller) pin(f *Frame, i int, dst, src MAC) {
+	m := &p.macs[i]
+	putMAC(m[:6], dst)
+	putMAC(m[6:], src)
+	segs := p.pinSegs[i*(MaxSegs+1) : i*(MaxSegs+1) : (i+1)*(MaxSegs+1)]
+	segs = append(segs, m[:])
+	skip := len(m)
+	for _, s := range f.Segs {
+		if skip >= len(s) {
+			skip -= len(s)
+			continue
+		}
+		segs = append(segs, s[skip:])
+		skip = 0
+	}
+	f.Segs = segs
 }
 
 func (p *poller) add(d int, f *Frame) {

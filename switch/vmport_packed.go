@@ -311,7 +311,9 @@ func (t *txQueue) transmitPacked(q *virtqueue.PackedQueue, v *VMPort, r *vhost.R
 }
 
 // transmitRunPacked transmits the longest run at the start of frames
-// (at most avail of them) in which every frame is one segment and fits the
+// (at most avail of them) in which every frame is one segment (or two, the
+// first holding the addresses of a frame from a port with port security:
+// see poller.pin) and fits the
 // one writable buffer of the next receive chain, the shape of nearly every
 // frame between VMs (the buffer's first segment big enough is all it
 // needs), and returns how many it transmitted and their bytes.
@@ -329,7 +331,7 @@ func (t *txQueue) transmitRunPacked(q *virtqueue.PackedQueue, r *vhost.Rings, fr
 	k := 0
 	for ; k < got; k++ {
 		f, c := frames[k], &t.rx[k]
-		if f.Len > limit || len(f.Segs) != 1 || c.NRead != 0 || len(c.Segs) == 0 || len(c.Segs[0]) < hdr+f.Len {
+		if f.Len > limit || len(f.Segs) > 2 || c.NRead != 0 || len(c.Segs) == 0 || len(c.Segs[0]) < hdr+f.Len {
 			break
 		}
 		t.prefetchFrame(c.Segs[0], hdr)
@@ -347,7 +349,12 @@ func (t *txQueue) transmitRunPacked(q *virtqueue.PackedQueue, r *vhost.Rings, fr
 		c := &t.rx[i]
 		d := c.Segs[0]
 		putNetHeader(d, hdr, 1)
-		bulkcopy.Copy(d[hdr:hdr+f.Len], f.Segs[0])
+		if s := f.Segs; len(s) == 1 {
+			bulkcopy.Copy(d[hdr:hdr+f.Len], s[0])
+		} else {
+			n := copy(d[hdr:], s[0])
+			bulkcopy.Copy(d[hdr+n:hdr+f.Len], s[1])
+		}
 		q.PushUsed(c.Head, uint32(hdr+f.Len))
 		bytes += uint64(f.Len)
 	}
