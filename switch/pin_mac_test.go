@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/vhostd/vhostd/switch/offload"
 	"github.com/vhostd/vhostd/virtqueue/virtqueuetest"
 )
 
@@ -108,5 +109,53 @@ func TestPortSecurityHoldsAfterCheckInRun(t *testing.T) {
 		if !bytes.Equal(got[i], want[i]) {
 			t.Fatalf("frame %d reached the receiver as %x, want %x", i, got[i], want[i])
 		}
+	}
+}
+
+// TestGSORequestHoldsAfterCheck: a TSO super-frame validated as TCP/IPv4
+// and passed whole to a receiver that takes TSO; the sender rewrites its
+// IP protocol, IP length and TCP data offset after the check, before the
+// copy. The receiver's copy no longer matches what was validated, so it
+// gets the frame without the GSO request (counted as gso_changed), never
+// a GSO header over headers that Validate refuses.
+func TestGSORequestHoldsAfterCheck(t *testing.T) {
+	s := newTestSwitch(t)
+	a := newOffloadEnd(t, s, "a", 0, hostOffloads)
+	rewrite := true
+	if _, err := s.AddPort(&writerPort{fn: func(f *Frame) {
+		if s0 := f.Segs[0]; rewrite && len(s0) > 54 { // the sender's buffer
+			s0[14+9] = 17
+			binary.BigEndian.PutUint16(s0[14+2:], 0xffff)
+			s0[34+12] = 0xf0
+		}
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	c := newOffloadEnd(t, s, "c", 0x100000000, guestOffloads)
+	c.post(8, 64<<10)
+	for _, changed := range []bool{false, true} {
+		rewrite = changed
+		super := tcp4Frame(0xff, 0xa, 10*mss, 1)
+		copy(super, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		a.sendHdr(tsoHeader(super), super, 200)
+		pump(s, a)
+		hs, fs := c.frames(t)
+		if len(fs) != 1 {
+			t.Fatalf("changed %v: c got %d frames", changed, len(fs))
+		}
+		st := c.port.Stats()
+		if !changed {
+			if hs[0] != tsoHeader(super) || st.GSOPassed != 1 || st.GSOChanged != 0 {
+				t.Fatalf("unchanged: header %+v, gso_passed %d, gso_changed %d", hs[0], st.GSOPassed, st.GSOChanged)
+			}
+			continue
+		}
+		if hs[0] != (offload.Header{}) || st.GSOChanged != 1 || st.GSOPassed != 1 {
+			t.Fatalf("changed: header %+v, gso_passed %d, gso_changed %d; want a plain header and 1, 1", hs[0], st.GSOPassed, st.GSOChanged)
+		}
+		if fs[0][14+9] != 17 {
+			t.Fatalf("the test's rewrite did not reach the copy: IP protocol %d", fs[0][14+9])
+		}
+		c.post(1, 64<<10)
 	}
 }

@@ -246,6 +246,10 @@ type Counters struct {
 	GSOSegmented  Counter // GSO super-frames segmented in software
 	GSOSegments   Counter // the frames those were cut into
 	CsumCompleted Counter // partial checksums completed in software
+	// GSOChanged counts GSO super-frames whose headers no longer held
+	// what was validated once copied into the port's buffers (the
+	// sender rewrote them meanwhile): delivered without the GSO request.
+	GSOChanged Counter
 }
 
 // Snapshot is a copy of Counters for reporting.
@@ -268,6 +272,9 @@ type Snapshot struct {
 	GSOSegmented  uint64 `json:"gso_segmented"`
 	GSOSegments   uint64 `json:"gso_segments"`
 	CsumCompleted uint64 `json:"csum_completed"`
+	// GSO super-frames the sender changed after the switch validated
+	// them, delivered without their GSO request.
+	GSOChanged uint64 `json:"gso_changed"`
 }
 
 // Snapshot copies the counters.
@@ -293,6 +300,7 @@ func SumCounters(cs ...*Counters) Snapshot {
 		s.GSOSegmented += c.GSOSegmented.Load()
 		s.GSOSegments += c.GSOSegments.Load()
 		s.CsumCompleted += c.CsumCompleted.Load()
+		s.GSOChanged += c.GSOChanged.Load()
 	}
 	for i, n := range drops {
 		s.Drops[DropNames[i]] = n

@@ -201,14 +201,21 @@ type SoftOffload struct {
 	softSeg [BurstSize][1][]byte
 
 	// Counts since the last Count.
-	passed, segmented, segments, csum, dropped uint64
+	passed, segmented, segments, csum, dropped, changed uint64
+	// peek holds the headers of a passed GSO frame's copy (copyHolds):
+	// maxOffloadFrame long, so that a slice of the frame's length fits.
+	peek []byte
 }
 
 // NewSoftOffload returns a SoftOffload. With linear, checksums are
 // completed into copies the chunks carry; else the caller patches its own
 // copy (see fixup).
 func NewSoftOffload(linear bool) *SoftOffload {
-	return &SoftOffload{linear: linear, lin: make([]byte, maxOffloadFrame), arena: make([]byte, maxOffloadFrame)}
+	x := &SoftOffload{linear: linear, lin: make([]byte, maxOffloadFrame), arena: make([]byte, maxOffloadFrame)}
+	if !linear {
+		x.peek = make([]byte, maxOffloadFrame)
+	}
+	return x
 }
 
 // Begin starts a transmit of frames to a receiver with the (GUEST_*)
@@ -339,17 +346,18 @@ func (x *SoftOffload) put(k int, b []byte, h offload.Header, act uint8) {
 // Count adds the offloads done since the last Count to c, whose writer
 // the caller is.
 func (x *SoftOffload) Count(c *Counters) {
-	if x.passed|x.segmented|x.csum|x.dropped == 0 {
+	if x.passed|x.segmented|x.csum|x.dropped|x.changed == 0 {
 		return
 	}
 	c.GSOPassed.addOwned(x.passed)
 	c.GSOSegmented.addOwned(x.segmented)
 	c.GSOSegments.addOwned(x.segments)
 	c.CsumCompleted.addOwned(x.csum)
+	c.GSOChanged.addOwned(x.changed)
 	if x.dropped > 0 {
 		c.Drops[DropTxOffload].addOwned(x.dropped)
 	}
-	x.passed, x.segmented, x.segments, x.csum, x.dropped = 0, 0, 0, 0, 0
+	x.passed, x.segmented, x.segments, x.csum, x.dropped, x.changed = 0, 0, 0, 0, 0, 0
 }
 
 // finish finishes frames[i], just copied by copyInto into the chains of p
@@ -379,11 +387,52 @@ func (t *txQueue) fixup(j int, p rxPlan, hdrLen int) {
 		writeAt(t.writable(p), hdrLen+int(h.CsumStart)+int(h.CsumOffset), b[:])
 		x.csum++
 	case txHeader:
-		// Written before the copy, by headerFirst.
+		// Written before the copy, by headerFirst. A GSO request is
+		// passed on only if the receiver's copy holds the headers that
+		// were validated: the frame was copied from the sender's
+		// buffer, which the sender may have rewritten since, and the
+		// receiver's stack trusts the request. Otherwise the frame goes
+		// without it, as a plain frame (which a receiver checks).
 		if x.hdr[j].GSOType != offload.GSONone {
+			if !t.copyHolds(x.out[j], p, hdrLen) {
+				var b [offload.HeaderLen]byte
+				h := offload.Header{NumBuffers: uint16(p.k)}
+				h.Encode(b[:hdrLen])
+				writeAt(t.writable(p), 0, b[:hdrLen])
+				x.changed++
+				return
+			}
 			x.passed++
 		}
 	}
+}
+
+// copyHolds reports whether the copy of GSO frame f in the chains of p
+// (after their hdrLen-byte virtio-net header) parses to the layout f was
+// validated with.
+func (t *txQueue) copyHolds(f *Frame, p rxPlan, hdrLen int) bool {
+	x := t.ox
+	n := gatherAt(x.peek[:min(f.Len, gsoPeek)], t.writable(p), hdrLen)
+	l, r := offload.Parse(x.peek[:f.Len])
+	return r == offload.ReasonOK && l == f.Offload.Layout(f.Len) && l.Payload <= n
+}
+
+// gatherAt copies the bytes of segs from offset off on into out and
+// returns how many it copied.
+func gatherAt(out []byte, segs [][]byte, off int) int {
+	n := 0
+	for _, s := range segs {
+		if off >= len(s) {
+			off -= len(s)
+			continue
+		}
+		n += copy(out[n:], s[off:])
+		off = 0
+		if n == len(out) {
+			break
+		}
+	}
+	return n
 }
 
 // headerFirst writes the header of frames[i] into the chains of p before

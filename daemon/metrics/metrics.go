@@ -62,6 +62,7 @@ var (
 	descGSOSegmented  = desc("port_gso_segmented_total", "GSO super-frames segmented in software on their way to the port (it did not negotiate the offload).", "port")
 	descGSOSegments   = desc("port_gso_segments_total", "Frames vhostd_port_gso_segmented_total were cut into.", "port")
 	descCsumCompleted = desc("port_csum_completed_total", "Partial checksums completed in software on their way to the port.", "port")
+	descGSOChanged    = desc("port_gso_changed_total", "GSO super-frames the sender changed after the switch validated them, delivered to the port without their GSO request.", "port")
 
 	descConnected   = desc("port_connected", "1 while a vhost-user frontend is connected to the port, else 0.", "port")
 	descState       = desc("port_state", "The port's state, as vhostctl ports shows it: 1 for the state it is in, 0 for the others.", "port", "state")
@@ -121,7 +122,7 @@ func NewCollector(src Source) *Collector { return &Collector{src: src} }
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descDrops, descMoves, descLimited, descFull,
-		descGSOPassed, descGSOSegmented, descGSOSegments, descCsumCompleted,
+		descGSOPassed, descGSOSegmented, descGSOSegments, descCsumCompleted, descGSOChanged,
 		descConnected, descState, descRings, descLearned, descMaxMACs, descFDBEntries, descPortEntries,
 		descUpRxPackets, descUpTxPackets, descUpRxBytes, descUpTxBytes, descUpRxMissed, descUpRxErrors,
 		descUpTxErrors, descUpRxNoMbuf, descUpLinkUp, descUpStatsErr,
@@ -167,6 +168,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descGSOSegmented, s.GSOSegmented, s.Name)
 		counter(descGSOSegments, s.GSOSegments, s.Name)
 		counter(descCsumCompleted, s.CsumCompleted, s.Name)
+		counter(descGSOChanged, s.GSOChanged, s.Name)
 		if u := s.DPDK; u != nil {
 			counter(descUpRxPackets, u.RxPackets, s.Name)
 			counter(descUpTxPackets, u.TxPackets, s.Name)

@@ -222,9 +222,9 @@ func printStats(out io.Writer, stats []control.PortStats) {
 		}
 	}
 	for _, s := range stats {
-		if s.GSOPassed+s.GSOSegmented+s.CsumCompleted > 0 {
-			fmt.Fprintf(out, "%s offloads (frames delivered to it): gso_passed=%d gso_segmented=%d gso_segments=%d csum_completed=%d\n",
-				s.Name, s.GSOPassed, s.GSOSegmented, s.GSOSegments, s.CsumCompleted)
+		if s.GSOPassed+s.GSOSegmented+s.CsumCompleted+s.GSOChanged > 0 {
+			fmt.Fprintf(out, "%s offloads (frames delivered to it): gso_passed=%d gso_segmented=%d gso_segments=%d csum_completed=%d gso_changed=%d\n",
+				s.Name, s.GSOPassed, s.GSOSegmented, s.GSOSegments, s.CsumCompleted, s.GSOChanged)
 		}
 	}
 	printDeviceStats(out, stats)
