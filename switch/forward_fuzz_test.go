@@ -16,23 +16,28 @@ import (
 // itself; on split or packed rings; into receive buffers of one size
 // from 16 bytes to 4 KiB (merged, for b) and into chains of one to three
 // descriptors whose first may be too short for the virtio-net header
-// (for c). Nothing may panic; every chain the guest sent is consumed and
+// (for c); from a sender pinned to its address (mac=) or not, with frames
+// from that address and from another. Nothing may panic; every chain the guest sent is consumed and
 // counted once on the sender (received, or dropped by reason); each frame
-// the peer that takes every offload receives is one the guest sent it,
+// the peer that takes every offload receives is one the guest sent it
+// (from the pinned address only, for a pinned sender),
 // and each peer's counters agree with what it received.
 func FuzzForward(f *testing.F) {
 	// A frame to b, then a chain holding only its header (the input
 	// that crashed vhostd), then the header cut across two descriptors.
-	f.Add(false, uint8(127), uint16(2047), []byte{0x00, 8, 0x00, 0x00, 0, 0x00, 0x01, 0, 0x00, 6})
-	f.Add(true, uint8(127), uint16(2047), []byte{0x00, 8, 0x00, 0x00, 0, 0x00, 0x01, 0, 0x00, 6})
+	f.Add(false, false, uint8(127), uint16(2047), []byte{0x00, 8, 0x00, 0x00, 0, 0x00, 0x01, 0, 0x00, 6})
+	f.Add(true, false, uint8(127), uint16(2047), []byte{0x00, 8, 0x00, 0x00, 0, 0x00, 0x01, 0, 0x00, 6})
 	// A TCP frame with NEEDS_CSUM to b, split at its middle, then a
 	// broadcast with a GSO header whose gso_size is 0.
-	f.Add(false, uint8(3), uint16(5|2<<11), []byte{0x01, 20, 0x03, 1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 128,
+	f.Add(false, false, uint8(3), uint16(5|2<<11), []byte{0x01, 20, 0x03, 1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 128,
 		0x09, 100, 0x03, 1, 1, 54, 0, 0, 0, 34, 0, 16, 0})
 	// Frames to every destination, in four descriptors each.
-	f.Add(true, uint8(0), uint16(11|1<<11), []byte{0x03, 9, 0, 10, 20, 200, 0x07, 9, 0, 0, 0, 0, 0x0b, 9, 0, 255, 255, 255, 0x0f, 9, 0, 1, 2, 3})
+	f.Add(true, false, uint8(0), uint16(11|1<<11), []byte{0x03, 9, 0, 10, 20, 200, 0x07, 9, 0, 0, 0, 0, 0x0b, 9, 0, 255, 255, 255, 0x0f, 9, 0, 1, 2, 3})
 
-	f.Fuzz(func(t *testing.T, packed bool, bBuf uint8, cShape uint16, data []byte) {
+	// A pinned sender: frames from its address (split after 9 bytes, over
+	// three descriptors) and from another.
+	f.Add(false, true, uint8(127), uint16(2047), []byte{0x02, 8, 0x00, 0x00, 9, 0x00, 8, 0x04, 0x08, 8, 0x00})
+	f.Fuzz(func(t *testing.T, packed, pinned bool, bBuf uint8, cShape uint16, data []byte) {
 		s := newTestSwitch(t)
 		end := func(name string, base, feat uint64, mrg bool) *vmEnd {
 			var e *vmEnd
@@ -47,6 +52,11 @@ func FuzzForward(f *testing.F) {
 			return e
 		}
 		a := end("a", 0, hostOffloads, true)
+		if pinned {
+			if err := s.secure(a.idx, PortSecurity{Mode: FixedMAC, MAC: macN(0xa)}); err != nil {
+				t.Fatal(err)
+			}
+		}
 		b := end("b", 0x100000000, guestOffloads, true)
 		c := end("c", 0x200000000, 0, false)
 		b.anySend(ethFrame(0xa, 0xb, 60), 60)
@@ -100,16 +110,23 @@ func FuzzForward(f *testing.F) {
 				copy(hdr, data[:10]) // num_buffers stays 0
 				data = data[10:]
 			}
+			src := byte(0xa)
+			if b2&4 != 0 {
+				src = 0xe // spoofed, when a is pinned
+			}
 			var frame []byte
 			if b2&2 != 0 {
-				frame = tcp4Frame(dst, 0xa, size, uint32(chains))
+				frame = tcp4Frame(dst, src, size, uint32(chains))
 			} else {
-				frame = ethFrame(dst, 0xa, size)
+				frame = ethFrame(dst, src, size)
 			}
 			if dst == 0xff {
 				copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 			}
-			if dst == 0xb || dst == 0xff {
+			// b may get any frame a may send: those to it, broadcasts,
+			// and those to an address not learned yet (0xa, before a
+			// sent from it), flooded.
+			if !(pinned && src != 0xa) {
 				toB[string(frame)] = true
 			}
 			whole := append(hdr, frame...)
