@@ -88,16 +88,7 @@ func (v *VMPort) memoryAt(addr uintptr, current bool) *guestmem.Memory {
 // OnFault, on a goroutine of its own: the poller calling fault must not
 // wait for the control path.
 func (v *VMPort) fault(addr uintptr, mem *guestmem.Memory, poller int) {
-	first := v.faultMem.Swap(mem) != mem
-	var r *vhost.Rings
-	if cur := v.rings.Load(); cur != nil && cur.Mem == mem {
-		// Other pollers may still hold cur for the rest of a burst: they
-		// fault in turn or finish; none loads it again.
-		v.rings.CompareAndSwap(cur, nil)
-		r = cur
-	} else if old := v.retiring.Load(); old != nil && old.Mem == mem {
-		r = old
-	}
+	r, first := v.withdraw(mem)
 	if !first {
 		return
 	}
@@ -110,6 +101,22 @@ func (v *VMPort) fault(addr uintptr, mem *guestmem.Memory, poller int) {
 	if f := v.OnFault; f != nil {
 		go f(err)
 	}
+}
+
+// withdraw takes the rings running over mem away from v's data path for
+// good (Publish refuses rings over mem from now on) and returns them, and
+// whether this is the first withdrawal of mem.
+func (v *VMPort) withdraw(mem *guestmem.Memory) (r *vhost.Rings, first bool) {
+	first = v.faultMem.Swap(mem) != mem
+	if cur := v.rings.Load(); cur != nil && cur.Mem == mem {
+		// Other pollers may still hold cur for the rest of a burst: they
+		// fault in turn or finish; none loads it again.
+		v.rings.CompareAndSwap(cur, nil)
+		r = cur
+	} else if old := v.retiring.Load(); old != nil && old.Mem == mem {
+		r = old
+	}
+	return r, first
 }
 
 // ringAt returns the virtqueue index of the ring of r whose descriptor
@@ -206,19 +213,24 @@ func (v *VMPort) settleRetired(old *vhost.Rings) {
 }
 
 // onFault deals with a value p's loop recovered: a guest memory fault is
-// pinned on its port, and the poller's burst scratch is reset; anything
-// else is a bug of ours and panics again.
+// pinned on its port, a runtime error while a VM port's burst was being
+// forwarded on that port (internalError), and the poller's burst scratch
+// is reset; anything else is a bug of ours and panics again.
 func (p *poller) onFault(r any, log *logrus.Entry) {
 	addr, ok := guestmem.FaultAddr(r)
-	if !ok {
-		panic(r)
+	reason := DropGuestFault
+	var v *VMPort
+	if ok {
+		var mem *guestmem.Memory
+		if v, mem = faultOwner(p.t, addr); v == nil {
+			log.WithField("addr", fmt.Sprintf("%#x", addr)).Error("memory fault outside every guest's memory: a bug in vhostd")
+			panic(r)
+		}
+		v.fault(addr, mem, p.id)
+	} else {
+		v = p.internalError(r, log) // panics again unless a port's burst hit it
+		reason = DropInternalError
 	}
-	v, mem := faultOwner(p.t, addr)
-	if v == nil {
-		log.WithField("addr", fmt.Sprintf("%#x", addr)).Error("memory fault outside every guest's memory: a bug in vhostd")
-		panic(r)
-	}
-	v.fault(addr, mem, p.id)
 	// The frames still listed for a destination had not been handed
 	// over (forward clears a list once its Transmit returns; the one
 	// the fault hit may have copied a few before it): they are lost with
@@ -234,7 +246,7 @@ func (p *poller) onFault(r any, log *logrus.Entry) {
 		lost, p.unsorted = uint64(p.unsorted), 0
 	}
 	if lost > 0 {
-		v.counters.Drops[DropGuestFault].Add(lost)
+		v.counters.Drops[reason].Add(lost)
 	}
 	p.touched = p.touched[:0]
 	p.settling = true

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -462,4 +463,123 @@ func TestTruncatedGuestWhileForwarding(t *testing.T) {
 	// Still forwarding.
 	b.send(ethFrame(0xc, 0xb, 100), 14)
 	waitUsed(31)
+}
+
+// internalErrorIn runs, under poller 0's recover frame, the start of a
+// burst of e's (its chains taken, as forward would) and then a runtime
+// error, as a bug of vhostd's met while forwarding e's frames would be.
+// It reports whether the loop recovered.
+func internalErrorIn(t *testing.T, s *Switch, e *faultEnd) bool {
+	t.Helper()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	p := s.pollers[0]
+	return p.guarded(s.log, func(*logrus.Entry) {
+		p.t = s.table.Load()
+		r := e.port.Receivers()[0]
+		p.busy = r
+		p.unsorted = r.Receive(&p.burst)
+		var none []int
+		i := p.unsorted + 1
+		_ = none[i] // index out of range
+	})
+}
+
+// TestInternalErrorDropsOnePort: a runtime error while a VM port's burst
+// is forwarded (a bug of vhostd's, which that port's frames led to) drops
+// that port's connection, counts its burst as internal_error, and leaves
+// the daemon and the other ports running. Errors on a third port within
+// a minute, or a panic that is not a runtime error, still end the
+// process.
+func TestInternalErrorDropsOnePort(t *testing.T) {
+	s := newTestSwitch(t)
+	a := newFaultEnd(t, s, "a", 0)
+	b := newFaultEnd(t, s, "b", 0x100000000)
+	c := newFaultEnd(t, s, "c", 0x200000000)
+	b.post(4, 2048)
+	c.post(4, 2048)
+	b.send(ethFrame(0xc, 0xb, 60), 14) // learn b
+	c.send(ethFrame(0xb, 0xc, 60), 14) // learn c
+	if guardedPump(t, s, b, c) {
+		t.Fatal("fault while learning")
+	}
+	b.received()
+	c.received()
+
+	a.send(ethFrame(0xc, 0xa, 100), 14)
+	a.send(ethFrame(0xc, 0xa, 200), 14)
+	if !internalErrorIn(t, s, a) {
+		t.Fatal("the loop did not recover the runtime error")
+	}
+	select {
+	case err := <-a.faults:
+		var ie *InternalError
+		if !errors.As(err, &ie) || ie.Mem != a.mem || !strings.Contains(err.Error(), "index out of range") {
+			t.Fatalf("OnFault(%v): want an InternalError about a's memory naming the runtime error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnFault not called: the port's connection is not dropped")
+	}
+	if a.port.Running() {
+		t.Fatal("the port the error was pinned on still has rings running")
+	}
+	if st := a.port.Stats(); st.Drops["internal_error"] != 2 || st.RxPackets != 0 {
+		t.Fatalf("a: rx %d, internal_error %d; want 0 and the burst's 2", st.RxPackets, st.Drops["internal_error"])
+	}
+	// The restarted loop settles without touching a's rings again: its
+	// chains are never published.
+	if guardedPump(t, s) {
+		t.Fatal("fault while settling")
+	}
+	if used := a.tx.CollectUsed(); len(used) != 0 {
+		t.Fatalf("a's rings were written after the error: %d chains used", len(used))
+	}
+	// The others go on.
+	b.send(ethFrame(0xc, 0xb, 70), 14)
+	c.send(ethFrame(0xb, 0xc, 80), 14)
+	if guardedPump(t, s, b, c) {
+		t.Fatal("fault on healthy guests")
+	}
+	if got := c.received(); len(got) != 1 || len(got[0]) != 12+70 {
+		t.Fatalf("c received %d frames after a's error", len(got))
+	}
+	if got := b.received(); len(got) != 1 || len(got[0]) != 12+80 {
+		t.Fatalf("b received %d frames after a's error", len(got))
+	}
+	a.noMoreFaults(t)
+
+	// Not a runtime error: a panic raised on purpose is not recovered.
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("a panic that is not a runtime error was recovered")
+			}
+		}()
+		p := s.pollers[0]
+		p.guarded(s.log, func(*logrus.Entry) {
+			p.busy = b.port.Receivers()[0]
+			panic("invariant broken")
+		})
+	}()
+	s.pollers[0].busy = nil
+
+	// A second port's error is recovered; a third's within the minute
+	// is taken for a bug every guest meets and ends the process.
+	b.send(ethFrame(0xc, 0xb, 60), 14)
+	if !internalErrorIn(t, s, b) {
+		t.Fatal("the second port's error was not recovered")
+	}
+	<-b.faults
+	if guardedPump(t, s) {
+		t.Fatal("fault while settling")
+	}
+	func() {
+		defer func() {
+			r := recover()
+			if _, ok := r.(runtime.Error); !ok {
+				t.Fatalf("a third port's error: recovered %v, want the runtime error again", r)
+			}
+		}()
+		c.send(ethFrame(0xb, 0xc, 60), 14)
+		internalErrorIn(t, s, c)
+	}()
 }

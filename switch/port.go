@@ -183,6 +183,9 @@ const (
 	// DropTxOffload: an offloaded frame the destination cannot take and
 	// software cannot complete (UFO to a receiver without GUEST_UFO).
 	DropTxOffload
+	// DropInternalError: a bug of vhostd's cut the port's burst short
+	// (internal.go); counted on the port whose burst it was.
+	DropInternalError
 	// DropRxOffload is the first of the drops of frames whose virtio-net
 	// header the guest filled in wrongly (or asked for an offload it did
 	// not negotiate): one reason per offload.Reason but ReasonOK, in its
@@ -202,7 +205,7 @@ func dropNames() [NumDropReasons]string {
 		"rx_runt", "rx_too_many_segments", "rx_queue_broken", "same_port",
 		"tx_not_ready", "tx_no_buffers", "tx_too_big", "tx_queue_broken",
 		"tx_uplink_full", "tx_no_mbufs", "rx_spoofed", "guest_memory_fault",
-		"mtu_exceeded", "tx_offload_unsupported",
+		"mtu_exceeded", "tx_offload_unsupported", "internal_error",
 	}
 	for r := offload.ReasonOK + 1; int(r) < offload.NumReasons; r++ {
 		n[dropOffload(r)] = "rx_offload_" + r.String()

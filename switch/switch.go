@@ -60,6 +60,8 @@ type Switch struct {
 	table   atomic.Pointer[portTable]
 	pollers []*poller
 
+	bugs bugLog // internal errors the pollers recovered from (internal.go)
+
 	secMu sync.Mutex // serialises changes of sec's policies and locks
 	sec   [MaxPorts]portSec
 

@@ -226,8 +226,9 @@ type QueueSnapshot struct {
 
 // QueueStats returns the port's counters per queue: its receive lanes,
 // then the guest receive queues it transmits into. Drops counted for the
-// port as a whole (tx_not_ready, guest_memory_fault, rx_queue_broken,
-// and rx_spoofed for a refused RARP announcement) are in Stats only.
+// port as a whole (tx_not_ready, guest_memory_fault, internal_error,
+// rx_queue_broken, and rx_spoofed for a refused RARP announcement) are in
+// Stats only.
 func (v *VMPort) QueueStats() []QueueSnapshot {
 	var out []QueueSnapshot
 	for i, l := range v.lanes {

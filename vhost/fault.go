@@ -28,8 +28,9 @@ import (
 // Drop closes the active frontend connection because of err, which its
 // serving goroutine then reports as the reason it closed the connection
 // before tearing the device down as for any error; the socket then
-// accepts a new frontend. A *guestmem.Fault drops the connection only if
-// the faulting memory is the one that connection's rings last ran over,
+// accepts a new frontend. An error that names the guest memory it is
+// about (a *guestmem.Fault, or any with a GuestMemory method) drops the
+// connection only if that memory is the one the connection's rings last ran over,
 // so a late report cannot drop a frontend that has connected since (or
 // one whose memory was replaced since, which no longer faults).
 //
@@ -43,10 +44,12 @@ func (s *Server) Drop(err error) {
 	if g == nil {
 		return
 	}
-	var f *guestmem.Fault
-	if errors.As(err, &f) && f.Mem != nil && f.Mem != g.mem.Load() {
-		s.log.WithError(err).Debug("fault reported for memory the connection no longer uses: not dropping it")
-		return
+	var f interface{ GuestMemory() *guestmem.Memory }
+	if errors.As(err, &f) {
+		if m := f.GuestMemory(); m != nil && m != g.mem.Load() {
+			s.log.WithError(err).Debug("fault reported for memory the connection no longer uses: not dropping it")
+			return
+		}
 	}
 	g.drop(err)
 }

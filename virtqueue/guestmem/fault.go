@@ -57,6 +57,9 @@ type Fault struct {
 	Mem  *Memory // the guest memory holding Addr
 }
 
+// GuestMemory returns the memory that faulted, Mem.
+func (f *Fault) GuestMemory() *Memory { return f.Mem }
+
 func (f *Fault) Error() string {
 	return fmt.Sprintf("guest memory fault at host address %#x: the frontend truncated or unmapped its memory", f.Addr)
 }

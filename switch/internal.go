@@ -1,0 +1,118 @@
+package vswitch
+
+import (
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/vhostd/vhostd/virtqueue/guestmem"
+)
+
+// Bugs of vhostd's own on the data path.
+//
+// A runtime error (an index out of range, a nil dereference) while a
+// poller forwards a VM port's burst is a bug in vhostd, and that port's
+// frames led the data path to it: the one found so far was a guest's
+// header-only chain after a frame to a known address. Ending the process
+// would cut every guest off for a bug one guest's traffic found; instead
+// the poller treats it as it treats a fault in that guest's memory: the
+// port's rings are withdrawn and never touched again, its connection is
+// dropped (the frontend may reconnect), the frames of the burst are
+// counted as internal_error on it, the other ports' queues the burst was
+// cut short in are repaired (settle), and the loop starts again. The
+// log line has the error and its stack, for the bug report.
+//
+// Two limits keep that from hiding a bug that is not one port's doing:
+// only a runtime error inside a VM port's burst is recovered (a panic
+// anywhere else, or raised on purpose, still ends the process), and
+// errors pinned on a third port within a minute end it too, as a bug
+// every guest meets (a broken destination, say) would otherwise drop
+// one source after another.
+
+// bugWindow and bugPorts: errors pinned on bugPorts different ports within
+// bugWindow end the process.
+const (
+	bugWindow = time.Minute
+	bugPorts  = 3
+)
+
+// bugLog remembers which ports internal errors were pinned on, and when.
+type bugLog struct {
+	mu   sync.Mutex
+	seen []bugSeen
+}
+
+type bugSeen struct {
+	port *VMPort
+	at   time.Time
+}
+
+// note records an error pinned on v at now and reports whether the
+// process may go on: false once bugPorts different ports had one within
+// bugWindow.
+func (b *bugLog) note(v *VMPort, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	kept := b.seen[:0]
+	for _, s := range b.seen {
+		if now.Sub(s.at) < bugWindow && s.port != v {
+			kept = append(kept, s)
+		}
+	}
+	b.seen = append(kept, bugSeen{v, now})
+	return len(b.seen) < bugPorts
+}
+
+// InternalError is what a VM port's OnFault is given when a bug of
+// vhostd's cut the port's burst short: Err is the runtime error.
+type InternalError struct {
+	Err runtime.Error
+	Mem *guestmem.Memory // the memory the port's rings ran over
+}
+
+// GuestMemory returns Mem: vhost's Server.Drop drops the connection only
+// if its rings still run over it.
+func (e *InternalError) GuestMemory() *guestmem.Memory { return e.Mem }
+
+func (e *InternalError) Error() string {
+	return fmt.Sprintf("internal error in vhostd while forwarding the port's frames: %v", e.Err)
+}
+
+func (e *InternalError) Unwrap() error { return e.Err }
+
+// internalError pins r, recovered from p's loop and not a guest memory
+// fault, on the VM port whose burst p was forwarding, and returns that
+// port. It panics again with r when r is not a runtime error, when p was
+// not forwarding a VM port's burst, or when bugLog says the process must
+// not go on.
+func (p *poller) internalError(r any, log *logrus.Entry) *VMPort {
+	re, ok := r.(runtime.Error)
+	l, vm := p.busy.(*vmLane)
+	if !ok || !vm {
+		panic(r)
+	}
+	v := l.v
+	stack := string(debug.Stack())
+	if !p.s.bugs.note(v, time.Now()) {
+		log.WithFields(logrus.Fields{"port": v.Name(), "stack": stack}).Errorf("internal error in vhostd: %v; errors on %d ports within %v: not one guest's doing, exiting", re, bugPorts, bugWindow)
+		panic(r)
+	}
+	rings := v.rings.Load()
+	if l.cur != nil {
+		rings = l.cur
+	}
+	var mem *guestmem.Memory
+	if rings != nil {
+		mem = rings.Mem
+		v.withdraw(mem)
+	}
+	v.log.WithFields(logrus.Fields{"poller": p.id, "stack": stack}).Errorf("internal error in vhostd while forwarding this port's frames: %v; dropping the connection (please report this with the stack)", re)
+	if f := v.OnFault; f != nil {
+		go f(&InternalError{Err: re, Mem: mem})
+	}
+	return v
+}
