@@ -401,6 +401,7 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 		return 0
 	}
 	p.unsorted = n
+	probeBug(b, n) // nothing, but in a test build (bugprobe.go)
 	fdb := p.s.fdb
 	var bytes, runts, same, spoofed uint64
 	var unlearned [numLearnResults]uint64

@@ -14,7 +14,11 @@ import (
 // such as "./daemon/cmd/vhostd") with the race detector into a fresh
 // temporary directory, which it returns; the caller removes it. The go
 // tool's output goes to stderr.
-func Build(cmds ...string) (dir string, err error) {
+func Build(cmds ...string) (dir string, err error) { return BuildTags("", cmds...) }
+
+// BuildTags is Build with the build tags tags (comma-separated; "" for
+// none).
+func BuildTags(tags string, cmds ...string) (dir string, err error) {
 	root, err := guestimage.ModuleRoot()
 	if err != nil {
 		return "", err
@@ -23,7 +27,11 @@ func Build(cmds ...string) (dir string, err error) {
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command("go", append([]string{"build", "-race", "-o", dir + "/"}, cmds...)...)
+	args := []string{"build", "-race", "-o", dir + "/"}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	cmd := exec.Command("go", append(args, cmds...)...)
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {

@@ -114,6 +114,12 @@ func names(ns ...string) []port {
 // the test, and must then exit 0 without a data race report.
 func startVhostd(t *testing.T, ports []port, extra ...string) *vhostd {
 	t.Helper()
+	return startVhostdBin(t, vhostdBin, ports, extra...)
+}
+
+// startVhostdBin is startVhostd with the vhostd binary bin.
+func startVhostdBin(t *testing.T, bin string, ports []port, extra ...string) *vhostd {
+	t.Helper()
 	requireRoot(t)
 	dir := sockDir(t)
 	v := &vhostd{t: t, Dir: dir, Control: filepath.Join(dir, "ctl.sock"), done: make(chan error, 1),
@@ -136,7 +142,7 @@ func startVhostd(t *testing.T, ports []port, extra ...string) *vhostd {
 		v.macs[p.Name] = mac
 	}
 	args = append(args, extra...)
-	v.cmd = exec.Command(vhostdBin, args...)
+	v.cmd = exec.Command(bin, args...)
 	v.cmd.Stdout, v.cmd.Stderr = logf, logf
 	if err := v.cmd.Start(); err != nil {
 		t.Fatal(err)
