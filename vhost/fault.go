@@ -2,7 +2,9 @@ package vhost
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -112,22 +114,45 @@ func (s *Server) untrack(g *connGuard, err error) error {
 
 // guard runs f, a piece of the device's work on the connection's
 // goroutine, and returns a *guestmem.Fault if it faulted on the device's
-// guest memory. Any other panic, a fault elsewhere included, is a bug of
-// ours and goes on.
+// guest memory, or an *InternalError if it met a runtime error (an index
+// out of range, a nil dereference: a bug of vhostd's that this
+// frontend's requests reached), logged with its stack. Either ends this
+// connection only. Any other panic (a fault outside the device's memory,
+// one raised on purpose) goes on and ends the process.
 func (d *device) guard(f func()) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			addr, ok := guestmem.FaultAddr(r)
-			if !ok || !d.mem.Contains(addr) {
+			if addr, ok := guestmem.FaultAddr(r); ok {
+				if !d.mem.Contains(addr) {
+					panic(r)
+				}
+				err = &guestmem.Fault{Addr: addr, Mem: d.mem}
+				return
+			}
+			re, ok := r.(runtime.Error)
+			if !ok {
 				panic(r)
 			}
-			err = &guestmem.Fault{Addr: addr, Mem: d.mem}
+			d.log.WithField("stack", string(debug.Stack())).Errorf("internal error in vhostd handling the frontend's request: %v; dropping the connection (please report this with the stack)", re)
+			err = &InternalError{Err: re}
 		}
 	}()
 	f()
 	return nil
 }
+
+// InternalError is a bug of vhostd's that a connection's requests reached
+// (Err, the runtime error): the connection ends, the daemon goes on.
+type InternalError struct {
+	Err runtime.Error
+}
+
+func (e *InternalError) Error() string {
+	return fmt.Sprintf("internal error in vhostd: %v", e.Err)
+}
+
+func (e *InternalError) Unwrap() error { return e.Err }
 
 // handleGuarded is handle, with a fault on the guest's memory turned into
 // an error, which drops the connection. The device may be left half
@@ -140,17 +165,17 @@ func (d *device) handleGuarded(m *Message) (reply []byte, err error) {
 }
 
 // resetGuarded is reset for a connection's teardown: the backend's Publish
-// may touch the guest's memory, which may fault, on the way. reset is
-// idempotent, and a second round finds the rings already withdrawn, so it
-// is run again; after a few faults the rest is left to the process's end
-// rather than risk more.
+// may touch the guest's memory, which may fault, on the way (or meet a bug
+// of ours, an internal error). reset is idempotent, and a second round
+// finds the rings already withdrawn, so it is run again; after a few
+// failures the rest is left to the process's end rather than risk more.
 func (d *device) resetGuarded(log *logrus.Entry) {
 	for i := 0; i < 3; i++ {
 		err := d.guard(d.reset)
 		if err == nil {
 			return
 		}
-		log.WithError(err).Warn("guest memory fault while tearing the device down; trying again")
+		log.WithError(err).Warn("tearing the device down was cut short; trying again")
 	}
-	log.Error("guest memory keeps faulting during teardown: leaving the device's memory and fds")
+	log.Error("tearing the device down keeps failing: leaving the device's memory and fds")
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,4 +145,59 @@ func TestDataPathFaultDropsConnection(t *testing.T) {
 
 	a2 := connectGuest(t, pathA, feats)
 	exchange(a2)
+}
+
+// buggyBackend is a recorder whose Publish meets a runtime error (an
+// index out of range, as a bug would) while trip is set.
+type buggyBackend struct {
+	recorder
+	trip atomic.Bool
+}
+
+func (b *buggyBackend) Publish(rs *vhost.Rings) {
+	if rs != nil && b.trip.Load() {
+		var none []int
+		_ = none[len(rs.TX)+1]
+	}
+	b.recorder.Publish(rs)
+}
+
+// TestInternalErrorDropsConnection: a runtime error while a request is
+// handled (a bug of vhostd's that this frontend's requests reached, here
+// in the backend's Publish) ends that connection with the error as its
+// reason, its device is torn down, and the server goes on serving the
+// next frontend.
+func TestInternalErrorDropsConnection(t *testing.T) {
+	b := &buggyBackend{}
+	s, path := serve(t, vhost.Options{}, b)
+	g := connectGuest(t, path, fVersion1|fProtocol|fIndirect)
+	b.trip.Store(true)
+	// SET_VRING_ENABLE publishes the rings again.
+	p := make([]byte, 8)
+	binary.LittleEndian.PutUint32(p, 1)
+	binary.LittleEndian.PutUint32(p[4:], 1)
+	if err := g.f.Send(vt.SetVringEnable, vt.FlagVersion|vt.FlagNeedReply, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.f.Ack(vt.SetVringEnable); err == nil {
+		t.Fatal("the backend acknowledged a request it could not carry out")
+	}
+	if msg := waitDropped(t, s); !strings.Contains(msg, "SET_VRING_ENABLE: internal error in vhostd: runtime error: index out of range") {
+		t.Fatalf("dropped with %q", msg)
+	}
+	b.mu.Lock()
+	last := b.last
+	b.mu.Unlock()
+	if last != nil {
+		t.Fatal("the backend still has rings after the teardown")
+	}
+	g.rx.Close()
+	g.tx.Close()
+	g.f.Close()
+	b.trip.Store(false)
+	g2 := connectGuest(t, path, fVersion1|fProtocol|fIndirect)
+	if st := s.Status(); !st.Connected || len(st.Rings) != 2 || !st.Rings[1].Running {
+		t.Fatalf("a new frontend is not served: %+v", st)
+	}
+	g2.f.Close()
 }

@@ -1,6 +1,7 @@
 package hostile
 
 import (
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +21,9 @@ import (
 // them: a's connection is dropped with a log line naming the runtime
 // error and its stack, the burst is counted as internal_error on a,
 // vhostd runs on, b stays connected and still receives, and a fresh
-// frontend on port a passes traffic again.
+// frontend on port a passes traffic again. The same for a bug a
+// frontend's request reaches on the control path (vhost/bugprobe.go): a
+// SET_VRING_NUM of size 0xb5b5 ends that connection only.
 func TestInternalError(t *testing.T) {
 	requireRoot(t)
 	dir, err := binaries.BuildTags("vhostd_bugprobe", "./daemon/cmd/vhostd")
@@ -96,4 +99,31 @@ func TestInternalError(t *testing.T) {
 		t.Errorf("b received %d frames from c after a's bug, want 1", got)
 	}
 	c.Close()
+
+	// The control path: a request that trips the probe in vhost's
+	// handler (SET_VRING_NUM of size 0xb5b5) ends that frontend's
+	// connection, not the daemon.
+	off = len(v.Log())
+	d := v.dial(t, "d")
+	if err := d.Send(vt.SetOwner, vt.FlagVersion, nil); err != nil {
+		t.Fatal(err)
+	}
+	num := make([]byte, 8)
+	binary.LittleEndian.PutUint32(num[4:], 0xb5b5)
+	if err := d.Send(vt.SetVringNum, vt.FlagVersion, num); err != nil {
+		t.Fatal(err)
+	}
+	if closed, dur := d.WaitClosed(5 * time.Second); !closed {
+		t.Fatalf("d's connection still open %v after the request that trips the bug (alive: %v)", dur.Round(time.Millisecond), v.alive())
+	}
+	if err := v.alive(); err != nil {
+		t.Fatalf("after the control-path bug: %v\n%s", err, tail(v.Log(), 4000))
+	}
+	want = "internal error in vhostd handling the frontend's request: runtime error: index out of range"
+	if log, ok := v.waitLog(off, 2*time.Second, func(s string) bool { return strings.Contains(s, want) && strings.Contains(s, "probeRequest") }); !ok {
+		t.Fatalf("log does not say %q with a stack:\n%s", want, tail(log, 3000))
+	}
+	if ps := v.ports(t); !ps["b"].Vhost.Connected {
+		t.Error("b lost its connection to d's bug")
+	}
 }
