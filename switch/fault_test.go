@@ -522,8 +522,8 @@ func TestInternalErrorDropsOnePort(t *testing.T) {
 	if a.port.Running() {
 		t.Fatal("the port the error was pinned on still has rings running")
 	}
-	if st := a.port.Stats(); st.Drops["internal_error"] != 2 || st.RxPackets != 0 {
-		t.Fatalf("a: rx %d, internal_error %d; want 0 and the burst's 2", st.RxPackets, st.Drops["internal_error"])
+	if st := a.port.Stats(); st.Drops["internal_error"] != 2 || st.RxPackets != 0 || st.InternalErrors != 1 {
+		t.Fatalf("a: rx %d, internal_error drops %d, internal errors %d; want 0, the burst's 2 and 1", st.RxPackets, st.Drops["internal_error"], st.InternalErrors)
 	}
 	// The restarted loop settles without touching a's rings again: its
 	// chains are never published.

@@ -101,6 +101,7 @@ func (p *poller) internalError(r any, log *logrus.Entry) *VMPort {
 		log.WithFields(logrus.Fields{"port": v.Name(), "stack": stack}).Errorf("internal error in vhostd: %v; errors on %d ports within %v: not one guest's doing, exiting", re, bugPorts, bugWindow)
 		panic(r)
 	}
+	v.counters.InternalErrors.Add(1)
 	rings := v.rings.Load()
 	if l.cur != nil {
 		rings = l.cur

@@ -253,6 +253,9 @@ type Counters struct {
 	// what was validated once copied into the port's buffers (the
 	// sender rewrote them meanwhile): delivered without the GSO request.
 	GSOChanged Counter
+	// InternalErrors counts the bugs of vhostd's the port's bursts met
+	// on the data path (internal.go): its connection was dropped each time.
+	InternalErrors Counter
 }
 
 // Snapshot is a copy of Counters for reporting.
@@ -278,6 +281,9 @@ type Snapshot struct {
 	// GSO super-frames the sender changed after the switch validated
 	// them, delivered without their GSO request.
 	GSOChanged uint64 `json:"gso_changed"`
+	// Bugs of vhostd's that the port's bursts met on the data path, each
+	// of which dropped its connection (the log has the stack).
+	InternalErrors uint64 `json:"internal_errors"`
 }
 
 // Snapshot copies the counters.
@@ -304,6 +310,7 @@ func SumCounters(cs ...*Counters) Snapshot {
 		s.GSOSegments += c.GSOSegments.Load()
 		s.CsumCompleted += c.CsumCompleted.Load()
 		s.GSOChanged += c.GSOChanged.Load()
+		s.InternalErrors += c.InternalErrors.Load()
 	}
 	for i, n := range drops {
 		s.Drops[DropNames[i]] = n

@@ -185,6 +185,9 @@ func TestInternalErrorDropsConnection(t *testing.T) {
 	if msg := waitDropped(t, s); !strings.Contains(msg, "SET_VRING_ENABLE: internal error in vhostd: runtime error: index out of range") {
 		t.Fatalf("dropped with %q", msg)
 	}
+	if n := s.Status().InternalErrors; n != 1 {
+		t.Fatalf("Status().InternalErrors = %d, want 1", n)
+	}
 	b.mu.Lock()
 	last := b.last
 	b.mu.Unlock()

@@ -81,6 +81,9 @@ type Status struct {
 	// guest reboot or driver reload negotiates again on one connection).
 	Connections  int `json:"connections"`
 	Negotiations int `json:"negotiations"`
+	// InternalErrors is how many connections ended because a request met
+	// a bug of vhostd's (an *InternalError; the log has its stack).
+	InternalErrors int `json:"internal_errors"`
 }
 
 // DefaultHandoverWait is how long a new frontend connection waits for the
@@ -164,6 +167,7 @@ type Server struct {
 	// connections and negotiations count frontends admitted and
 	// SET_FEATURES accepted, for Status.
 	connections, negotiations int
+	internalErrors            int // connections ended by an *InternalError
 	closed                    bool
 	wg                        sync.WaitGroup
 
@@ -375,7 +379,7 @@ func (s *Server) Status() Status {
 		live = nil
 	}
 	st := withDataViolations(s.status, dataViolations(s.ringViol, s.queues, live))
-	st.Connections, st.Negotiations = s.connections, s.negotiations
+	st.Connections, st.Negotiations, st.InternalErrors = s.connections, s.negotiations, s.internalErrors
 	st.Rings = append([]RingStatus(nil), st.Rings...)
 	// A ring the data path broke shows so at once, not only once the
 	// frontend next stops it.
@@ -429,6 +433,11 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	}
 	msg := ""
 	if err != nil {
+		if ie := (*InternalError)(nil); errors.As(err, &ie) {
+			s.mu.Lock()
+			s.internalErrors++
+			s.mu.Unlock()
+		}
 		msg = err.Error()
 		log.WithError(err).Error("closing frontend connection")
 	} else {
@@ -629,7 +638,7 @@ func (s *Server) setStatus(d *device, connected bool, lastErr string) {
 	}
 	d.retired = nil
 	st.Mode, st.Attempts, st.LastAttempt = s.status.Mode, s.status.Attempts, s.status.LastAttempt
-	st.Connections, st.Negotiations = s.connections, s.negotiations
+	st.Connections, st.Negotiations, st.InternalErrors = s.connections, s.negotiations, s.internalErrors
 	st.Since = s.status.Since
 	if connected != s.status.Connected {
 		st.Since = time.Now()

@@ -58,11 +58,12 @@ var (
 	descLimited   = desc("port_fdb_learn_limited_total", "Received frames whose source address was not learned: the port holds its max_macs (still forwarded).", "port")
 	descFull      = desc("port_fdb_full_total", "Received frames whose source address was not learned: no room in the FDB (still forwarded).", "port")
 
-	descGSOPassed     = desc("port_gso_passed_total", "GSO super-frames delivered to the port whole (it negotiated the offload).", "port")
-	descGSOSegmented  = desc("port_gso_segmented_total", "GSO super-frames segmented in software on their way to the port (it did not negotiate the offload).", "port")
-	descGSOSegments   = desc("port_gso_segments_total", "Frames vhostd_port_gso_segmented_total were cut into.", "port")
-	descCsumCompleted = desc("port_csum_completed_total", "Partial checksums completed in software on their way to the port.", "port")
-	descGSOChanged    = desc("port_gso_changed_total", "GSO super-frames the sender changed after the switch validated them, delivered to the port without their GSO request.", "port")
+	descGSOPassed      = desc("port_gso_passed_total", "GSO super-frames delivered to the port whole (it negotiated the offload).", "port")
+	descGSOSegmented   = desc("port_gso_segmented_total", "GSO super-frames segmented in software on their way to the port (it did not negotiate the offload).", "port")
+	descGSOSegments    = desc("port_gso_segments_total", "Frames vhostd_port_gso_segmented_total were cut into.", "port")
+	descCsumCompleted  = desc("port_csum_completed_total", "Partial checksums completed in software on their way to the port.", "port")
+	descInternalErrors = desc("port_internal_errors_total", "Bugs of vhostd's that the port's frames (path=data) or its frontend's requests (path=control) reached; each dropped the port's connection, and the log has the stack.", "port", "path")
+	descGSOChanged     = desc("port_gso_changed_total", "GSO super-frames the sender changed after the switch validated them, delivered to the port without their GSO request.", "port")
 
 	descConnected   = desc("port_connected", "1 while a vhost-user frontend is connected to the port, else 0.", "port")
 	descState       = desc("port_state", "The port's state, as vhostctl ports shows it: 1 for the state it is in, 0 for the others.", "port", "state")
@@ -122,7 +123,7 @@ func NewCollector(src Source) *Collector { return &Collector{src: src} }
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descDrops, descMoves, descLimited, descFull,
-		descGSOPassed, descGSOSegmented, descGSOSegments, descCsumCompleted, descGSOChanged,
+		descGSOPassed, descGSOSegmented, descGSOSegments, descCsumCompleted, descGSOChanged, descInternalErrors,
 		descConnected, descState, descRings, descLearned, descMaxMACs, descFDBEntries, descPortEntries,
 		descUpRxPackets, descUpTxPackets, descUpRxBytes, descUpTxBytes, descUpRxMissed, descUpRxErrors,
 		descUpTxErrors, descUpRxNoMbuf, descUpLinkUp, descUpStatsErr,
@@ -169,6 +170,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descGSOSegments, s.GSOSegments, s.Name)
 		counter(descCsumCompleted, s.CsumCompleted, s.Name)
 		counter(descGSOChanged, s.GSOChanged, s.Name)
+		counter(descInternalErrors, s.InternalErrors, s.Name, "data")
 		if u := s.DPDK; u != nil {
 			counter(descUpRxPackets, u.RxPackets, s.Name)
 			counter(descUpTxPackets, u.TxPackets, s.Name)
@@ -235,6 +237,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descConnected, boolf(p.Vhost.Connected), p.Name)
 			counter(descConnections, uint64(p.Vhost.Connections), p.Name)
 			counter(descNegotiations, uint64(p.Vhost.Negotiations), p.Name)
+			counter(descInternalErrors, uint64(p.Vhost.InternalErrors), p.Name, "control")
 			running := 0
 			for _, r := range p.Vhost.Rings {
 				if r.Running {

@@ -81,7 +81,10 @@ func TestInternalError(t *testing.T) {
 	}
 	st := v.stats(t)
 	if n := st["a"].Drops["internal_error"]; n < 1 || n > 3 {
-		t.Errorf("a's internal_error = %d, want the burst's 1 to 3 frames", n)
+		t.Errorf("a's internal_error drops = %d, want the burst's 1 to 3 frames", n)
+	}
+	if n := st["a"].InternalErrors; n != 1 {
+		t.Errorf("a's internal_errors = %d, want 1", n)
 	}
 	if ps := v.ports(t); !ps["b"].Vhost.Connected {
 		t.Error("b lost its connection to a's bug")
@@ -123,7 +126,11 @@ func TestInternalError(t *testing.T) {
 	if log, ok := v.waitLog(off, 2*time.Second, func(s string) bool { return strings.Contains(s, want) && strings.Contains(s, "probeRequest") }); !ok {
 		t.Fatalf("log does not say %q with a stack:\n%s", want, tail(log, 3000))
 	}
-	if ps := v.ports(t); !ps["b"].Vhost.Connected {
+	ps := v.ports(t)
+	if !ps["b"].Vhost.Connected {
 		t.Error("b lost its connection to d's bug")
+	}
+	if n := ps["d"].Vhost.InternalErrors; n != 1 || !strings.Contains(ps["d"].Vhost.LastError, "internal error in vhostd") {
+		t.Errorf("d: internal_errors %d, last error %q; want 1 and the internal error", n, ps["d"].Vhost.LastError)
 	}
 }

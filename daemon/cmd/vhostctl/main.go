@@ -153,6 +153,9 @@ func printPorts(out io.Writer, ports []control.PortInfo) {
 		case p.Vhost.LastError != "":
 			fmt.Fprintf(out, "%s: last connection error: %s\n", p.Name, p.Vhost.LastError)
 		}
+		if n := p.Vhost.InternalErrors; n > 0 {
+			fmt.Fprintf(out, "%s: internal_errors=%d (connections ended by a bug of vhostd's a request reached; the log has the stack)\n", p.Name, n)
+		}
 	}
 }
 
@@ -219,6 +222,11 @@ func printStats(out io.Writer, stats []control.PortStats) {
 		if s.FDBMovesRefused+s.FDBLearnLimited+s.FDBFull > 0 {
 			fmt.Fprintf(out, "%s source addresses not learned (frames forwarded): fdb_moves_refused=%d fdb_learn_limited=%d fdb_full=%d\n",
 				s.Name, s.FDBMovesRefused, s.FDBLearnLimited, s.FDBFull)
+		}
+	}
+	for _, s := range stats {
+		if s.InternalErrors > 0 {
+			fmt.Fprintf(out, "%s internal_errors=%d (bugs of vhostd's its frames reached, each of which dropped its connection; the log has the stack)\n", s.Name, s.InternalErrors)
 		}
 	}
 	for _, s := range stats {
