@@ -55,15 +55,7 @@ func TestControlPathFaultDropsConnection(t *testing.T) {
 	}
 	// SET_VRING_ENABLE restarts the rings: virtqueue.New reads the used
 	// index, now in a truncated page.
-	p := make([]byte, 8)
-	binary.LittleEndian.PutUint32(p, 1)
-	binary.LittleEndian.PutUint32(p[4:], 1)
-	if err := g.f.Send(vt.SetVringEnable, vt.FlagVersion|vt.FlagNeedReply, p); err != nil {
-		t.Fatal(err)
-	}
-	if err := g.f.Ack(vt.SetVringEnable); err == nil {
-		t.Fatal("the backend acknowledged a request it could not carry out")
-	}
+	enableRingRefused(t, g)
 	if !g.f.Closed() {
 		t.Fatal("connection still open after the fault")
 	}
@@ -81,11 +73,7 @@ func TestControlPathFaultDropsConnection(t *testing.T) {
 	g.f.Close()
 	waitFDs(t, before) // the memfd's mapping and the ring fds are released
 
-	g2 := connectGuest(t, path, fVersion1|fProtocol|fIndirect)
-	if st := s.Status(); !st.Connected || len(st.Rings) != 2 || !st.Rings[1].Running {
-		t.Fatalf("a new frontend is not served: %+v", st)
-	}
-	g2.f.Close()
+	servedAgain(t, s, path)
 }
 
 // TestDataPathFaultDropsConnection wires a switch port to its server as
@@ -173,15 +161,7 @@ func TestInternalErrorDropsConnection(t *testing.T) {
 	g := connectGuest(t, path, fVersion1|fProtocol|fIndirect)
 	b.trip.Store(true)
 	// SET_VRING_ENABLE publishes the rings again.
-	p := make([]byte, 8)
-	binary.LittleEndian.PutUint32(p, 1)
-	binary.LittleEndian.PutUint32(p[4:], 1)
-	if err := g.f.Send(vt.SetVringEnable, vt.FlagVersion|vt.FlagNeedReply, p); err != nil {
-		t.Fatal(err)
-	}
-	if err := g.f.Ack(vt.SetVringEnable); err == nil {
-		t.Fatal("the backend acknowledged a request it could not carry out")
-	}
+	enableRingRefused(t, g)
 	if msg := waitDropped(t, s); !strings.Contains(msg, "SET_VRING_ENABLE: internal error in vhostd: runtime error: index out of range") {
 		t.Fatalf("dropped with %q", msg)
 	}
@@ -198,9 +178,30 @@ func TestInternalErrorDropsConnection(t *testing.T) {
 	g.tx.Close()
 	g.f.Close()
 	b.trip.Store(false)
-	g2 := connectGuest(t, path, fVersion1|fProtocol|fIndirect)
+	servedAgain(t, s, path)
+}
+
+// enableRingRefused sends SET_VRING_ENABLE (ring 1 on) with a reply asked
+// for, which restarts the rings, and checks that it is not acknowledged.
+func enableRingRefused(t *testing.T, g *guest) {
+	t.Helper()
+	p := make([]byte, 8)
+	binary.LittleEndian.PutUint32(p, 1)
+	binary.LittleEndian.PutUint32(p[4:], 1)
+	if err := g.f.Send(vt.SetVringEnable, vt.FlagVersion|vt.FlagNeedReply, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.f.Ack(vt.SetVringEnable); err == nil {
+		t.Fatal("the backend acknowledged a request it could not carry out")
+	}
+}
+
+// servedAgain checks that a new frontend on path is served as usual.
+func servedAgain(t *testing.T, s *vhost.Server, path string) {
+	t.Helper()
+	g := connectGuest(t, path, fVersion1|fProtocol|fIndirect)
 	if st := s.Status(); !st.Connected || len(st.Rings) != 2 || !st.Rings[1].Running {
 		t.Fatalf("a new frontend is not served: %+v", st)
 	}
-	g2.f.Close()
+	g.f.Close()
 }
