@@ -188,15 +188,19 @@ func (v *VMPort) settleTx() {
 	}
 	m := min(len(r.RX), len(v.txqs))
 	for slot, t := range v.txqs[:m] {
-		if v.pollers > 1 {
-			t.mu.Lock()
-		}
-		if t.ring == r.RX[slot] {
-			t.syncTx(r.RX[slot], r.Mem)
-		}
-		if v.pollers > 1 {
-			t.mu.Unlock()
-		}
+		v.settleSlot(t, r.RX[slot], r.Mem)
+	}
+}
+
+// settleSlot is settleTx for one receive queue, under its lock when
+// pollers share it; the lock is released if a fault unwinds syncTx.
+func (v *VMPort) settleSlot(t *txQueue, ring *vhost.Ring, mem *guestmem.Memory) {
+	if v.pollers > 1 {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+	}
+	if t.ring == ring {
+		t.syncTx(ring, mem)
 	}
 }
 
@@ -245,6 +249,14 @@ func (p *poller) onFault(r any, log *logrus.Entry) {
 	if p.unsorted > 0 {
 		lost, p.unsorted = uint64(p.unsorted), 0
 	}
+	if p.receiving {
+		// Cut short while the receiver took its burst: the chains it
+		// had taken are never published (the port is withdrawn).
+		if l, ok := p.busy.(*vmLane); ok && l.v == v {
+			lost = uint64(l.pooled)
+		}
+	}
+	p.receiving, p.txDst = false, -1
 	if lost > 0 {
 		v.counters.Drops[reason].Add(lost)
 	}

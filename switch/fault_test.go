@@ -465,11 +465,13 @@ func TestTruncatedGuestWhileForwarding(t *testing.T) {
 	waitUsed(31)
 }
 
-// internalErrorIn runs, under poller 0's recover frame, the start of a
-// burst of e's (its chains taken, as forward would) and then a runtime
-// error, as a bug of vhostd's met while forwarding e's frames would be.
-// It reports whether the loop recovered.
-func internalErrorIn(t *testing.T, s *Switch, e *faultEnd) bool {
+// internalErrorIn runs, under poller 0's recover frame, e's receiver
+// taking its burst (its chains popped) and then a runtime error before it
+// returns, as a bug of vhostd's met in e's receive path would be; with
+// dst, the error comes instead while the burst is transmitted into dst,
+// as one in dst's receive rings would. It reports whether the loop
+// recovered.
+func internalErrorIn(t *testing.T, s *Switch, e, dst *faultEnd) bool {
 	t.Helper()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	p := s.pollers[0]
@@ -477,10 +479,18 @@ func internalErrorIn(t *testing.T, s *Switch, e *faultEnd) bool {
 		p.t = s.table.Load()
 		r := e.port.Receivers()[0]
 		p.busy = r
-		p.unsorted = r.Receive(&p.burst)
+		p.receiving = true
+		n := r.Receive(&p.burst)
+		if dst != nil {
+			p.receiving = false
+			r.Counters().RxPackets.Add(uint64(n)) // as forward counts before its transmits
+			for i := 0; i < n; i++ {
+				p.add(dst.idx, &p.burst.Frames[i])
+			}
+			p.txDst = dst.idx
+		}
 		var none []int
-		i := p.unsorted + 1
-		_ = none[i] // index out of range
+		_ = none[n+1] // index out of range
 	})
 }
 
@@ -507,7 +517,7 @@ func TestInternalErrorDropsOnePort(t *testing.T) {
 
 	a.send(ethFrame(0xc, 0xa, 100), 14)
 	a.send(ethFrame(0xc, 0xa, 200), 14)
-	if !internalErrorIn(t, s, a) {
+	if !internalErrorIn(t, s, a, nil) {
 		t.Fatal("the loop did not recover the runtime error")
 	}
 	select {
@@ -562,16 +572,39 @@ func TestInternalErrorDropsOnePort(t *testing.T) {
 	}()
 	s.pollers[0].busy = nil
 
-	// A second port's error is recovered; a third's within the minute
-	// is taken for a bug every guest meets and ends the process.
+	// An error while b's burst is transmitted into c, whose own rings
+	// the transmit walks, is pinned on c: b, healthy, keeps its
+	// connection and gets its chain back.
+	b.tx.CollectUsed()
 	b.send(ethFrame(0xc, 0xb, 60), 14)
-	if !internalErrorIn(t, s, b) {
-		t.Fatal("the second port's error was not recovered")
+	if !internalErrorIn(t, s, b, c) {
+		t.Fatal("the error in the transmit into c was not recovered")
 	}
-	<-b.faults
+	select {
+	case err := <-c.faults:
+		var ie *InternalError
+		if !errors.As(err, &ie) || ie.Mem != c.mem {
+			t.Fatalf("c's OnFault(%v): want an InternalError about c's memory", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the receiver the error came in was not dropped")
+	}
 	if guardedPump(t, s) {
 		t.Fatal("fault while settling")
 	}
+	if !b.port.Running() || c.port.Running() {
+		t.Fatalf("after an error in c's transmit: b running %v, c running %v; want b only", b.port.Running(), c.port.Running())
+	}
+	if used := b.tx.CollectUsed(); len(used) != 1 {
+		t.Fatalf("b got %d of its 1 transmit chain back", len(used))
+	}
+	if st := c.port.Stats(); st.InternalErrors != 1 || st.Drops["internal_error"] != 1 {
+		t.Fatalf("c: internal errors %d, internal_error drops %d; want 1 and 1", st.InternalErrors, st.Drops["internal_error"])
+	}
+	b.noMoreFaults(t)
+
+	// A third port's error within the minute is taken for a bug every
+	// guest meets and ends the process.
 	func() {
 		defer func() {
 			r := recover()
@@ -579,7 +612,7 @@ func TestInternalErrorDropsOnePort(t *testing.T) {
 				t.Fatalf("a third port's error: recovered %v, want the runtime error again", r)
 			}
 		}()
-		c.send(ethFrame(0xb, 0xc, 60), 14)
-		internalErrorIn(t, s, c)
+		b.send(ethFrame(0xc, 0xb, 60), 14)
+		internalErrorIn(t, s, b, nil)
 	}()
 }

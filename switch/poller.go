@@ -82,6 +82,11 @@ type poller struct {
 	// source's memory, the only guest memory sorting reads) loses them
 	// all.
 	unsorted int
+	// receiving is set while forward's receiver takes its burst, and
+	// txDst is the port forward is transmitting into (-1: none): where
+	// an error cut the burst short (internal.go).
+	receiving bool
+	txDst     int
 
 	// load is how the poller spent its time (see load.go).
 	load pollerLoad
@@ -92,7 +97,7 @@ func newPoller(s *Switch, id int) (*poller, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &poller{s: s, id: id, wakeFD: fd, epfd: -1, idleWait: 1000, touched: make([]int, 0, MaxPorts)}
+	p := &poller{s: s, id: id, wakeFD: fd, epfd: -1, idleWait: 1000, touched: make([]int, 0, MaxPorts), txDst: -1}
 	p.burst.calls = &p.calls
 	p.parked.Store(true) // not running: quiesce need not wait for it
 	p.owned.Store(&[]unit{})
@@ -395,7 +400,9 @@ func (p *poller) sleep() bool {
 // destinations.
 func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 	b := &p.burst
+	p.receiving = true
 	n := rx.Receive(b)
+	p.receiving = false
 	if n == 0 {
 		rx.Done(b) // chains may have been consumed and dropped
 		return 0
@@ -517,9 +524,11 @@ func (p *poller) forward(t *portTable, src int, rx Receiver, now int64) int {
 	}
 	p.unsorted = 0
 	for _, d := range p.touched {
+		p.txDst = d
 		t.ports[d].Transmit(p.id, p.lists[d][:p.counts[d]])
 		p.counts[d] = 0
 	}
+	p.txDst = -1
 	p.touched = p.touched[:0]
 	rx.Done(b)
 	return n

@@ -506,7 +506,9 @@ func (s *Server) loop(c *conn, d *device) error {
 		s.log.WithField("request", m.Request.String()).Debug("vhost-user request")
 		seen := d.violationsSeen
 		reply, err := d.handleGuarded(m)
-		if err != nil && d.violationsSeen == seen {
+		var ie *InternalError
+		if err != nil && d.violationsSeen == seen && !errors.As(err, &ie) {
+			// (A bug of vhostd's is not the frontend's violation.)
 			d.violate(m.Request, specFor(m.Request), "%v", err)
 		}
 		replyFD := d.takeReplyFD()
