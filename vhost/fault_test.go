@@ -44,10 +44,7 @@ func TestControlPathFaultDropsConnection(t *testing.T) {
 	s, path := serve(t, vhost.Options{}, rec)
 	before := openFDs(t)
 	g := connectGuest(t, path, fVersion1|fProtocol|fIndirect)
-	rec.mu.Lock()
-	running := rec.last != nil && len(rec.last.TX) == 1
-	rec.mu.Unlock()
-	if !running {
+	if rs := rec.rings(); rs == nil || len(rs.TX) != 1 {
 		t.Fatal("rings not running before the truncation")
 	}
 	if err := unix.Ftruncate(g.f.MemFD, 0); err != nil {
@@ -62,10 +59,7 @@ func TestControlPathFaultDropsConnection(t *testing.T) {
 	if msg := waitDropped(t, s); !strings.Contains(msg, "SET_VRING_ENABLE: "+faultMsg) || !strings.Contains(msg, "truncated or unmapped its memory") {
 		t.Fatalf("dropped with %q", msg)
 	}
-	rec.mu.Lock()
-	last := rec.last
-	rec.mu.Unlock()
-	if last != nil {
+	if rec.rings() != nil {
 		t.Fatal("the backend still has rings after the teardown")
 	}
 	g.rx.Close()
@@ -168,10 +162,7 @@ func TestInternalErrorDropsConnection(t *testing.T) {
 	if st := s.Status(); st.InternalErrors != 1 || st.ViolationsSeen != 0 {
 		t.Fatalf("Status: InternalErrors %d, ViolationsSeen %d; want 1, and no violation of the frontend's for a bug of vhostd's", st.InternalErrors, st.ViolationsSeen)
 	}
-	b.mu.Lock()
-	last := b.last
-	b.mu.Unlock()
-	if last != nil {
+	if b.rings() != nil {
 		t.Fatal("the backend still has rings after the teardown")
 	}
 	g.rx.Close()

@@ -38,6 +38,13 @@ func (r *recorder) Publish(rs *vhost.Rings) {
 	r.mu.Unlock()
 }
 
+// rings returns the rings last published (nil once withdrawn).
+func (r *recorder) rings() *vhost.Rings {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
+
 func serve(t *testing.T, opts vhost.Options, b vhost.Backend) (*vhost.Server, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "vm.sock")
@@ -415,9 +422,7 @@ func TestStatusShowsDataPathBreak(t *testing.T) {
 	rec := &recorder{}
 	s, path := serve(t, vhost.Options{}, rec)
 	g := connectGuest(t, path, fVersion1|fProtocol)
-	rec.mu.Lock()
-	rs := rec.last
-	rec.mu.Unlock()
+	rs := rec.rings()
 	if rs == nil || len(rs.TX) == 0 {
 		t.Fatal("no transmit ring published")
 	}
