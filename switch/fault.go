@@ -217,9 +217,9 @@ func (v *VMPort) settleRetired(old *vhost.Rings) {
 }
 
 // onFault deals with a value p's loop recovered: a guest memory fault is
-// pinned on its port, a runtime error while a VM port's burst was being
-// forwarded on that port (internalError), and the poller's burst scratch
-// is reset; anything else is a bug of ours and panics again.
+// pinned on the port whose memory faulted, a runtime error on the VM port
+// whose part of the burst it came in (internalError), and the poller's
+// burst scratch is reset; anything else is a bug of ours and panics again.
 func (p *poller) onFault(r any, log *logrus.Entry) {
 	addr, ok := guestmem.FaultAddr(r)
 	reason := DropGuestFault
